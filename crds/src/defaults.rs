@@ -1,0 +1,86 @@
+//! Every default value, in one place. Serde calls the functions here for
+//! fields a manifest leaves out; [`crate::Kind::apply_defaults`] fills the few
+//! defaults that depend on other fields (quorum from the sentinel count, the
+//! master group name from the resource name). After both, `get -o yaml` shows
+//! every value the controller acts on.
+
+/// Docker refuses memory limits below 6 MiB.
+pub const MIN_MEMORY_LIMIT_BYTES: u64 = 6 << 20;
+
+pub(crate) fn volume_driver() -> String {
+    "local".into()
+}
+
+// PostgresCluster
+pub(crate) fn pg_instances() -> u8 {
+    3
+}
+pub(crate) fn pg_version() -> u8 {
+    15
+}
+/// No official image carries Patroni; haswarm's image is PostgreSQL + Patroni
+/// from Debian's packages (built by `tests/testbed/build-images.sh`).
+pub(crate) fn pg_image() -> String {
+    "haswarm/patroni:15".into()
+}
+pub(crate) fn patroni_ttl() -> u32 {
+    30
+}
+pub(crate) fn patroni_loop_wait() -> u32 {
+    10
+}
+pub(crate) fn patroni_retry_timeout() -> u32 {
+    10
+}
+pub(crate) fn patroni_maximum_lag_on_failover() -> u64 {
+    1 << 20
+}
+pub(crate) fn etcd_members() -> u8 {
+    3
+}
+pub(crate) fn etcd_image() -> String {
+    "quay.io/coreos/etcd:v3.5.17".into()
+}
+pub(crate) fn router_replicas() -> u8 {
+    2
+}
+pub(crate) fn router_image() -> String {
+    "haproxy:2.8".into()
+}
+pub(crate) fn pg_database() -> String {
+    "app".into()
+}
+pub(crate) fn pg_owner() -> String {
+    "app".into()
+}
+
+// RedisSentinelGroup
+pub(crate) fn redis_instances() -> u8 {
+    3
+}
+pub(crate) fn redis_image() -> String {
+    "redis:7.2".into()
+}
+pub(crate) fn sentinel_count() -> u8 {
+    3
+}
+pub(crate) fn down_after() -> crate::quantity::Duration {
+    crate::quantity::Duration::parse("5s").unwrap_or_else(|_| unreachable!("constant parses"))
+}
+pub(crate) fn failover_timeout() -> crate::quantity::Duration {
+    crate::quantity::Duration::parse("60s").unwrap_or_else(|_| unreachable!("constant parses"))
+}
+pub(crate) fn parallel_syncs() -> u8 {
+    1
+}
+
+/// Majority of `count` sentinels: the smallest quorum that cannot be met by two
+/// disjoint halves of a partition.
+pub(crate) fn quorum_for(count: u8) -> u8 {
+    count / 2 + 1
+}
+
+// SharedVolume
+pub(crate) fn nfs_version() -> String {
+    "4".into()
+}

@@ -1,0 +1,129 @@
+//! Kubernetes-style object metadata and status conditions, shared by every kind.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::name::Name;
+
+/// Identity and bookkeeping of a resource. Users set `name`, `labels` and
+/// `annotations`; the store sets the rest, and ignores what a client sends there
+/// except `resourceVersion`, which makes a write conditional.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// Name of the resource, unique per kind. It prefixes every Swarm object
+    /// haswarm creates for it (services, secrets, configs, networks, volumes).
+    pub name: Name,
+    /// Key/value pairs to select resources with (`haswarmctl get -l key=value`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form key/value notes. `haswarm.io/paused: "true"` stops every change
+    /// to this resource's Swarm objects while status keeps being reported.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Unique id given by the store when the resource is created. Read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Counter bumped by the store on every change of `spec`. Read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Version of the stored object, from a global counter. Sent back on a write,
+    /// it makes the write fail with a conflict if someone else wrote in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<u64>,
+    /// When the store created the resource (RFC 3339). Read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<DateTime<Utc>>,
+    /// When deletion was requested (RFC 3339); the resource stays until its
+    /// finalizers have cleaned up. Read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<DateTime<Utc>>,
+    /// Cleanup steps that must finish before the record is removed. Set by the controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+}
+
+impl ObjectMeta {
+    /// Metadata holding only a name, as a user would write it.
+    pub fn named(name: Name) -> Self {
+        Self {
+            name,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            uid: None,
+            generation: None,
+            resource_version: None,
+            creation_timestamp: None,
+            deletion_timestamp: None,
+            finalizers: Vec::new(),
+        }
+    }
+}
+
+/// The value of a condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// The controller cannot tell (yet).
+    Unknown,
+}
+
+/// One aspect of a resource's state, as the controller last observed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    /// What the condition is about: `Ready`, `Reconciling`, `Stalled`, `Paused`,
+    /// or a kind-specific one such as `PrimaryAvailable`, `QuorumHealthy`, `MountedOnAllNodes`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// Machine-readable CamelCase cause of the last transition.
+    pub reason: String,
+    /// Human-readable details.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: DateTime<Utc>,
+    /// The `metadata.generation` this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<u64>,
+}
+
+/// A Swarm object the controller created for a resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OwnedObject {
+    /// Swarm object type: `service`, `secret`, `config`, `network`, `volume` or `nodeLabel`.
+    pub kind: String,
+    /// The Swarm object's name.
+    pub name: String,
+}
+
+/// Status fields every kind shares.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommonStatus {
+    /// The `metadata.generation` the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<u64>,
+    /// Current conditions (`Ready`, `Reconciling`, `Stalled`, `Paused`, kind-specific ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Swarm objects the controller created for this resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_objects: Vec<OwnedObject>,
+}
+
+impl CommonStatus {
+    /// The condition of the given type, if reported.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}

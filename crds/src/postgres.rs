@@ -1,0 +1,551 @@
+//! PostgresCluster: PostgreSQL run by Patroni, an etcd cluster as Patroni's
+//! consensus store, and an HAProxy router giving read-write and read-only
+//! endpoints.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Network, Placement, Resources, SecretRef, Storage};
+use crate::meta::{CommonStatus, ObjectMeta};
+use crate::quantity::ScalarString;
+use crate::validate::{self, Catalog, FieldPath, Report};
+use crate::{defaults, Kind};
+
+/// Desired state of a highly available PostgreSQL cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresClusterSpec {
+    /// Number of PostgreSQL instances (1 to 9): one primary, the rest streaming
+    /// replicas. Each runs as its own Swarm service `<name>-pg-<i>`, pinned to a node.
+    #[serde(default = "defaults::pg_instances")]
+    #[schemars(range(min = 1, max = 9))]
+    pub instances: u8,
+    /// PostgreSQL server settings and image.
+    #[serde(default)]
+    pub postgres: PostgresSettings,
+    /// Patroni, which runs PostgreSQL on each instance and handles failover.
+    #[serde(default)]
+    pub patroni: PatroniSettings,
+    /// The etcd cluster Patroni keeps its leader key in: managed by haswarm, or external.
+    #[serde(default)]
+    pub etcd: EtcdSettings,
+    /// The HAProxy router that gives `<name>-rw` (primary) and `<name>-ro` (replicas) endpoints.
+    #[serde(default)]
+    pub router: RouterSettings,
+    /// Where each instance keeps its data.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Which nodes may run instances.
+    #[serde(default)]
+    pub placement: Placement,
+    /// CPU and memory of each PostgreSQL instance.
+    #[serde(default)]
+    pub resources: Resources,
+    /// The database and users created when the cluster is first initialised.
+    #[serde(default)]
+    pub bootstrap: Bootstrap,
+    /// Passwords. Each one left out is generated once and kept in a Swarm secret.
+    #[serde(default)]
+    pub credentials: PostgresCredentials,
+    /// The overlay network applications join to reach the cluster.
+    #[serde(default)]
+    pub network: Network,
+    /// Instance index (0-based) that should be primary. Changing it performs a
+    /// switchover; leave it out to let Patroni choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_primary: Option<u8>,
+}
+
+/// PostgreSQL server settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// Major version of PostgreSQL (13 to 17). Must match the image.
+    #[serde(default = "defaults::pg_version")]
+    #[schemars(range(min = 13, max = 17))]
+    pub version: u8,
+    /// Image holding `postgres` and `patroni` binaries (the image's
+    /// `/usr/lib/postgresql/<version>/bin` is used).
+    #[serde(default = "defaults::pg_image")]
+    pub image: String,
+    /// `postgresql.conf` parameters, e.g. `max_connections: 200`. Settings that
+    /// haswarm or Patroni manage (ports, paths, replication wiring) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, ScalarString>,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            version: defaults::pg_version(),
+            image: defaults::pg_image(),
+            parameters: BTreeMap::new(),
+        }
+    }
+}
+
+/// Patroni's synchronous replication mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SynchronousMode {
+    /// Asynchronous replication: fastest commits; a failover may lose the last
+    /// commits the primary acknowledged.
+    #[default]
+    Off,
+    /// A commit waits for one synchronous standby while one is available; no
+    /// acknowledged commit is lost on failover.
+    On,
+    /// As `On`, and writes stop when no synchronous standby is available.
+    Strict,
+}
+
+/// Patroni's timing and replication settings (Patroni's own names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatroniSettings {
+    /// Seconds the leader key lives in etcd without renewal; a dead leader is
+    /// replaced after at most this long. Must be at least `loopWait + 2*retryTimeout`.
+    #[serde(default = "defaults::patroni_ttl")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub ttl: u32,
+    /// Seconds between Patroni's checks of the cluster.
+    #[serde(default = "defaults::patroni_loop_wait")]
+    #[schemars(range(min = 1, max = 600))]
+    pub loop_wait: u32,
+    /// Seconds Patroni retries etcd and PostgreSQL operations before demoting the leader.
+    #[serde(default = "defaults::patroni_retry_timeout")]
+    #[schemars(range(min = 1, max = 600))]
+    pub retry_timeout: u32,
+    /// Synchronous replication: `Off` (default), `On` or `Strict`.
+    #[serde(default)]
+    pub synchronous_mode: SynchronousMode,
+    /// Bytes a replica may lag and still be promoted on failover.
+    #[serde(default = "defaults::patroni_maximum_lag_on_failover")]
+    pub maximum_lag_on_failover: u64,
+}
+
+impl Default for PatroniSettings {
+    fn default() -> Self {
+        Self {
+            ttl: defaults::patroni_ttl(),
+            loop_wait: defaults::patroni_loop_wait(),
+            retry_timeout: defaults::patroni_retry_timeout(),
+            synchronous_mode: SynchronousMode::Off,
+            maximum_lag_on_failover: defaults::patroni_maximum_lag_on_failover(),
+        }
+    }
+}
+
+/// The etcd cluster Patroni uses. Managed (haswarm runs `members` etcd
+/// services) unless `endpoints` lists an existing cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdSettings {
+    /// Members of the managed etcd cluster: 1, 3, 5 or 7 (odd, so a majority
+    /// survives a partition). 1 has no fault tolerance.
+    #[serde(default = "defaults::etcd_members")]
+    pub members: u8,
+    /// Image of the managed etcd members.
+    #[serde(default = "defaults::etcd_image")]
+    pub image: String,
+    /// Client URLs of an external etcd cluster (`http://host:2379`). When set,
+    /// haswarm runs no etcd of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+    /// Where each managed member keeps its data.
+    #[serde(default)]
+    pub storage: Storage,
+    /// CPU and memory of each managed member.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+impl Default for EtcdSettings {
+    fn default() -> Self {
+        Self {
+            members: defaults::etcd_members(),
+            image: defaults::etcd_image(),
+            endpoints: Vec::new(),
+            storage: Storage::default(),
+            resources: Resources::default(),
+        }
+    }
+}
+
+/// The HAProxy router in front of the instances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouterSettings {
+    /// Router tasks (0 to 9); 2 survive the loss of one node. 0 means no router:
+    /// applications then follow the primary through Patroni themselves.
+    #[serde(default = "defaults::router_replicas")]
+    #[schemars(range(max = 9))]
+    pub replicas: u8,
+    /// Image holding `haproxy`.
+    #[serde(default = "defaults::router_image")]
+    pub image: String,
+    /// CPU and memory of each router task.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            replicas: defaults::router_replicas(),
+            image: defaults::router_image(),
+            resources: Resources::default(),
+        }
+    }
+}
+
+/// A role created at bootstrap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapUser {
+    /// Role name (a PostgreSQL identifier: lowercase letters, digits, '_').
+    pub name: String,
+    /// Role attributes, e.g. `CREATEDB`, `LOGIN` (LOGIN is implied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Existing Swarm secret with the password; generated when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretRef>,
+}
+
+/// What is created when the cluster is first initialised (never re-run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bootstrap {
+    /// The application database.
+    #[serde(default = "defaults::pg_database")]
+    pub database: String,
+    /// The application user, owner of `database`; its password is
+    /// `credentials.appUserSecret` or generated.
+    #[serde(default = "defaults::pg_owner")]
+    pub owner: String,
+    /// Further roles to create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<BootstrapUser>,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Self {
+            database: defaults::pg_database(),
+            owner: defaults::pg_owner(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// Existing Swarm secrets to take passwords from. Each left out is generated
+/// once, stored in a Swarm secret named `<name>-<purpose>-<hash>`, and never shown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresCredentials {
+    /// Password of the `postgres` superuser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superuser_secret: Option<SecretRef>,
+    /// Password of the `replicator` role replicas connect with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_secret: Option<SecretRef>,
+    /// Password of the application user (`bootstrap.owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_user_secret: Option<SecretRef>,
+}
+
+/// Role of a member as Patroni reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MemberRole {
+    /// Holds the leader key: the primary.
+    Leader,
+    /// A synchronous standby.
+    SyncStandby,
+    /// An asynchronous replica.
+    Replica,
+    /// Not known (unreachable).
+    Unknown,
+}
+
+/// One instance as Patroni reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresMember {
+    /// Patroni member name (`<name>-pg-<i>`).
+    pub name: String,
+    /// Leader, SyncStandby, Replica or Unknown.
+    pub role: MemberRole,
+    /// Patroni's state, e.g. `running`, `streaming`, `starting`.
+    pub state: String,
+    /// Timeline the member is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u64>,
+    /// Replication lag in bytes (replicas only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// Swarm node the member runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Observed state of a PostgresCluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresClusterStatus {
+    /// Generation, conditions and owned objects.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// The current primary's member name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Every member with role, state, timeline and lag (as `patronictl list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<PostgresMember>,
+    /// Read-write endpoint (`host:port`) for applications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_write_endpoint: Option<String>,
+    /// Read-only endpoint (`host:port`) for applications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_endpoint: Option<String>,
+}
+
+/// Parameters Patroni or haswarm set themselves; a user value would be
+/// overwritten or would break replication, so it is refused up front.
+const MANAGED_PARAMETERS: &[&str] = &[
+    "port",
+    "listen_addresses",
+    "data_directory",
+    "hba_file",
+    "ident_file",
+    "config_file",
+    "hot_standby",
+    "wal_level",
+    "max_wal_senders",
+    "max_replication_slots",
+    "wal_log_hints",
+    "synchronous_standby_names",
+    "primary_conninfo",
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_target",
+];
+
+fn is_pg_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl Kind for PostgresClusterSpec {
+    const KIND: &'static str = "PostgresCluster";
+    const PLURAL: &'static str = "postgresclusters";
+    const SHORT_NAMES: &'static [&'static str] = &["pgc", "pg"];
+    type Status = PostgresClusterStatus;
+
+    fn apply_defaults(&mut self, _meta: &ObjectMeta) {}
+
+    fn validate(&self, _meta: &ObjectMeta, report: &mut Report, catalog: &dyn Catalog) {
+        let spec = FieldPath::root().key("spec");
+        report.check(
+            (1..=9).contains(&self.instances),
+            || spec.key("instances"),
+            "instances-range",
+            || {
+                format!(
+                    "{} instances: a cluster has 1 to 9 instances",
+                    self.instances
+                )
+            },
+        );
+        let pg = spec.key("postgres");
+        report.check(
+            (13..=17).contains(&self.postgres.version),
+            || pg.key("version"),
+            "postgres-version",
+            || {
+                format!(
+                    "PostgreSQL {} is not supported: use 13 to 17",
+                    self.postgres.version
+                )
+            },
+        );
+        validate::check_image(report, pg.key("image"), &self.postgres.image);
+        for key in self.postgres.parameters.keys() {
+            let path = pg.key("parameters").key(key);
+            if MANAGED_PARAMETERS.contains(&key.as_str()) {
+                report.push(
+                    path,
+                    "parameter-managed",
+                    format!("{key} is set by haswarm and Patroni to keep replication and the router working; remove it"),
+                );
+            } else if !key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+            {
+                report.push(
+                    path,
+                    "parameter-name",
+                    format!("{key:?} is not a PostgreSQL parameter name (lowercase letters, digits, '_' and '.')"),
+                );
+            }
+        }
+
+        let p = &self.patroni;
+        let pp = spec.key("patroni");
+        let needed = u64::from(p.loop_wait) + 2 * u64::from(p.retry_timeout);
+        report.check(
+            needed <= u64::from(p.ttl),
+            || pp.key("ttl"),
+            "patroni-timing",
+            || {
+                format!(
+                    "loopWait + 2*retryTimeout = {} + 2*{} = {needed} exceeds ttl = {}: the leader key could expire while a healthy leader is still retrying, causing needless failovers; raise ttl or lower loopWait/retryTimeout",
+                    p.loop_wait, p.retry_timeout, p.ttl
+                )
+            },
+        );
+        report.check(
+            p.ttl >= 10,
+            || pp.key("ttl"),
+            "patroni-ttl-minimum",
+            || format!("ttl {} is below Patroni's minimum of 10 seconds", p.ttl),
+        );
+        report.check(
+            p.loop_wait >= 1,
+            || pp.key("loopWait"),
+            "patroni-loop-wait-minimum",
+            || "loopWait must be at least 1 second".into(),
+        );
+        report.check(
+            !(p.synchronous_mode != SynchronousMode::Off && self.instances < 2),
+            || pp.key("synchronousMode"),
+            "synchronous-needs-replica",
+            || "synchronous replication needs a replica: set instances to 2 or more, or synchronousMode: Off".into(),
+        );
+
+        let ep = spec.key("etcd");
+        if self.etcd.endpoints.is_empty() {
+            report.check(
+                matches!(self.etcd.members, 1 | 3 | 5 | 7),
+                || ep.key("members"),
+                "etcd-members-odd",
+                || format!("{} etcd members: use 1, 3, 5 or 7 (an odd number keeps a majority through a partition; 1 has no fault tolerance)", self.etcd.members),
+            );
+            validate::check_image(report, ep.key("image"), &self.etcd.image);
+            self.etcd
+                .storage
+                .validate(&ep.key("storage"), report, catalog);
+            self.etcd.resources.validate(&ep.key("resources"), report);
+        } else {
+            for (i, e) in self.etcd.endpoints.iter().enumerate() {
+                let ok = (e.starts_with("http://") || e.starts_with("https://"))
+                    && e.split_once("://").is_some_and(|(_, rest)| {
+                        !rest.is_empty() && !rest.contains(char::is_whitespace)
+                    });
+                report.check(
+                    ok,
+                    || ep.key("endpoints").index(i),
+                    "etcd-endpoint-url",
+                    || format!("{e:?} is not an etcd client URL: write http://HOST:PORT or https://HOST:PORT"),
+                );
+            }
+        }
+
+        let rp = spec.key("router");
+        report.check(
+            self.router.replicas <= 9,
+            || rp.key("replicas"),
+            "router-replicas-range",
+            || format!("{} router replicas: use 0 to 9", self.router.replicas),
+        );
+        validate::check_image(report, rp.key("image"), &self.router.image);
+        self.router.resources.validate(&rp.key("resources"), report);
+
+        self.storage.validate(&spec.key("storage"), report, catalog);
+        self.placement.validate(&spec.key("placement"), report);
+        self.resources.validate(&spec.key("resources"), report);
+
+        let bp = spec.key("bootstrap");
+        for (path, ident) in [
+            (bp.key("database"), &self.bootstrap.database),
+            (bp.key("owner"), &self.bootstrap.owner),
+        ] {
+            report.check(
+                is_pg_identifier(ident),
+                || path,
+                "postgres-identifier",
+                || format!("{ident:?} is not a plain PostgreSQL identifier: lowercase letters, digits and '_', starting with a letter or '_', at most 63 characters"),
+            );
+        }
+        for (i, u) in self.bootstrap.users.iter().enumerate() {
+            let up = bp.key("users").index(i);
+            report.check(
+                is_pg_identifier(&u.name),
+                || up.key("name"),
+                "postgres-identifier",
+                || format!("{:?} is not a plain PostgreSQL identifier: lowercase letters, digits and '_', starting with a letter or '_', at most 63 characters", u.name),
+            );
+            report.check(
+                !matches!(u.name.as_str(), "postgres" | "replicator") && u.name != self.bootstrap.owner,
+                || up.key("name"),
+                "user-reserved",
+                || format!("{:?} is created by haswarm already (superuser, replication user or bootstrap.owner)", u.name),
+            );
+            for (j, o) in u.options.iter().enumerate() {
+                let known = matches!(
+                    o.to_ascii_uppercase().as_str(),
+                    "SUPERUSER"
+                        | "NOSUPERUSER"
+                        | "CREATEDB"
+                        | "NOCREATEDB"
+                        | "CREATEROLE"
+                        | "NOCREATEROLE"
+                        | "INHERIT"
+                        | "NOINHERIT"
+                        | "LOGIN"
+                        | "NOLOGIN"
+                        | "REPLICATION"
+                        | "NOREPLICATION"
+                        | "BYPASSRLS"
+                        | "NOBYPASSRLS"
+                );
+                report.check(
+                    known,
+                    || up.key("options").index(j),
+                    "role-option",
+                    || format!("{o:?} is not a role attribute: use e.g. CREATEDB, CREATEROLE, NOLOGIN, REPLICATION"),
+                );
+            }
+            if let Some(s) = &u.password_secret {
+                s.validate(&up.key("passwordSecret"), report);
+            }
+        }
+        let cp = spec.key("credentials");
+        for (field, s) in [
+            ("superuserSecret", &self.credentials.superuser_secret),
+            ("replicationSecret", &self.credentials.replication_secret),
+            ("appUserSecret", &self.credentials.app_user_secret),
+        ] {
+            if let Some(s) = s {
+                s.validate(&cp.key(field), report);
+            }
+        }
+        if let Some(t) = self.target_primary {
+            report.check(
+                t < self.instances,
+                || spec.key("targetPrimary"),
+                "target-primary-exists",
+                || {
+                    format!(
+                        "instance {t} does not exist: instances are numbered 0 to {}",
+                        self.instances.saturating_sub(1)
+                    )
+                },
+            );
+        }
+    }
+}

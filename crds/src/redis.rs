@@ -1,0 +1,361 @@
+//! RedisSentinelGroup: Redis data instances (one master, the rest replicas)
+//! watched by Redis Sentinels that fail over, all sharing one password.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Network, Placement, Resources, SecretRef, Storage};
+use crate::meta::{CommonStatus, ObjectMeta};
+use crate::quantity::{ByteQuantity, Duration, ScalarString};
+use crate::validate::{self, Catalog, FieldPath, Report};
+use crate::{defaults, Kind};
+
+/// Desired state of a Redis master/replica group with Sentinel failover.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSentinelGroupSpec {
+    /// Redis data instances (1 to 9): one master and `instances - 1` replicas,
+    /// each its own Swarm service `<name>-redis-<i>`, pinned to a node. With 1
+    /// there is nothing to fail over to.
+    #[serde(default = "defaults::redis_instances")]
+    #[schemars(range(min = 1, max = 9))]
+    pub instances: u8,
+    /// Image holding `redis-server` and `redis-sentinel`.
+    #[serde(default = "defaults::redis_image")]
+    pub image: String,
+    /// The name the sentinels monitor the master under, which applications ask
+    /// them for (`REDIS_SENTINEL_SERVICE_NAME`), e.g. `dify-master-group`.
+    /// Defaults to the resource name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_group_name: Option<String>,
+    /// The sentinels: how many, quorum, and failover timing.
+    #[serde(default)]
+    pub sentinels: SentinelSettings,
+    /// Existing Swarm secret holding the password. Left out, a password is
+    /// generated once. The same password is used for `requirepass`,
+    /// `masterauth`, the sentinels' `requirepass` and `sentinel auth-pass`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretRef>,
+    /// Durability of each data instance.
+    #[serde(default)]
+    pub persistence: Persistence,
+    /// Where each data instance keeps its data.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Most memory Redis uses for data (`maxmemory`), e.g. `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<ByteQuantity>,
+    /// Further `redis.conf` directives, e.g. `maxmemory-policy: allkeys-lru`.
+    /// Directives haswarm manages (password, replication, ports, paths,
+    /// persistence) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, ScalarString>,
+    /// Which nodes may run data instances and sentinels.
+    #[serde(default)]
+    pub placement: Placement,
+    /// CPU and memory of each data instance.
+    #[serde(default)]
+    pub resources: Resources,
+    /// The overlay network applications join to reach the group.
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// The sentinels that watch the master and elect a new one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SentinelSettings {
+    /// Number of sentinels: odd and at least 3, so a majority can authorise a
+    /// failover and a partition cannot produce two.
+    #[serde(default = "defaults::sentinel_count")]
+    #[schemars(range(min = 3, max = 9))]
+    pub count: u8,
+    /// Sentinels that must agree the master is down before a failover starts.
+    /// Defaults to a majority (`count/2 + 1`); at most `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u8>,
+    /// How long the master must be unreachable before a sentinel considers it
+    /// down (`down-after-milliseconds`).
+    #[serde(default = "defaults::down_after")]
+    pub down_after: Duration,
+    /// Failover timeout (`failover-timeout`).
+    #[serde(default = "defaults::failover_timeout")]
+    pub failover_timeout: Duration,
+    /// Replicas resynchronised with a new master at the same time (`parallel-syncs`).
+    #[serde(default = "defaults::parallel_syncs")]
+    pub parallel_syncs: u8,
+    /// CPU and memory of each sentinel.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+impl Default for SentinelSettings {
+    fn default() -> Self {
+        Self {
+            count: defaults::sentinel_count(),
+            quorum: None,
+            down_after: defaults::down_after(),
+            failover_timeout: defaults::failover_timeout(),
+            parallel_syncs: defaults::parallel_syncs(),
+            resources: Resources::default(),
+        }
+    }
+}
+
+/// Which persistence Redis uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PersistenceMode {
+    /// Append-only file: every write is logged (default).
+    #[default]
+    Aof,
+    /// Point-in-time snapshots on the `rdbSave` schedule.
+    Rdb,
+    /// Both AOF and RDB snapshots.
+    AofAndRdb,
+    /// No persistence: a restarted instance starts empty and resyncs from the master.
+    None,
+}
+
+/// How often the AOF is fsynced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AppendFsync {
+    /// Once a second: at most a second of writes lost on power failure (default).
+    #[default]
+    EverySec,
+    /// On every write: slowest, safest.
+    Always,
+    /// Left to the OS.
+    No,
+}
+
+/// An RDB snapshot rule: save after `seconds` if at least `changes` keys changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SaveRule {
+    /// Seconds since the last save.
+    pub seconds: u32,
+    /// Keys changed since the last save.
+    pub changes: u32,
+}
+
+/// Durability settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Persistence {
+    /// `Aof` (default), `Rdb`, `AofAndRdb` or `None`.
+    #[serde(default)]
+    pub mode: PersistenceMode,
+    /// AOF fsync policy: `EverySec` (default), `Always`, `No`.
+    #[serde(default)]
+    pub append_fsync: AppendFsync,
+    /// RDB snapshot schedule; empty means Redis's defaults (3600/1, 300/100, 60/10000).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rdb_save: Vec<SaveRule>,
+}
+
+/// A replica as the master reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisReplicaStatus {
+    /// Instance (service) name.
+    pub name: String,
+    /// Whether the replication link to the master is up.
+    pub link_up: bool,
+    /// Bytes behind the master's replication offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+}
+
+/// Observed state of a RedisSentinelGroup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSentinelGroupStatus {
+    /// Generation, conditions and owned objects.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// The master as a quorum of sentinels reports it (`host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// Each replica's link state and lag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<RedisReplicaStatus>,
+    /// Sentinels that answered at the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinels_seen: Option<u8>,
+}
+
+/// Directives haswarm renders itself; set through other fields or not at all.
+const MANAGED_DIRECTIVES: &[&str] = &[
+    "port",
+    "bind",
+    "dir",
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "replicaof",
+    "slaveof",
+    "appendonly",
+    "appendfsync",
+    "save",
+    "maxmemory",
+    "protected-mode",
+    "daemonize",
+    "include",
+    "rename-command",
+    "replica-announce-ip",
+    "replica-announce-port",
+    "aclfile",
+    "user",
+];
+
+impl RedisSentinelGroupSpec {
+    /// The master group name (after defaults it is always set).
+    pub fn master_group(&self, meta: &ObjectMeta) -> String {
+        self.master_group_name
+            .clone()
+            .unwrap_or_else(|| meta.name.to_string())
+    }
+
+    /// The quorum (after defaults it is always set).
+    pub fn quorum(&self) -> u8 {
+        self.sentinels
+            .quorum
+            .unwrap_or_else(|| defaults::quorum_for(self.sentinels.count))
+    }
+}
+
+impl Kind for RedisSentinelGroupSpec {
+    const KIND: &'static str = "RedisSentinelGroup";
+    const PLURAL: &'static str = "redissentinelgroups";
+    const SHORT_NAMES: &'static [&'static str] = &["rsg"];
+    type Status = RedisSentinelGroupStatus;
+
+    fn apply_defaults(&mut self, meta: &ObjectMeta) {
+        if self.master_group_name.is_none() {
+            self.master_group_name = Some(meta.name.to_string());
+        }
+        if self.sentinels.quorum.is_none() {
+            self.sentinels.quorum = Some(defaults::quorum_for(self.sentinels.count));
+        }
+    }
+
+    fn validate(&self, meta: &ObjectMeta, report: &mut Report, catalog: &dyn Catalog) {
+        let spec = FieldPath::root().key("spec");
+        report.check(
+            (1..=9).contains(&self.instances),
+            || spec.key("instances"),
+            "instances-range",
+            || {
+                format!(
+                    "{} instances: a group has 1 to 9 data instances (1 master + replicas)",
+                    self.instances
+                )
+            },
+        );
+        validate::check_image(report, spec.key("image"), &self.image);
+        let group = self.master_group(meta);
+        report.check(
+            !group.is_empty()
+                && group.len() <= 64
+                && group
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            || spec.key("masterGroupName"),
+            "master-group-name",
+            || format!("{group:?} cannot be a sentinel master name: 1-64 letters, digits, '-', '_' or '.' (it is written unquoted into sentinel.conf)"),
+        );
+
+        let sp = spec.key("sentinels");
+        let count = self.sentinels.count;
+        report.check(
+            count >= 3,
+            || sp.key("count"),
+            "sentinels-minimum",
+            || format!("{count} sentinels: at least 3 are needed so that one can fail and a majority still agrees on a failover"),
+        );
+        report.check(
+            count % 2 == 1,
+            || sp.key("count"),
+            "sentinels-odd",
+            || format!("{count} sentinels is even: use an odd number (3, 5, 7) so a partition cannot split them into two equal halves that each lack a majority"),
+        );
+        report.check(
+            count <= 9,
+            || sp.key("count"),
+            "sentinels-maximum",
+            || format!("{count} sentinels: at most 9"),
+        );
+        if let Some(q) = self.sentinels.quorum {
+            report.check(
+                q >= 1 && q <= count,
+                || sp.key("quorum"),
+                "quorum-within-sentinels",
+                || format!("quorum {q} with {count} sentinels: the quorum must be between 1 and the sentinel count, or no failover could ever be agreed"),
+            );
+        }
+        report.check(
+            self.sentinels.down_after.as_millis() >= 100,
+            || sp.key("downAfter"),
+            "down-after-minimum",
+            || {
+                format!(
+                    "downAfter {} is too short: below 100ms every network hiccup causes a failover",
+                    self.sentinels.down_after
+                )
+            },
+        );
+        report.check(
+            self.sentinels.failover_timeout.as_millis() > self.sentinels.down_after.as_millis(),
+            || sp.key("failoverTimeout"),
+            "failover-timeout-above-down-after",
+            || {
+                format!(
+                    "failoverTimeout {} must be longer than downAfter {}",
+                    self.sentinels.failover_timeout, self.sentinels.down_after
+                )
+            },
+        );
+        report.check(
+            self.sentinels.parallel_syncs >= 1,
+            || sp.key("parallelSyncs"),
+            "parallel-syncs-minimum",
+            || "parallelSyncs must be at least 1".into(),
+        );
+        self.sentinels
+            .resources
+            .validate(&sp.key("resources"), report);
+
+        if let Some(s) = &self.password_secret {
+            s.validate(&spec.key("passwordSecret"), report);
+        }
+        for (i, r) in self.persistence.rdb_save.iter().enumerate() {
+            report.check(
+                r.seconds > 0 && r.changes > 0,
+                || spec.key("persistence").key("rdbSave").index(i),
+                "save-rule-positive",
+                || "seconds and changes must both be above 0".into(),
+            );
+        }
+        for key in self.config.keys() {
+            report.check(
+                !MANAGED_DIRECTIVES.contains(&key.to_ascii_lowercase().as_str()),
+                || spec.key("config").key(key),
+                "directive-managed",
+                || format!("{key} is managed by haswarm (password, replication, ports, paths and persistence come from their own fields); remove it"),
+            );
+        }
+        self.storage.validate(&spec.key("storage"), report, catalog);
+        self.placement.validate(&spec.key("placement"), report);
+        self.resources.validate(&spec.key("resources"), report);
+        if let (Some(max), Some(limit)) = (&self.max_memory, &self.resources.limits.memory) {
+            report.check(
+                max.bytes() < limit.bytes(),
+                || spec.key("maxMemory"),
+                "maxmemory-below-limit",
+                || format!("maxMemory {max} must stay below the memory limit {limit}: Redis needs headroom for buffers and forks, or the kernel kills it"),
+            );
+        }
+    }
+}
