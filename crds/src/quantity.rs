@@ -70,25 +70,6 @@ impl Duration {
     }
 }
 
-impl fmt::Display for Duration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl Serialize for Duration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Self::parse(&text).map_err(de::Error::custom)
-    }
-}
-
 impl JsonSchema for Duration {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Duration".into()
@@ -123,6 +104,34 @@ impl Visitor<'_> for TextOrNumber {
         Ok(v.to_string())
     }
 }
+
+/// Implements `Display`, `Serialize` (the text as written) and `Deserialize`
+/// (a YAML string or number, then `parse`) for a type with a `text` field and
+/// a `parse(&str) -> Result<Self, String>` constructor.
+macro_rules! text_value {
+    ($($t:ty),+ $(,)?) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.text)
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.text)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = d.deserialize_any(TextOrNumber)?;
+                Self::parse(&text).map_err(de::Error::custom)
+            }
+        }
+    )+};
+}
+
+text_value!(Duration, ByteQuantity, CpuQuantity);
 
 /// An amount of memory or storage: `512Mi`, `2Gi`, `1G`, `1500M` or plain bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,25 +178,6 @@ impl ByteQuantity {
     /// The amount in bytes.
     pub fn bytes(&self) -> u64 {
         self.bytes
-    }
-}
-
-impl fmt::Display for ByteQuantity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl Serialize for ByteQuantity {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteQuantity {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(TextOrNumber)?;
-        Self::parse(&text).map_err(de::Error::custom)
     }
 }
 
@@ -257,25 +247,6 @@ impl CpuQuantity {
     /// The amount in nano-CPUs, the unit of Swarm's `NanoCPUs`.
     pub fn nano_cpus(&self) -> u64 {
         self.millicores.saturating_mul(1_000_000)
-    }
-}
-
-impl fmt::Display for CpuQuantity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl Serialize for CpuQuantity {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for CpuQuantity {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(TextOrNumber)?;
-        Self::parse(&text).map_err(de::Error::custom)
     }
 }
 
