@@ -10,6 +10,18 @@ use crate::exit::EXIT_CODES_HELP;
 #[derive(Debug, Parser)]
 #[command(name = "haswarmctl", version, after_help = EXIT_CODES_HELP, propagate_version = true)]
 pub struct Cli {
+    /// Where haswarmd listens: unix:///path/to.sock or http://host:port. Default: $XDG_RUNTIME_DIR/haswarm/haswarm.sock, else ./.haswarm/haswarm.sock.
+    #[arg(long, global = true, env = "HASWARM_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for a TCP server (a unix socket needs none).
+    #[arg(
+        long,
+        global = true,
+        env = "HASWARM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -18,6 +30,30 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create or update resources from manifests, all or nothing: every document is validated before anything is written.
+    #[command(
+        after_help = "Examples:\n  haswarmctl apply -f examples/dify-ha.yaml\n  haswarmctl apply -R -f manifests/ --dry-run=server\n  cat cluster.yaml | haswarmctl apply -f -"
+    )]
+    Apply(ApplyArgs),
+    /// List resources, or show one, as a table or as yaml, json, name or jsonpath.
+    #[command(
+        after_help = "Kinds: postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv).\n\nExamples:\n  haswarmctl get rsg\n  haswarmctl get pgc dify-db -o yaml\n  haswarmctl get sv -l app=dify -o name\n  haswarmctl get rsg dify-redis -o jsonpath='{.status.master}'\n  haswarmctl get pgc --watch"
+    )]
+    Get(GetArgs),
+    /// Show a resource in detail: spec, conditions, owned Swarm objects and recent events.
+    Describe(DescribeArgs),
+    /// Delete resources by name or by manifest. Owned Swarm objects are cleaned up by the controller first.
+    #[command(
+        after_help = "Examples:\n  haswarmctl delete rsg dify-redis\n  haswarmctl delete -f examples/dify-ha.yaml --wait"
+    )]
+    Delete(DeleteArgs),
+    /// Show what apply would change, as a unified diff of stored objects against manifests. Exit 0: no difference; 1: differences; more: error.
+    Diff(DiffArgs),
+    /// Wait until a resource meets a condition (or is deleted).
+    #[command(
+        after_help = "Examples:\n  haswarmctl wait rsg/dify-redis --for=condition=Ready --timeout=5m\n  haswarmctl wait pgc/dify-db --for=delete"
+    )]
+    Wait(WaitArgs),
     /// Check manifests offline: YAML syntax, schema, defaults and every rule, with file:line:col for each problem.
     #[command(
         after_help = "Examples:\n  haswarmctl validate -f examples/\n  haswarmctl validate -f cluster.yaml -f volumes.yaml\n  cat cluster.yaml | haswarmctl validate -f -"
@@ -73,4 +109,95 @@ pub struct SchemaArgs {
 pub struct ExplainArgs {
     /// KIND or KIND.field.path, e.g. postgrescluster.spec.patroni.
     pub path: String,
+}
+
+/// Dry-run modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DryRun {
+    /// Validate locally; no daemon needed. References outside the files are not checked.
+    Client,
+    /// The daemon validates against the store and reports what would change; nothing is written.
+    Server,
+}
+
+/// `haswarmctl apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The manifests.
+    #[command(flatten)]
+    pub input: FileArgs,
+    /// Only show what would happen.
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, default_missing_value = "client", require_equals = true)]
+    pub dry_run: Option<DryRun>,
+}
+
+/// `haswarmctl get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Kind: postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv), singular or plural.
+    pub kind: String,
+    /// One resource's name; all when left out.
+    pub name: Option<String>,
+    /// Output: wide, yaml, json, name, or jsonpath=TEMPLATE.
+    #[arg(short, long, value_name = "FORMAT")]
+    pub output: Option<String>,
+    /// Label selector, e.g. app=dify,tier!=cache.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// After listing, keep printing changes.
+    #[arg(short, long)]
+    pub watch: bool,
+}
+
+/// `haswarmctl describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+}
+
+/// `haswarmctl delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Kind (with NAME).
+    #[arg(required_unless_present = "files")]
+    pub kind: Option<String>,
+    /// Name.
+    #[arg(required_unless_present = "files")]
+    pub name: Option<String>,
+    /// Delete what these manifests declare.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", conflicts_with_all = ["kind", "name"])]
+    pub files: Vec<PathBuf>,
+    /// Read folders recursively.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Wait until the resources are gone (their Swarm objects cleaned up).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 30s, 5m.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
+}
+
+/// `haswarmctl diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The manifests.
+    #[command(flatten)]
+    pub input: FileArgs,
+}
+
+/// `haswarmctl wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// KIND/NAME, e.g. rsg/dify-redis.
+    pub target: String,
+    /// condition=TYPE (e.g. condition=Ready), condition=TYPE=False, or delete.
+    #[arg(long = "for", value_name = "CONDITION")]
+    pub for_: String,
+    /// Give up after this long, e.g. 30s, 5m.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
 }

@@ -4,6 +4,8 @@ mod cli;
 mod commands;
 mod exit;
 mod input;
+mod jsonpath;
+mod output;
 mod report;
 
 use clap::Parser;

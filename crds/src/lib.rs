@@ -13,12 +13,13 @@ pub mod postgres;
 pub mod quantity;
 pub mod redis;
 pub mod schema;
+pub mod selector;
 pub mod validate;
 pub mod volume;
 
 mod resource;
 
-pub use meta::{Condition, ConditionStatus, ObjectMeta};
+pub use meta::{Condition, ConditionStatus, Event, EventType, ObjectMeta};
 pub use name::Name;
 pub use postgres::PostgresClusterSpec;
 pub use redis::RedisSentinelGroupSpec;

@@ -442,79 +442,27 @@ pub fn parse(
         let mut locations = Locations::default();
         locations.record("", doc);
         let raw = to_json(&doc.value);
-        let Value::Object(map) = &raw else {
-            errors.push(err(
-                Some(position),
-                None,
-                ErrorKind::Shape,
-                "a document must be a mapping with apiVersion, kind, metadata and spec".into(),
-            ));
-            continue;
-        };
-        let api_version = map.get("apiVersion").and_then(Value::as_str);
-        if api_version != Some(API_VERSION) {
-            let message = match map.get("apiVersion") {
-                None => format!("missing field `apiVersion`: haswarm resources have `apiVersion: {API_VERSION}`"),
-                Some(v) => format!("unsupported apiVersion {v}: this haswarm serves {API_VERSION}"),
-            };
-            errors.push(err(
-                Some(locations.find("apiVersion").unwrap_or(position)),
-                Some("apiVersion".into()),
-                ErrorKind::Shape,
-                message,
-            ));
-            continue;
-        }
-        let known = || KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ");
-        let info = match map.get("kind") {
-            Some(Value::String(k)) => KINDS.iter().find(|i| i.kind == k.as_str()),
-            _ => None,
-        };
-        let Some(info) = info else {
-            let message = match map.get("kind") {
-                None => format!("missing field `kind`: one of {}", known()),
-                Some(k) => {
-                    let hint = k
-                        .as_str()
-                        .and_then(KindInfo::lookup)
-                        .map(|i| format!(" (did you mean {}?)", i.kind))
-                        .unwrap_or_default();
-                    format!("unknown kind {k}{hint}: haswarm serves {}", known())
-                }
-            };
-            errors.push(err(
-                Some(locations.find("kind").unwrap_or(position)),
-                Some("kind".into()),
-                ErrorKind::Shape,
-                message,
-            ));
-            continue;
-        };
-        match (info.from_json)(raw.clone()) {
-            Ok(mut resource) => {
-                resource.apply_defaults();
-                out.push(ParsedDocument {
-                    resource,
-                    raw,
-                    source_name: source_name.to_owned(),
-                    index,
-                    position,
-                    locations,
-                });
-            }
+        match resource_from_json(raw.clone()) {
+            Ok(resource) => out.push(ParsedDocument {
+                resource,
+                raw,
+                source_name: source_name.to_owned(),
+                index,
+                position,
+                locations,
+            }),
             Err(e) => {
-                let path = e.path().to_string();
-                let inner = with_suggestion(e.inner().to_string());
-                let pos = if inner.starts_with("unknown field") {
-                    locations.find_key(&path)
+                let pos = if e.message.starts_with("unknown field") {
+                    locations.find_key(&e.path)
                 } else {
-                    locations.find(&path)
+                    locations.find(&e.path)
                 };
+                let path = (e.path != ".").then_some(e.path);
                 errors.push(err(
                     pos.or(Some(position)),
-                    Some(path),
+                    path,
                     ErrorKind::Shape,
-                    inner,
+                    e.message,
                 ));
             }
         }
@@ -571,6 +519,124 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// A document of the wrong shape: the field path (`.` for the whole
+/// document) and what is wrong there.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ShapeError {
+    /// Field path as written in YAML/JSON.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Types one resource from JSON (a manifest as the API receives it), checks
+/// `apiVersion` and `kind`, and applies defaults.
+///
+/// # Errors
+/// [`ShapeError`] naming the field: unknown kind or field, wrong type, missing field.
+pub fn resource_from_json(raw: Value) -> Result<AnyResource, ShapeError> {
+    let shape = |path: &str, message: String| ShapeError {
+        path: path.to_owned(),
+        message,
+    };
+    let Value::Object(map) = &raw else {
+        return Err(shape(
+            ".",
+            "a document must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
+    };
+    match map.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => {}
+        None => {
+            return Err(shape(
+                "apiVersion",
+                format!(
+                "missing field `apiVersion`: haswarm resources have `apiVersion: {API_VERSION}`"
+            ),
+            ))
+        }
+        Some(v) => {
+            return Err(shape(
+                "apiVersion",
+                format!("unsupported apiVersion {v}: this haswarm serves {API_VERSION}"),
+            ))
+        }
+    }
+    let known = || KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ");
+    let info = match map.get("kind") {
+        Some(Value::String(k)) => KINDS.iter().find(|i| i.kind == k.as_str()),
+        _ => None,
+    };
+    let Some(info) = info else {
+        let message = match map.get("kind") {
+            None => format!("missing field `kind`: one of {}", known()),
+            Some(k) => {
+                let hint = k
+                    .as_str()
+                    .and_then(KindInfo::lookup)
+                    .map(|i| format!(" (did you mean {}?)", i.kind))
+                    .unwrap_or_default();
+                format!("unknown kind {k}{hint}: haswarm serves {}", known())
+            }
+        };
+        return Err(shape("kind", message));
+    };
+    let mut resource = (info.from_json)(raw).map_err(|e| {
+        let path = e.path().to_string();
+        shape(&path, with_suggestion(e.inner().to_string()))
+    })?;
+    resource.apply_defaults();
+    Ok(resource)
+}
+
+/// Validates resources as one batch: every rule of each, names unique per
+/// kind, references resolved within the batch or in `outer`. Each error comes
+/// with the index of the resource it belongs to.
+pub fn validate_resources(
+    resources: &[&AnyResource],
+    outer: &dyn Catalog,
+) -> Vec<(usize, FieldError)> {
+    let mut errors = Vec::new();
+    let mut seen: HashMap<(&'static str, &str), usize> = HashMap::new();
+    for (i, r) in resources.iter().enumerate() {
+        let key = (r.kind(), r.name());
+        if let Some(first) = seen.get(&key) {
+            errors.push((
+                i,
+                FieldError {
+                    path: "metadata.name".into(),
+                    rule: "unique-name",
+                    message: format!(
+                        "{} {:?} is also defined by document {}; names are unique per kind",
+                        key.0,
+                        key.1,
+                        first + 1
+                    ),
+                },
+            ));
+        } else {
+            seen.insert(key, i);
+        }
+    }
+    let catalog = BatchCatalog {
+        names: resources
+            .iter()
+            .map(|r| (r.kind(), r.name().to_owned()))
+            .collect(),
+        outer,
+        scope: if outer.scope() == "anywhere" {
+            "among the documents given".to_owned()
+        } else {
+            format!("among the documents given or {}", outer.scope())
+        },
+    };
+    for (i, r) in resources.iter().enumerate() {
+        errors.extend(r.validate(&catalog).into_iter().map(|e| (i, e)));
+    }
+    errors
+}
+
 /// References resolve against the batch first, then against `outer` (the
 /// store, when there is one).
 struct BatchCatalog<'a> {
@@ -591,51 +657,30 @@ impl Catalog for BatchCatalog<'_> {
 /// Validates a batch of documents as one unit: every rule of every document,
 /// names unique per kind, references resolved within the batch or `outer`.
 pub fn validate_batch(docs: &[ParsedDocument], outer: &dyn Catalog) -> Vec<ManifestError> {
-    let mut errors = Vec::new();
-    let mut seen: HashMap<(&'static str, &str), &ParsedDocument> = HashMap::new();
-    for d in docs {
-        let key = (d.resource.kind(), d.resource.name());
-        if let Some(first) = seen.get(&key) {
-            errors.push(ManifestError {
-                source_name: d.source_name.clone(),
-                position: Some(d.position_of("metadata.name")),
-                path: Some("metadata.name".into()),
-                rule: Some("unique-name"),
-                kind: ErrorKind::Invalid,
-                message: format!(
-                    "{} {:?} is also defined at {}:{}:{}; names are unique per kind",
-                    key.0,
-                    key.1,
-                    first.source_name,
-                    first.position_of("metadata.name").line,
-                    first.position_of("metadata.name").column
-                ),
-            });
-        } else {
-            seen.insert(key, d);
-        }
-    }
-    let catalog = BatchCatalog {
-        names: docs
-            .iter()
-            .map(|d| (d.resource.kind(), d.resource.name().to_owned()))
-            .collect(),
-        outer,
-        scope: if outer.scope() == "anywhere" {
-            "among the documents given".to_owned()
-        } else {
-            format!("among the documents given or {}", outer.scope())
-        },
-    };
-    for d in docs {
-        errors.extend(
-            d.resource
-                .validate(&catalog)
-                .into_iter()
-                .map(|e| d.error_for(e)),
-        );
-    }
-    errors
+    let resources: Vec<&AnyResource> = docs.iter().map(|d| &d.resource).collect();
+    validate_resources(&resources, outer)
+        .into_iter()
+        .map(|(i, mut e)| {
+            let d = &docs[i];
+            if e.rule == "unique-name" {
+                // Name the first definition by file and position, not by index.
+                if let Some(first) = docs[..i].iter().find(|f| {
+                    f.resource.kind() == d.resource.kind() && f.resource.name() == d.resource.name()
+                }) {
+                    let p = first.position_of("metadata.name");
+                    e.message = format!(
+                        "{} {:?} is also defined at {}:{}:{}; names are unique per kind",
+                        d.resource.kind(),
+                        d.resource.name(),
+                        first.source_name,
+                        p.line,
+                        p.column
+                    );
+                }
+            }
+            d.error_for(e)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -127,3 +127,32 @@ impl CommonStatus {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 }
+
+/// Whether an event is routine or needs attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EventType {
+    /// Routine progress.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+/// Something that happened to a resource, for people reading `describe`.
+/// Repeats of the same type, reason and message are counted, not stored again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub type_: EventType,
+    /// CamelCase cause, e.g. `Created`, `Failover`, `MountFailed`.
+    pub reason: String,
+    /// What happened, for people.
+    pub message: String,
+    /// How many times it happened.
+    pub count: u32,
+    /// When it first happened.
+    pub first_timestamp: DateTime<Utc>,
+    /// When it last happened.
+    pub last_timestamp: DateTime<Utc>,
+}

@@ -1,17 +1,137 @@
-//! One module per subcommand.
+//! One module per subcommand, and what they share: the connection to the
+//! daemon, kind lookup, and turning API errors into messages and exit codes.
 
+mod apply;
+mod delete;
+mod describe;
+mod diff;
 mod explain;
+mod get;
 mod schema;
 mod validate;
+mod wait;
+
+use haswarm_controller::client::{Client, ClientError, Endpoint};
+use haswarm_controller::config::default_socket;
+use haswarm_crds::KindInfo;
 
 use crate::cli::{Cli, Command};
 use crate::exit::ExitCode;
+use crate::report;
+
+/// The daemon connection settings every online command shares.
+pub struct Conn {
+    server: Option<String>,
+    token: Option<String>,
+}
+
+impl Conn {
+    /// A client for the configured or default server.
+    fn client(&self) -> Result<Client, ExitCode> {
+        let endpoint = match &self.server {
+            Some(s) => Endpoint::parse(s, self.token.clone()),
+            None => Ok(Endpoint::Unix(default_socket())),
+        };
+        endpoint.map(Client::new).map_err(|e| {
+            report::error(&e.to_string());
+            ExitCode::Invalid
+        })
+    }
+}
 
 /// Runs a parsed command line and says how it ended.
 pub fn run(cli: Cli) -> ExitCode {
+    let conn = Conn {
+        server: cli.server,
+        token: cli.token,
+    };
     match cli.command {
         Command::Validate(a) => validate::run(&a),
         Command::Schema(a) => schema::run(&a),
         Command::Explain(a) => explain::run(&a),
+        Command::Apply(a) => online(|| apply::run(&conn, &a)),
+        Command::Get(a) => online(|| get::run(&conn, &a)),
+        Command::Describe(a) => online(|| describe::run(&conn, &a)),
+        Command::Delete(a) => online(|| delete::run(&conn, &a)),
+        Command::Diff(a) => online(|| diff::run(&conn, &a)),
+        Command::Wait(a) => online(|| wait::run(&conn, &a)),
     }
+}
+
+/// Runs an async command on a small runtime.
+fn online<F: std::future::Future<Output = ExitCode>>(f: impl FnOnce() -> F) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => {
+            report::error(&format!("cannot start the async runtime: {e}"));
+            ExitCode::Refused
+        }
+    }
+}
+
+/// Looks a kind up by any of its names, or explains which exist.
+fn kind(name: &str) -> Result<&'static KindInfo, ExitCode> {
+    KindInfo::lookup(name).ok_or_else(|| {
+        report::error(&format!(
+            "unknown kind {name:?}: use postgresclusters (pgc), redissentinelgroups (rsg) or sharedvolumes (sv)"
+        ));
+        ExitCode::Invalid
+    })
+}
+
+/// Prints a client error and picks the exit code.
+fn failed(e: &ClientError) -> ExitCode {
+    match e {
+        ClientError::Unreachable { .. } => {
+            report::error(&e.to_string());
+            ExitCode::Unreachable
+        }
+        ClientError::BadServer(_) => {
+            report::error(&e.to_string());
+            ExitCode::Invalid
+        }
+        ClientError::Api { body, .. } => {
+            let mut msg = body.message.clone();
+            for d in &body.details {
+                let what = match (&d.kind, &d.name) {
+                    (Some(k), Some(n)) => format!("{}/{n}", k.to_ascii_lowercase()),
+                    _ => format!("document {}", d.index + 1),
+                };
+                let path = d
+                    .path
+                    .as_deref()
+                    .map(|p| format!("{p}: "))
+                    .unwrap_or_default();
+                let rule = d
+                    .rule
+                    .as_deref()
+                    .map(|r| format!(" [rule: {r}]"))
+                    .unwrap_or_default();
+                msg.push_str(&format!("\n  {what}: {path}{}{rule}", d.message));
+            }
+            report::error(&msg);
+            if body.reason == haswarm_controller::api::types::Reason::Invalid {
+                ExitCode::Invalid
+            } else {
+                ExitCode::Refused
+            }
+        }
+        ClientError::Protocol { .. } => {
+            report::error(&e.to_string());
+            ExitCode::Refused
+        }
+    }
+}
+
+/// Parses a `--timeout` value.
+fn timeout(text: &str) -> Result<std::time::Duration, ExitCode> {
+    haswarm_crds::quantity::Duration::parse(text)
+        .map(|d| d.to_std())
+        .map_err(|e| {
+            report::error(&format!("--timeout: {e}"));
+            ExitCode::Invalid
+        })
 }

@@ -1,0 +1,199 @@
+//! The daemon's configuration: flags and `HASWARM_*` environment variables
+//! (declared once, in [`env`]), validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+/// Environment variable names, declared once for the daemon, the CLI and the docs.
+pub mod env {
+    /// The daemon's data folder.
+    pub const DATA_DIR: &str = "HASWARM_DATA_DIR";
+    /// The unix socket path.
+    pub const SOCKET: &str = "HASWARM_SOCKET";
+    /// The TCP address to listen on.
+    pub const LISTEN: &str = "HASWARM_LISTEN";
+    /// The file holding the TCP bearer token.
+    pub const TOKEN_FILE: &str = "HASWARM_TOKEN_FILE";
+    /// Where `haswarmctl` finds the daemon.
+    pub const SERVER: &str = "HASWARM_SERVER";
+    /// The bearer token `haswarmctl` sends over TCP.
+    pub const TOKEN: &str = "HASWARM_TOKEN";
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,haswarm_controller=debug`.
+    pub const LOG: &str = "HASWARM_LOG";
+    /// Log format: `text` or `json`.
+    pub const LOG_FORMAT: &str = "HASWARM_LOG_FORMAT";
+}
+
+/// The folder for the default socket: `$XDG_RUNTIME_DIR/haswarm`, else `./.haswarm`.
+pub fn default_runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("haswarm"),
+        _ => PathBuf::from(".haswarm"),
+    }
+}
+
+/// The socket the daemon listens on and the CLI tries when told nothing else.
+pub fn default_socket() -> PathBuf {
+    default_runtime_dir().join("haswarm.sock")
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// haswarmd: haswarm's daemon. It owns the store and serves the API that haswarmctl talks to.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "haswarmd",
+    version,
+    after_help = "Exit codes:\n  0  stopped cleanly (SIGTERM or Ctrl-C)\n  2  invalid configuration (nothing was started)\n  1  failed while running\n  130  forced stop (second Ctrl-C)"
+)]
+pub struct DaemonConfig {
+    /// Folder for the store (created if missing).
+    #[arg(long, env = env::DATA_DIR, default_value = ".haswarm/data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Unix socket to serve the API on (mode 0600). Default: $XDG_RUNTIME_DIR/haswarm/haswarm.sock, else ./.haswarm/haswarm.sock.
+    #[arg(long, env = env::SOCKET, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Also serve the API on this TCP address (needs --token-file), e.g. 127.0.0.1:7443.
+    #[arg(long, env = env::LISTEN, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token TCP clients must send. Required with --listen.
+    #[arg(long, env = env::TOKEN_FILE, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A configuration that passed validation: everything needed to start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Store folder.
+    pub data_dir: PathBuf,
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// TCP listener and its token, when enabled.
+    pub tcp: Option<(SocketAddr, String)>,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Why the configuration cannot start a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// TCP without a token would let anyone on the network change the cluster.
+    #[error("--listen ({}) needs --token-file ({}): the TCP API accepts only requests carrying the token", env::LISTEN, env::TOKEN_FILE)]
+    ListenWithoutToken,
+    /// The token file cannot be used.
+    #[error("token file {path}: {problem}")]
+    Token { path: String, problem: String },
+    /// The socket path cannot be used.
+    #[error("socket path {path}: {problem}")]
+    Socket { path: String, problem: String },
+}
+
+impl DaemonConfig {
+    /// Checks everything that can be checked before starting.
+    ///
+    /// # Errors
+    /// [`ConfigError`] saying what to change.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let socket = self.socket.unwrap_or_else(default_socket);
+        // sun_path holds 108 bytes on Linux, including the terminating NUL.
+        if socket.as_os_str().len() > 107 {
+            return Err(ConfigError::Socket {
+                path: socket.display().to_string(),
+                problem: "longer than the 107 bytes a unix socket path may have; choose a shorter --socket".into(),
+            });
+        }
+        let tcp = match (self.listen, &self.token_file) {
+            (Some(_), None) => return Err(ConfigError::ListenWithoutToken),
+            (Some(addr), Some(file)) => Some((addr, read_token(file)?)),
+            (None, _) => None,
+        };
+        Ok(Settings {
+            data_dir: self.data_dir,
+            socket,
+            tcp,
+            log_format: self.log_format,
+        })
+    }
+}
+
+/// Reads a token file: the first line, trimmed; at least 16 characters.
+///
+/// # Errors
+/// [`ConfigError::Token`] when unreadable, empty or too short.
+pub fn read_token(path: &Path) -> Result<String, ConfigError> {
+    let err = |problem: String| ConfigError::Token {
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_owned();
+    if token.len() < 16 {
+        return Err(err(
+            "the token must be at least 16 characters (e.g. `openssl rand -hex 32 > FILE`)".into(),
+        ));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> DaemonConfig {
+        DaemonConfig::try_parse_from(std::iter::once("haswarmd").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    #[test]
+    fn tcp_without_a_token_is_refused() {
+        let e = parse(&["--listen", "127.0.0.1:7443"])
+            .validate()
+            .expect_err("refused");
+        assert!(e.to_string().contains("needs --token-file"), "{e}");
+    }
+
+    #[test]
+    fn short_tokens_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("t");
+        std::fs::write(&f, "short\n").expect("write");
+        let e = parse(&[
+            "--listen",
+            "127.0.0.1:7443",
+            "--token-file",
+            f.to_str().expect("utf-8"),
+        ])
+        .validate()
+        .expect_err("refused");
+        assert!(e.to_string().contains("at least 16 characters"), "{e}");
+        std::fs::write(&f, "0123456789abcdef0123\n").expect("write");
+        let s = parse(&[
+            "--listen",
+            "127.0.0.1:7443",
+            "--token-file",
+            f.to_str().expect("utf-8"),
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(s.tcp.map(|t| t.1), Some("0123456789abcdef0123".to_owned()));
+    }
+
+    #[test]
+    fn overlong_socket_paths_are_refused() {
+        let long = format!("/tmp/{}/s.sock", "x".repeat(120));
+        let e = parse(&["--socket", &long]).validate().expect_err("refused");
+        assert!(e.to_string().contains("107 bytes"), "{e}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Running the API: the unix socket (always) and TCP (with a token), until
+//! shutdown is requested.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::store::{Store, StoreError};
+
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another daemon answers on the socket.
+    #[error("another haswarmd is already serving {0}; stop it or choose another --socket")]
+    SocketInUse(String),
+    /// A folder, socket or port could not be set up.
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ServeError + 'a {
+    move |source| ServeError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Binds the unix socket with mode 0600 in a folder only the owner can enter,
+/// replacing a stale socket file but never a live daemon's.
+async fn bind_socket(path: &Path) -> Result<UnixListener, ServeError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io("cannot create the socket folder", dir))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("cannot restrict the socket folder", dir))?;
+        }
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ServeError::SocketInUse(path.display().to_string()));
+        }
+        std::fs::remove_file(path).map_err(io("cannot remove the stale socket", path))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io("cannot listen on", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("cannot restrict the socket", path))?;
+    Ok(listener)
+}
+
+/// A started server: the store and the bound addresses.
+#[derive(Debug)]
+pub struct Started {
+    /// The store, for an embedding process (the controller, `haswarmctl up`).
+    pub store: Store,
+    /// The unix socket.
+    pub socket: PathBuf,
+    /// The TCP address actually bound, when enabled (port 0 picks a free port).
+    pub tcp: Option<std::net::SocketAddr>,
+}
+
+/// Opens the store, binds the listeners and serves until `shutdown` completes,
+/// then finishes in-flight requests and removes the socket file.
+///
+/// `ready` is called once everything is bound.
+///
+/// # Errors
+/// [`ServeError`] when the store, socket or port cannot be set up.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(&Started),
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(io("cannot create the data folder", &settings.data_dir))?;
+    let store = Store::open(&settings.data_dir)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = AppState {
+        store: store.clone(),
+        stopping: stop_rx.clone(),
+    };
+    let unix = bind_socket(&settings.socket).await?;
+    let tcp = match &settings.tcp {
+        Some((addr, token)) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Io {
+                    what: "cannot listen on",
+                    path: addr.to_string(),
+                    source,
+                })?;
+            let bound = l.local_addr().ok();
+            Some((l, Arc::new(token.clone()), bound))
+        }
+        None => None,
+    };
+    let started = Started {
+        store: store.clone(),
+        socket: settings.socket.clone(),
+        tcp: tcp.as_ref().and_then(|t| t.2),
+    };
+    ready(&started);
+    tracing::info!(socket = %settings.socket.display(), tcp = ?started.tcp, "serving the API");
+
+    let router = api::router(state);
+    let mut unix_stop = stop_rx.clone();
+    let router_for_unix = router.clone();
+    let unix_task = tokio::spawn(async move {
+        axum::serve(unix, router_for_unix)
+            .with_graceful_shutdown(async move {
+                let _ = unix_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let tcp_task = tcp.map(|(listener, token, _)| {
+        let authed = router.layer(axum::middleware::from_fn_with_state(
+            token,
+            api::require_token,
+        ));
+        let mut tcp_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, authed)
+                .with_graceful_shutdown(async move {
+                    let _ = tcp_stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    });
+    shutdown.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = unix_task.await;
+        if let Some(t) = tcp_task {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    let _ = std::fs::remove_file(&settings.socket);
+    Ok(())
+}
