@@ -69,7 +69,7 @@ impl std::fmt::Display for Endpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon answers at the endpoint.
-    #[error("no haswarmd answers at {server} ({source}).\nStart one with `haswarmd` (it listens on {server} by default), or point haswarmctl at a running one with --server or {}.", env::SERVER)]
+    #[error("no haswarmd answers at {server} ({source}).\nStart one with `haswarmd` (it listens on unix://{} unless given --socket), or point haswarmctl at a running one with --server or {}.", crate::config::default_socket().display(), env::SERVER)]
     Unreachable {
         /// The endpoint tried.
         server: String,

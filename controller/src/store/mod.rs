@@ -799,3 +799,6 @@ impl Store {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! Test harness: a real `haswarmd` child process on a temporary socket, and
+//! the real `haswarmctl` binary pointed at it. The daemon is killed (by its
+//! own handle) and its folder removed when the harness is dropped, even when
+//! a test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `haswarmd` binary, built on demand: it belongs to another package, so
+/// cargo does not build it for this package's tests by itself.
+pub fn haswarmd_bin() -> PathBuf {
+    let ctl = PathBuf::from(env!("CARGO_BIN_EXE_haswarmctl"));
+    let bin = ctl.with_file_name("haswarmd");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "haswarm-controller",
+            "--bin",
+            "haswarmd",
+        ]);
+        if ctl
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p == "release")
+        {
+            cmd.arg("--release");
+        }
+        let status = cmd.current_dir(repo()).status().expect("cargo runs");
+        assert!(status.success(), "building haswarmd failed");
+    });
+    bin
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub tcp: Option<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon on a fresh data folder and waits until it serves.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with extra flags.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("hsw")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let socket = dir.path().join("d.sock");
+        let mut child = Command::new(haswarmd_bin())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .env("HASWARM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haswarmd starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut tcp = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut ready = false;
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("haswarmd ready on http://") {
+                        tcp = Some(a.to_owned());
+                    }
+                    if line.starts_with("haswarmd ready on unix://") {
+                        ready = true;
+                        if !extra.contains(&"--listen") {
+                            break;
+                        }
+                    }
+                    if ready && tcp.is_some() {
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        let mut d = Self {
+            child,
+            dir,
+            socket,
+            tcp,
+        };
+        if !ready {
+            d.stop();
+            panic!("haswarmd did not become ready");
+        }
+        d
+    }
+
+    /// The `--server` value for this daemon.
+    pub fn server(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Runs haswarmctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_stdin(args, None)
+    }
+
+    /// Runs haswarmctl with standard input.
+    pub fn ctl_stdin(&self, args: &[&str], input: Option<&str>) -> Output {
+        let mut child = self.ctl_command(args).spawn().expect("haswarmctl runs");
+        if let Some(i) = input {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(i.as_bytes())
+                .expect("written");
+        } else {
+            drop(child.stdin.take());
+        }
+        child.wait_with_output().expect("finishes")
+    }
+
+    /// A haswarmctl command ready to spawn, pointed at this daemon.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_haswarmctl"));
+        c.args(args)
+            .current_dir(repo())
+            .env("HASWARM_SERVER", self.server())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// A library client for this daemon.
+    pub fn client(&self) -> haswarm_controller::client::Client {
+        haswarm_controller::client::Client::new(haswarm_controller::client::Endpoint::Unix(
+            self.socket.clone(),
+        ))
+    }
+
+    /// Kills the daemon (only this child) and reaps it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts an exit code, showing the output when it differs.
+#[track_caller]
+pub fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Filters for snapshots: what changes from run to run (uids, times, ages,
+/// temporary paths).
+pub fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "<uid>",
+        ),
+        (
+            r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)",
+            "<time>",
+        ),
+        // Ages: the last column of get tables, and describe's "(5s ago)".
+        (r"(?m)   \d{1,3}[smhd]$", "   <age>"),
+        (r"\b\d{1,3}[smhd] ago", "<age> ago"),
+        (r"/tmp/hsw[^/\s]*", "<tmp>"),
+    ]
+}
