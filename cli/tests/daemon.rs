@@ -2,14 +2,12 @@
 //! wait and watch round trips, all-or-nothing batches, dry runs, stale
 //! writes, authentication, and what the user sees when things go wrong.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use common::{assert_code, filters, stderr, stdout, Daemon};
 use futures::StreamExt;
 use haswarm_controller::api::types::{Reason, StatusUpdate};
+use haswarm_testbed::{assert_code, filters, stderr, stdout, Daemon};
 use serde_json::{json, Value};
 
 fn snapshot_settings() -> insta::Settings {
@@ -89,7 +87,7 @@ fn apply_get_describe_diff_delete_round_trip() {
     let changed = write(
         tmp.path(),
         "changed.yaml",
-        &std::fs::read_to_string(common::repo().join("examples/dify-ha.yaml"))
+        &std::fs::read_to_string(haswarm_testbed::repo().join("examples/dify-ha.yaml"))
             .expect("example")
             .replace("quorum: 2", "quorum: 3")
             .replace("count: 3\n    quorum", "count: 5\n    quorum"),
@@ -399,7 +397,7 @@ fn tcp_needs_the_token() {
 #[test]
 fn a_second_daemon_on_the_same_socket_or_store_is_refused() {
     let d = Daemon::start();
-    let o = std::process::Command::new(common::haswarmd_bin())
+    let o = std::process::Command::new(haswarm_testbed::haswarmd_bin())
         .arg("--data-dir")
         .arg(d.dir.path().join("other"))
         .arg("--socket")
@@ -412,7 +410,7 @@ fn a_second_daemon_on_the_same_socket_or_store_is_refused() {
         "{}",
         stderr(&o)
     );
-    let o = std::process::Command::new(common::haswarmd_bin())
+    let o = std::process::Command::new(haswarm_testbed::haswarmd_bin())
         .arg("--data-dir")
         .arg(d.dir.path().join("data"))
         .arg("--socket")
@@ -425,7 +423,7 @@ fn a_second_daemon_on_the_same_socket_or_store_is_refused() {
         "{}",
         stderr(&o)
     );
-    let o = std::process::Command::new(common::haswarmd_bin())
+    let o = std::process::Command::new(haswarm_testbed::haswarmd_bin())
         .args(["--listen", "127.0.0.1:0"])
         .output()
         .expect("runs");

@@ -24,6 +24,12 @@ pub mod env {
     pub const LOG: &str = "HASWARM_LOG";
     /// Log format: `text` or `json`.
     pub const LOG_FORMAT: &str = "HASWARM_LOG_FORMAT";
+    /// Serve the API without reconcilers.
+    pub const NO_CONTROLLERS: &str = "HASWARM_NO_CONTROLLERS";
+    /// Image of SharedVolume probes.
+    pub const PROBE_IMAGE: &str = "HASWARM_PROBE_IMAGE";
+    /// Resync period.
+    pub const RESYNC: &str = "HASWARM_RESYNC";
 }
 
 /// The folder for the default socket: `$XDG_RUNTIME_DIR/haswarm`, else `./.haswarm`.
@@ -71,6 +77,15 @@ pub struct DaemonConfig {
     /// Log format.
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve the API only: no reconcilers, no Docker connection (for tooling and tests).
+    #[arg(long, env = env::NO_CONTROLLERS)]
+    pub no_controllers: bool,
+    /// Image of the SharedVolume probe services (needs /bin/sh, test, ls and sleep).
+    #[arg(long, env = env::PROBE_IMAGE, default_value = "haswarm/probe:latest", value_name = "IMAGE")]
+    pub probe_image: String,
+    /// How often every resource is reconciled even without events, e.g. 30s.
+    #[arg(long, env = env::RESYNC, default_value = "30s", value_name = "DURATION")]
+    pub resync: String,
 }
 
 /// A configuration that passed validation: everything needed to start.
@@ -84,6 +99,8 @@ pub struct Settings {
     pub tcp: Option<(SocketAddr, String)>,
     /// Log format.
     pub log_format: LogFormat,
+    /// Reconciler settings; `None` serves the API only.
+    pub controllers: Option<crate::runtime::Settings>,
 }
 
 /// Why the configuration cannot start a daemon.
@@ -98,6 +115,9 @@ pub enum ConfigError {
     /// The socket path cannot be used.
     #[error("socket path {path}: {problem}")]
     Socket { path: String, problem: String },
+    /// The resync period does not parse.
+    #[error("--resync: {0}")]
+    Resync(String),
 }
 
 impl DaemonConfig {
@@ -119,11 +139,20 @@ impl DaemonConfig {
             (Some(addr), Some(file)) => Some((addr, read_token(file)?)),
             (None, _) => None,
         };
+        let resync = haswarm_crds::quantity::Duration::parse(&self.resync)
+            .map_err(ConfigError::Resync)?
+            .to_std();
+        let controllers = (!self.no_controllers).then(|| crate::runtime::Settings {
+            probe_image: self.probe_image,
+            resync,
+            ..crate::runtime::Settings::default()
+        });
         Ok(Settings {
             data_dir: self.data_dir,
             socket,
             tcp,
             log_format: self.log_format,
+            controllers,
         })
     }
 }

@@ -4,5 +4,8 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod reconcilers;
+pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod swarm;

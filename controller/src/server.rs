@@ -116,6 +116,9 @@ pub async fn serve(
         tcp: tcp.as_ref().and_then(|t| t.2),
     };
     ready(&started);
+    if let Some(controller_settings) = settings.controllers.clone() {
+        start_controllers(store.clone(), controller_settings);
+    }
     tracing::info!(socket = %settings.socket.display(), tcp = ?started.tcp, "serving the API");
 
     let router = api::router(state);
@@ -156,4 +159,42 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())
+}
+
+/// Connects to Docker in the background (retrying until the engine answers,
+/// so the API serves meanwhile) and starts every controller.
+pub fn start_controllers(store: Store, settings: crate::runtime::Settings) {
+    tokio::spawn(async move {
+        let mut warned = false;
+        let swarm = loop {
+            match crate::swarm::Swarm::connect().await {
+                Ok(s) => break s,
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "cannot reach the Docker engine yet; retrying");
+                        warned = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            }
+        };
+        match swarm.info().await {
+            Ok(info) if info.is_manager => tracing::info!(
+                engine = %info.version,
+                api = %info.api_version,
+                "connected to a swarm manager; controllers start"
+            ),
+            Ok(info) => tracing::warn!(
+                engine = %info.version,
+                "this engine is not a swarm manager: reconciles will fail until it is (docker swarm init)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot read engine info"),
+        }
+        let ctx = std::sync::Arc::new(crate::runtime::Context {
+            store,
+            swarm,
+            settings,
+        });
+        crate::runtime::events::start_all(ctx);
+    });
 }

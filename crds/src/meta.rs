@@ -104,6 +104,10 @@ pub struct OwnedObject {
     pub kind: String,
     /// The Swarm object's name.
     pub name: String,
+    /// The object's version index after haswarm last wrote it; a different
+    /// index on the engine means someone else changed it (drift).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// Status fields every kind shares.
@@ -155,4 +159,81 @@ pub struct Event {
     pub first_timestamp: DateTime<Utc>,
     /// When it last happened.
     pub last_timestamp: DateTime<Utc>,
+}
+
+impl CommonStatus {
+    /// Sets a condition, keeping its `lastTransitionTime` when the status
+    /// does not change (so "since when" stays true).
+    pub fn set_condition(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+        generation: Option<u64>,
+        now: DateTime<Utc>,
+    ) {
+        let message = message.into();
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now;
+                }
+                c.status = status;
+                c.reason = reason.to_owned();
+                c.message = message;
+                c.observed_generation = generation;
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.to_owned(),
+                status,
+                reason: reason.to_owned(),
+                message,
+                last_transition_time: now,
+                observed_generation: generation,
+            }),
+        }
+    }
+
+    /// Removes a condition.
+    pub fn remove_condition(&mut self, type_: &str) {
+        self.conditions.retain(|c| c.type_ != type_);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_changes() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        let t1 = DateTime::parse_from_rfc3339("2026-01-01T00:01:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        let mut s = CommonStatus::default();
+        s.set_condition("Ready", ConditionStatus::False, "Creating", "", Some(1), t0);
+        s.set_condition("Ready", ConditionStatus::False, "Waiting", "x", Some(1), t1);
+        assert_eq!(
+            s.condition("Ready").map(|c| c.last_transition_time),
+            Some(t0)
+        );
+        assert_eq!(
+            s.condition("Ready").map(|c| c.reason.as_str()),
+            Some("Waiting")
+        );
+        s.set_condition("Ready", ConditionStatus::True, "Mounted", "", Some(2), t1);
+        assert_eq!(
+            s.condition("Ready").map(|c| c.last_transition_time),
+            Some(t1)
+        );
+        assert_eq!(
+            s.condition("Ready").and_then(|c| c.observed_generation),
+            Some(2)
+        );
+        s.remove_condition("Ready");
+        assert!(s.conditions.is_empty());
+    }
 }

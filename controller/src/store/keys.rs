@@ -11,6 +11,8 @@ impl Key {
     pub(crate) const RV: &'static [u8] = b"m:rv";
     /// Log entries up to this resourceVersion have been removed (u64, big-endian).
     pub(crate) const COMPACTED: &'static [u8] = b"m:compacted";
+    /// This store's identity (a uuid, set when the store is created).
+    pub(crate) const ID: &'static [u8] = b"m:id";
     /// Prefix of every object key.
     pub(crate) const OBJECT_PREFIX: &'static [u8] = b"o:";
 

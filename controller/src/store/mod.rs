@@ -228,6 +228,9 @@ struct Writer {
 }
 
 struct Inner {
+    /// The store's identity; Swarm objects carry it so that several haswarm
+    /// daemons on one swarm never take each other's objects for orphans.
+    id: String,
     db: sled::Db,
     writer: Mutex<Writer>,
     /// The highest resourceVersion whose change has been published to watchers.
@@ -292,6 +295,7 @@ impl Store {
         match found {
             None => {
                 db.insert(Key::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                db.insert(Key::ID, uuid::Uuid::new_v4().to_string().as_bytes())?;
                 db.flush()?;
             }
             Some(v) if v > SCHEMA_VERSION => {
@@ -306,8 +310,13 @@ impl Store {
         }
         let rv = read_u64(&db, Key::RV)?;
         let compacted = read_u64(&db, Key::COMPACTED)?;
+        let id = db
+            .get(Key::ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
         let (live, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
+            id,
             db,
             writer: Mutex::new(Writer {
                 rv,
@@ -329,6 +338,11 @@ impl Store {
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The store's identity (a uuid made when the store was created).
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     /// The latest resourceVersion handed out.

@@ -1,9 +1,10 @@
-//! Test harness: a real `haswarmd` child process on a temporary socket, and
-//! the real `haswarmctl` binary pointed at it. The daemon is killed (by its
-//! own handle) and its folder removed when the harness is dropped, even when
-//! a test fails.
+//! haswarm's test bed harness: a real `haswarmd` child process on a
+//! temporary socket, the real `haswarmctl` pointed at it, and helpers for the
+//! Docker engine the end-to-end tests use. The daemon is killed (by its own
+//! handle) and its folder removed when the harness is dropped, even when a
+//! test fails. Scripts that prepare the machine are in `testbed/`.
 
-#![allow(dead_code)]
+#![allow(clippy::missing_panics_doc)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -15,37 +16,50 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The `haswarmd` binary, built on demand: it belongs to another package, so
-/// cargo does not build it for this package's tests by itself.
-pub fn haswarmd_bin() -> PathBuf {
-    let ctl = PathBuf::from(env!("CARGO_BIN_EXE_haswarmctl"));
-    let bin = ctl.with_file_name("haswarmd");
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(|| {
+pub mod docker;
+
+/// The folder holding the workspace's binaries (`target/debug`), found from
+/// the running test executable (`target/debug/deps/...`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps folder");
+    deps.parent().expect("target profile folder").to_path_buf()
+}
+
+/// A workspace binary, built first: a test of one package cannot rely on
+/// cargo having built another package's binaries.
+pub fn bin(package: &str, name: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = bin_dir();
+    let mut built = BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "haswarm-controller",
-            "--bin",
-            "haswarmd",
-        ]);
-        if ctl
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|p| p == "release")
-        {
+        cmd.args(["build", "-q", "-p", package, "--bin", name]);
+        if dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
         let status = cmd.current_dir(repo()).status().expect("cargo runs");
-        assert!(status.success(), "building haswarmd failed");
-    });
-    bin
+        assert!(status.success(), "building {name} failed");
+        built.push(name.to_owned());
+    }
+    dir.join(name)
+}
+
+/// `haswarmd`.
+pub fn haswarmd_bin() -> PathBuf {
+    bin("haswarm-controller", "haswarmd")
+}
+
+/// `haswarmctl`.
+pub fn haswarmctl_bin() -> PathBuf {
+    bin("haswarm-cli", "haswarmctl")
 }
 
 /// A running daemon.
+#[derive(Debug)]
 pub struct Daemon {
     child: Child,
     pub dir: tempfile::TempDir,
@@ -54,12 +68,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts a daemon on a fresh data folder and waits until it serves.
+    /// Starts an API-only daemon (no reconcilers) on a fresh data folder and
+    /// waits until it serves.
     pub fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(&["--no-controllers"])
     }
 
-    /// Starts a daemon with extra flags.
+    /// Starts a daemon with reconcilers (it will talk to the local engine).
+    pub fn start_with_controllers(extra: &[&str]) -> Self {
+        Self::start_with(extra)
+    }
+
+    /// Starts a daemon with the given flags.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("hsw")
@@ -150,7 +170,7 @@ impl Daemon {
 
     /// A haswarmctl command ready to spawn, pointed at this daemon.
     pub fn ctl_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_haswarmctl"));
+        let mut c = Command::new(haswarmctl_bin());
         c.args(args)
             .current_dir(repo())
             .env("HASWARM_SERVER", self.server())

@@ -1,0 +1,4 @@
+//! One module per resource kind, each a pure `render` and a `reconcile` that
+//! applies it through the shared Swarm layer.
+
+pub mod volume;

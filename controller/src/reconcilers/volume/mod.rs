@@ -1,0 +1,6 @@
+//! SharedVolume.
+
+pub mod reconcile;
+pub mod render;
+
+pub use reconcile::SharedVolumes;

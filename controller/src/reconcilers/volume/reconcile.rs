@@ -1,0 +1,208 @@
+//! SharedVolume, effectful part: apply the rendered probe and report per-node
+//! mount results.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use haswarm_crds::volume::SharedVolumeStatus;
+use haswarm_crds::{ConditionStatus, EventType, SharedVolume};
+
+use super::render;
+use crate::runtime::controller::{
+    event, known_versions, owned_services, owner_of, paused, write_status,
+};
+use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::store::Record;
+
+/// The SharedVolume reconciler.
+#[derive(Debug, Default)]
+pub struct SharedVolumes;
+
+fn decode(obj: &Record) -> Result<(SharedVolume, SharedVolumeStatus), ReconcileError> {
+    let sv: SharedVolume =
+        serde_json::from_value(obj.to_json()).map_err(|e| ReconcileError::Decode {
+            kind: "SharedVolume",
+            message: e.to_string(),
+        })?;
+    let status = sv.status.clone().unwrap_or_default();
+    Ok((sv, status))
+}
+
+impl Reconciler for SharedVolumes {
+    const KIND: &'static str = "SharedVolume";
+
+    async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+        let (sv, old) = decode(&obj)?;
+        let owner = owner_of(&ctx, &obj);
+        let generation = obj.metadata.generation;
+        let now = Utc::now();
+        let mut status = old.clone();
+        let was_unreachable = old
+            .common
+            .condition("Ready")
+            .is_some_and(|c| c.reason == "DockerUnreachable");
+
+        if paused(&obj) {
+            status.common.set_condition(
+                "Paused",
+                ConditionStatus::True,
+                "PausedByAnnotation",
+                "haswarm.io/paused is \"true\": Swarm objects are not changed",
+                generation,
+                now,
+            );
+        } else {
+            status.common.remove_condition("Paused");
+            let desired = render::render(&sv, &ctx.settings.probe_image);
+            let report = ctx
+                .swarm
+                .converge_services(&owner, &desired, &known_versions(&old.common))
+                .await?;
+            for name in &report.created {
+                event(
+                    &ctx,
+                    &obj,
+                    EventType::Normal,
+                    "Created",
+                    &format!("created probe service {name}"),
+                );
+            }
+            for name in &report.updated {
+                event(
+                    &ctx,
+                    &obj,
+                    EventType::Normal,
+                    "Updated",
+                    &format!("updated service {name} (spec changed or edited by hand)"),
+                );
+            }
+            for name in &report.removed {
+                event(
+                    &ctx,
+                    &obj,
+                    EventType::Normal,
+                    "Removed",
+                    &format!("removed service {name}"),
+                );
+            }
+            status.common.owned_objects = owned_services(&report.versions);
+        }
+        if was_unreachable {
+            event(
+                &ctx,
+                &obj,
+                EventType::Normal,
+                "DockerReconnected",
+                "the Docker engine answers again",
+            );
+        }
+
+        let nodes = ctx.swarm.nodes().await?;
+        let tasks = ctx.swarm.tasks(&render::probe_name(&sv)).await?;
+        status.nodes = render::node_status(&sv.spec, &nodes, &tasks);
+        let failing: Vec<String> = status
+            .nodes
+            .iter()
+            .filter(|n| !n.mounted)
+            .map(|n| format!("{}: {}", n.node, n.message))
+            .collect();
+        let all = !status.nodes.is_empty() && failing.is_empty();
+        let (st, reason, message) = if status.nodes.is_empty() {
+            (
+                ConditionStatus::False,
+                "NoEligibleNodes",
+                "no ready node matches spec.nodes".to_owned(),
+            )
+        } else if all {
+            (
+                ConditionStatus::True,
+                "Mounted",
+                format!("mounted on all {} eligible nodes", status.nodes.len()),
+            )
+        } else {
+            (
+                ConditionStatus::False,
+                "MountFailed",
+                format!(
+                    "not mounted on {} of {} nodes: {}",
+                    failing.len(),
+                    status.nodes.len(),
+                    failing.join("; ")
+                ),
+            )
+        };
+        for n in status
+            .nodes
+            .iter()
+            .filter(|n| !n.mounted && n.message.starts_with("mount failed"))
+        {
+            let before = old.nodes.iter().find(|o| o.node == n.node);
+            if before.is_none_or(|b| b.mounted || b.message != n.message) {
+                event(
+                    &ctx,
+                    &obj,
+                    EventType::Warning,
+                    "MountFailed",
+                    &format!("{}: {}", n.node, n.message),
+                );
+            }
+        }
+        status.common.set_condition(
+            "MountedOnAllNodes",
+            st,
+            reason,
+            message.clone(),
+            generation,
+            now,
+        );
+        status
+            .common
+            .set_condition("Ready", st, reason, message, generation, now);
+        status.common.observed_generation = generation;
+        if status != old {
+            write_status(&ctx, &obj, &status).await?;
+        }
+        // Probes settle within seconds; until they have, look again soon.
+        Ok(if all {
+            Action::requeue(Duration::from_secs(60))
+        } else {
+            Action::requeue(Duration::from_secs(3))
+        })
+    }
+
+    async fn cleanup(&self, obj: Record, ctx: Arc<Context>) -> Result<(), ReconcileError> {
+        let owner = owner_of(&ctx, &obj);
+        let report = ctx
+            .swarm
+            .converge_services(&owner, &[], &Default::default())
+            .await?;
+        for name in &report.removed {
+            event(
+                &ctx,
+                &obj,
+                EventType::Normal,
+                "Removed",
+                &format!("removed service {name}"),
+            );
+        }
+        // Data is never touched here: with reclaimPolicy Retain (the default)
+        // the volume definitions stay on the nodes, and a host path is the
+        // operator's. Removing definitions for Delete happens per node and is
+        // not implemented yet; say so rather than pretend.
+        if let Ok((sv, _)) = decode(&obj) {
+            if sv.spec.reclaim_policy == haswarm_crds::common::ReclaimPolicy::Delete
+                && sv.spec.host_path.is_none()
+            {
+                event(
+                    &ctx,
+                    &obj,
+                    EventType::Warning,
+                    "VolumeDefinitionsKept",
+                    "reclaimPolicy Delete: per-node volume definitions are not removed yet; remove them with `docker volume rm` on each node",
+                );
+            }
+        }
+        Ok(())
+    }
+}

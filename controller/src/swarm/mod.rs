@@ -1,0 +1,265 @@
+//! The Swarm layer over bollard: one place that talks to the Docker Engine.
+//!
+//! # Guarantees
+//! - Only objects carrying haswarm's ownership labels are updated or removed;
+//!   a name taken by a foreign object is reported, never touched.
+//! - Service updates send the inspected version index and retry on "update
+//!   out of sequence" after inspecting again.
+//! - The API version is negotiated with the engine (20.10 / API 1.41 and newer).
+
+pub mod labels;
+mod services;
+
+use std::collections::HashMap;
+
+use bollard::models::{Node, NodeState, SystemInfo, Task};
+use bollard::query_parameters::{ListNodesOptions, ListTasksOptions};
+use bollard::Docker;
+
+pub use labels::Owner;
+pub use services::{DesiredService, ServiceReport};
+
+/// Why a Swarm call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// The engine does not answer.
+    #[error("the Docker engine is unreachable: {0}")]
+    Unreachable(String),
+    /// The engine answers but is not a swarm manager.
+    #[error("this Docker engine is not a swarm manager (run `docker swarm init`, or point DOCKER_HOST at a manager)")]
+    NotManager,
+    /// The object is gone.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An update raced another writer and kept losing.
+    #[error("{0} kept changing under haswarm's updates (update out of sequence); will retry")]
+    OutOfSequence(String),
+    /// The name is taken by an object haswarm does not own.
+    #[error("{what} {name:?} exists but is not managed by haswarm; it is left alone: rename the resource or remove that object")]
+    NameTaken {
+        /// Object type.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Any other engine answer.
+    #[error("Docker engine: {0}")]
+    Api(String),
+}
+
+impl SwarmError {
+    pub(crate) fn from_bollard(e: bollard::errors::Error, what: impl FnOnce() -> String) -> Self {
+        use bollard::errors::Error as E;
+        match e {
+            E::DockerResponseServerError {
+                status_code: 404, ..
+            } => Self::NotFound(what()),
+            E::DockerResponseServerError {
+                status_code: 503,
+                message,
+            } if message.contains("not a swarm manager")
+                || message.contains("not part of a swarm") =>
+            {
+                Self::NotManager
+            }
+            E::DockerResponseServerError { message, .. }
+                if message.contains("update out of sequence") =>
+            {
+                Self::OutOfSequence(what())
+            }
+            E::DockerResponseServerError { message, .. } => Self::Api(message),
+            E::IOError { err } => Self::Unreachable(err.to_string()),
+            E::HyperResponseError { err } => Self::Unreachable(err.to_string()),
+            other => {
+                let text = other.to_string();
+                if text.contains("connect")
+                    || text.contains("No such file")
+                    || text.contains("refused")
+                {
+                    Self::Unreachable(text)
+                } else {
+                    Self::Api(text)
+                }
+            }
+        }
+    }
+
+    /// Whether the engine could not be reached at all (as opposed to refusing).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable(_))
+    }
+}
+
+/// What the engine says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// Engine version, e.g. `20.10.24`.
+    pub version: String,
+    /// Negotiated API version, e.g. `1.41`.
+    pub api_version: String,
+    /// This node's swarm id.
+    pub node_id: String,
+    /// Whether this engine is a swarm manager.
+    pub is_manager: bool,
+}
+
+/// A node as placement and status need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Node labels.
+    pub labels: HashMap<String, String>,
+    /// Whether the node is `Ready`.
+    pub ready: bool,
+    /// `manager` or `worker`.
+    pub role: String,
+}
+
+/// A handle on the engine; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Swarm {
+    docker: Docker,
+}
+
+impl Swarm {
+    /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket)
+    /// and negotiates the API version.
+    ///
+    /// # Errors
+    /// [`SwarmError::Unreachable`] when no engine answers.
+    pub async fn connect() -> Result<Self, SwarmError> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| SwarmError::Unreachable(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| SwarmError::Unreachable(e.to_string()))?;
+        Ok(Self { docker })
+    }
+
+    /// The bollard client, for the modules of this layer.
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Engine and swarm facts.
+    ///
+    /// # Errors
+    /// [`SwarmError`].
+    pub async fn info(&self) -> Result<EngineInfo, SwarmError> {
+        let info: SystemInfo = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| SwarmError::from_bollard(e, || "engine".into()))?;
+        let swarm = info.swarm.unwrap_or_default();
+        Ok(EngineInfo {
+            version: info.server_version.unwrap_or_default(),
+            api_version: self.docker.client_version().to_string(),
+            node_id: swarm.node_id.unwrap_or_default(),
+            is_manager: swarm.control_available.unwrap_or(false),
+        })
+    }
+
+    /// Whether the engine answers.
+    pub async fn ping(&self) -> bool {
+        self.docker.ping().await.is_ok()
+    }
+
+    /// Every swarm node.
+    ///
+    /// # Errors
+    /// [`SwarmError`].
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, SwarmError> {
+        let nodes: Vec<Node> = self
+            .docker
+            .list_nodes(None::<ListNodesOptions>)
+            .await
+            .map_err(|e| SwarmError::from_bollard(e, || "nodes".into()))?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| {
+                let spec = n.spec.unwrap_or_default();
+                NodeInfo {
+                    id: n.id.unwrap_or_default(),
+                    hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+                    labels: spec.labels.unwrap_or_default(),
+                    ready: n.status.and_then(|s| s.state) == Some(NodeState::READY),
+                    role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Tasks of a service.
+    ///
+    /// # Errors
+    /// [`SwarmError`].
+    pub async fn tasks(&self, service: &str) -> Result<Vec<Task>, SwarmError> {
+        let filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
+        match self
+            .docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| SwarmError::from_bollard(e, || format!("tasks of {service}")))
+        {
+            // No such service (not created yet, paused, removed by hand): no tasks.
+            Err(SwarmError::NotFound(_)) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+}
+
+/// A Docker event reduced to what triggers reconciles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// Something happened to an object that names its owner in its labels.
+    Owned(Owner),
+    /// Something happened to a service (events carry its name, not its labels).
+    Service(String),
+    /// A node changed (joined, left, went down): placement may change for anyone.
+    Node,
+}
+
+impl Swarm {
+    /// Docker's event stream, reduced to [`EngineEvent`]s. Ends when the
+    /// engine goes away; the caller reconnects.
+    pub fn events(
+        &self,
+    ) -> impl futures::Stream<Item = Result<EngineEvent, SwarmError>> + Send + 'static {
+        use futures::StreamExt;
+        let filters = HashMap::from([(
+            "type".to_owned(),
+            vec![
+                "service".to_owned(),
+                "container".to_owned(),
+                "node".to_owned(),
+            ],
+        )]);
+        self.docker
+            .events(Some(bollard::query_parameters::EventsOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .filter_map(|item| async move {
+                let msg = match item {
+                    Ok(m) => m,
+                    Err(e) => return Some(Err(SwarmError::from_bollard(e, || "events".into()))),
+                };
+                let attrs = msg.actor.and_then(|a| a.attributes).unwrap_or_default();
+                let typ = msg.typ.map(|t| t.to_string()).unwrap_or_default();
+                match typ.as_str() {
+                    "node" => Some(Ok(EngineEvent::Node)),
+                    "service" => attrs
+                        .get("name")
+                        .cloned()
+                        .map(|n| Ok(EngineEvent::Service(n))),
+                    _ => labels::owner_of(Some(&attrs)).map(|o| Ok(EngineEvent::Owned(o))),
+                }
+            })
+    }
+}

@@ -1,0 +1,105 @@
+//! The Docker engine as the end-to-end tests see it, through the docker CLI
+//! (the same view an operator has). Everything here only reads, or removes
+//! objects carrying labels of resources the test itself created.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `docker ARGS` and returns its standard output (empty on failure).
+pub fn docker(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether the local engine is an active swarm manager.
+pub fn swarm_ready() -> bool {
+    docker(&[
+        "info",
+        "--format",
+        "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+    ])
+    .trim()
+        == "active true"
+}
+
+/// Panics with the fix when the engine is not ready for end-to-end tests.
+pub fn require_swarm() {
+    assert!(
+        swarm_ready(),
+        "the end-to-end tests need a Docker engine in swarm mode and the test images: run tests/testbed/prepare.sh first"
+    );
+    assert!(
+        !docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            "haswarm/probe:latest"
+        ])
+        .trim()
+        .is_empty(),
+        "the image haswarm/probe:latest is missing: run tests/testbed/prepare.sh first"
+    );
+}
+
+/// Names of services owned by resource `kind/name`.
+pub fn owned_services(kind: &str, name: &str) -> Vec<String> {
+    docker(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("label=io.haswarm.owner={kind}/{name}"),
+        "--format",
+        "{{.Name}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .filter(|l| !l.is_empty())
+    .collect()
+}
+
+/// Whether a service exists.
+pub fn service_exists(name: &str) -> bool {
+    !docker(&["service", "inspect", "--format", "{{.ID}}", name])
+        .trim()
+        .is_empty()
+}
+
+/// Polls `check` until it holds or `limit` passes; says whether it held.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    check()
+}
+
+/// Removes, when dropped, every service owned by the listed resources: a
+/// failed test leaves nothing behind.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    owners: Vec<(String, String)>,
+}
+
+impl Cleanup {
+    /// Cleans up after resource `kind/name`.
+    pub fn owner(&mut self, kind: &str, name: &str) {
+        self.owners.push((kind.to_owned(), name.to_owned()));
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for (kind, name) in &self.owners {
+            for s in owned_services(kind, name) {
+                docker(&["service", "rm", &s]);
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the images the tests need, from Debian's packages, reusing images
+# that already exist. No registry is involved.
+#
+#   haswarm/probe:latest   FROM scratch + busybox-static: the SharedVolume probe.
+set -euo pipefail
+
+need_pkg() {
+  local pkg=$1 file=$2
+  if [ ! -e "$file" ]; then
+    echo "testbed: installing $pkg" >&2
+    if [ "$(id -u)" -eq 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >/dev/null || {
+        apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >/dev/null
+      }
+    else
+      echo "testbed: $pkg is missing and this is not root: install it (apt-get install $pkg)" >&2
+      exit 1
+    fi
+  fi
+}
+
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+build_probe() {
+  local image=haswarm/probe:latest
+  if image_exists "$image"; then
+    echo "testbed: $image present"
+    return
+  fi
+  need_pkg busybox-static /bin/busybox
+  local ctx
+  ctx=$(mktemp -d)
+  trap 'rm -rf "$ctx"' RETURN
+  cp /bin/busybox "$ctx/busybox"
+  cat > "$ctx/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+DOCKERFILE
+  docker build -q -t "$image" "$ctx" >/dev/null
+  echo "testbed: built $image"
+}
+
+build_probe

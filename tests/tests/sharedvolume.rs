@@ -1,0 +1,174 @@
+//! SharedVolume end to end on the local single-node Swarm: a real haswarmd
+//! with its reconcilers, the real haswarmctl, the real engine.
+//! Needs `tests/testbed/prepare.sh` (swarm mode and the probe image).
+
+use std::time::Duration;
+
+use haswarm_testbed::docker::{eventually, owned_services, require_swarm, service_exists, Cleanup};
+use haswarm_testbed::{assert_code, stderr, stdout, Daemon};
+use serde_json::Value;
+
+fn manifest(name: &str, path: &str) -> String {
+    format!("apiVersion: haswarm.io/v1alpha1\nkind: SharedVolume\nmetadata:\n  name: {name}\nspec:\n  hostPath:\n    path: {path}\n")
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+fn status(d: &Daemon, name: &str) -> Value {
+    let o = d.ctl(&["get", "sv", name, "-o", "json"]);
+    serde_json::from_str(&stdout(&o)).unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_shared_volume_is_mounted_repaired_and_cleaned_up() {
+    require_swarm();
+    let name = unique("e2e-sv");
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("SharedVolume", &name);
+    let data = tempfile::Builder::new()
+        .prefix("hsw-data")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::write(data.path().join("keep.txt"), "data").expect("write");
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let file = d.dir.path().join("sv.yaml");
+    std::fs::write(&file, manifest(&name, &data.path().display().to_string())).expect("manifest");
+    let file = file.display().to_string();
+
+    assert_code(&d.ctl(&["apply", "-f", &file]), 0);
+    let o = d.ctl(&[
+        "wait",
+        &format!("sv/{name}"),
+        "--for=condition=Ready",
+        "--timeout=90s",
+    ]);
+    assert_code(&o, 0);
+    let s = status(&d, &name);
+    let nodes = s["status"]["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(nodes.len(), 1, "one node in this swarm: {s}");
+    assert_eq!(nodes[0]["mounted"], true, "{s}");
+    assert_eq!(
+        s["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "MountedOnAllNodes"))
+            .map(|c| c["status"].clone()),
+        Some(Value::from("True"))
+    );
+    let probe = format!("{name}-probe");
+    assert_eq!(
+        owned_services("SharedVolume", &name),
+        std::slice::from_ref(&probe)
+    );
+
+    // Someone removes the probe by hand: it comes back (Docker events or, at
+    // the latest, the next 5 s resync).
+    haswarm_testbed::docker::docker(&["service", "rm", &probe]);
+    assert!(
+        eventually(Duration::from_secs(20), || service_exists(&probe)),
+        "the probe service was not recreated"
+    );
+    let o = d.ctl(&[
+        "wait",
+        &format!("sv/{name}"),
+        "--for=condition=Ready",
+        "--timeout=60s",
+    ]);
+    assert_code(&o, 0);
+
+    // Delete: every owned Swarm object goes, the data stays.
+    let o = d.ctl(&["delete", "sv", &name, "--wait", "--timeout=60s"]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("gone"), "{}", stdout(&o));
+    assert!(owned_services("SharedVolume", &name).is_empty());
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("keep.txt"))
+            .ok()
+            .as_deref(),
+        Some("data")
+    );
+}
+
+#[test]
+fn a_node_that_cannot_mount_is_named_in_the_status() {
+    require_swarm();
+    let name = unique("e2e-sv-missing");
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("SharedVolume", &name);
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let file = d.dir.path().join("sv.yaml");
+    std::fs::write(
+        &file,
+        manifest(
+            &name,
+            &format!("/tmp/hsw-does-not-exist-{}", std::process::id()),
+        ),
+    )
+    .expect("manifest");
+    assert_code(&d.ctl(&["apply", "-f", &file.display().to_string()]), 0);
+    let node = haswarm_testbed::docker::docker(&["info", "--format", "{{.Name}}"])
+        .trim()
+        .to_owned();
+    let failed = eventually(Duration::from_secs(90), || {
+        let s = status(&d, &name);
+        let ready = s["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            .unwrap_or(Value::Null);
+        ready["status"] == "False"
+            && ready["reason"] == "MountFailed"
+            && ready["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&node) && m.contains("does not exist"))
+    });
+    let s = status(&d, &name);
+    assert!(failed, "expected MountFailed naming node {node}: {s}");
+    let o = d.ctl(&["describe", "sv", &name]);
+    assert!(
+        stdout(&o).contains("MountFailed"),
+        "an event says so too: {}",
+        stdout(&o)
+    );
+    let o = d.ctl(&["delete", "sv", &name, "--wait", "--timeout=60s"]);
+    assert_code(&o, 0);
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn pausing_stops_changes_but_status_keeps_reporting() {
+    require_swarm();
+    let name = unique("e2e-sv-paused");
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("SharedVolume", &name);
+    let data = tempfile::Builder::new()
+        .prefix("hsw-data")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let d = Daemon::start_with_controllers(&["--resync", "2s"]);
+    let text = manifest(&name, &data.path().display().to_string()).replace(
+        &format!("  name: {name}\n"),
+        &format!("  name: {name}\n  annotations:\n    haswarm.io/paused: \"true\"\n"),
+    );
+    let file = d.dir.path().join("sv.yaml");
+    std::fs::write(&file, text).expect("manifest");
+    assert_code(&d.ctl(&["apply", "-f", &file.display().to_string()]), 0);
+    let o = d.ctl(&[
+        "wait",
+        &format!("sv/{name}"),
+        "--for=condition=Paused",
+        "--timeout=60s",
+    ]);
+    assert_code(&o, 0);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        owned_services("SharedVolume", &name).is_empty(),
+        "a paused resource creates nothing"
+    );
+    let o = d.ctl(&["get", "sv", &name]);
+    assert!(stdout(&o).contains("Paused"), "{}", stdout(&o));
+    assert_code(
+        &d.ctl(&["delete", "sv", &name, "--wait", "--timeout=60s"]),
+        0,
+    );
+}
