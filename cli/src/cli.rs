@@ -49,6 +49,11 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Show what apply would change, as a unified diff of stored objects against manifests. Exit 0: no difference; 1: differences; more: error.
     Diff(DiffArgs),
+    /// Start haswarm in the foreground with its store in ./.haswarm, apply manifests, show progress until they are Ready, and keep reconciling until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  haswarmctl up -f examples/local-demo.yaml\n  haswarmctl up -f manifests/ -R --data-dir /var/lib/haswarm\n\nOther terminals reach it with the usual commands (haswarmctl get sv, ...), through ./.haswarm/haswarm.sock\nor $XDG_RUNTIME_DIR/haswarm/haswarm.sock."
+    )]
+    Up(UpArgs),
     /// Wait until a resource meets a condition (or is deleted).
     #[command(
         after_help = "Examples:\n  haswarmctl wait rsg/dify-redis --for=condition=Ready --timeout=5m\n  haswarmctl wait pgc/dify-db --for=delete"
@@ -198,6 +203,36 @@ pub struct WaitArgs {
     #[arg(long = "for", value_name = "CONDITION")]
     pub for_: String,
     /// Give up after this long, e.g. 30s, 5m.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
+}
+
+/// `haswarmctl up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The manifests to apply once the daemon runs.
+    #[command(flatten)]
+    pub input: FileArgs,
+    /// Folder for the store.
+    #[arg(
+        long,
+        env = "HASWARM_DATA_DIR",
+        default_value = ".haswarm/data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Socket for other haswarmctl commands. Default: as haswarmd's.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Image of SharedVolume probes.
+    #[arg(
+        long,
+        env = "HASWARM_PROBE_IMAGE",
+        default_value = "haswarm/probe:latest",
+        value_name = "IMAGE"
+    )]
+    pub probe_image: String,
+    /// How long to wait for Ready before saying what is still missing (it keeps running either way).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub timeout: String,
 }

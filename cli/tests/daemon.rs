@@ -120,8 +120,8 @@ fn apply_get_describe_diff_delete_round_trip() {
     let o = d.ctl(&["get", "sv", "-o", "name"]);
     assert_eq!(
         stdout(&o),
-        "sharedvolume/files\n",
-        "only the other file's volume is left"
+        "sharedvolume/demo-files\nsharedvolume/files\n",
+        "only the other files' volumes are left"
     );
 }
 

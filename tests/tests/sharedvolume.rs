@@ -16,6 +16,17 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
 }
 
+/// A unique resource name, a guard that removes its Swarm objects whatever
+/// happens, and a daemon with reconcilers resyncing every `resync`.
+fn setup(prefix: &str, resync: &str) -> (String, Cleanup, Daemon) {
+    require_swarm();
+    let name = unique(prefix);
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("SharedVolume", &name);
+    let d = Daemon::start_with_controllers(&["--resync", resync]);
+    (name, cleanup, d)
+}
+
 fn status(d: &Daemon, name: &str) -> Value {
     let o = d.ctl(&["get", "sv", name, "-o", "json"]);
     serde_json::from_str(&stdout(&o)).unwrap_or(Value::Null)
@@ -23,16 +34,12 @@ fn status(d: &Daemon, name: &str) -> Value {
 
 #[test]
 fn a_shared_volume_is_mounted_repaired_and_cleaned_up() {
-    require_swarm();
-    let name = unique("e2e-sv");
-    let mut cleanup = Cleanup::default();
-    cleanup.owner("SharedVolume", &name);
+    let (name, _cleanup, d) = setup("e2e-sv", "5s");
     let data = tempfile::Builder::new()
         .prefix("hsw-data")
         .tempdir_in("/tmp")
         .expect("tempdir");
     std::fs::write(data.path().join("keep.txt"), "data").expect("write");
-    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
     let file = d.dir.path().join("sv.yaml");
     std::fs::write(&file, manifest(&name, &data.path().display().to_string())).expect("manifest");
     let file = file.display().to_string();
@@ -92,11 +99,7 @@ fn a_shared_volume_is_mounted_repaired_and_cleaned_up() {
 
 #[test]
 fn a_node_that_cannot_mount_is_named_in_the_status() {
-    require_swarm();
-    let name = unique("e2e-sv-missing");
-    let mut cleanup = Cleanup::default();
-    cleanup.owner("SharedVolume", &name);
-    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let (name, _cleanup, d) = setup("e2e-sv-missing", "5s");
     let file = d.dir.path().join("sv.yaml");
     std::fs::write(
         &file,
@@ -137,15 +140,11 @@ fn a_node_that_cannot_mount_is_named_in_the_status() {
 
 #[test]
 fn pausing_stops_changes_but_status_keeps_reporting() {
-    require_swarm();
-    let name = unique("e2e-sv-paused");
-    let mut cleanup = Cleanup::default();
-    cleanup.owner("SharedVolume", &name);
+    let (name, _cleanup, d) = setup("e2e-sv-paused", "2s");
     let data = tempfile::Builder::new()
         .prefix("hsw-data")
         .tempdir_in("/tmp")
         .expect("tempdir");
-    let d = Daemon::start_with_controllers(&["--resync", "2s"]);
     let text = manifest(&name, &data.path().display().to_string()).replace(
         &format!("  name: {name}\n"),
         &format!("  name: {name}\n  annotations:\n    haswarm.io/paused: \"true\"\n"),

@@ -126,6 +126,16 @@ pub async fn run(conn: &Conn, args: &ApplyArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    apply_with(&client, &args.input, args.dry_run == Some(DryRun::Server)).await
+}
+
+/// Validates locally (references against the store too), then applies
+/// through `client` as one unit, printing `kind/name outcome` lines.
+pub(super) async fn apply_with(
+    client: &haswarm_controller::client::Client,
+    input: &crate::cli::FileArgs,
+    dry: bool,
+) -> ExitCode {
     // Names already in the store, so that references to them validate locally too.
     let mut known = Vec::new();
     for kind in haswarm_crds::KINDS.iter() {
@@ -138,12 +148,11 @@ pub async fn run(conn: &Conn, args: &ApplyArgs) -> ExitCode {
             Err(e) => return failed(&e),
         }
     }
-    let (sources, docs) = match load(&args.input, &Remote(known)) {
+    let (sources, docs) = match load(input, &Remote(known)) {
         Ok(x) => x,
         Err(code) => return code,
     };
     let items = docs.iter().map(|d| d.raw.clone()).collect();
-    let dry = args.dry_run == Some(DryRun::Server);
     match client.apply(items, dry).await {
         Ok(resp) => {
             for r in resp.results {

@@ -8,6 +8,7 @@ mod diff;
 mod explain;
 mod get;
 mod schema;
+mod up;
 mod validate;
 mod wait;
 
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Delete(a) => online(|| delete::run(&conn, &a)),
         Command::Diff(a) => online(|| diff::run(&conn, &a)),
         Command::Wait(a) => online(|| wait::run(&conn, &a)),
+        Command::Up(a) => up::run(&a),
     }
 }
 

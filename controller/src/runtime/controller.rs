@@ -178,6 +178,30 @@ pub fn event(ctx: &Context, obj: &Record, type_: EventType, reason: &str, messag
     }
 }
 
+/// One event per service a converge created, updated or removed.
+pub fn report_services(ctx: &Context, obj: &Record, report: &crate::swarm::ServiceReport) {
+    let changes = [
+        ("Created", "created service", &report.created),
+        (
+            "Updated",
+            "updated service (its spec changed, or it was edited by hand)",
+            &report.updated,
+        ),
+        ("Removed", "removed service", &report.removed),
+    ];
+    for (reason, what, names) in changes {
+        for name in names {
+            event(
+                ctx,
+                obj,
+                EventType::Normal,
+                reason,
+                &format!("{what}: {name}"),
+            );
+        }
+    }
+}
+
 /// Marks the failure on the object's status: Ready=False with the reason,
 /// keeping every other status field as it was.
 async fn report_failure(ctx: &Context, obj: &Record, err: &ReconcileError) {

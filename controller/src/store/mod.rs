@@ -228,6 +228,8 @@ struct Writer {
 }
 
 struct Inner {
+    /// The data folder, for the fsync that follows sled's flush.
+    path: std::path::PathBuf,
     /// The store's identity; Swarm objects carry it so that several haswarm
     /// daemons on one swarm never take each other's objects for orphans.
     id: String,
@@ -316,6 +318,7 @@ impl Store {
             .unwrap_or_default();
         let (live, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
+            path: path.to_path_buf(),
             id,
             db,
             writer: Mutex::new(Writer {

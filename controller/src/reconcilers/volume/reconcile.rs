@@ -10,7 +10,7 @@ use haswarm_crds::{ConditionStatus, EventType, SharedVolume};
 
 use super::render;
 use crate::runtime::controller::{
-    event, known_versions, owned_services, owner_of, paused, write_status,
+    event, known_versions, owned_services, owner_of, paused, report_services, write_status,
 };
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
@@ -59,33 +59,7 @@ impl Reconciler for SharedVolumes {
                 .swarm
                 .converge_services(&owner, &desired, &known_versions(&old.common))
                 .await?;
-            for name in &report.created {
-                event(
-                    &ctx,
-                    &obj,
-                    EventType::Normal,
-                    "Created",
-                    &format!("created probe service {name}"),
-                );
-            }
-            for name in &report.updated {
-                event(
-                    &ctx,
-                    &obj,
-                    EventType::Normal,
-                    "Updated",
-                    &format!("updated service {name} (spec changed or edited by hand)"),
-                );
-            }
-            for name in &report.removed {
-                event(
-                    &ctx,
-                    &obj,
-                    EventType::Normal,
-                    "Removed",
-                    &format!("removed service {name}"),
-                );
-            }
+            report_services(&ctx, &obj, &report);
             status.common.owned_objects = owned_services(&report.versions);
         }
         if was_unreachable {
@@ -177,15 +151,7 @@ impl Reconciler for SharedVolumes {
             .swarm
             .converge_services(&owner, &[], &Default::default())
             .await?;
-        for name in &report.removed {
-            event(
-                &ctx,
-                &obj,
-                EventType::Normal,
-                "Removed",
-                &format!("removed service {name}"),
-            );
-        }
+        report_services(&ctx, &obj, &report);
         // Data is never touched here: with reclaimPolicy Retain (the default)
         // the volume definitions stay on the nodes, and a host path is the
         // operator's. Removing definitions for Delete happens per node and is
