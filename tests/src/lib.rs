@@ -16,6 +16,7 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+pub mod dind;
 pub mod docker;
 
 /// The folder holding the workspace's binaries (`target/debug`), found from
@@ -81,6 +82,11 @@ impl Daemon {
 
     /// Starts a daemon with the given flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Starts a daemon with the given flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("hsw")
             .tempdir_in("/tmp")
@@ -92,6 +98,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(extra)
+            .envs(env.iter().copied())
             .env("HASWARM_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -70,6 +70,9 @@ impl SwarmError {
             E::DockerResponseServerError { message, .. } => Self::Api(message),
             E::IOError { err } => Self::Unreachable(err.to_string()),
             E::HyperResponseError { err } => Self::Unreachable(err.to_string()),
+            E::HyperLegacyError { err } => Self::Unreachable(err.to_string()),
+            E::RequestTimeoutError => Self::Unreachable("the request timed out".into()),
+            E::SocketNotFoundError(path) => Self::Unreachable(format!("no socket at {path}")),
             other => {
                 let text = other.to_string();
                 if text.contains("connect")

@@ -1,0 +1,103 @@
+//! A multi-node Docker-in-Docker Swarm for a test (`testbed/dind.sh`): up on
+//! creation, removed (nodes, volumes, network) when dropped, even when the
+//! test fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn script() -> PathBuf {
+    super::repo().join("tests/testbed/dind.sh")
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("dind.sh runs");
+    assert!(
+        out.status.success(),
+        "dind.sh {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A running bed.
+#[derive(Debug)]
+pub struct Bed {
+    name: String,
+    nodes: usize,
+    /// The host folder every node sees at /srv/shared (and all but the last at /srv/partial).
+    pub shared: tempfile::TempDir,
+}
+
+impl Bed {
+    /// Starts `nodes` nodes: node 1 manages, the others join; the probe image is loaded.
+    pub fn up(prefix: &str, nodes: usize) -> Self {
+        let name = format!("{prefix}{}", std::process::id());
+        let shared = tempfile::Builder::new()
+            .prefix("hsw-shared")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        // Remove leftovers of a crashed earlier run with the same name first.
+        run(&["down", &name]);
+        let bed = Self {
+            name,
+            nodes,
+            shared,
+        };
+        run(&[
+            "up",
+            &bed.name,
+            &nodes.to_string(),
+            &bed.shared.path().display().to_string(),
+        ]);
+        bed
+    }
+
+    /// `DOCKER_HOST` for the manager's engine.
+    pub fn docker_host(&self) -> String {
+        format!("tcp://{}:2375", run(&["addr", &self.name, "1"]))
+    }
+
+    /// Host name of node `i` (1-based).
+    pub fn node(&self, i: usize) -> String {
+        format!("{}-node{i}", self.name)
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes
+    }
+
+    /// Whether the bed has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes == 0
+    }
+
+    /// Restarts node `i`'s container: its engine stops and starts again.
+    pub fn restart(&self, i: usize) {
+        run(&["restart", &self.name, &i.to_string()]);
+    }
+
+    /// Runs `docker ARGS` against the manager.
+    pub fn docker(&self, args: &[&str]) -> String {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.docker_host())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["down", &self.name])
+            .output();
+    }
+}

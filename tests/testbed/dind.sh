@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# A multi-node Docker Swarm on one machine, as Docker-in-Docker nodes built
+# from Debian's packages (recipe: ../shared/DESIGN.md, "Test bed").
+#
+#   dind.sh image                 build haswarm/dind-node:bookworm if missing (debootstrap + docker import)
+#   dind.sh up BED N [SHARED]     start N nodes on network BED-net; node 1 inits the swarm, the others join;
+#                                 SHARED (a host folder) is bind-mounted at /srv/shared on every node (the
+#                                 "pre-mounted network path" pattern) and at /srv/partial on nodes 1..N-1 only,
+#                                 so the last node lacks that one (for mount-failure tests); images are loaded
+#   dind.sh addr BED I            print node I's address on the test network
+#   dind.sh restart BED I         restart node I's container (its engine restarts; state is kept)
+#   dind.sh down BED              remove BED's nodes, their volumes and the network
+#
+# Everything created carries the label io.haswarm.testbed=BED, and `down`
+# removes exactly that.
+set -euo pipefail
+
+IMAGE=haswarm/dind-node:bookworm
+LOAD_IMAGES=(haswarm/probe:latest)
+
+mirror() {
+  grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1 \
+    || true
+}
+
+build_image() {
+  if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    echo "testbed: $IMAGE present"
+    return
+  fi
+  command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+  local root m
+  root=$(mktemp -d /tmp/hsw-rootfs.XXXXXX)
+  trap 'rm -rf "$root"' RETURN
+  m=$(mirror)
+  if [ -z "$m" ]; then
+    m=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -1)
+  fi
+  echo "testbed: debootstrap of $IMAGE (about a minute)"
+  debootstrap --variant=minbase --include=docker.io,iptables,iproute2,procps,ca-certificates bookworm "$root" "$m" >/dev/null
+  tar -C "$root" -c . | docker import - "$IMAGE" >/dev/null
+  echo "testbed: built $IMAGE"
+}
+
+node() { echo "$1-node$2"; }
+
+addr() {
+  docker inspect -f "{{(index .NetworkSettings.Networks \"$1-net\").IPAddress}}" "$(node "$1" "$2")"
+}
+
+wait_engine() {
+  local n=$1
+  for _ in $(seq 1 120); do
+    if docker exec "$n" docker info >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  echo "testbed: the engine in $n did not start" >&2
+  docker logs "$n" 2>&1 | tail -20 >&2
+  return 1
+}
+
+up() {
+  local bed=$1 count=$2 shared=${3:-}
+  build_image
+  docker network create --label io.haswarm.testbed="$bed" "$bed-net" >/dev/null
+  for i in $(seq 1 "$count"); do
+    local n mounts=()
+    n=$(node "$bed" "$i")
+    if [ -n "$shared" ]; then
+      mounts=(-v "$shared:/srv/shared")
+      if [ "$i" -lt "$count" ]; then mounts+=(-v "$shared:/srv/partial"); fi
+    fi
+    docker run -d --name "$n" --hostname "$n" --label io.haswarm.testbed="$bed" \
+      --cap-add ALL --cap-drop SYS_RESOURCE \
+      --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
+      --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+      --mount "type=volume,source=$n-data,target=/var/lib/docker,volume-label=io.haswarm.testbed=$bed" \
+      --tmpfs /run "${mounts[@]}" --network "$bed-net" \
+      "$IMAGE" dockerd --host unix:///var/run/docker.sock --host tcp://0.0.0.0:2375 >/dev/null
+  done
+  for i in $(seq 1 "$count"); do wait_engine "$(node "$bed" "$i")"; done
+  local lead token
+  lead=$(node "$bed" 1)
+  docker exec "$lead" docker swarm init --advertise-addr "$(addr "$bed" 1)" >/dev/null
+  token=$(docker exec "$lead" docker swarm join-token -q worker)
+  for i in $(seq 2 "$count"); do
+    docker exec "$(node "$bed" "$i")" docker swarm join --token "$token" "$(addr "$bed" 1):2377" >/dev/null
+  done
+  for img in "${LOAD_IMAGES[@]}"; do
+    for i in $(seq 1 "$count"); do
+      docker save "$img" | docker exec -i "$(node "$bed" "$i")" docker load >/dev/null
+    done
+  done
+  echo "testbed: $bed up with $count nodes; manager at tcp://$(addr "$bed" 1):2375"
+}
+
+down() {
+  local bed=$1
+  local ids
+  ids=$(docker ps -aq --filter "label=io.haswarm.testbed=$bed")
+  if [ -n "$ids" ]; then docker rm -f -v $ids >/dev/null; fi
+  local vols
+  vols=$(docker volume ls -q --filter "label=io.haswarm.testbed=$bed")
+  if [ -n "$vols" ]; then docker volume rm -f $vols >/dev/null; fi
+  docker network rm "$bed-net" >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+  image) build_image ;;
+  up) up "$2" "$3" "${4:-}" ;;
+  addr) addr "$2" "$3" ;;
+  restart) docker restart "$(node "$2" "$3")" >/dev/null ;;
+  down) down "$2" ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
+esac

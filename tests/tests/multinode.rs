@@ -1,0 +1,121 @@
+//! SharedVolume on a 3-node Docker-in-Docker Swarm, and the controller riding
+//! out an engine restart. Needs `tests/testbed/prepare.sh`; builds the node
+//! image on first use (about a minute).
+
+use std::time::Duration;
+
+use haswarm_testbed::dind::Bed;
+use haswarm_testbed::docker::{eventually, require_swarm};
+use haswarm_testbed::{assert_code, stdout, Daemon};
+use serde_json::Value;
+
+fn manifest(name: &str, path: &str) -> String {
+    format!("apiVersion: haswarm.io/v1alpha1\nkind: SharedVolume\nmetadata:\n  name: {name}\nspec:\n  hostPath:\n    path: {path}\n")
+}
+
+fn object(d: &Daemon, name: &str) -> Value {
+    serde_json::from_str(&stdout(&d.ctl(&["get", "sv", name, "-o", "json"]))).unwrap_or(Value::Null)
+}
+
+fn ready(v: &Value) -> Value {
+    v["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn events(d: &Daemon, name: &str) -> String {
+    stdout(&d.ctl(&["describe", "sv", name]))
+}
+
+#[test]
+fn three_nodes_mount_report_failures_and_survive_an_engine_restart() {
+    require_swarm();
+    let bed = Bed::up("hsw", 3);
+    let host = bed.docker_host();
+    let d = Daemon::start_with_env(&["--resync", "3s"], &[("DOCKER_HOST", host.as_str())]);
+
+    // Mounted on all three nodes.
+    let all = d.dir.path().join("all.yaml");
+    std::fs::write(&all, manifest("everywhere", "/srv/shared")).expect("manifest");
+    assert_code(&d.ctl(&["apply", "-f", &all.display().to_string()]), 0);
+    assert_code(
+        &d.ctl(&[
+            "wait",
+            "sv/everywhere",
+            "--for=condition=MountedOnAllNodes",
+            "--timeout=120s",
+        ]),
+        0,
+    );
+    let v = object(&d, "everywhere");
+    let nodes: Vec<(String, bool)> = v["status"]["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    (
+                        n["node"].as_str().unwrap_or_default().to_owned(),
+                        n["mounted"] == true,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        nodes,
+        (1..=3).map(|i| (bed.node(i), true)).collect::<Vec<_>>(),
+        "{v}"
+    );
+
+    // A path the last node lacks: that node is named in the status message.
+    let partial = d.dir.path().join("partial.yaml");
+    std::fs::write(&partial, manifest("partial", "/srv/partial")).expect("manifest");
+    assert_code(&d.ctl(&["apply", "-f", &partial.display().to_string()]), 0);
+    let third = bed.node(3);
+    let named = eventually(Duration::from_secs(120), || {
+        let r = ready(&object(&d, "partial"));
+        r["reason"] == "MountFailed"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not mounted on 1 of 3 nodes") && m.contains(&third))
+    });
+    assert!(
+        named,
+        "node {third} should be named: {}",
+        object(&d, "partial")
+    );
+
+    // The manager's engine restarts: the outage shows as a condition and an
+    // event, and the controller reconnects and converges again.
+    bed.restart(1);
+    let seen_down = eventually(Duration::from_secs(60), || {
+        events(&d, "everywhere").contains("DockerUnreachable")
+    });
+    assert!(
+        seen_down,
+        "the outage should be reported: {}",
+        events(&d, "everywhere")
+    );
+    assert_code(
+        &d.ctl(&[
+            "wait",
+            "sv/everywhere",
+            "--for=condition=Ready",
+            "--timeout=180s",
+        ]),
+        0,
+    );
+    assert!(
+        events(&d, "everywhere").contains("DockerReconnected"),
+        "{}",
+        events(&d, "everywhere")
+    );
+
+    for name in ["everywhere", "partial"] {
+        assert_code(
+            &d.ctl(&["delete", "sv", name, "--wait", "--timeout=60s"]),
+            0,
+        );
+    }
+}
