@@ -80,11 +80,14 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
-/// Removes, when dropped, every service owned by the listed resources: a
-/// failed test leaves nothing behind.
+/// Removes, when dropped, what a test created: services owned by the listed
+/// resources, every object carrying one of the listed haswarm instance ids,
+/// and objects listed by name. A failed test leaves nothing behind.
 #[derive(Debug, Default)]
 pub struct Cleanup {
     owners: Vec<(String, String)>,
+    instances: Vec<String>,
+    named: Vec<(&'static str, String)>,
 }
 
 impl Cleanup {
@@ -92,6 +95,24 @@ impl Cleanup {
     pub fn owner(&mut self, kind: &str, name: &str) {
         self.owners.push((kind.to_owned(), name.to_owned()));
     }
+
+    /// Cleans up every object labelled `io.haswarm.instance=<id>`.
+    pub fn instance(&mut self, id: &str) {
+        self.instances.push(id.to_owned());
+    }
+
+    /// Cleans up one object by name: `what` is service, network, secret or config.
+    pub fn named(&mut self, what: &'static str, name: &str) {
+        self.named.push((what, name.to_owned()));
+    }
+}
+
+fn ls(what: &str, filter: &str) -> Vec<String> {
+    docker(&[what, "ls", "-q", "--filter", filter])
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 impl Drop for Cleanup {
@@ -100,6 +121,18 @@ impl Drop for Cleanup {
             for s in owned_services(kind, name) {
                 docker(&["service", "rm", &s]);
             }
+        }
+        for id in &self.instances {
+            let filter = format!("label=io.haswarm.instance={id}");
+            // Services first: networks, secrets and configs in use cannot go.
+            for what in ["service", "network", "secret", "config"] {
+                for x in ls(what, &filter) {
+                    docker(&[what, "rm", &x]);
+                }
+            }
+        }
+        for (what, name) in &self.named {
+            docker(&[what, "rm", name]);
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - The API version is negotiated with the engine (20.10 / API 1.41 and newer).
 
 pub mod labels;
+pub mod objects;
 mod services;
 
 use std::collections::HashMap;
