@@ -28,7 +28,11 @@ build_image() {
     echo "testbed: $IMAGE present"
     return
   fi
-  command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+  if ! command -v debootstrap >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null 2>&1 || {
+      apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+    }
+  fi
   local root m
   root=$(mktemp -d /tmp/hsw-rootfs.XXXXXX)
   trap 'rm -rf "$root"' RETURN
