@@ -109,7 +109,7 @@ pub(crate) fn spawn(store: Weak<Inner>, flusher: Flusher) {
 /// the file size). An `fsync` of the log file and the folder makes an
 /// acknowledged write survive both. Linux applies an fsync through any file
 /// descriptor to the file itself, so a fresh read-only one is enough.
-fn sync_to_disk(path: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_to_disk(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(path.join("db"))?.sync_all()?;
     std::fs::File::open(path)?.sync_all()
 }

@@ -31,6 +31,16 @@ impl Key {
         format!("e:{kind}:{name}").into_bytes()
     }
 
+    /// A credential the controller generated for an object: `c:<kind>:<name>:<purpose>`.
+    pub(crate) fn credential(kind: &str, name: &str, purpose: &str) -> Vec<u8> {
+        format!("c:{kind}:{name}:{purpose}").into_bytes()
+    }
+
+    /// Every credential of an object.
+    pub(crate) fn credential_prefix(kind: &str, name: &str) -> Vec<u8> {
+        format!("c:{kind}:{name}:").into_bytes()
+    }
+
     /// A change-log entry; big-endian so that byte order is version order.
     pub(crate) fn log(rv: u64) -> Vec<u8> {
         let mut k = b"l:".to_vec();

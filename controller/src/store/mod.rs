@@ -253,6 +253,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// fsync after a credential write, as the flush task does for object writes.
+async fn sync_credentials(path: &Path) {
+    let path = path.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || flush::sync_to_disk(&path)).await;
+}
+
 fn read_u64(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
     Ok(db
         .get(key)?
@@ -584,6 +590,14 @@ impl Store {
             let event = if gone {
                 batch.remove(key);
                 batch.remove(Key::events(kind, name));
+                for item in self
+                    .inner
+                    .db
+                    .scan_prefix(Key::credential_prefix(kind, name))
+                {
+                    let (k, _) = item?;
+                    batch.remove(k);
+                }
                 WatchEvent {
                     type_: ChangeType::Deleted,
                     object: record.clone(),
@@ -716,6 +730,57 @@ impl Store {
         let excess = events.len().saturating_sub(EVENTS_PER_OBJECT);
         events.drain(..excess);
         self.inner.db.insert(key, encode(&events))?;
+        Ok(())
+    }
+
+    /// A credential the controller generated for an object (a password), or
+    /// `None`. Credentials are never part of the object: the API does not
+    /// serve them, and they go with the object when it is deleted.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn credential(
+        &self,
+        kind: &str,
+        name: &str,
+        purpose: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(Key::credential(kind, name, purpose))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Stores a credential durably (flushed before returning), replacing any
+    /// previous value for the purpose.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the object does not exist; I/O errors.
+    pub async fn put_credential(
+        &self,
+        kind: &str,
+        name: &str,
+        purpose: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let rv = {
+            let w = self.lock();
+            if !self.contains(kind, name) {
+                return Err(StoreError::NotFound {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            self.inner
+                .db
+                .insert(Key::credential(kind, name, purpose), value)?;
+            w.rv
+        };
+        // Ride on the next group flush, and make sure there is one.
+        self.inner.flush.request(rv);
+        self.inner.db.flush_async().await?;
+        sync_credentials(&self.inner.path).await;
         Ok(())
     }
 

@@ -442,3 +442,33 @@ fn records_render_as_resources() {
     assert_eq!(v["apiVersion"], "haswarm.io/v1alpha1");
     assert!(v.get("status").is_none());
 }
+
+#[tokio::test]
+async fn credentials_are_private_and_go_with_their_object() {
+    let (_d, store) = open();
+    put(&store, desired("a", "/x")).await.expect("a");
+    assert_eq!(store.credential(SV, "a", "password").expect("read"), None);
+    store
+        .put_credential(SV, "a", "password", b"s3cret")
+        .await
+        .expect("stored");
+    assert_eq!(
+        store
+            .credential(SV, "a", "password")
+            .expect("read")
+            .as_deref(),
+        Some(&b"s3cret"[..])
+    );
+    let r = store.get(SV, "a").expect("a");
+    assert!(
+        !r.to_json().to_string().contains("s3cret"),
+        "never part of the object"
+    );
+    let e = store
+        .put_credential(SV, "nope", "password", b"x")
+        .await
+        .expect_err("no object");
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+    store.delete(SV, "a", None).await.expect("deleted");
+    assert_eq!(store.credential(SV, "a", "password").expect("read"), None);
+}

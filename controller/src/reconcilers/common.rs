@@ -1,0 +1,256 @@
+//! Building blocks every renderer uses, so that kinds differ only in what
+//! they run, never in how a resource limit, a placement rule, a pinned slot, a
+//! data volume or a secret reference is written. Pure functions.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, Mount, MountType, MountVolumeOptions,
+    MountVolumeOptionsDriverConfig, NetworkAttachmentConfig, ResourceObject,
+    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
+    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecPlacementPreferences,
+    TaskSpecPlacementSpread, TaskSpecResources,
+};
+use haswarm_crds::common::{EndpointMode, Placement, Resources, Spread, Storage};
+
+use crate::swarm::objects::ContentKind;
+
+/// A secret or config a renderer wants: content-named at apply time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredContent {
+    /// Secret or config.
+    pub kind: ContentKind,
+    /// What it is for (part of its name and its purpose label).
+    pub purpose: String,
+    /// The content.
+    pub data: Vec<u8>,
+}
+
+/// The node label that pins slot `i` of a resource to a node:
+/// `io.haswarm.<kind>.<name>.slot-<i>`, value `true`.
+pub fn slot_label(kind: &str, name: &str, i: usize) -> String {
+    format!("io.haswarm.{}.{name}.slot-{i}", kind.to_ascii_lowercase())
+}
+
+/// Task resources (Swarm's `--limit-*` and `--reserve-*`).
+pub fn resources(r: &Resources) -> TaskSpecResources {
+    let amounts = |a: &haswarm_crds::common::ResourceAmounts| {
+        (a.cpu.is_some() || a.memory.is_some()).then(|| {
+            (
+                a.cpu
+                    .as_ref()
+                    .map(|c| i64::try_from(c.nano_cpus()).unwrap_or(i64::MAX)),
+                a.memory
+                    .as_ref()
+                    .map(|m| i64::try_from(m.bytes()).unwrap_or(i64::MAX)),
+            )
+        })
+    };
+    TaskSpecResources {
+        limits: amounts(&r.limits).map(|(nano_cpus, memory_bytes)| Limit {
+            nano_cpus,
+            memory_bytes,
+            ..Default::default()
+        }),
+        reservations: amounts(&r.reservations).map(|(nano_cpus, memory_bytes)| ResourceObject {
+            nano_cpus,
+            memory_bytes,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Placement: the user's node selector and constraints, plus the slot pin
+/// when the instance is pinned.
+pub fn placement(p: &Placement, slot: Option<&str>) -> TaskSpecPlacement {
+    let mut constraints: Vec<String> = p
+        .node_selector
+        .iter()
+        .map(|(k, v)| format!("node.labels.{k}=={v}"))
+        .collect();
+    constraints.extend(p.constraints.iter().cloned());
+    if let Some(label) = slot {
+        constraints.push(format!("node.labels.{label}==true"));
+    }
+    let preferences = p.spread_by_label.as_ref().map(|l| {
+        vec![TaskSpecPlacementPreferences {
+            spread: Some(TaskSpecPlacementSpread {
+                spread_descriptor: Some(format!("node.labels.{l}")),
+            }),
+        }]
+    });
+    TaskSpecPlacement {
+        constraints: Some(constraints),
+        preferences,
+        // Without a slot pin, Required spread is Swarm's one-task-per-node limit.
+        max_replicas: (slot.is_none() && p.spread == Spread::Required).then_some(1),
+        ..Default::default()
+    }
+}
+
+/// The endpoint spec for an endpoint mode.
+pub fn endpoint(mode: EndpointMode) -> EndpointSpec {
+    EndpointSpec {
+        mode: Some(match mode {
+            EndpointMode::Dnsrr => EndpointSpecModeEnum::DNSRR,
+            EndpointMode::Vip => EndpointSpecModeEnum::VIP,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Attachment to a network.
+pub fn network(name: &str) -> NetworkAttachmentConfig {
+    NetworkAttachmentConfig {
+        target: Some(name.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The data mount of one instance: a named volume `volume` with the
+/// storage's driver and options (the `local` driver by default). SharedVolume
+/// storage is resolved by the reconciler, which knows the SharedVolume.
+pub fn data_mount(storage: &Storage, volume: &str, target: &str) -> Mount {
+    let (driver, options) = match &storage.volume {
+        Some(t) => (
+            t.driver.clone(),
+            t.driver_opts.clone().into_iter().collect::<HashMap<_, _>>(),
+        ),
+        None => ("local".to_owned(), HashMap::new()),
+    };
+    Mount {
+        target: Some(target.to_owned()),
+        source: Some(volume.to_owned()),
+        typ: Some(MountType::VOLUME),
+        volume_options: Some(MountVolumeOptions {
+            driver_config: Some(MountVolumeOptionsDriverConfig {
+                name: Some(driver),
+                options: (!options.is_empty()).then_some(options),
+            }),
+            labels: Some(HashMap::from([(
+                crate::swarm::labels::MANAGED_BY.to_owned(),
+                crate::swarm::labels::MANAGER.to_owned(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A reference to a secret by name, mounted as `/run/secrets/<file>` with
+/// `mode`. The apply step fills in the secret's id.
+pub fn secret_ref(name: &str, file: &str, mode: u32) -> TaskSpecContainerSpecSecrets {
+    TaskSpecContainerSpecSecrets {
+        file: Some(TaskSpecContainerSpecFile {
+            name: Some(file.to_owned()),
+            uid: Some("0".into()),
+            gid: Some("0".into()),
+            mode: Some(mode),
+        }),
+        secret_name: Some(name.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// A reference to a config by name, mounted at `path` with `mode`. The apply
+/// step fills in the config's id.
+pub fn config_ref(name: &str, path: &str, mode: u32) -> TaskSpecContainerSpecConfigs {
+    TaskSpecContainerSpecConfigs {
+        file: Some(TaskSpecContainerSpecFile1 {
+            name: Some(path.to_owned()),
+            uid: Some("0".into()),
+            gid: Some("0".into()),
+            mode: Some(mode),
+        }),
+        config_name: Some(name.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// A shell health check every `interval` seconds.
+pub fn health(cmd: &str, interval_s: i64, retries: i64) -> HealthConfig {
+    HealthConfig {
+        test: Some(vec!["CMD-SHELL".into(), cmd.to_owned()]),
+        interval: Some(interval_s * 1_000_000_000),
+        timeout: Some(3_000_000_000),
+        retries: Some(retries),
+        start_period: Some(10_000_000_000),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use haswarm_crds::quantity::{ByteQuantity, CpuQuantity};
+
+    use super::*;
+
+    #[test]
+    fn resources_convert_to_swarm_units() {
+        let mut r = Resources::default();
+        r.limits.cpu = CpuQuantity::parse("500m").ok();
+        r.limits.memory = ByteQuantity::parse("1Gi").ok();
+        let t = resources(&r);
+        let l = t.limits.expect("limits");
+        assert_eq!(l.nano_cpus, Some(500_000_000));
+        assert_eq!(l.memory_bytes, Some(1 << 30));
+        assert!(t.reservations.is_none());
+    }
+
+    #[test]
+    fn placement_pins_slots_and_keeps_user_rules() {
+        let mut p = Placement::default();
+        p.node_selector.insert("tier".into(), "data".into());
+        p.constraints.push("node.role==worker".into());
+        p.spread_by_label = Some("zone".into());
+        let label = slot_label("RedisSentinelGroup", "cache", 1);
+        assert_eq!(label, "io.haswarm.redissentinelgroup.cache.slot-1");
+        let t = placement(&p, Some(&label));
+        assert_eq!(
+            t.constraints,
+            Some(vec![
+                "node.labels.tier==data".to_owned(),
+                "node.role==worker".to_owned(),
+                "node.labels.io.haswarm.redissentinelgroup.cache.slot-1==true".to_owned()
+            ])
+        );
+        assert_eq!(t.max_replicas, None, "a pinned slot is one task anyway");
+        let spread = t
+            .preferences
+            .and_then(|p| p.into_iter().next())
+            .and_then(|p| p.spread);
+        assert_eq!(
+            spread.and_then(|s| s.spread_descriptor).as_deref(),
+            Some("node.labels.zone")
+        );
+        assert_eq!(placement(&Placement::default(), None).max_replicas, Some(1));
+    }
+
+    #[test]
+    fn data_mounts_use_the_storage_driver() {
+        let mut s = Storage::default();
+        assert_eq!(
+            data_mount(&s, "v", "/data")
+                .volume_options
+                .and_then(|o| o.driver_config)
+                .and_then(|d| d.name)
+                .as_deref(),
+            Some("local")
+        );
+        s.volume = Some(haswarm_crds::common::VolumeTemplate {
+            driver: "rexray/ebs".into(),
+            driver_opts: [("size".to_owned(), "20".to_owned())].into_iter().collect(),
+        });
+        let m = data_mount(&s, "v", "/data");
+        let d = m
+            .volume_options
+            .and_then(|o| o.driver_config)
+            .expect("driver");
+        assert_eq!(d.name.as_deref(), Some("rexray/ebs"));
+        assert_eq!(
+            d.options.and_then(|o| o.get("size").cloned()).as_deref(),
+            Some("20")
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! RedisSentinelGroup.
+
+pub mod render;

@@ -1,0 +1,90 @@
+#!/bin/sh
+# Starts one data instance of a haswarm RedisSentinelGroup.
+#
+# The fixed settings come from /etc/haswarm/redis.conf (a Swarm config), the
+# password from /run/secrets/redis-password (a Swarm secret). The password is
+# written only into the runtime config in the data volume (mode 0600): never
+# onto a command line or into the environment of the service.
+#
+# The role is decided here, at every start:
+#   1. a sentinel that knows the group names the master: replicate it (or be
+#      it, when it names this instance);
+#   2. else a peer that is master: replicate it;
+#   3. else, only for instance 0 of a group that never started (no marker in
+#      the volume): become the first master;
+#   4. else wait for one of the above; after a minute start as a replica of
+#      instance 0 and let the sentinels fix the topology. Never a master.
+# So a former master that restarts after a failover comes back as a replica.
+set -eu
+: "${HASWARM_SELF:?}" "${HASWARM_PREFIX:?}" "${HASWARM_GROUP:?}" "${HASWARM_INDEX:?}"
+
+umask 077
+pw=$(cat /run/secrets/redis-password)
+marker=/data/.haswarm-initialized
+conf=/data/haswarm-redis.conf
+
+# ask HOST PORT COMMAND...: the first line of the reply, empty on any failure.
+ask() {
+  h=$1 p=$2
+  shift 2
+  REDISCLI_AUTH="$pw" timeout 2 redis-cli --no-auth-warning --raw -h "$h" -p "$p" "$@" 2>/dev/null | head -n 1 || true
+}
+
+sentinel_master() {
+  for j in 0 1 2 3 4 5 6 7 8; do
+    m=$(ask "$HASWARM_PREFIX-sentinel-$j" 26379 SENTINEL get-master-addr-by-name "$HASWARM_GROUP")
+    if [ -n "$m" ]; then
+      echo "$m"
+      return
+    fi
+  done
+}
+
+peer_master() {
+  for i in 0 1 2 3 4 5 6 7 8; do
+    peer="$HASWARM_PREFIX-redis-$i"
+    [ "$peer" = "$HASWARM_SELF" ] && continue
+    if [ "$(ask "$peer" 6379 ROLE)" = master ]; then
+      echo "$peer"
+      return
+    fi
+  done
+}
+
+master=""
+waited=0
+while :; do
+  master=$(sentinel_master)
+  [ -n "$master" ] && break
+  master=$(peer_master)
+  [ -n "$master" ] && break
+  if [ "$HASWARM_INDEX" = 0 ] && [ ! -e "$marker" ]; then
+    master=$HASWARM_SELF
+    echo "haswarm: new group: starting as its first master"
+    break
+  fi
+  if [ "$waited" -ge 60 ]; then
+    master="$HASWARM_PREFIX-redis-0"
+    echo "haswarm: no sentinel or master answers; starting as a replica of $master"
+    break
+  fi
+  sleep 2
+  waited=$((waited + 2))
+done
+
+{
+  cat /etc/haswarm/redis.conf
+  echo "replica-announce-ip $HASWARM_SELF"
+  echo "requirepass $pw"
+  echo "masterauth $pw"
+  if [ "$master" != "$HASWARM_SELF" ]; then
+    echo "replicaof $master 6379"
+  fi
+} >"$conf"
+: >"$marker"
+if [ "$master" = "$HASWARM_SELF" ]; then
+  echo "haswarm: starting $HASWARM_SELF as master of $HASWARM_GROUP"
+else
+  echo "haswarm: starting $HASWARM_SELF as a replica of $master"
+fi
+exec redis-server "$conf"

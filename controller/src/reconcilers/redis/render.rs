@@ -1,0 +1,647 @@
+//! RedisSentinelGroup, pure part: every Swarm object of a group, rendered from
+//! its spec and the name of the secret that holds its password. No I/O.
+//!
+//! # Design
+//! - One service per data instance (`<name>-redis-<i>`) and per sentinel
+//!   (`<name>-sentinel-<j>`), each pinned to a node by its slot label, on the
+//!   group's attachable overlay network (`<name>-net`) with DNS round robin,
+//!   so every instance has a stable DNS name whatever its task's address.
+//! - One password, in one Swarm secret, mounted as a file. The start scripts
+//!   (Swarm configs) read it and write it into the runtime config files in
+//!   the data volume (mode 0600): it is never in a service spec, an
+//!   environment variable or a command line. It serves `requirepass`,
+//!   `masterauth`, the sentinels' own `requirepass`, `sentinel auth-pass` and
+//!   `sentinel sentinel-pass`: one value, every place.
+//! - Roles are decided at start, not rendered: an instance asks the sentinels
+//!   (then its peers) who the master is and replicates it. Only instance 0 of
+//!   a group that never started (no marker in its volume, no sentinel and no
+//!   peer answering) starts as master. A former master that restarts after a
+//!   failover therefore comes back as a replica.
+//! - Sentinels resolve and announce host names, so the Swarm DNS names stay
+//!   valid when tasks move.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+};
+use haswarm_crds::redis::{AppendFsync, PersistenceMode};
+use haswarm_crds::{RedisSentinelGroup, RedisSentinelGroupSpec};
+
+use crate::reconcilers::common::{
+    config_ref, data_mount, endpoint, health, network, placement, resources, secret_ref,
+    slot_label, DesiredContent,
+};
+use crate::swarm::objects::ContentKind;
+use crate::swarm::DesiredService;
+
+/// Where the password file appears in every container.
+pub const PASSWORD_FILE: &str = "/run/secrets/redis-password";
+/// Redis's port.
+pub const REDIS_PORT: u16 = 6379;
+/// Sentinel's port.
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// Content purposes (they are part of the objects' names).
+pub mod purpose {
+    /// The generated password.
+    pub const PASSWORD: &str = "password";
+    /// redis.conf without secrets.
+    pub const REDIS_CONF: &str = "redis-conf";
+    /// sentinel.conf's fixed part.
+    pub const SENTINEL_CONF: &str = "sentinel-conf";
+    /// The data instance start script.
+    pub const REDIS_START: &str = "redis-start";
+    /// The sentinel start script.
+    pub const SENTINEL_START: &str = "sentinel-start";
+}
+
+/// `<name>-redis-<i>`.
+pub fn instance_name(name: &str, i: usize) -> String {
+    format!("{name}-redis-{i}")
+}
+
+/// `<name>-sentinel-<j>`.
+pub fn sentinel_name(name: &str, j: usize) -> String {
+    format!("{name}-sentinel-{j}")
+}
+
+/// `<name>-net`: the network applications join.
+pub fn network_name(name: &str) -> String {
+    format!("{name}-net")
+}
+
+/// The slot label pinning data instance `i`.
+pub fn instance_slot(name: &str, i: usize) -> String {
+    slot_label("RedisSentinelGroup", &format!("{name}.redis"), i)
+}
+
+/// The slot label pinning sentinel `j`.
+pub fn sentinel_slot(name: &str, j: usize) -> String {
+    slot_label("RedisSentinelGroup", &format!("{name}.sentinel"), j)
+}
+
+/// Everything the group needs on the Swarm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rendered {
+    /// The overlay network.
+    pub network: String,
+    /// Whether the network is encrypted.
+    pub encrypted: bool,
+    /// Configs (and the generated password secret, when there is one).
+    pub contents: Vec<DesiredContent>,
+    /// Data instances, then sentinels.
+    pub services: Vec<DesiredService>,
+}
+
+/// What rendering needs besides the spec.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The group.
+    pub rsg: &'a RedisSentinelGroup,
+    /// Name of the Swarm secret holding the password (generated or the user's).
+    pub password_secret: &'a str,
+    /// The generated password, when haswarm generated it (rendered into the
+    /// secret; `None` when the user supplies the secret).
+    pub generated_password: Option<&'a [u8]>,
+    /// Names of the configs, by purpose, as the apply step will create them
+    /// (content-named); see [`content_names`].
+    pub config_names: &'a HashMap<String, String>,
+}
+
+/// The `redis.conf` shared by every data instance: everything but the
+/// password and the role, which the start script adds.
+pub fn redis_conf(spec: &RedisSentinelGroupSpec) -> String {
+    let mut c = vec![
+        format!("port {REDIS_PORT}"),
+        "bind * -::*".to_owned(),
+        // The password protects the instance; protected mode would also
+        // refuse the sentinels and the other instances.
+        "protected-mode no".to_owned(),
+        "dir /data".to_owned(),
+        "replica-read-only yes".to_owned(),
+        // A replica that lost its master keeps answering reads: apps decide.
+        "replica-serve-stale-data yes".to_owned(),
+    ];
+    let p = &spec.persistence;
+    let aof = matches!(p.mode, PersistenceMode::Aof | PersistenceMode::AofAndRdb);
+    let rdb = matches!(p.mode, PersistenceMode::Rdb | PersistenceMode::AofAndRdb);
+    c.push(format!("appendonly {}", if aof { "yes" } else { "no" }));
+    c.push(format!(
+        "appendfsync {}",
+        match p.append_fsync {
+            AppendFsync::EverySec => "everysec",
+            AppendFsync::Always => "always",
+            AppendFsync::No => "no",
+        }
+    ));
+    if !rdb {
+        c.push("save \"\"".to_owned());
+    } else if !p.rdb_save.is_empty() {
+        let rules: Vec<String> = p
+            .rdb_save
+            .iter()
+            .map(|r| format!("{} {}", r.seconds, r.changes))
+            .collect();
+        c.push(format!("save {}", rules.join(" ")));
+    }
+    if let Some(m) = &spec.max_memory {
+        c.push(format!("maxmemory {}", m.bytes()));
+    }
+    for (k, v) in &spec.config {
+        c.push(format!("{k} {}", v.0));
+    }
+    c.push(String::new());
+    c.join("\n")
+}
+
+/// The fixed part of `sentinel.conf`; the start script adds the monitored
+/// group, credentials and timing.
+pub fn sentinel_conf() -> String {
+    [
+        format!("port {SENTINEL_PORT}"),
+        "protected-mode no".to_owned(),
+        "dir /data".to_owned(),
+        "sentinel resolve-hostnames yes".to_owned(),
+        "sentinel announce-hostnames yes".to_owned(),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+/// Start script of a data instance (run by `/bin/sh`).
+pub const REDIS_START: &str = include_str!("redis-start.sh");
+
+/// Start script of a sentinel (run by `/bin/sh`).
+pub const SENTINEL_START: &str = include_str!("sentinel-start.sh");
+
+/// The configs every group has (and the password secret when generated), by purpose.
+pub fn contents(
+    spec: &RedisSentinelGroupSpec,
+    generated_password: Option<&[u8]>,
+) -> Vec<DesiredContent> {
+    let config = |purpose: &str, data: String| DesiredContent {
+        kind: ContentKind::Config,
+        purpose: purpose.to_owned(),
+        data: data.into_bytes(),
+    };
+    let mut out = vec![
+        config(purpose::REDIS_CONF, redis_conf(spec)),
+        config(purpose::SENTINEL_CONF, sentinel_conf()),
+        config(purpose::REDIS_START, REDIS_START.to_owned()),
+        config(purpose::SENTINEL_START, SENTINEL_START.to_owned()),
+    ];
+    if let Some(pw) = generated_password {
+        out.push(DesiredContent {
+            kind: ContentKind::Secret,
+            purpose: purpose::PASSWORD.to_owned(),
+            data: pw.to_vec(),
+        });
+    }
+    out
+}
+
+/// The content names the apply step will give `contents`, by purpose.
+pub fn content_names(owner_name: &str, contents: &[DesiredContent]) -> HashMap<String, String> {
+    contents
+        .iter()
+        .map(|c| {
+            (
+                c.purpose.clone(),
+                format!(
+                    "{owner_name}-{}-{}",
+                    c.purpose,
+                    crate::swarm::labels::short_hash(&c.data)
+                ),
+            )
+        })
+        .collect()
+}
+
+fn name_of<'a>(names: &'a HashMap<String, String>, purpose: &str) -> &'a str {
+    names.get(purpose).map_or("", String::as_str)
+}
+
+fn auth_health(port: u16) -> String {
+    format!(
+        "REDISCLI_AUTH=\"$(cat {PASSWORD_FILE})\" redis-cli --no-auth-warning -p {port} ping | grep -q PONG"
+    )
+}
+
+struct Role<'a> {
+    service: String,
+    slot: String,
+    script: &'a str,
+    conf: (&'a str, &'a str),
+    env: Vec<String>,
+    volume: String,
+    health_port: u16,
+    resources: &'a haswarm_crds::common::Resources,
+}
+
+fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
+    let rsg = inputs.rsg;
+    let spec = &rsg.spec;
+    let net = network_name(rsg.metadata.name.as_str());
+    let mut env = vec![
+        format!("HASWARM_SELF={}", role.service),
+        format!("HASWARM_PREFIX={}", rsg.metadata.name),
+        format!("HASWARM_GROUP={}", spec.master_group(&rsg.metadata)),
+    ];
+    env.extend(role.env);
+    let storage = if role.health_port == REDIS_PORT {
+        spec.storage.clone()
+    } else {
+        // Sentinel state is small and node-local by nature.
+        haswarm_crds::common::Storage::default()
+    };
+    DesiredService {
+        spec: ServiceSpec {
+            name: Some(role.service.clone()),
+            mode: Some(ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+                ..Default::default()
+            }),
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(spec.image.clone()),
+                    command: Some(vec!["/bin/sh".into(), role.script.to_owned()]),
+                    env: Some(env),
+                    hostname: Some(role.service.clone()),
+                    mounts: Some(vec![data_mount(&storage, &role.volume, "/data")]),
+                    secrets: Some(vec![secret_ref(
+                        inputs.password_secret,
+                        "redis-password",
+                        0o400,
+                    )]),
+                    configs: Some(vec![
+                        config_ref(
+                            name_of(inputs.config_names, role.conf.0),
+                            role.conf.1,
+                            0o444,
+                        ),
+                        config_ref(
+                            name_of(
+                                inputs.config_names,
+                                if role.health_port == REDIS_PORT {
+                                    purpose::REDIS_START
+                                } else {
+                                    purpose::SENTINEL_START
+                                },
+                            ),
+                            role.script,
+                            0o555,
+                        ),
+                    ]),
+                    health_check: Some(health(&auth_health(role.health_port), 5, 3)),
+                    stop_grace_period: Some(10_000_000_000),
+                    ..Default::default()
+                }),
+                resources: Some(resources(role.resources)),
+                placement: Some(placement(&spec.placement, Some(&role.slot))),
+                restart_policy: Some(TaskSpecRestartPolicy {
+                    condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                    delay: Some(2_000_000_000),
+                    ..Default::default()
+                }),
+                networks: Some(vec![network(&net)]),
+                ..Default::default()
+            }),
+            // One task with its own volume: stop the old before starting the new.
+            update_config: Some(ServiceSpecUpdateConfig {
+                parallelism: Some(1),
+                order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
+                failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::PAUSE),
+                ..Default::default()
+            }),
+            endpoint_spec: Some(endpoint(spec.network.endpoint_mode)),
+            labels: Some(HashMap::from([(
+                "io.haswarm.role".to_owned(),
+                if role.health_port == REDIS_PORT {
+                    "redis"
+                } else {
+                    "sentinel"
+                }
+                .to_owned(),
+            )])),
+            ..Default::default()
+        },
+    }
+}
+
+/// Renders the whole group.
+pub fn render(inputs: &Inputs<'_>) -> Rendered {
+    let rsg = inputs.rsg;
+    let name = rsg.metadata.name.as_str();
+    let spec = &rsg.spec;
+    let mut services = Vec::new();
+    for i in 0..usize::from(spec.instances) {
+        let service_name = instance_name(name, i);
+        services.push(service(
+            inputs,
+            Role {
+                slot: instance_slot(name, i),
+                script: "/etc/haswarm/redis-start.sh",
+                conf: (purpose::REDIS_CONF, "/etc/haswarm/redis.conf"),
+                env: vec![format!("HASWARM_INDEX={i}")],
+                volume: format!("{service_name}-data"),
+                health_port: REDIS_PORT,
+                resources: &spec.resources,
+                service: service_name,
+            },
+        ));
+    }
+    for j in 0..usize::from(spec.sentinels.count) {
+        let service_name = sentinel_name(name, j);
+        services.push(service(
+            inputs,
+            Role {
+                slot: sentinel_slot(name, j),
+                script: "/etc/haswarm/sentinel-start.sh",
+                conf: (purpose::SENTINEL_CONF, "/etc/haswarm/sentinel.conf"),
+                env: vec![
+                    format!("HASWARM_QUORUM={}", spec.quorum()),
+                    format!(
+                        "HASWARM_DOWN_AFTER_MS={}",
+                        spec.sentinels.down_after.as_millis()
+                    ),
+                    format!(
+                        "HASWARM_FAILOVER_TIMEOUT_MS={}",
+                        spec.sentinels.failover_timeout.as_millis()
+                    ),
+                    format!("HASWARM_PARALLEL_SYNCS={}", spec.sentinels.parallel_syncs),
+                ],
+                volume: format!("{service_name}-data"),
+                health_port: SENTINEL_PORT,
+                resources: &spec.sentinels.resources,
+                service: service_name,
+            },
+        ));
+    }
+    Rendered {
+        network: network_name(name),
+        encrypted: spec.network.encrypted,
+        contents: contents(spec, inputs.generated_password),
+        services,
+    }
+}
+
+/// The environment an application needs to use the group through Sentinel,
+/// with the variable names Dify and Celery read. Passwords are referenced by
+/// secret file, never included.
+pub fn app_env(rsg: &RedisSentinelGroup, password_secret: &str) -> Vec<(String, String)> {
+    let name = rsg.metadata.name.as_str();
+    let group = rsg.spec.master_group(&rsg.metadata);
+    let sentinels: Vec<String> = (0..usize::from(rsg.spec.sentinels.count))
+        .map(|j| format!("{}:{SENTINEL_PORT}", sentinel_name(name, j)))
+        .collect();
+    let file = format!("/run/secrets/{password_secret}");
+    vec![
+        ("REDIS_HOST".into(), instance_name(name, 0)),
+        ("REDIS_PORT".into(), REDIS_PORT.to_string()),
+        ("REDIS_USE_SENTINEL".into(), "true".into()),
+        ("REDIS_SENTINELS".into(), sentinels.join(",")),
+        ("REDIS_SENTINEL_SERVICE_NAME".into(), group.clone()),
+        ("REDIS_PASSWORD_FILE".into(), file.clone()),
+        ("REDIS_SENTINEL_PASSWORD_FILE".into(), file.clone()),
+        (
+            "CELERY_BROKER_URL".into(),
+            format!("sentinel://{}/1", sentinels.join(",")),
+        ),
+        ("CELERY_USE_SENTINEL".into(), "true".into()),
+        ("CELERY_SENTINEL_MASTER_NAME".into(), group),
+        ("CELERY_SENTINEL_PASSWORD_FILE".into(), file),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use haswarm_crds::manifest::{parse, Limits};
+    use haswarm_crds::AnyResource;
+
+    use super::*;
+
+    fn rsg(spec: &str) -> RedisSentinelGroup {
+        let text = format!("apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: cache\nspec:\n{spec}");
+        match parse("t.yaml", &text, &Limits::default())
+            .expect("valid")
+            .into_iter()
+            .next()
+            .map(|d| d.resource)
+        {
+            Some(AnyResource::RedisSentinelGroup(r)) => *r,
+            other => panic!("not a RedisSentinelGroup: {other:?}"),
+        }
+    }
+
+    const PW: &[u8] = b"Zq8vV0pLrT7xN2cW5mKd9sHj3bYf6gAe";
+
+    fn rendered(spec: &str) -> Rendered {
+        let r = rsg(spec);
+        let contents = contents(&r.spec, Some(PW));
+        let names = content_names("cache", &contents);
+        let secret = names.get(purpose::PASSWORD).cloned().expect("secret name");
+        render(&Inputs {
+            rsg: &r,
+            password_secret: &secret,
+            generated_password: Some(PW),
+            config_names: &names,
+        })
+    }
+
+    fn container(s: &DesiredService) -> TaskSpecContainerSpec {
+        s.spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.clone())
+            .expect("container")
+    }
+
+    #[test]
+    fn a_group_is_instances_sentinels_a_network_and_configs() {
+        let r = rendered("  masterGroupName: dify-master-group\n");
+        let names: Vec<&str> = r.services.iter().map(DesiredService::name).collect();
+        assert_eq!(
+            names,
+            [
+                "cache-redis-0",
+                "cache-redis-1",
+                "cache-redis-2",
+                "cache-sentinel-0",
+                "cache-sentinel-1",
+                "cache-sentinel-2"
+            ]
+        );
+        assert_eq!(r.network, "cache-net");
+        let purposes: Vec<&str> = r.contents.iter().map(|c| c.purpose.as_str()).collect();
+        assert_eq!(
+            purposes,
+            [
+                "redis-conf",
+                "sentinel-conf",
+                "redis-start",
+                "sentinel-start",
+                "password"
+            ]
+        );
+        for s in &r.services {
+            let spec = &s.spec;
+            assert_eq!(
+                spec.endpoint_spec.as_ref().and_then(|e| e.mode),
+                Some(bollard::models::EndpointSpecModeEnum::DNSRR),
+                "dnsrr by default"
+            );
+            let t = spec.task_template.as_ref().expect("template");
+            assert_eq!(
+                t.networks.as_ref().and_then(|n| n[0].target.as_deref()),
+                Some("cache-net")
+            );
+            let env = container(s).env.unwrap_or_default();
+            assert!(
+                env.contains(&"HASWARM_GROUP=dify-master-group".to_owned()),
+                "{env:?}"
+            );
+            let constraints = t
+                .placement
+                .as_ref()
+                .and_then(|p| p.constraints.clone())
+                .unwrap_or_default();
+            assert!(
+                constraints
+                    .iter()
+                    .any(|c| c.starts_with("node.labels.io.haswarm.redissentinelgroup.cache.")),
+                "pinned by a slot label: {constraints:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_password_is_one_secret_file_and_nowhere_else() {
+        let r = rendered("  sentinels:\n    count: 5\n");
+        let pw = String::from_utf8_lossy(PW).into_owned();
+        let secret = r
+            .contents
+            .iter()
+            .find(|c| c.kind == ContentKind::Secret)
+            .expect("generated secret");
+        assert_eq!(secret.data, PW);
+        let secret_name = format!("cache-password-{}", crate::swarm::labels::short_hash(PW));
+        for s in &r.services {
+            let text = serde_json::to_string(&s.spec).expect("json");
+            assert!(!text.contains(&pw), "{} carries the password", s.name());
+            let c = container(s);
+            let secrets = c.secrets.unwrap_or_default();
+            assert_eq!(secrets.len(), 1);
+            assert_eq!(
+                secrets[0].secret_name.as_deref(),
+                Some(secret_name.as_str())
+            );
+            assert_eq!(
+                secrets[0].file.as_ref().and_then(|f| f.name.as_deref()),
+                Some("redis-password")
+            );
+            assert_eq!(secrets[0].file.as_ref().and_then(|f| f.mode), Some(0o400));
+        }
+        for c in r.contents.iter().filter(|c| c.kind == ContentKind::Config) {
+            assert!(
+                !String::from_utf8_lossy(&c.data).contains(&pw),
+                "{} carries the password",
+                c.purpose
+            );
+        }
+        // Every place that needs the password gets it from the file.
+        for needle in ["requirepass", "masterauth"] {
+            assert!(REDIS_START.contains(needle), "{needle}");
+        }
+        for needle in [
+            "requirepass",
+            "sentinel auth-pass",
+            "sentinel sentinel-pass",
+        ] {
+            assert!(SENTINEL_START.contains(needle), "{needle}");
+        }
+        assert!(REDIS_START.contains(PASSWORD_FILE) && SENTINEL_START.contains(PASSWORD_FILE));
+    }
+
+    #[test]
+    fn persistence_and_settings_reach_redis_conf() {
+        let c = redis_conf(
+            &rsg("  maxMemory: 512Mi\n  config:\n    maxmemory-policy: allkeys-lru\n").spec,
+        );
+        for line in [
+            "appendonly yes",
+            "appendfsync everysec",
+            "save \"\"",
+            "maxmemory 536870912",
+            "maxmemory-policy allkeys-lru",
+            "dir /data",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line} missing in:\n{c}");
+        }
+        let c = redis_conf(
+            &rsg("  persistence:\n    mode: Rdb\n    rdbSave: [{seconds: 60, changes: 1000}]\n")
+                .spec,
+        );
+        assert!(
+            c.contains("appendonly no") && c.contains("save 60 1000"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn sentinel_settings_reach_the_sentinels() {
+        let r = rendered("  sentinels:\n    count: 5\n    quorum: 3\n    downAfter: 2s\n    failoverTimeout: 10s\n");
+        let s = r
+            .services
+            .iter()
+            .find(|s| s.name() == "cache-sentinel-4")
+            .expect("fifth sentinel");
+        let env = container(s).env.unwrap_or_default();
+        for e in [
+            "HASWARM_QUORUM=3",
+            "HASWARM_DOWN_AFTER_MS=2000",
+            "HASWARM_FAILOVER_TIMEOUT_MS=10000",
+        ] {
+            assert!(env.contains(&e.to_owned()), "{e} missing: {env:?}");
+        }
+        assert!(sentinel_conf().contains("sentinel resolve-hostnames yes"));
+        assert!(sentinel_conf().contains("sentinel announce-hostnames yes"));
+    }
+
+    #[test]
+    fn a_config_change_renames_its_config() {
+        let a = content_names("cache", &contents(&rsg("  maxMemory: 1Gi\n").spec, None));
+        let b = content_names("cache", &contents(&rsg("  maxMemory: 2Gi\n").spec, None));
+        assert_ne!(a.get(purpose::REDIS_CONF), b.get(purpose::REDIS_CONF));
+        assert_eq!(a.get(purpose::SENTINEL_CONF), b.get(purpose::SENTINEL_CONF));
+        assert!(
+            !a.contains_key(purpose::PASSWORD),
+            "a user-supplied secret is not rendered"
+        );
+    }
+
+    #[test]
+    fn app_env_names_what_dify_reads_without_the_password() {
+        let r = rsg("  masterGroupName: dify-master-group\n");
+        let env: HashMap<String, String> =
+            app_env(&r, "cache-password-0123abcd").into_iter().collect();
+        assert_eq!(env["REDIS_USE_SENTINEL"], "true");
+        assert_eq!(
+            env["REDIS_SENTINELS"],
+            "cache-sentinel-0:26379,cache-sentinel-1:26379,cache-sentinel-2:26379"
+        );
+        assert_eq!(env["REDIS_SENTINEL_SERVICE_NAME"], "dify-master-group");
+        assert_eq!(env["CELERY_SENTINEL_MASTER_NAME"], "dify-master-group");
+        assert_eq!(
+            env["CELERY_BROKER_URL"],
+            "sentinel://cache-sentinel-0:26379,cache-sentinel-1:26379,cache-sentinel-2:26379/1"
+        );
+        assert_eq!(
+            env["REDIS_PASSWORD_FILE"],
+            "/run/secrets/cache-password-0123abcd"
+        );
+        assert!(!env.contains_key("REDIS_PASSWORD"));
+    }
+}
