@@ -22,6 +22,8 @@ pub enum Format {
     Name,
     /// A JSONPath template, e.g. `{.status.master}`.
     JsonPath(String),
+    /// The environment an application needs (RedisSentinelGroup).
+    Env,
 }
 
 impl Format {
@@ -36,6 +38,7 @@ impl Format {
             Some("yaml") => Self::Yaml,
             Some("json") => Self::Json,
             Some("name") => Self::Name,
+            Some("env") => Self::Env,
             Some(t) if t.starts_with("jsonpath=") => {
                 let template = t.trim_start_matches("jsonpath=");
                 jsonpath::Template::parse(template)
@@ -326,6 +329,7 @@ pub fn render(kind: &KindInfo, objects: &[Value], format: &Format, single: bool)
                 )
             })
             .collect(),
+        Format::Env => objects.iter().map(|o| app_env(kind, o)).collect(),
         Format::JsonPath(t) => {
             let Ok(template) = jsonpath::Template::parse(t) else {
                 return String::new();
@@ -338,6 +342,41 @@ pub fn render(kind: &KindInfo, objects: &[Value], format: &Format, single: bool)
             template.render(&input)
         }
     }
+}
+
+/// `-o env`: the variables an application sets to use the resource, then, as
+/// comments, the compose lines that attach it to the network and the secret.
+/// Passwords are referenced by file, never printed.
+fn app_env(kind: &KindInfo, obj: &Value) -> String {
+    use haswarm_controller::reconcilers::redis::render;
+    if kind.kind != "RedisSentinelGroup" {
+        return format!("# -o env is not available for {} yet\n", kind.kind);
+    }
+    let Ok(rsg) = serde_json::from_value::<haswarm_crds::RedisSentinelGroup>(obj.clone()) else {
+        return "# the stored object could not be read\n".into();
+    };
+    let status = rsg.status.clone().unwrap_or_default();
+    let Some(secret) = status.password_secret.clone() else {
+        return format!(
+            "# {} has no password secret yet: the controller has not reconciled it (see haswarmctl describe rsg {})\n",
+            rsg.metadata.name, rsg.metadata.name
+        );
+    };
+    let network = status
+        .network
+        .clone()
+        .unwrap_or_else(|| render::network_name(rsg.metadata.name.as_str()));
+    let mut out = format!(
+        "# RedisSentinelGroup {}: join network {network} and mount secret {secret}\n",
+        rsg.metadata.name
+    );
+    for (k, v) in render::app_env(&rsg, &secret) {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out.push_str(&format!(
+        "# compose:\n#   services:\n#     app:\n#       networks: [{network}]\n#       secrets: [{secret}]\n#   networks:\n#     {network}: {{external: true}}\n#   secrets:\n#     {secret}: {{external: true}}\n"
+    ));
+    out
 }
 
 #[cfg(test)]

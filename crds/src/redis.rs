@@ -184,6 +184,12 @@ pub struct RedisSentinelGroupStatus {
     /// Sentinels that answered at the last check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinels_seen: Option<u8>,
+    /// Name of the Swarm secret holding the password (mount it as a file; the value is never shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<String>,
+    /// The overlay network applications join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Directives haswarm renders itself; set through other fields or not at all.

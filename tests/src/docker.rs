@@ -118,8 +118,22 @@ fn ls(what: &str, filter: &str) -> Vec<String> {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for (kind, name) in &self.owners {
-            for s in owned_services(kind, name) {
-                docker(&["service", "rm", &s]);
+            let filter = format!("label=io.haswarm.owner={kind}/{name}");
+            for what in ["service", "network", "secret", "config"] {
+                for x in ls(what, &filter) {
+                    docker(&[what, "rm", &x]);
+                }
+            }
+            // Slot labels the resource put on nodes.
+            let prefix = format!("io.haswarm.{}.{name}.", kind.to_ascii_lowercase());
+            for node in docker(&["node", "ls", "-q"]).lines() {
+                let labels =
+                    docker(&["node", "inspect", "--format", "{{json .Spec.Labels}}", node]);
+                let labels: std::collections::HashMap<String, String> =
+                    serde_json::from_str(labels.trim()).unwrap_or_default();
+                for k in labels.keys().filter(|k| k.starts_with(&prefix)) {
+                    docker(&["node", "update", "--label-rm", k, node]);
+                }
             }
         }
         for id in &self.instances {

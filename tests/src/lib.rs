@@ -99,9 +99,9 @@ impl Daemon {
             .arg(&socket)
             .args(extra)
             .envs(env.iter().copied())
-            .env("HASWARM_LOG", "warn")
+            .env("HASWARM_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("haswarmd.log")).expect("log file"))
             .spawn()
             .expect("haswarmd starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -147,6 +147,11 @@ impl Daemon {
             panic!("haswarmd did not become ready");
         }
         d
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("haswarmd.log")).unwrap_or_default()
     }
 
     /// The `--server` value for this daemon.

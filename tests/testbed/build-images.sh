@@ -3,6 +3,8 @@
 # that already exist. No registry is involved.
 #
 #   haswarm/probe:latest   FROM scratch + busybox-static: the SharedVolume probe.
+#   haswarm/redis:bookworm debootstrap minbase + redis-server, redis-sentinel, redis-tools:
+#                          the data plane of RedisSentinelGroup tests (no registry image needed).
 set -euo pipefail
 
 need_pkg() {
@@ -42,4 +44,28 @@ DOCKERFILE
   echo "testbed: built $image"
 }
 
+mirror() {
+  grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1 || true
+}
+
+# debootstrap_image IMAGE PACKAGES: a Debian bookworm minbase image with PACKAGES.
+debootstrap_image() {
+  local image=$1 packages=$2
+  if image_exists "$image"; then
+    echo "testbed: $image present"
+    return
+  fi
+  need_pkg debootstrap /usr/sbin/debootstrap
+  local root m
+  root=$(mktemp -d /tmp/hsw-rootfs.XXXXXX)
+  trap 'rm -rf "$root"' RETURN
+  m=$(mirror)
+  [ -n "$m" ] || m=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -1)
+  echo "testbed: debootstrap of $image (about a minute)"
+  debootstrap --variant=minbase --include="$packages" bookworm "$root" "$m" >/dev/null
+  tar -C "$root" -c . | docker import - "$image" >/dev/null
+  echo "testbed: built $image"
+}
+
 build_probe
+debootstrap_image haswarm/redis:bookworm redis-server,redis-sentinel,redis-tools,procps

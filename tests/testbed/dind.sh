@@ -16,7 +16,7 @@
 set -euo pipefail
 
 IMAGE=haswarm/dind-node:bookworm
-LOAD_IMAGES=(haswarm/probe:latest)
+LOAD_IMAGES=(haswarm/probe:latest haswarm/redis:bookworm)
 
 mirror() {
   grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1 \

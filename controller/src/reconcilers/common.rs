@@ -14,6 +14,7 @@ use bollard::models::{
 use haswarm_crds::common::{EndpointMode, Placement, Resources, Spread, Storage};
 
 use crate::swarm::objects::ContentKind;
+use crate::swarm::NodeInfo;
 
 /// A secret or config a renderer wants: content-named at apply time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +31,118 @@ pub struct DesiredContent {
 /// `io.haswarm.<kind>.<name>.slot-<i>`, value `true`.
 pub fn slot_label(kind: &str, name: &str, i: usize) -> String {
     format!("io.haswarm.{}.{name}.slot-{i}", kind.to_ascii_lowercase())
+}
+
+/// Whether a node meets placement constraints, judged on what haswarm can
+/// read from the node (labels, role, hostname, id). Constraints on other
+/// attributes are left to Swarm: they count as met.
+pub fn node_matches(constraints: &[String], node: &NodeInfo) -> bool {
+    constraints.iter().all(|c| {
+        let (attr, want, equal) = match c.split_once("!=") {
+            Some((a, v)) => (a.trim(), v.trim(), false),
+            None => match c.split_once("==") {
+                Some((a, v)) => (a.trim(), v.trim(), true),
+                None => return true,
+            },
+        };
+        let have = if let Some(label) = attr.strip_prefix("node.labels.") {
+            node.labels.get(label).map(String::as_str)
+        } else {
+            match attr {
+                "node.role" => Some(node.role.as_str()),
+                "node.hostname" => Some(node.hostname.as_str()),
+                "node.id" => Some(node.id.as_str()),
+                _ => return true,
+            }
+        };
+        (have == Some(want)) == equal
+    })
+}
+
+/// The user's placement constraints (node selector and constraints), without slot pins.
+pub fn user_constraints(p: &Placement) -> Vec<String> {
+    let mut c: Vec<String> = p
+        .node_selector
+        .iter()
+        .map(|(k, v)| format!("node.labels.{k}=={v}"))
+        .collect();
+    c.extend(p.constraints.iter().cloned());
+    c
+}
+
+/// What to change on node labels so that every slot of a family is pinned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotPlan {
+    /// (node id, label) to set to `true`.
+    pub set: Vec<(String, String)>,
+    /// (node id, label) to remove: slots that no longer exist.
+    pub remove: Vec<(String, String)>,
+    /// Slot labels no eligible node can take now (e.g. Required spread, too few nodes).
+    pub unassigned: Vec<String>,
+    /// Slot label -> node host name, after the plan.
+    pub placed: std::collections::BTreeMap<String, String>,
+}
+
+/// Plans slot labels `label(0) .. label(count-1)` of one family (say, a
+/// group's data instances): slots already on a node stay there; a new slot
+/// goes to an eligible ready node holding the fewest slots of the family,
+/// never one that holds another when spread is `Required`; slots beyond
+/// `count` are removed. `family` is the labels' common prefix.
+pub fn plan_slots(
+    family: &str,
+    count: usize,
+    label: impl Fn(usize) -> String,
+    nodes: &[NodeInfo],
+    placement: &Placement,
+    // Node -> how many slots of the whole resource it holds (to balance roles too).
+    load: &std::collections::HashMap<String, usize>,
+) -> SlotPlan {
+    let constraints = user_constraints(placement);
+    let mut plan = SlotPlan::default();
+    let mut held: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for n in nodes {
+        for (k, v) in &n.labels {
+            if v != "true" || !k.starts_with(family) {
+                continue;
+            }
+            let index = k[family.len()..].parse::<usize>().ok();
+            match index {
+                Some(i) if i < count => {
+                    *held.entry(n.id.clone()).or_default() += 1;
+                    plan.placed.insert(k.clone(), n.hostname.clone());
+                }
+                _ => plan.remove.push((n.id.clone(), k.clone())),
+            }
+        }
+    }
+    for i in 0..count {
+        let l = label(i);
+        if plan.placed.contains_key(&l) {
+            continue;
+        }
+        let candidate = nodes
+            .iter()
+            .filter(|n| n.ready && node_matches(&constraints, n))
+            .filter(|n| {
+                placement.spread != Spread::Required || held.get(&n.id).copied().unwrap_or(0) == 0
+            })
+            .min_by_key(|n| {
+                (
+                    held.get(&n.id).copied().unwrap_or(0),
+                    load.get(&n.id).copied().unwrap_or(0),
+                    n.hostname.clone(),
+                )
+            });
+        match candidate {
+            Some(n) => {
+                *held.entry(n.id.clone()).or_default() += 1;
+                plan.placed.insert(l.clone(), n.hostname.clone());
+                plan.set.push((n.id.clone(), l));
+            }
+            None => plan.unassigned.push(l),
+        }
+    }
+    plan
 }
 
 /// Task resources (Swarm's `--limit-*` and `--reserve-*`).
@@ -225,6 +338,52 @@ mod tests {
             Some("node.labels.zone")
         );
         assert_eq!(placement(&Placement::default(), None).max_replicas, Some(1));
+    }
+
+    fn node(id: &str, labels: &[(&str, &str)], ready: bool) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            hostname: format!("host-{id}"),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            ready,
+            role: "worker".into(),
+        }
+    }
+
+    #[test]
+    fn slots_spread_keep_their_node_and_shrink() {
+        let label = |i: usize| format!("io.haswarm.x.r.slot-{i}");
+        let family = "io.haswarm.x.r.slot-";
+        let nodes = [
+            node("a", &[("io.haswarm.x.r.slot-1", "true")], true),
+            node("b", &[], true),
+            node("c", &[], false),
+            node("d", &[("disk", "hdd")], true),
+        ];
+        let mut p = Placement::default();
+        p.constraints.push("node.labels.disk!=hdd".into());
+        let plan = plan_slots(family, 3, label, &nodes, &p, &HashMap::new());
+        assert_eq!(
+            plan.placed.get(&label(1)).map(String::as_str),
+            Some("host-a"),
+            "kept"
+        );
+        assert_eq!(plan.set, [("b".to_owned(), label(0))]);
+        assert_eq!(
+            plan.unassigned,
+            [label(2)],
+            "c is down, d is excluded, a and b hold one each"
+        );
+
+        p.spread = Spread::None;
+        let plan = plan_slots(family, 3, label, &nodes, &p, &HashMap::new());
+        assert!(plan.unassigned.is_empty(), "{plan:?}");
+
+        let plan = plan_slots(family, 1, label, &nodes, &p, &HashMap::new());
+        assert_eq!(plan.remove, [("a".to_owned(), label(1))], "scaled down");
     }
 
     #[test]

@@ -95,5 +95,9 @@ pub fn start_all(ctx: Arc<Context>) {
         "SharedVolume",
         super::controller::start(crate::reconcilers::volume::SharedVolumes, Arc::clone(&ctx)),
     );
+    dispatch.insert(
+        "RedisSentinelGroup",
+        super::controller::start(crate::reconcilers::redis::RedisGroups, Arc::clone(&ctx)),
+    );
     spawn(ctx, dispatch);
 }

@@ -267,3 +267,86 @@ impl Swarm {
             })
     }
 }
+
+impl Swarm {
+    /// Runs `sh -c script` in a running task of `service` whose container is
+    /// on this engine's node, and returns its standard output. `None` when no
+    /// such task runs here (the engine can only exec into its own containers).
+    ///
+    /// Whatever the script reads stays in the container: used to query a data
+    /// plane with credentials that only the container has.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn exec_in_service(
+        &self,
+        service: &str,
+        script: &str,
+    ) -> Result<Option<String>, SwarmError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        use futures::StreamExt;
+        let me = self.info().await?.node_id;
+        let tasks = self.tasks(service).await?;
+        let container = tasks.iter().find_map(|t| {
+            let running = t.status.as_ref().and_then(|s| s.state)
+                == Some(bollard::models::TaskState::RUNNING);
+            (running && t.node_id.as_deref() == Some(me.as_str()))
+                .then(|| {
+                    t.status
+                        .as_ref()?
+                        .container_status
+                        .as_ref()?
+                        .container_id
+                        .clone()
+                })
+                .flatten()
+        });
+        let Some(container) = container else {
+            return Ok(None);
+        };
+        let err = |e| SwarmError::from_bollard(e, || format!("exec in {service}"));
+        let exec = self
+            .docker
+            .create_exec(
+                &container,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(false),
+                    cmd: Some(vec!["sh", "-c", script]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(err)?;
+        let mut out = String::new();
+        if let StartExecResults::Attached { mut output, .. } =
+            self.docker.start_exec(&exec.id, None).await.map_err(err)?
+        {
+            while let Some(chunk) = output.next().await {
+                if let Ok(bollard::container::LogOutput::StdOut { message }) = chunk {
+                    out.push_str(&String::from_utf8_lossy(&message));
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The id of a secret by exact name, if it exists.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn secret_id(&self, name: &str) -> Result<Option<String>, SwarmError> {
+        let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+        let list = self
+            .docker
+            .list_secrets(Some(bollard::query_parameters::ListSecretsOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| SwarmError::from_bollard(e, || format!("secret {name}")))?;
+        Ok(list
+            .into_iter()
+            .find(|s| s.spec.as_ref().and_then(|sp| sp.name.as_deref()) == Some(name))
+            .and_then(|s| s.id))
+    }
+}

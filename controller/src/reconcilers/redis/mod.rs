@@ -1,3 +1,7 @@
 //! RedisSentinelGroup.
 
+pub mod observe;
+pub mod reconcile;
 pub mod render;
+
+pub use reconcile::RedisGroups;

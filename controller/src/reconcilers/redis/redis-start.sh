@@ -8,7 +8,8 @@
 #
 # The role is decided here, at every start:
 #   1. a sentinel that knows the group names the master: replicate it (or be
-#      it, when it names this instance);
+#      it, when it names this instance); while the sentinels see the master
+#      down or fail over, wait for their verdict;
 #   2. else a peer that is master: replicate it;
 #   3. else, only for instance 0 of a group that never started (no marker in
 #      the volume): become the first master;
@@ -30,11 +31,20 @@ ask() {
   REDISCLI_AUTH="$pw" timeout 2 redis-cli --no-auth-warning --raw -h "$h" -p "$p" "$@" 2>/dev/null | head -n 1 || true
 }
 
+# The master a sentinel names; while that sentinel sees the master down or
+# is failing over, "wait" instead: a restarted master must not take its role
+# back while the sentinels are replacing it.
 sentinel_master() {
   for j in 0 1 2 3 4 5 6 7 8; do
-    m=$(ask "$HASWARM_PREFIX-sentinel-$j" 26379 SENTINEL get-master-addr-by-name "$HASWARM_GROUP")
+    s="$HASWARM_PREFIX-sentinel-$j"
+    m=$(ask "$s" 26379 SENTINEL get-master-addr-by-name "$HASWARM_GROUP")
     if [ -n "$m" ]; then
-      echo "$m"
+      flags=$(REDISCLI_AUTH="$pw" timeout 2 redis-cli --no-auth-warning --raw -h "$s" -p 26379 \
+        SENTINEL master "$HASWARM_GROUP" 2>/dev/null | awk 'p { print; exit } $0 == "flags" { p = 1 }' || true)
+      case "$flags" in
+        *down* | *failover* | *promoted*) echo wait ;;
+        *) echo "$m" ;;
+      esac
       return
     fi
   done
@@ -55,6 +65,11 @@ master=""
 waited=0
 while :; do
   master=$(sentinel_master)
+  if [ "$master" = wait ]; then
+    echo "haswarm: the sentinels are failing over; waiting for the new master"
+    sleep 1
+    continue
+  fi
   [ -n "$master" ] && break
   master=$(peer_master)
   [ -n "$master" ] && break

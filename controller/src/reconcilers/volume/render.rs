@@ -156,30 +156,9 @@ pub fn render(sv: &SharedVolume, probe_image: &str) -> Vec<DesiredService> {
     vec![DesiredService { spec }]
 }
 
-/// Whether a node can take the volume, judged from the constraints haswarm
-/// renders (labels, role, hostname). Constraints on other attributes are
-/// left to Swarm: the node counts as eligible.
+/// Whether a node can take the volume (see [`crate::reconcilers::common::node_matches`]).
 pub fn eligible(spec: &SharedVolumeSpec, node: &NodeInfo) -> bool {
-    constraints(spec).iter().all(|c| {
-        let (attr, want, equal) = match c.split_once("!=") {
-            Some((a, v)) => (a.trim(), v.trim(), false),
-            None => match c.split_once("==") {
-                Some((a, v)) => (a.trim(), v.trim(), true),
-                None => return true,
-            },
-        };
-        let have = if let Some(label) = attr.strip_prefix("node.labels.") {
-            node.labels.get(label).map(String::as_str)
-        } else {
-            match attr {
-                "node.role" => Some(node.role.as_str()),
-                "node.hostname" => Some(node.hostname.as_str()),
-                "node.id" => Some(node.id.as_str()),
-                _ => return true,
-            }
-        };
-        (have == Some(want)) == equal
-    })
+    crate::reconcilers::common::node_matches(&constraints(spec), node)
 }
 
 /// Per-node mount results from the probe's tasks: the newest task on each
