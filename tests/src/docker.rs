@@ -101,7 +101,7 @@ impl Cleanup {
         self.instances.push(id.to_owned());
     }
 
-    /// Cleans up one object by name: `what` is service, network, secret or config.
+    /// Cleans up one object by name: `what` is service, network, secret, config or container.
     pub fn named(&mut self, what: &'static str, name: &str) {
         self.named.push((what, name.to_owned()));
     }
@@ -146,7 +146,46 @@ impl Drop for Cleanup {
             }
         }
         for (what, name) in &self.named {
-            docker(&[what, "rm", name]);
+            if *what == "container" {
+                docker(&["rm", "-f", name]);
+            } else {
+                docker(&[what, "rm", name]);
+            }
         }
     }
+}
+
+/// A Sentinel-aware client (redis-py, from the `haswarm/redis-client` image)
+/// run in a container on a group's network; the password goes in on standard
+/// input. Returns the child (`docker run`), its container name being `name`.
+pub fn redis_client(
+    name: &str,
+    network: &str,
+    sentinels: &str,
+    group: &str,
+    args: &[&str],
+    password: &str,
+) -> std::process::Child {
+    use std::io::Write;
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "run",
+        "--rm",
+        "-i",
+        "--name",
+        name,
+        "--network",
+        network,
+        "haswarm/redis-client:latest",
+    ])
+    .args(["python3", "/redis_client.py", sentinels, group])
+    .args(args)
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("docker run");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "{password}");
+    }
+    child
 }

@@ -5,6 +5,8 @@
 #   haswarm/probe:latest   FROM scratch + busybox-static: the SharedVolume probe.
 #   haswarm/redis:bookworm debootstrap minbase + redis-server, redis-sentinel, redis-tools:
 #                          the data plane of RedisSentinelGroup tests (no registry image needed).
+#   haswarm/redis-client   debootstrap minbase + python3, with redis-py from PyPI unpacked into
+#                          it and tests/testbed/redis_client.py: a Sentinel-aware client no one here wrote.
 set -euo pipefail
 
 need_pkg() {
@@ -67,5 +69,29 @@ debootstrap_image() {
   echo "testbed: built $image"
 }
 
+build_redis_client() {
+  local image=haswarm/redis-client:latest
+  if image_exists "$image"; then
+    echo "testbed: $image present"
+    return
+  fi
+  debootstrap_image haswarm/python:bookworm python3
+  local ctx
+  ctx=$(mktemp -d)
+  trap 'rm -rf "$ctx"' RETURN
+  python3 -m pip download -q --no-deps -d "$ctx/wheels" redis async-timeout
+  cp "$(dirname "$0")/redis_client.py" "$ctx/"
+  cat > "$ctx/Dockerfile" <<'DOCKERFILE'
+FROM haswarm/python:bookworm
+COPY wheels /wheels
+COPY redis_client.py /redis_client.py
+# Pure-Python wheels are zip files: unpacking them is installing them.
+RUN for w in /wheels/*.whl; do python3 -m zipfile -e "$w" /usr/lib/python3/dist-packages/; done && rm -rf /wheels
+DOCKERFILE
+  docker build -q -t "$image" "$ctx" >/dev/null
+  echo "testbed: built $image (redis-py $(docker run --rm "$image" python3 -c 'import redis; print(redis.__version__)'))"
+}
+
 build_probe
 debootstrap_image haswarm/redis:bookworm redis-server,redis-sentinel,redis-tools,procps
+build_redis_client

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use haswarm_testbed::docker::{docker, eventually, require_swarm, Cleanup};
+use haswarm_testbed::docker::{docker, eventually, redis_client, require_swarm, Cleanup};
 use haswarm_testbed::{assert_code, stderr, stdout, Daemon};
 use serde_json::Value;
 
@@ -92,6 +92,37 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
         .unwrap_or(0);
     assert!(acked >= 1, "WAIT should report a replica: {out}");
 
+    // A real Sentinel client (redis-py) writes and reads through the group,
+    // then keeps writing across the failover.
+    let pw = docker(&[
+        "exec",
+        &container(&first),
+        "cat",
+        "/run/secrets/redis-password",
+    ])
+    .trim()
+    .to_owned();
+    let net = format!("{name}-net");
+    let sentinels = format!("{name}-sentinel-0,{name}-sentinel-1,{name}-sentinel-2");
+    let group = format!("{name}-master");
+    let client = format!("{name}-client");
+    cleanup.named("container", &client);
+    let out = redis_client(
+        &client,
+        &net,
+        &sentinels,
+        &group,
+        &["write-read", "50"],
+        &pw,
+    )
+    .wait_with_output()
+    .expect("client runs");
+    assert!(
+        out.status.success(),
+        "redis-py: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     docker(&["kill", "-s", "KILL", &container(&first)]);
     let moved = eventually(Duration::from_secs(60), || {
         let m = master(&d, &name);
@@ -128,6 +159,17 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
     assert_eq!(
         values, expected,
         "every acknowledged write is on the new master"
+    );
+
+    // A new redis-py client finds the new master through the sentinels and
+    // reads every write it had acknowledged before the kill.
+    let out = redis_client(&client, &net, &sentinels, &group, &["check", "50"], &pw)
+        .wait_with_output()
+        .expect("client runs");
+    assert!(
+        out.status.success(),
+        "acknowledged redis-py writes lost: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
 
     let env = stdout(&d.ctl(&["get", "rsg", &name, "-o", "env"]));

@@ -239,6 +239,7 @@ struct Role<'a> {
     volume: String,
     health_port: u16,
     resources: &'a haswarm_crds::common::Resources,
+    restart_delay_ms: i64,
 }
 
 fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
@@ -303,7 +304,7 @@ fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
                 placement: Some(placement(&spec.placement, Some(&role.slot))),
                 restart_policy: Some(TaskSpecRestartPolicy {
                     condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                    delay: Some(2_000_000_000),
+                    delay: Some(role.restart_delay_ms * 1_000_000),
                     ..Default::default()
                 }),
                 networks: Some(vec![network(&net)]),
@@ -331,6 +332,16 @@ fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
     }
 }
 
+/// How long Swarm waits before restarting a data instance's task: longer
+/// than the sentinels' down-after plus an election, so a crashed master is
+/// never restarted in the middle of its own failover (a restart that beats
+/// down-after would take the role back; one during the failover adds
+/// container churn to the moment the sentinels need the node quiet).
+pub fn instance_restart_delay_ms(spec: &RedisSentinelGroupSpec) -> i64 {
+    let down_after = i64::try_from(spec.sentinels.down_after.as_millis()).unwrap_or(i64::MAX);
+    down_after.saturating_add(5_000).clamp(5_000, 60_000)
+}
+
 /// Renders the whole group.
 pub fn render(inputs: &Inputs<'_>) -> Rendered {
     let rsg = inputs.rsg;
@@ -349,6 +360,7 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
                 volume: format!("{service_name}-data"),
                 health_port: REDIS_PORT,
                 resources: &spec.resources,
+                restart_delay_ms: instance_restart_delay_ms(spec),
                 service: service_name,
             },
         ));
@@ -376,6 +388,7 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
                 volume: format!("{service_name}-data"),
                 health_port: SENTINEL_PORT,
                 resources: &spec.sentinels.resources,
+                restart_delay_ms: 2_000,
                 service: service_name,
             },
         ));
@@ -608,6 +621,33 @@ mod tests {
         }
         assert!(sentinel_conf().contains("sentinel resolve-hostnames yes"));
         assert!(sentinel_conf().contains("sentinel announce-hostnames yes"));
+    }
+
+    #[test]
+    fn a_crashed_instance_restarts_after_its_failover() {
+        assert_eq!(
+            instance_restart_delay_ms(&rsg("  sentinels:\n    downAfter: 2s\n").spec),
+            7_000
+        );
+        assert_eq!(
+            instance_restart_delay_ms(
+                &rsg("  sentinels:\n    downAfter: 5m\n    failoverTimeout: 10m\n").spec
+            ),
+            60_000
+        );
+        let r = rendered("  sentinels:\n    downAfter: 2s\n");
+        let delay = |n: &str| {
+            r.services.iter().find(|s| s.name() == n).and_then(|s| {
+                s.spec
+                    .task_template
+                    .as_ref()?
+                    .restart_policy
+                    .as_ref()?
+                    .delay
+            })
+        };
+        assert_eq!(delay("cache-redis-0"), Some(7_000_000_000));
+        assert_eq!(delay("cache-sentinel-0"), Some(2_000_000_000));
     }
 
     #[test]

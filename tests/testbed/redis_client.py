@@ -1,0 +1,47 @@
+"""A Sentinel-aware Redis client for haswarm's tests, using redis-py's Sentinel
+(installed from PyPI by build-images.sh). The password comes on standard input,
+never on the command line or in the environment.
+
+  redis_client.py SENTINELS GROUP write-read N   write N keys (WAIT 1 each batch), read them back
+  redis_client.py SENTINELS GROUP check N        read the N keys and fail if any is missing
+  redis_client.py SENTINELS GROUP stream SECONDS write every 50 ms; print "ok T" / "fail T" lines (T: unix time)
+"""
+import sys
+import time
+
+from redis.sentinel import Sentinel
+
+
+def main():
+    sentinels = [(h, 26379) for h in sys.argv[1].split(",")]
+    group, mode, arg = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    pw = sys.stdin.readline().strip()
+    s = Sentinel(sentinels, socket_timeout=1.0, password=pw, sentinel_kwargs={"password": pw})
+    master = s.master_for(group, socket_timeout=1.0, password=pw, retry_on_timeout=False)
+    if mode == "write-read":
+        for i in range(arg):
+            master.set(f"py{i}", f"v{i}")
+        acked = master.execute_command("WAIT", 1, 5000)
+        missing = [i for i in range(arg) if master.get(f"py{i}") != f"v{i}".encode()]
+        print(f"acked-by {acked} missing {len(missing)} master {s.discover_master(group)[0]}")
+        sys.exit(1 if missing or acked < 1 else 0)
+    if mode == "check":
+        missing = [i for i in range(arg) if master.get(f"py{i}") != f"v{i}".encode()]
+        print(f"missing {len(missing)} master {s.discover_master(group)[0]}")
+        sys.exit(1 if missing else 0)
+    if mode == "stream":
+        end = time.time() + arg
+        n = 0
+        while time.time() < end:
+            try:
+                master.set("stream", n)
+                print(f"ok {time.time():.3f}", flush=True)
+            except Exception as e:  # noqa: BLE001 - any failure is a failed write
+                print(f"fail {time.time():.3f} {type(e).__name__}", flush=True)
+            n += 1
+            time.sleep(0.05)
+        return
+    sys.exit(f"unknown mode {mode}")
+
+
+main()
