@@ -82,6 +82,31 @@ impl Bed {
         run(&["restart", &self.name, &i.to_string()]);
     }
 
+    /// Runs `docker ARGS` against the engine of node `i` (1-based), from inside its container.
+    pub fn docker_on(&self, i: usize, args: &[&str]) -> String {
+        Command::new("docker")
+            .args(["exec", &self.node(i), "docker"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The 1-based index of the node running `service`'s task.
+    pub fn node_of(&self, service: &str) -> Option<usize> {
+        let host = self.docker(&[
+            "service",
+            "ps",
+            service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}}",
+        ]);
+        let host = host.lines().next()?.trim().to_owned();
+        (1..=self.nodes).find(|i| self.node(*i) == host)
+    }
+
     /// Runs `docker ARGS` against the manager.
     pub fn docker(&self, args: &[&str]) -> String {
         Command::new("docker")

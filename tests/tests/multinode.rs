@@ -119,3 +119,106 @@ fn three_nodes_mount_report_failures_and_survive_an_engine_restart() {
         );
     }
 }
+
+#[test]
+fn a_redis_group_spread_over_three_nodes_fails_over() {
+    require_swarm();
+    let bed = Bed::up("hsr", 3);
+    let host = bed.docker_host();
+    let d = Daemon::start_with_env(&["--resync", "3s"], &[("DOCKER_HOST", host.as_str())]);
+    let file = d.dir.path().join("rsg.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: spread\nspec:\n  image: haswarm/redis:bookworm\n  sentinels:\n    downAfter: 2s\n    failoverTimeout: 10s\n",
+    )
+    .expect("manifest");
+    assert_code(&d.ctl(&["apply", "-f", &file.display().to_string()]), 0);
+    assert_code(
+        &d.ctl(&[
+            "wait",
+            "rsg/spread",
+            "--for=condition=Ready",
+            "--timeout=240s",
+        ]),
+        0,
+    );
+
+    // Spread Required (the default): every instance on its own node.
+    let nodes: Vec<Option<usize>> = (0..3)
+        .map(|i| bed.node_of(&format!("spread-redis-{i}")))
+        .collect();
+    let mut distinct = nodes.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "instances on {nodes:?}");
+
+    let master_of = |d: &Daemon| {
+        serde_json::from_str::<Value>(&stdout(&d.ctl(&["get", "rsg", "spread", "-o", "json"])))
+            .ok()
+            .and_then(|v| v["status"]["master"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let first = master_of(&d);
+    let on = bed.node_of(&first).expect("the master runs somewhere");
+    let write = "printf 'SET spread-key kept\\nWAIT 1 5000\\n' | REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli --no-auth-warning --raw";
+    let container = bed.docker_on(
+        on,
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={first}"),
+        ],
+    );
+    let container = container.trim();
+    let out = bed.docker_on(on, &["exec", container, "sh", "-c", write]);
+    assert!(
+        out.lines().last().is_some_and(|l| l.trim() != "0"),
+        "a replica acknowledged: {out}"
+    );
+
+    bed.docker_on(on, &["kill", "-s", "KILL", container]);
+    let moved = eventually(Duration::from_secs(90), || {
+        let m = master_of(&d);
+        !m.is_empty() && m != first
+    });
+    assert!(
+        moved,
+        "no failover: {}",
+        stdout(&d.ctl(&["get", "rsg", "spread", "-o", "json"]))
+    );
+    assert_code(
+        &d.ctl(&[
+            "wait",
+            "rsg/spread",
+            "--for=condition=Ready",
+            "--timeout=120s",
+        ]),
+        0,
+    );
+    let second = master_of(&d);
+    let on2 = bed.node_of(&second).expect("new master placed");
+    assert_ne!(on2, on, "the new master is on another node");
+    let c2 = bed.docker_on(
+        on2,
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={second}"),
+        ],
+    );
+    let read = "REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli --no-auth-warning --raw GET spread-key";
+    assert_eq!(
+        bed.docker_on(on2, &["exec", c2.trim(), "sh", "-c", read])
+            .trim(),
+        "kept"
+    );
+    let described = stdout(&d.ctl(&["describe", "rsg", "spread"]));
+    assert!(described.contains("MasterChanged"), "{described}");
+
+    assert_code(
+        &d.ctl(&["delete", "rsg", "spread", "--wait", "--timeout=120s"]),
+        0,
+    );
+}
