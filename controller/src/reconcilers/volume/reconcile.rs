@@ -94,6 +94,22 @@ impl Reconciler for SharedVolumes {
                 "Mounted",
                 format!("mounted on all {} eligible nodes", status.nodes.len()),
             )
+        } else if status
+            .nodes
+            .iter()
+            .all(|n| n.mounted || !n.message.starts_with("mount failed"))
+        {
+            // Only tasks still starting: not a failure yet.
+            (
+                ConditionStatus::False,
+                "Mounting",
+                format!(
+                    "not mounted yet on {} of {} nodes: {}",
+                    failing.len(),
+                    status.nodes.len(),
+                    failing.join("; ")
+                ),
+            )
         } else {
             (
                 ConditionStatus::False,
