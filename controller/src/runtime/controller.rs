@@ -122,6 +122,23 @@ pub fn owner_of(ctx: &Context, obj: &Record) -> Owner {
     }
 }
 
+/// The stored object as its typed resource, and its status (default when
+/// the controller has not written one yet).
+///
+/// # Errors
+/// [`ReconcileError::Decode`] when the stored object is not a valid `S`.
+pub fn decode<S: haswarm_crds::Kind>(
+    obj: &Record,
+) -> Result<(haswarm_crds::Resource<S>, S::Status), ReconcileError> {
+    let r: haswarm_crds::Resource<S> =
+        serde_json::from_value(obj.to_json()).map_err(|e| ReconcileError::Decode {
+            kind: S::KIND,
+            message: e.to_string(),
+        })?;
+    let status = r.status.clone().unwrap_or_default();
+    Ok((r, status))
+}
+
 /// Whether the pause annotation is set.
 pub fn paused(obj: &Record) -> bool {
     obj.metadata.annotations.get(PAUSED).map(String::as_str) == Some("true")

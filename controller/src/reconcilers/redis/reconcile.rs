@@ -15,7 +15,7 @@ use super::observe::{self, SentinelView};
 use super::render::{self, purpose, Inputs};
 use crate::reconcilers::common::plan_slots;
 use crate::runtime::controller::{
-    event, known_versions, owned_services, owner_of, paused, report_services, write_status,
+    decode, event, known_versions, owned_services, owner_of, paused, report_services, write_status,
 };
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
@@ -30,16 +30,6 @@ const KIND: &str = "RedisSentinelGroup";
 
 /// A replica more than this many bytes behind counts as out of sync.
 const MAX_LAG_BYTES: u64 = 1 << 20;
-
-fn decode(obj: &Record) -> Result<(RedisSentinelGroup, RedisSentinelGroupStatus), ReconcileError> {
-    let r: RedisSentinelGroup =
-        serde_json::from_value(obj.to_json()).map_err(|e| ReconcileError::Decode {
-            kind: KIND,
-            message: e.to_string(),
-        })?;
-    let status = r.status.clone().unwrap_or_default();
-    Ok((r, status))
-}
 
 /// 32 characters from [A-Za-z0-9]: about 190 bits, no character that needs
 /// quoting in a config file or a URL.
@@ -293,7 +283,7 @@ impl Reconciler for RedisGroups {
     const KIND: &'static str = KIND;
 
     async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-        let (rsg, old) = decode(&obj)?;
+        let (rsg, old) = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj)?;
         let owner = owner_of(&ctx, &obj);
         let generation = obj.metadata.generation;
         let mut status = old.clone();
@@ -490,7 +480,7 @@ impl Reconciler for RedisGroups {
         }
         // Data volumes stay: reclaimPolicy Retain is the default, and removing
         // per-node volumes for Delete is not implemented yet.
-        if let Ok((rsg, _)) = decode(&obj) {
+        if let Ok((rsg, _)) = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj) {
             if rsg.spec.storage.reclaim_policy == haswarm_crds::common::ReclaimPolicy::Delete {
                 event(
                     &ctx,

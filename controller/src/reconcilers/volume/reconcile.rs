@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use haswarm_crds::volume::SharedVolumeStatus;
-use haswarm_crds::{ConditionStatus, EventType, SharedVolume};
+use haswarm_crds::{ConditionStatus, EventType};
 
 use super::render;
 use crate::runtime::controller::{
-    event, known_versions, owned_services, owner_of, paused, report_services, write_status,
+    decode, event, known_versions, owned_services, owner_of, paused, report_services, write_status,
 };
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
@@ -19,21 +18,11 @@ use crate::store::Record;
 #[derive(Debug, Default)]
 pub struct SharedVolumes;
 
-fn decode(obj: &Record) -> Result<(SharedVolume, SharedVolumeStatus), ReconcileError> {
-    let sv: SharedVolume =
-        serde_json::from_value(obj.to_json()).map_err(|e| ReconcileError::Decode {
-            kind: "SharedVolume",
-            message: e.to_string(),
-        })?;
-    let status = sv.status.clone().unwrap_or_default();
-    Ok((sv, status))
-}
-
 impl Reconciler for SharedVolumes {
     const KIND: &'static str = "SharedVolume";
 
     async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-        let (sv, old) = decode(&obj)?;
+        let (sv, old) = decode::<haswarm_crds::SharedVolumeSpec>(&obj)?;
         let owner = owner_of(&ctx, &obj);
         let generation = obj.metadata.generation;
         let now = Utc::now();
@@ -172,7 +161,7 @@ impl Reconciler for SharedVolumes {
         // the volume definitions stay on the nodes, and a host path is the
         // operator's. Removing definitions for Delete happens per node and is
         // not implemented yet; say so rather than pretend.
-        if let Ok((sv, _)) = decode(&obj) {
+        if let Ok((sv, _)) = decode::<haswarm_crds::SharedVolumeSpec>(&obj) {
             if sv.spec.reclaim_policy == haswarm_crds::common::ReclaimPolicy::Delete
                 && sv.spec.host_path.is_none()
             {
