@@ -49,6 +49,9 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Show what apply would change, as a unified diff of stored objects against manifests. Exit 0: no difference; 1: differences; more: error.
     Diff(DiffArgs),
+    /// Print the Swarm stack file equivalent to manifests: what you would otherwise write by hand (offline).
+    #[command(after_help = "Examples:\n  haswarmctl render -f examples/dify-ha.yaml > stack.yaml")]
+    Render(RenderArgs),
     /// Start haswarm in the foreground with its store in ./.haswarm, apply manifests, show progress until they are Ready, and keep reconciling until Ctrl-C.
     #[command(
         after_help = "Examples:\n  haswarmctl up -f examples/local-demo.yaml\n  haswarmctl up -f manifests/ -R --data-dir /var/lib/haswarm\n\nOther terminals reach it with the usual commands (haswarmctl get sv, ...), through ./.haswarm/haswarm.sock\nor $XDG_RUNTIME_DIR/haswarm/haswarm.sock."
@@ -235,4 +238,12 @@ pub struct UpArgs {
     /// How long to wait for Ready before saying what is still missing (it keeps running either way).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub timeout: String,
+}
+
+/// `haswarmctl render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The manifests.
+    #[command(flatten)]
+    pub input: FileArgs,
 }

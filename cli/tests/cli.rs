@@ -192,3 +192,26 @@ fn help_lists_exit_codes() {
         assert!(stdout.contains(cmd), "{stdout}");
     }
 }
+
+#[test]
+fn render_prints_the_equivalent_stack_file() {
+    let out = ctl(&["render", "-f", "examples/dify-ha.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "version: \"3.8\"",
+        "dify-redis-sentinel-2:",
+        "HASWARM_GROUP=dify-master-group",
+        "endpoint_mode: dnsrr",
+        "dify-storage-probe:",
+        "PostgresCluster has no renderer yet",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");
+    }
+    let out = ctl(&["render", "-f", "crds/tests/bad/14-even-sentinels.yaml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "invalid manifests render nothing"
+    );
+}

@@ -13,7 +13,7 @@ use crate::report;
 /// A catalog that answers yes and remembers what it was asked, for the client
 /// dry run, which cannot see the store.
 #[derive(Default)]
-struct Unchecked(RefCell<Vec<(String, String)>>);
+pub(super) struct Unchecked(RefCell<Vec<(String, String)>>);
 
 impl Catalog for Unchecked {
     fn contains(&self, kind: &str, name: &str) -> bool {

@@ -7,6 +7,7 @@ mod describe;
 mod diff;
 mod explain;
 mod get;
+mod render;
 mod schema;
 mod up;
 mod validate;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Diff(a) => online(|| diff::run(&conn, &a)),
         Command::Wait(a) => online(|| wait::run(&conn, &a)),
         Command::Up(a) => up::run(&a),
+        Command::Render(a) => render::run(&a),
     }
 }
 

@@ -3,4 +3,5 @@
 
 pub mod common;
 pub mod redis;
+pub mod stack;
 pub mod volume;

@@ -1,0 +1,284 @@
+//! The stack file (compose format 3.8) equivalent to rendered resources:
+//! what an operator would otherwise write by hand, printed by
+//! `haswarmctl render`. Pure: the same renderers as the reconcilers, then a
+//! translation of each service spec.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{MountType, ServiceSpec};
+use haswarm_crds::AnyResource;
+use serde_json::{json, Map, Value};
+
+use super::redis::render as redis;
+use super::volume::render as volume;
+use crate::swarm::DesiredService;
+
+fn nanos_to_duration(n: i64) -> String {
+    format!("{}s", n / 1_000_000_000)
+}
+
+/// One service in compose form.
+fn service(spec: &ServiceSpec) -> Value {
+    let mut s = Map::new();
+    let task = spec.task_template.clone().unwrap_or_default();
+    let c = task.container_spec.clone().unwrap_or_default();
+    if let Some(i) = &c.image {
+        s.insert("image".into(), json!(i));
+    }
+    if let Some(cmd) = &c.command {
+        s.insert("command".into(), json!(cmd));
+    }
+    if let Some(h) = &c.hostname {
+        s.insert("hostname".into(), json!(h));
+    }
+    if let Some(env) = c.env.as_ref().filter(|e| !e.is_empty()) {
+        s.insert("environment".into(), json!(env));
+    }
+    let volumes: Vec<Value> = c
+        .mounts
+        .iter()
+        .flatten()
+        .map(|m| {
+            json!({
+                "type": if m.typ == Some(MountType::BIND) { "bind" } else { "volume" },
+                "source": m.source,
+                "target": m.target,
+                "read_only": m.read_only.unwrap_or(false),
+            })
+        })
+        .collect();
+    if !volumes.is_empty() {
+        s.insert("volumes".into(), json!(volumes));
+    }
+    let secrets: Vec<Value> = c
+        .secrets
+        .iter()
+        .flatten()
+        .map(|r| json!({"source": r.secret_name, "target": r.file.as_ref().and_then(|f| f.name.clone()), "mode": r.file.as_ref().and_then(|f| f.mode)}))
+        .collect();
+    if !secrets.is_empty() {
+        s.insert("secrets".into(), json!(secrets));
+    }
+    let configs: Vec<Value> = c
+        .configs
+        .iter()
+        .flatten()
+        .map(|r| json!({"source": r.config_name, "target": r.file.as_ref().and_then(|f| f.name.clone()), "mode": r.file.as_ref().and_then(|f| f.mode)}))
+        .collect();
+    if !configs.is_empty() {
+        s.insert("configs".into(), json!(configs));
+    }
+    if let Some(h) = &c.health_check {
+        s.insert(
+            "healthcheck".into(),
+            json!({
+                "test": h.test,
+                "interval": h.interval.map(nanos_to_duration),
+                "timeout": h.timeout.map(nanos_to_duration),
+                "retries": h.retries,
+            }),
+        );
+    }
+    let networks: Vec<String> = task
+        .networks
+        .iter()
+        .flatten()
+        .filter_map(|n| n.target.clone())
+        .collect();
+    if !networks.is_empty() {
+        s.insert("networks".into(), json!(networks));
+    }
+    let mut deploy = Map::new();
+    let mode = spec.mode.clone().unwrap_or_default();
+    if mode.global.is_some() {
+        deploy.insert("mode".into(), json!("global"));
+    } else if let Some(r) = mode.replicated.and_then(|r| r.replicas) {
+        deploy.insert("replicas".into(), json!(r));
+    }
+    if let Some(e) = spec.endpoint_spec.as_ref().and_then(|e| e.mode) {
+        deploy.insert("endpoint_mode".into(), json!(e.to_string()));
+    }
+    if let Some(p) = &task.placement {
+        let mut placement = Map::new();
+        if let Some(c) = p.constraints.as_ref().filter(|c| !c.is_empty()) {
+            placement.insert("constraints".into(), json!(c));
+        }
+        if let Some(m) = p.max_replicas {
+            placement.insert("max_replicas_per_node".into(), json!(m));
+        }
+        if !placement.is_empty() {
+            deploy.insert("placement".into(), Value::Object(placement));
+        }
+    }
+    if let Some(r) = &task.resources {
+        let mut res = Map::new();
+        if let Some(l) = &r.limits {
+            res.insert(
+                "limits".into(),
+                json!({"cpus": l.nano_cpus.map(|n| format!("{:.3}", n as f64 / 1e9)), "memory": l.memory_bytes}),
+            );
+        }
+        if let Some(l) = &r.reservations {
+            res.insert(
+                "reservations".into(),
+                json!({"cpus": l.nano_cpus.map(|n| format!("{:.3}", n as f64 / 1e9)), "memory": l.memory_bytes}),
+            );
+        }
+        if !res.is_empty() {
+            deploy.insert("resources".into(), Value::Object(res));
+        }
+    }
+    if let Some(rp) = &task.restart_policy {
+        deploy.insert(
+            "restart_policy".into(),
+            json!({"condition": rp.condition.map(|c| c.to_string()), "delay": rp.delay.map(nanos_to_duration)}),
+        );
+    }
+    s.insert("deploy".into(), Value::Object(deploy));
+    strip_nulls(Value::Object(s))
+}
+
+fn strip_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(strip_nulls).collect()),
+        other => other,
+    }
+}
+
+/// The stack file for `resources`, and notes about what it cannot say (as
+/// comment lines for the caller to print first).
+pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
+    let mut services: BTreeMap<String, Value> = BTreeMap::new();
+    let mut networks: BTreeMap<String, Value> = BTreeMap::new();
+    let mut secrets: BTreeMap<String, Value> = BTreeMap::new();
+    let mut configs: BTreeMap<String, Value> = BTreeMap::new();
+    let mut volumes: BTreeMap<String, Value> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut add = |list: Vec<DesiredService>, volumes: &mut BTreeMap<String, Value>| {
+        for d in list {
+            for m in d
+                .spec
+                .task_template
+                .iter()
+                .flat_map(|t| t.container_spec.iter())
+                .flat_map(|c| c.mounts.iter().flatten())
+            {
+                if m.typ == Some(MountType::VOLUME) {
+                    let driver = m
+                        .volume_options
+                        .as_ref()
+                        .and_then(|o| o.driver_config.clone())
+                        .unwrap_or_default();
+                    volumes.insert(
+                        m.source.clone().unwrap_or_default(),
+                        strip_nulls(json!({"driver": driver.name, "driver_opts": driver.options})),
+                    );
+                }
+            }
+            services.insert(d.name().to_owned(), service(&d.spec));
+        }
+    };
+    for r in resources {
+        match r {
+            AnyResource::SharedVolume(sv) => {
+                add(volume::render(sv, "haswarm/probe:latest"), &mut volumes)
+            }
+            AnyResource::RedisSentinelGroup(rsg) => {
+                let name = rsg.metadata.name.as_str();
+                let contents = redis::contents(&rsg.spec, None);
+                let names: HashMap<String, String> = redis::content_names(name, &contents);
+                let secret = rsg
+                    .spec
+                    .password_secret
+                    .as_ref()
+                    .map_or_else(|| format!("{name}-password"), |s| s.name.clone());
+                let rendered = redis::render(&redis::Inputs {
+                    rsg,
+                    password_secret: &secret,
+                    generated_password: None,
+                    config_names: &names,
+                });
+                networks.insert(
+                    rendered.network.clone(),
+                    json!({"driver": "overlay", "attachable": true}),
+                );
+                secrets.insert(secret.clone(), json!({"external": true}));
+                for c in &contents {
+                    if let Some(n) = names.get(&c.purpose) {
+                        configs.insert(n.clone(), json!({"external": true}));
+                    }
+                }
+                notes.push(format!(
+                    "{name}: haswarm creates the secret {secret} (a generated password unless spec.passwordSecret names one) and the configs {}; their content is haswarm's (see `haswarmctl explain rsg`)",
+                    names.values().cloned().collect::<Vec<_>>().join(", ")
+                ));
+                notes.push(format!(
+                    "{name}: each instance and sentinel is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
+                ));
+                add(rendered.services, &mut volumes);
+            }
+            AnyResource::PostgresCluster(pg) => {
+                notes.push(format!(
+                    "{}: PostgresCluster has no renderer yet (issue 6)",
+                    pg.metadata.name
+                ));
+            }
+        }
+    }
+    let mut stack = Map::new();
+    stack.insert("version".into(), json!("3.8"));
+    stack.insert("services".into(), json!(services));
+    for (k, v) in [
+        ("networks", networks),
+        ("volumes", volumes),
+        ("secrets", secrets),
+        ("configs", configs),
+    ] {
+        if !v.is_empty() {
+            stack.insert(k.into(), json!(v));
+        }
+    }
+    (Value::Object(stack), notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use haswarm_crds::manifest::{parse, Limits};
+
+    use super::*;
+
+    #[test]
+    fn a_redis_group_renders_as_a_stack_without_its_password() {
+        let text = "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: cache\nspec:\n  masterGroupName: dify-master-group\n---\napiVersion: haswarm.io/v1alpha1\nkind: SharedVolume\nmetadata:\n  name: files\nspec:\n  nfs: {server: 10.0.0.5, path: /exports/files}\n";
+        let docs = parse("t.yaml", text, &Limits::default()).expect("valid");
+        let resources: Vec<&AnyResource> = docs.iter().map(|d| &d.resource).collect();
+        let (stack, notes) = render_stack(&resources);
+        let services = stack["services"].as_object().expect("services");
+        assert!(
+            services.contains_key("cache-redis-0") && services.contains_key("cache-sentinel-2")
+        );
+        assert!(services.contains_key("files-probe"));
+        assert_eq!(
+            stack["services"]["cache-redis-0"]["deploy"]["endpoint_mode"],
+            "dnsrr"
+        );
+        assert_eq!(
+            stack["services"]["cache-redis-0"]["networks"],
+            json!(["cache-net"])
+        );
+        assert_eq!(stack["services"]["files-probe"]["deploy"]["mode"], "global");
+        assert_eq!(
+            stack["secrets"]["cache-password"],
+            json!({"external": true})
+        );
+        assert_eq!(stack["volumes"]["files"]["driver_opts"]["type"], "nfs");
+        assert_eq!(stack["networks"]["cache-net"]["attachable"], true);
+        assert_eq!(notes.len(), 2);
+    }
+}
