@@ -144,6 +144,25 @@ pub fn paused(obj: &Record) -> bool {
     obj.metadata.annotations.get(PAUSED).map(String::as_str) == Some("true")
 }
 
+/// Reflects the pause annotation in the `Paused` condition and says whether
+/// the reconciler must leave the Swarm objects alone (status still reports).
+pub fn hold_if_paused(obj: &Record, common: &mut CommonStatus) -> bool {
+    if paused(obj) {
+        common.set_condition(
+            "Paused",
+            ConditionStatus::True,
+            "PausedByAnnotation",
+            format!("{PAUSED} is \"true\": Swarm objects are not changed"),
+            obj.metadata.generation,
+            Utc::now(),
+        );
+        true
+    } else {
+        common.remove_condition("Paused");
+        false
+    }
+}
+
 /// Version indexes recorded in a status's owned objects, for drift detection.
 pub fn known_versions(common: &CommonStatus) -> BTreeMap<String, u64> {
     common

@@ -15,7 +15,8 @@ use super::observe::{self, SentinelView};
 use super::render::{self, purpose, Inputs};
 use crate::reconcilers::common::plan_slots;
 use crate::runtime::controller::{
-    decode, event, known_versions, owned_services, owner_of, paused, report_services, write_status,
+    decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
+    write_status,
 };
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
@@ -288,17 +289,7 @@ impl Reconciler for RedisGroups {
         let generation = obj.metadata.generation;
         let mut status = old.clone();
         let mut unassigned = Vec::new();
-        if paused(&obj) {
-            set(
-                &mut status,
-                "Paused",
-                Some(true),
-                "PausedByAnnotation",
-                "haswarm.io/paused is \"true\": Swarm objects are not changed".into(),
-                generation,
-            );
-        } else {
-            status.common.remove_condition("Paused");
+        if !hold_if_paused(&obj, &mut status.common) {
             unassigned = place(&ctx, &rsg).await?;
             apply(&ctx, &obj, &rsg, &owner, &old, &mut status).await?;
         }
@@ -319,30 +310,16 @@ impl Reconciler for RedisGroups {
                         unassigned.join(", ")
                     )
                 };
-                set(
-                    &mut status,
-                    "MasterAvailable",
-                    None,
-                    "NoSentinelAnswer",
-                    why.clone(),
-                    generation,
-                );
-                set(
-                    &mut status,
-                    "QuorumHealthy",
-                    None,
-                    "NoSentinelAnswer",
-                    why.clone(),
-                    generation,
-                );
-                set(
-                    &mut status,
-                    "ReplicasInSync",
-                    None,
-                    "NoSentinelAnswer",
-                    why.clone(),
-                    generation,
-                );
+                for type_ in ["MasterAvailable", "QuorumHealthy", "ReplicasInSync"] {
+                    set(
+                        &mut status,
+                        type_,
+                        None,
+                        "NoSentinelAnswer",
+                        why.clone(),
+                        generation,
+                    );
+                }
                 set(
                     &mut status,
                     "Ready",

@@ -9,7 +9,8 @@ use haswarm_crds::{ConditionStatus, EventType};
 
 use super::render;
 use crate::runtime::controller::{
-    decode, event, known_versions, owned_services, owner_of, paused, report_services, write_status,
+    decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
+    write_status,
 };
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
@@ -32,17 +33,7 @@ impl Reconciler for SharedVolumes {
             .condition("Ready")
             .is_some_and(|c| c.reason == "DockerUnreachable");
 
-        if paused(&obj) {
-            status.common.set_condition(
-                "Paused",
-                ConditionStatus::True,
-                "PausedByAnnotation",
-                "haswarm.io/paused is \"true\": Swarm objects are not changed",
-                generation,
-                now,
-            );
-        } else {
-            status.common.remove_condition("Paused");
+        if !hold_if_paused(&obj, &mut status.common) {
             let desired = render::render(&sv, &ctx.settings.probe_image);
             let report = ctx
                 .swarm
