@@ -154,6 +154,26 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("haswarmd.log")).unwrap_or_default()
     }
 
+    /// Writes `text` as `file` in the daemon's folder and applies it; the apply must succeed.
+    #[track_caller]
+    pub fn apply(&self, file: &str, text: &str) {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).expect("manifest written");
+        assert_code(&self.ctl(&["apply", "-f", &path.display().to_string()]), 0);
+    }
+
+    /// `haswarmctl wait TARGET --for=FOR --timeout=TIMEOUT`; the wait must succeed.
+    #[track_caller]
+    pub fn wait_for(&self, target: &str, for_: &str, timeout: &str) {
+        let o = self.ctl(&[
+            "wait",
+            target,
+            &format!("--for={for_}"),
+            &format!("--timeout={timeout}"),
+        ]);
+        assert_code(&o, 0);
+    }
+
     /// The `--server` value for this daemon.
     pub fn server(&self) -> String {
         format!("unix://{}", self.socket.display())

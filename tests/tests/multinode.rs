@@ -36,18 +36,8 @@ fn three_nodes_mount_report_failures_and_survive_an_engine_restart() {
     let d = Daemon::start_with_env(&["--resync", "3s"], &[("DOCKER_HOST", host.as_str())]);
 
     // Mounted on all three nodes.
-    let all = d.dir.path().join("all.yaml");
-    std::fs::write(&all, manifest("everywhere", "/srv/shared")).expect("manifest");
-    assert_code(&d.ctl(&["apply", "-f", &all.display().to_string()]), 0);
-    assert_code(
-        &d.ctl(&[
-            "wait",
-            "sv/everywhere",
-            "--for=condition=MountedOnAllNodes",
-            "--timeout=120s",
-        ]),
-        0,
-    );
+    d.apply("all.yaml", &manifest("everywhere", "/srv/shared"));
+    d.wait_for("sv/everywhere", "condition=MountedOnAllNodes", "120s");
     let v = object(&d, "everywhere");
     let nodes: Vec<(String, bool)> = v["status"]["nodes"]
         .as_array()
@@ -69,9 +59,7 @@ fn three_nodes_mount_report_failures_and_survive_an_engine_restart() {
     );
 
     // A path the last node lacks: that node is named in the status message.
-    let partial = d.dir.path().join("partial.yaml");
-    std::fs::write(&partial, manifest("partial", "/srv/partial")).expect("manifest");
-    assert_code(&d.ctl(&["apply", "-f", &partial.display().to_string()]), 0);
+    d.apply("partial.yaml", &manifest("partial", "/srv/partial"));
     let third = bed.node(3);
     let named = eventually(Duration::from_secs(120), || {
         let r = ready(&object(&d, "partial"));
@@ -97,15 +85,7 @@ fn three_nodes_mount_report_failures_and_survive_an_engine_restart() {
         "the outage should be reported: {}",
         events(&d, "everywhere")
     );
-    assert_code(
-        &d.ctl(&[
-            "wait",
-            "sv/everywhere",
-            "--for=condition=Ready",
-            "--timeout=180s",
-        ]),
-        0,
-    );
+    d.wait_for("sv/everywhere", "condition=Ready", "180s");
     assert!(
         events(&d, "everywhere").contains("DockerReconnected"),
         "{}",
@@ -126,22 +106,11 @@ fn a_redis_group_spread_over_three_nodes_fails_over() {
     let bed = Bed::up("hsr", 3);
     let host = bed.docker_host();
     let d = Daemon::start_with_env(&["--resync", "3s"], &[("DOCKER_HOST", host.as_str())]);
-    let file = d.dir.path().join("rsg.yaml");
-    std::fs::write(
-        &file,
+    d.apply(
+        "rsg.yaml",
         "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: spread\nspec:\n  image: haswarm/redis:bookworm\n  sentinels:\n    downAfter: 2s\n    failoverTimeout: 10s\n",
-    )
-    .expect("manifest");
-    assert_code(&d.ctl(&["apply", "-f", &file.display().to_string()]), 0);
-    assert_code(
-        &d.ctl(&[
-            "wait",
-            "rsg/spread",
-            "--for=condition=Ready",
-            "--timeout=240s",
-        ]),
-        0,
     );
+    d.wait_for("rsg/spread", "condition=Ready", "240s");
 
     // Spread Required (the default): every instance on its own node.
     let nodes: Vec<Option<usize>> = (0..3)
@@ -187,15 +156,7 @@ fn a_redis_group_spread_over_three_nodes_fails_over() {
         "no failover: {}",
         stdout(&d.ctl(&["get", "rsg", "spread", "-o", "json"]))
     );
-    assert_code(
-        &d.ctl(&[
-            "wait",
-            "rsg/spread",
-            "--for=condition=Ready",
-            "--timeout=120s",
-        ]),
-        0,
-    );
+    d.wait_for("rsg/spread", "condition=Ready", "120s");
     let second = master_of(&d);
     let on2 = bed.node_of(&second).expect("new master placed");
     assert_ne!(on2, on, "the new master is on another node");

@@ -61,16 +61,8 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
     let mut cleanup = Cleanup::default();
     cleanup.owner("RedisSentinelGroup", &name);
     let d = Daemon::start_with_controllers(&["--resync", "5s"]);
-    let file = d.dir.path().join("rsg.yaml");
-    std::fs::write(&file, manifest(&name)).expect("manifest");
-    assert_code(&d.ctl(&["apply", "-f", &file.display().to_string()]), 0);
-    let o = d.ctl(&[
-        "wait",
-        &format!("rsg/{name}"),
-        "--for=condition=Ready",
-        "--timeout=180s",
-    ]);
-    assert_code(&o, 0);
+    d.apply("rsg.yaml", &manifest(&name));
+    d.wait_for(&format!("rsg/{name}"), "condition=Ready", "180s");
     let first = master(&d, &name);
     assert_eq!(
         first,
@@ -130,13 +122,7 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
     });
     assert!(moved, "no failover: {}", get(&d, &name));
     let second = master(&d, &name);
-    let o = d.ctl(&[
-        "wait",
-        &format!("rsg/{name}"),
-        "--for=condition=Ready",
-        "--timeout=120s",
-    ]);
-    assert_code(&o, 0);
+    d.wait_for(&format!("rsg/{name}"), "condition=Ready", "120s");
     assert_eq!(
         master(&d, &name),
         second,

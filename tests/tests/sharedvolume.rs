@@ -40,18 +40,11 @@ fn a_shared_volume_is_mounted_repaired_and_cleaned_up() {
         .tempdir_in("/tmp")
         .expect("tempdir");
     std::fs::write(data.path().join("keep.txt"), "data").expect("write");
-    let file = d.dir.path().join("sv.yaml");
-    std::fs::write(&file, manifest(&name, &data.path().display().to_string())).expect("manifest");
-    let file = file.display().to_string();
-
-    assert_code(&d.ctl(&["apply", "-f", &file]), 0);
-    let o = d.ctl(&[
-        "wait",
-        &format!("sv/{name}"),
-        "--for=condition=Ready",
-        "--timeout=90s",
-    ]);
-    assert_code(&o, 0);
+    d.apply(
+        "sv.yaml",
+        &manifest(&name, &data.path().display().to_string()),
+    );
+    d.wait_for(&format!("sv/{name}"), "condition=Ready", "90s");
     let s = status(&d, &name);
     let nodes = s["status"]["nodes"].as_array().cloned().unwrap_or_default();
     assert_eq!(nodes.len(), 1, "one node in this swarm: {s}");
@@ -76,13 +69,7 @@ fn a_shared_volume_is_mounted_repaired_and_cleaned_up() {
         eventually(Duration::from_secs(20), || service_exists(&probe)),
         "the probe service was not recreated"
     );
-    let o = d.ctl(&[
-        "wait",
-        &format!("sv/{name}"),
-        "--for=condition=Ready",
-        "--timeout=60s",
-    ]);
-    assert_code(&o, 0);
+    d.wait_for(&format!("sv/{name}"), "condition=Ready", "60s");
 
     // Delete: every owned Swarm object goes, the data stays.
     let o = d.ctl(&["delete", "sv", &name, "--wait", "--timeout=60s"]);
@@ -100,16 +87,13 @@ fn a_shared_volume_is_mounted_repaired_and_cleaned_up() {
 #[test]
 fn a_node_that_cannot_mount_is_named_in_the_status() {
     let (name, _cleanup, d) = setup("e2e-sv-missing", "5s");
-    let file = d.dir.path().join("sv.yaml");
-    std::fs::write(
-        &file,
-        manifest(
+    d.apply(
+        "sv.yaml",
+        &manifest(
             &name,
             &format!("/tmp/hsw-does-not-exist-{}", std::process::id()),
         ),
-    )
-    .expect("manifest");
-    assert_code(&d.ctl(&["apply", "-f", &file.display().to_string()]), 0);
+    );
     let node = haswarm_testbed::docker::docker(&["info", "--format", "{{.Name}}"])
         .trim()
         .to_owned();
@@ -149,16 +133,8 @@ fn pausing_stops_changes_but_status_keeps_reporting() {
         &format!("  name: {name}\n"),
         &format!("  name: {name}\n  annotations:\n    haswarm.io/paused: \"true\"\n"),
     );
-    let file = d.dir.path().join("sv.yaml");
-    std::fs::write(&file, text).expect("manifest");
-    assert_code(&d.ctl(&["apply", "-f", &file.display().to_string()]), 0);
-    let o = d.ctl(&[
-        "wait",
-        &format!("sv/{name}"),
-        "--for=condition=Paused",
-        "--timeout=60s",
-    ]);
-    assert_code(&o, 0);
+    d.apply("sv.yaml", &text);
+    d.wait_for(&format!("sv/{name}"), "condition=Paused", "60s");
     std::thread::sleep(Duration::from_secs(5));
     assert!(
         owned_services("SharedVolume", &name).is_empty(),
