@@ -57,6 +57,14 @@ pub enum Command {
         after_help = "Examples:\n  haswarmctl up -f examples/local-demo.yaml\n  haswarmctl up -f manifests/ -R --data-dir /var/lib/haswarm\n\nOther terminals reach it with the usual commands (haswarmctl get sv, ...), through ./.haswarm/haswarm.sock\nor $XDG_RUNTIME_DIR/haswarm/haswarm.sock."
     )]
     Up(UpArgs),
+    /// Rotate a generated password. RedisSentinelGroup: without a moment where replication or the sentinels see a wrong one (every member first accepts the new password, then uses it, then forgets the old one: three rolling updates). PostgresCluster: the app user's (default) or the superuser's (--user superuser): PostgreSQL takes the new password first, then the instances move to its secret one at a time.
+    #[command(
+        after_help = "Applications read the password from the secret named in status.passwordSecret (rsg) or status.appPasswordSecret (pgc) (haswarmctl get KIND NAME -o env): redeploy them with the new secret name. Redis keeps accepting the old password until the rotation ends; PostgreSQL refuses it as soon as it has the new one (sessions already open stay open), so redeploy the applications right after.\n\nExamples:\n  haswarmctl rotate-password rsg/dify-redis\n  haswarmctl rotate-password rsg/dify-redis --wait --timeout 10m\n  haswarmctl rotate-password pgc/dify-db --wait\n  haswarmctl rotate-password pgc/dify-db --user superuser --wait"
+    )]
+    RotatePassword(RotatePasswordArgs),
+    /// PostgresCluster operations.
+    #[command(subcommand)]
+    Pg(PgCommand),
     /// Wait until a resource meets a condition (or is deleted).
     #[command(
         after_help = "Examples:\n  haswarmctl wait rsg/dify-redis --for=condition=Ready --timeout=5m\n  haswarmctl wait pgc/dify-db --for=delete"
@@ -206,6 +214,51 @@ pub struct WaitArgs {
     #[arg(long = "for", value_name = "CONDITION")]
     pub for_: String,
     /// Give up after this long, e.g. 30s, 5m.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
+}
+
+/// `haswarmctl rotate-password`.
+#[derive(Debug, Args)]
+pub struct RotatePasswordArgs {
+    /// KIND/NAME, e.g. rsg/dify-redis or pgc/dify-db.
+    pub target: String,
+    /// PostgresCluster only: whose password, app (the application user) or superuser.
+    #[arg(long, value_name = "USER", value_parser = ["app", "superuser"])]
+    pub user: Option<String>,
+    /// Wait until the rotation has reached every member.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long, e.g. 10m.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub timeout: String,
+}
+
+/// `haswarmctl pg ...`.
+#[derive(Debug, Subcommand)]
+pub enum PgCommand {
+    /// Hand the leader role to another instance (Patroni switchover): no
+    /// commit is lost, connections through the rw router move to the new
+    /// leader. Done by the controller once the cluster is healthy.
+    #[command(
+        after_help = "To keep a preferred leader declaratively (GitOps), set spec.targetPrimary instead.\n\nExamples:\n  haswarmctl pg switchover dify-db\n  haswarmctl pg switchover dify-db --to 2 --wait"
+    )]
+    Switchover(PgSwitchoverArgs),
+}
+
+/// `haswarmctl pg switchover`.
+#[derive(Debug, Args)]
+pub struct PgSwitchoverArgs {
+    /// The PostgresCluster.
+    pub name: String,
+    /// Instance index to become leader; by default the replica with the
+    /// least lag (the synchronous standby first).
+    #[arg(long, value_name = "INSTANCE")]
+    pub to: Option<u8>,
+    /// Wait until the switchover is done and the cluster is Ready.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long, e.g. 5m.
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub timeout: String,
 }

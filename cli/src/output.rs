@@ -349,6 +349,9 @@ pub fn render(kind: &KindInfo, objects: &[Value], format: &Format, single: bool)
 /// Passwords are referenced by file, never printed.
 fn app_env(kind: &KindInfo, obj: &Value) -> String {
     use haswarm_controller::reconcilers::redis::render;
+    if kind.kind == "PostgresCluster" {
+        return postgres_env(obj);
+    }
     if kind.kind != "RedisSentinelGroup" {
         return format!("# -o env is not available for {} yet\n", kind.kind);
     }
@@ -373,9 +376,41 @@ fn app_env(kind: &KindInfo, obj: &Value) -> String {
     for (k, v) in render::app_env(&rsg, &secret) {
         out.push_str(&format!("{k}={v}\n"));
     }
-    out.push_str(&format!(
+    out.push_str(&compose_snippet(&network, &secret));
+    out
+}
+
+/// The compose lines that attach an app service to a network and a secret.
+fn compose_snippet(network: &str, secret: &str) -> String {
+    format!(
         "# compose:\n#   services:\n#     app:\n#       networks: [{network}]\n#       secrets: [{secret}]\n#   networks:\n#     {network}: {{external: true}}\n#   secrets:\n#     {secret}: {{external: true}}\n"
-    ));
+    )
+}
+
+fn postgres_env(obj: &Value) -> String {
+    use haswarm_controller::reconcilers::postgres::render;
+    let Ok(pgc) = serde_json::from_value::<haswarm_crds::PostgresCluster>(obj.clone()) else {
+        return "# the stored object could not be read\n".into();
+    };
+    let status = pgc.status.clone().unwrap_or_default();
+    let Some(secret) = status.app_password_secret.clone() else {
+        return format!(
+            "# {} has no password secret yet: the controller has not reconciled it (see haswarmctl describe pgc {})\n",
+            pgc.metadata.name, pgc.metadata.name
+        );
+    };
+    let network = status
+        .network
+        .clone()
+        .unwrap_or_else(|| render::network_name(pgc.metadata.name.as_str()));
+    let mut out = format!(
+        "# PostgresCluster {}: join network {network} and mount secret {secret}\n",
+        pgc.metadata.name
+    );
+    for (k, v) in render::app_env(&pgc, &secret) {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out.push_str(&compose_snippet(&network, &secret));
     out
 }
 

@@ -204,7 +204,9 @@ fn render_prints_the_equivalent_stack_file() {
         "HASWARM_GROUP=dify-master-group",
         "endpoint_mode: dnsrr",
         "dify-storage-probe:",
-        "PostgresCluster has no renderer yet",
+        "dify-db-pg-0:",
+        "dify-db-rw:",
+        "PATRONI_NAME=dify-db-pg-1",
     ] {
         assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");
     }

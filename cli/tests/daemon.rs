@@ -433,3 +433,46 @@ fn a_second_daemon_on_the_same_socket_or_store_is_refused() {
         "invalid configuration starts nothing"
     );
 }
+
+#[test]
+fn rotate_password_asks_only_for_passwords_haswarm_generates() {
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pgc = "apiVersion: haswarm.io/v1alpha1
+kind: PostgresCluster
+metadata:
+  name: db
+spec:
+  credentials:
+    appUserSecret:
+      name: my-app-password
+";
+    let f = write(dir.path(), "pgc.yaml", pgc);
+    assert_code(&d.ctl(&["apply", "-f", &f]), 0);
+    let f = write(dir.path(), "rsg.yaml", RSG);
+    assert_code(&d.ctl(&["apply", "-f", &f]), 0);
+
+    // The app password is the user's secret: refused, nothing annotated.
+    let o = d.ctl(&["rotate-password", "pgc/db"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("spec.credentials.appUserSecret"),
+        "{}",
+        stderr(&o)
+    );
+    // The superuser's is generated: asked for with the user in the token.
+    let o = d.ctl(&["rotate-password", "pgc/db", "--user", "superuser"]);
+    assert_code(&o, 0);
+    let v: Value =
+        serde_json::from_str(&stdout(&d.ctl(&["get", "pgc", "db", "-o", "json"]))).expect("json");
+    let token = v["metadata"]["annotations"]["haswarm.io/rotate-password"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(token.ends_with(" user=superuser"), "{v}");
+    // A Redis group has one password: --user makes no sense there.
+    assert_code(
+        &d.ctl(&["rotate-password", "rsg/cache", "--user", "app"]),
+        1,
+    );
+    assert_code(&d.ctl(&["rotate-password", "sv/whatever"]), 1);
+}

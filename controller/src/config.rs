@@ -30,6 +30,8 @@ pub mod env {
     pub const PROBE_IMAGE: &str = "HASWARM_PROBE_IMAGE";
     /// Resync period.
     pub const RESYNC: &str = "HASWARM_RESYNC";
+    /// Node loss grace.
+    pub const NODE_LOSS_GRACE: &str = "HASWARM_NODE_LOSS_GRACE";
 }
 
 /// The folder for the default socket: `$XDG_RUNTIME_DIR/haswarm`, else `./.haswarm`.
@@ -86,6 +88,12 @@ pub struct DaemonConfig {
     /// How often every resource is reconciled even without events, e.g. 30s.
     #[arg(long, env = env::RESYNC, default_value = "30s", value_name = "DURATION")]
     pub resync: String,
+    /// How long a node may be down (or at once, when drained) before the
+    /// instances and sentinels pinned to it move to other nodes, e.g. 60s. A
+    /// moved data instance starts empty and copies the master's data; the
+    /// instance the sentinels follow as master never moves.
+    #[arg(long, env = env::NODE_LOSS_GRACE, default_value = "60s", value_name = "DURATION")]
+    pub node_loss_grace: String,
 }
 
 /// A configuration that passed validation: everything needed to start.
@@ -118,6 +126,9 @@ pub enum ConfigError {
     /// The resync period does not parse.
     #[error("--resync: {0}")]
     Resync(String),
+    /// The node loss grace does not parse.
+    #[error("--node-loss-grace: {0}")]
+    NodeLossGrace(String),
 }
 
 impl DaemonConfig {
@@ -142,9 +153,13 @@ impl DaemonConfig {
         let resync = haswarm_crds::quantity::Duration::parse(&self.resync)
             .map_err(ConfigError::Resync)?
             .to_std();
+        let node_loss_grace = haswarm_crds::quantity::Duration::parse(&self.node_loss_grace)
+            .map_err(ConfigError::NodeLossGrace)?
+            .to_std();
         let controllers = (!self.no_controllers).then(|| crate::runtime::Settings {
             probe_image: self.probe_image,
             resync,
+            node_loss_grace,
             ..crate::runtime::Settings::default()
         });
         Ok(Settings {

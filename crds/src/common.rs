@@ -142,7 +142,11 @@ pub struct Storage {
     /// Name of a SharedVolume resource to keep the data on; each instance uses its own folder in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_volume: Option<Name>,
-    /// What happens to the data when the resource is deleted: `Retain` (default) keeps it.
+    /// What happens to the data when the resource is deleted: `Retain` (default)
+    /// keeps every volume; `Delete` erases each instance's data volume with a
+    /// one-shot job on the node that holds it, then removes the volume
+    /// definitions on the controller's node (empty ones on other nodes are
+    /// named in the `VolumesReclaimed` event).
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
 }
@@ -250,3 +254,9 @@ pub struct Network {
     #[serde(default)]
     pub encrypted: bool,
 }
+
+/// The annotation that asks for a new generated password: set it to a new
+/// value (any text, a timestamp say) and the resource rotates the password
+/// once (`haswarmctl rotate-password` does this). A PostgresCluster reads
+/// `<token> user=app|superuser` (the app user when no user is named).
+pub const ROTATE_PASSWORD_ANNOTATION: &str = "haswarm.io/rotate-password";

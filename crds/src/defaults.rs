@@ -84,3 +84,7 @@ pub(crate) fn quorum_for(count: u8) -> u8 {
 pub(crate) fn nfs_version() -> String {
     "4".into()
 }
+
+pub(crate) fn yes() -> bool {
+    true
+}

@@ -123,6 +123,13 @@ pub struct PatroniSettings {
     /// Bytes a replica may lag and still be promoted on failover.
     #[serde(default = "defaults::patroni_maximum_lag_on_failover")]
     pub maximum_lag_on_failover: u64,
+    /// Fail over without waiting for `ttl` when the leader's container is
+    /// proven dead: its own node's engine reports it ended and no new one
+    /// runs yet. haswarm then releases the leader key in the managed etcd so
+    /// a replica takes over at once. A leader on a node that does not answer
+    /// is never released: the TTL decides. Needs the managed etcd.
+    #[serde(default = "defaults::yes")]
+    pub fast_failover: bool,
 }
 
 impl Default for PatroniSettings {
@@ -133,6 +140,7 @@ impl Default for PatroniSettings {
             retry_timeout: defaults::patroni_retry_timeout(),
             synchronous_mode: SynchronousMode::Off,
             maximum_lag_on_failover: defaults::patroni_maximum_lag_on_failover(),
+            fast_failover: true,
         }
     }
 }
@@ -143,7 +151,9 @@ impl Default for PatroniSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdSettings {
     /// Members of the managed etcd cluster: 1, 3, 5 or 7 (odd, so a majority
-    /// survives a partition). 1 has no fault tolerance.
+    /// survives a partition). 1 has no fault tolerance. Fixed when the
+    /// cluster is created: a later change is reported (event
+    /// `EtcdMembersKept`) and not made.
     #[serde(default = "defaults::etcd_members")]
     pub members: u8,
     /// Image of the managed etcd members.
@@ -245,15 +255,66 @@ impl Default for Bootstrap {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostgresCredentials {
-    /// Password of the `postgres` superuser.
+    /// Password of the `postgres` superuser. Naming another secret later
+    /// rotates it: PostgreSQL takes the new secret's password, then the
+    /// instances move to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superuser_secret: Option<SecretRef>,
     /// Password of the `replicator` role replicas connect with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_secret: Option<SecretRef>,
-    /// Password of the application user (`bootstrap.owner`).
+    /// Password of the application user (`bootstrap.owner`). Naming another
+    /// secret later rotates it, as for the superuser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_user_secret: Option<SecretRef>,
+}
+
+/// Annotation asking for a switchover: `<token>` or `<token> to=<index>`
+/// (`haswarmctl pg switchover` sets it; a new token is a new request).
+pub const SWITCHOVER_ANNOTATION: &str = "haswarm.io/switchover";
+
+/// A user whose password rotates: a generated one on request (`haswarmctl
+/// rotate-password pgc/NAME --user USER`, annotation
+/// `haswarm.io/rotate-password`: `<token> user=app|superuser`), or one taken
+/// from `spec.credentials` when the spec names a new secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RotatedUser {
+    /// The application user (`bootstrap.owner`).
+    App,
+    /// The `postgres` superuser.
+    Superuser,
+}
+
+/// Where a password rotation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PgRotationPhase {
+    /// The new password is in a new Swarm secret; PostgreSQL is told to
+    /// take it (`ALTER ROLE` by a one-shot job that reads both passwords
+    /// from secret files: no value on a command line or in a log).
+    Alter,
+    /// PostgreSQL takes only the new password: the instances switch to the
+    /// new secret one at a time (replicas first, the leader after a
+    /// switchover), and `status.appPasswordSecret` names it.
+    Use,
+}
+
+/// A password rotation in progress, or the last one requested.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgPasswordRotation {
+    /// The value of the `haswarm.io/rotate-password` annotation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    /// The user whose password is rotating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<RotatedUser>,
+    /// The phase of the rotation in progress; absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PgRotationPhase>,
+    /// When `spec.credentials` named a new secret: the secret the instances
+    /// used before (the rotation moves PostgreSQL and them to the new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_secret: Option<String>,
 }
 
 /// Role of a member as Patroni reports it.
@@ -288,6 +349,10 @@ pub struct PostgresMember {
     /// Swarm node the member runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// A changed setting takes effect only after a restart, which haswarm
+    /// does one member at a time (replicas first, the leader after a switchover).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_restart: bool,
 }
 
 /// Observed state of a PostgresCluster.
@@ -309,6 +374,27 @@ pub struct PostgresClusterStatus {
     /// Read-only endpoint (`host:port`) for applications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only_endpoint: Option<String>,
+    /// The Swarm secret holding the application user's password (mount it in
+    /// the application; the value is never shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_password_secret: Option<String>,
+    /// The Swarm secret holding each `bootstrap.users` role's password, by role.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_password_secrets: BTreeMap<String, String>,
+    /// The overlay network applications join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The last `haswarm.io/switchover` request handled (done, or found
+    /// unnecessary); see the events for what happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover_handled: Option<String>,
+    /// The password rotation in progress, or the last one requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rotation: Option<PgPasswordRotation>,
+    /// How many managed etcd members the cluster runs: fixed when it is
+    /// created (a later change of `spec.etcd.members` is reported, not made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_members: Option<u8>,
 }
 
 /// Parameters Patroni or haswarm set themselves; a user value would be

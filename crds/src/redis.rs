@@ -34,8 +34,11 @@ pub struct RedisSentinelGroupSpec {
     #[serde(default)]
     pub sentinels: SentinelSettings,
     /// Existing Swarm secret holding the password. Left out, a password is
-    /// generated once. The same password is used for `requirepass`,
-    /// `masterauth`, the sentinels' `requirepass` and `sentinel auth-pass`.
+    /// generated once. The same password is used for the default user of
+    /// every instance and sentinel, `masterauth` and `sentinel auth-pass`.
+    /// Pointing it at another secret rotates the password without a wrong
+    /// one anywhere (the members accept both, then use the new, then forget
+    /// the old).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretRef>,
     /// Durability of each data instance.
@@ -168,6 +171,34 @@ pub struct RedisReplicaStatus {
     pub lag_bytes: Option<u64>,
 }
 
+pub use crate::common::ROTATE_PASSWORD_ANNOTATION;
+
+/// Where a password rotation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RotationPhase {
+    /// Every member learns to accept the new password besides the old one.
+    Accept,
+    /// Every member uses the new password (both still accepted).
+    Use,
+    /// Every member forgets the old password.
+    Forget,
+}
+
+/// A password rotation in progress, or the last one requested.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordRotation {
+    /// The value of the `haswarm.io/rotate-password` annotation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    /// The phase of the rotation in progress; absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RotationPhase>,
+    /// When `spec.passwordSecret` changed: the secret the group moves away from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_secret: Option<String>,
+}
+
 /// Observed state of a RedisSentinelGroup.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -190,6 +221,9 @@ pub struct RedisSentinelGroupStatus {
     /// The overlay network applications join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Password rotation (generated passwords only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rotation: Option<PasswordRotation>,
 }
 
 /// Directives haswarm renders itself; set through other fields or not at all.

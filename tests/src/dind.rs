@@ -10,9 +10,14 @@ fn script() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> String {
+    run_with(args, &[])
+}
+
+fn run_with(args: &[&str], images: &[&str]) -> String {
     let out = Command::new("bash")
         .arg(script())
         .args(args)
+        .env("HASWARM_DIND_IMAGES", images.join(" "))
         .output()
         .expect("dind.sh runs");
     assert!(
@@ -34,8 +39,14 @@ pub struct Bed {
 }
 
 impl Bed {
-    /// Starts `nodes` nodes: node 1 manages, the others join; the probe image is loaded.
+    /// Starts `nodes` nodes: node 1 manages, the others join; the probe and
+    /// Redis images are loaded.
     pub fn up(prefix: &str, nodes: usize) -> Self {
+        Self::up_with_images(prefix, nodes, &[])
+    }
+
+    /// Like [`Bed::up`], loading `images` into every node as well.
+    pub fn up_with_images(prefix: &str, nodes: usize, images: &[&str]) -> Self {
         let name = format!("{prefix}{}", std::process::id());
         let shared = tempfile::Builder::new()
             .prefix("hsw-shared")
@@ -48,12 +59,15 @@ impl Bed {
             nodes,
             shared,
         };
-        run(&[
-            "up",
-            &bed.name,
-            &nodes.to_string(),
-            &bed.shared.path().display().to_string(),
-        ]);
+        run_with(
+            &[
+                "up",
+                &bed.name,
+                &nodes.to_string(),
+                &bed.shared.path().display().to_string(),
+            ],
+            images,
+        );
         bed
     }
 
@@ -80,6 +94,11 @@ impl Bed {
     /// Restarts node `i`'s container: its engine stops and starts again.
     pub fn restart(&self, i: usize) {
         run(&["restart", &self.name, &i.to_string()]);
+    }
+
+    /// Stops node `i` (1-based): to the swarm, the node is lost.
+    pub fn stop(&self, i: usize) {
+        run(&["stop", &self.name, &i.to_string()]);
     }
 
     /// Runs `docker ARGS` against the engine of node `i` (1-based), from inside its container.

@@ -14,6 +14,42 @@ pub fn docker(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// What every task container of `service` on the local engine wrote, on
+/// standard output and error, ended ones that Swarm still keeps included.
+/// Not `docker service logs`: on Docker 20.10 it hung for minutes (for ever,
+/// as far as a test could tell) on services whose earlier tasks had ended
+/// in rolling updates. Each container's read is bounded.
+pub fn service_logs(service: &str) -> String {
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    let mut out = String::new();
+    for id in docker(&["ps", "-aq", "--filter", &filter]).lines() {
+        if let Ok(o) = Command::new("timeout")
+            .args(["30", "docker", "logs", id])
+            .output()
+        {
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+            out.push_str(&String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    out
+}
+
+/// Creates the Swarm secret `name` holding `value` (given on standard input,
+/// never on a command line); panics when docker refuses.
+pub fn create_secret(name: &str, value: &str) {
+    use std::io::Write;
+    let mut create = Command::new("docker")
+        .args(["secret", "create", name, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker secret create");
+    if let Some(mut stdin) = create.stdin.take() {
+        stdin.write_all(value.as_bytes()).expect("secret value");
+    }
+    assert!(create.wait().expect("docker secret create").success());
+}
+
 /// Whether the local engine is an active swarm manager.
 pub fn swarm_ready() -> bool {
     docker(&[
@@ -31,17 +67,16 @@ pub fn require_swarm() {
         swarm_ready(),
         "the end-to-end tests need a Docker engine in swarm mode and the test images: run tests/testbed/prepare.sh first"
     );
+    require_image("haswarm/probe:latest");
+}
+
+/// Panics with the fix when a test image is missing.
+pub fn require_image(image: &str) {
     assert!(
-        !docker(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{.Id}}",
-            "haswarm/probe:latest"
-        ])
-        .trim()
-        .is_empty(),
-        "the image haswarm/probe:latest is missing: run tests/testbed/prepare.sh first"
+        !docker(&["image", "inspect", "--format", "{{.Id}}", image])
+            .trim()
+            .is_empty(),
+        "the image {image} is missing: run tests/testbed/prepare.sh first"
     );
 }
 
@@ -136,6 +171,9 @@ impl Drop for Cleanup {
                 }
             }
         }
+        for (_, name) in &self.owners {
+            remove_leftovers(name);
+        }
         for id in &self.instances {
             let filter = format!("label=io.haswarm.instance={id}");
             // Services first: networks, secrets and configs in use cannot go.
@@ -153,6 +191,116 @@ impl Drop for Cleanup {
             }
         }
     }
+}
+
+/// What a resource leaves once its services are removed: ended task
+/// containers (Swarm removes them lazily), then the data volumes
+/// `<name>-...-data` they held and its network. Waits up to a minute for
+/// tasks that are still stopping.
+fn remove_leftovers(name: &str) {
+    let prefix = format!("{name}-");
+    let gone = eventually(Duration::from_secs(60), || {
+        for c in docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            "status=exited",
+            "--filter",
+            "status=created",
+            "--filter",
+            "status=dead",
+            "--filter",
+            "label=com.docker.swarm.task.id",
+            "--format",
+            "{{.ID}} {{.Label \"com.docker.swarm.service.name\"}}",
+        ])
+        .lines()
+        {
+            if let Some((id, service)) = c.split_once(' ') {
+                if service.starts_with(&prefix) {
+                    docker(&["rm", id]);
+                }
+            }
+        }
+        let volumes: Vec<String> =
+            docker(&["volume", "ls", "-q", "--filter", &format!("name={prefix}")])
+                .lines()
+                .filter(|v| v.starts_with(&prefix) && v.ends_with("-data"))
+                .map(str::to_owned)
+                .collect();
+        for v in &volumes {
+            docker(&["volume", "rm", v]);
+        }
+        let network = format!("{name}-net");
+        if !docker(&["network", "inspect", "--format", "{{.Id}}", &network])
+            .trim()
+            .is_empty()
+        {
+            docker(&["network", "rm", &network]);
+        }
+        docker(&["volume", "ls", "-q", "--filter", &format!("name={prefix}")])
+            .lines()
+            .all(|v| !(v.starts_with(&prefix) && v.ends_with("-data")))
+    });
+    if !gone {
+        eprintln!("cleanup: some volumes of {name} are still in use");
+    }
+}
+
+/// The running container of a service's task on this node (empty when none).
+pub fn service_container(service: &str) -> String {
+    docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+    ])
+    .lines()
+    .next()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+/// Runs redis-cli commands (one per line, one connection) in a Redis or
+/// Sentinel service's container, with the password read there from the
+/// secret file (it never reaches the test). `port` is 6379 or 26379.
+pub fn redis_cli(service: &str, port: u16, commands: &str) -> String {
+    let c = service_container(service);
+    let script = format!(
+        "printf '{}' | REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli --no-auth-warning --raw -p {port}",
+        commands.replace('\n', "\\n")
+    );
+    docker(&["exec", &c, "sh", "-c", &script])
+}
+
+/// Writes `n` keys on the master and waits until a replica acknowledged them.
+pub fn write_keys(master: &str, n: usize) {
+    let mut cmds = String::new();
+    for i in 0..n {
+        cmds.push_str(&format!("SET key{i} value{i}\n"));
+    }
+    cmds.push_str("WAIT 1 5000\n");
+    let out = redis_cli(master, 6379, &cmds);
+    let acked: u32 = out
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(acked >= 1, "WAIT should report a replica: {out}");
+}
+
+/// Asserts that `service` holds the `n` keys [`write_keys`] wrote.
+pub fn assert_keys(service: &str, n: usize) {
+    let mut read = String::new();
+    for i in 0..n {
+        read.push_str(&format!("GET key{i}\n"));
+    }
+    let values: Vec<String> = redis_cli(service, 6379, &read)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("value{i}")).collect();
+    assert_eq!(values, expected, "every acknowledged write is on {service}");
 }
 
 /// A Sentinel-aware client (redis-py, from the `haswarm/redis-client` image)

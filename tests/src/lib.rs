@@ -16,6 +16,7 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+pub mod bench;
 pub mod dind;
 pub mod docker;
 
@@ -66,6 +67,96 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub tcp: Option<String>,
+    _watchdog: Option<Watchdog>,
+}
+
+/// How long one end-to-end test may run once its daemon started, unless
+/// `HASWARM_TEST_BUDGET` (seconds, 0 for none) says otherwise. A test that
+/// hangs would otherwise run into CI's overall limit, which prints nothing
+/// about which test hung or what the controller was doing.
+const DEFAULT_BUDGET: Duration = Duration::from_secs(1200);
+
+static NO_BUDGET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Benches run many failovers with one daemon: no per-test budget.
+pub fn no_budget() {
+    NO_BUDGET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn budget() -> Option<Duration> {
+    if NO_BUDGET.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    match std::env::var("HASWARM_TEST_BUDGET") {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(0) => None,
+            Ok(s) => Some(Duration::from_secs(s)),
+            Err(_) => Some(DEFAULT_BUDGET),
+        },
+        Err(_) => Some(DEFAULT_BUDGET),
+    }
+}
+
+/// Ends the whole test process when a test outlives its budget, after
+/// printing the test's name and the tail of its daemon's log (written to
+/// the process's stderr directly: the harness captures only the test
+/// thread's print macros).
+#[derive(Debug)]
+struct Watchdog {
+    _done: std::sync::mpsc::Sender<()>,
+    test: String,
+    started: Instant,
+}
+
+impl Watchdog {
+    fn start(budget: Duration, log: PathBuf, daemon: u32) -> Self {
+        let (done, rx) = std::sync::mpsc::channel::<()>();
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("an unnamed test")
+            .to_owned();
+        let name = test.clone();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(budget) {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(150)..];
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(
+                    err,
+                    "\n==== {test} ran past its budget of {} s (HASWARM_TEST_BUDGET); \
+                     ending the test process ====\n---- last {} lines of haswarmd's log ----\n{}",
+                    budget.as_secs(),
+                    tail.len(),
+                    tail.join("\n")
+                );
+                let _ = err.flush();
+                // The daemon is this test's own child: stop it by its id.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &daemon.to_string()])
+                    .status();
+                std::process::exit(124);
+            }
+        });
+        Self {
+            _done: done,
+            test: name,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    /// Says how long each daemon of a test lived, past the harness's
+    /// capture, so CI's output shows where its minutes go.
+    fn drop(&mut self) {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "[testbed] {}: daemon ran {} s",
+            self.test,
+            self.started.elapsed().as_secs()
+        );
+    }
 }
 
 impl Daemon {
@@ -136,11 +227,14 @@ impl Daemon {
                 Err(_) => break,
             }
         }
+        let _watchdog =
+            budget().map(|b| Watchdog::start(b, dir.path().join("haswarmd.log"), child.id()));
         let mut d = Self {
             child,
             dir,
             socket,
             tcp,
+            _watchdog,
         };
         if !ready {
             d.stop();
@@ -177,6 +271,20 @@ impl Daemon {
     /// The `--server` value for this daemon.
     pub fn server(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// `haswarmctl get KIND NAME -o json`, parsed (`Null` when it fails).
+    pub fn get_json(&self, kind: &str, name: &str) -> serde_json::Value {
+        serde_json::from_str(&stdout(&self.ctl(&["get", kind, name, "-o", "json"])))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A RedisSentinelGroup's master as its status reports it (empty when unknown).
+    pub fn redis_master(&self, name: &str) -> String {
+        self.get_json("rsg", name)["status"]["master"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Runs haswarmctl against this daemon.
@@ -220,6 +328,48 @@ impl Daemon {
         ))
     }
 
+    /// Asserts that none of `secrets` shows where a secret must never be:
+    /// the specs, logs, environment and command lines of every service of
+    /// resource `kind/name` (`short` is its short kind for haswarmctl),
+    /// haswarmctl's `get -o yaml|json|env` and `describe`, and haswarmd's log.
+    pub fn assert_secrets_hidden(&self, kind: &str, short: &str, name: &str, secrets: &[&str]) {
+        let mut places = Vec::new();
+        for s in docker::owned_services(kind, name) {
+            places.push((
+                format!("service {s}"),
+                docker::docker(&["service", "inspect", &s]),
+            ));
+            places.push((format!("logs of {s}"), docker::service_logs(&s)));
+            let c = docker::service_container(&s);
+            if !c.is_empty() {
+                for (what, file) in [("environment", "environ"), ("command line", "cmdline")] {
+                    places.push((
+                        format!("{what} of {s}"),
+                        docker::docker(&["exec", &c, "cat", &format!("/proc/1/{file}")]),
+                    ));
+                }
+            }
+        }
+        for args in [
+            vec!["get", short, name, "-o", "yaml"],
+            vec!["get", short, name, "-o", "json"],
+            vec!["get", short, name, "-o", "env"],
+            vec!["describe", short, name],
+        ] {
+            let o = self.ctl(&args);
+            places.push((
+                format!("haswarmctl {}", args.join(" ")),
+                format!("{}{}", stdout(&o), stderr(&o)),
+            ));
+        }
+        places.push(("haswarmd's log".to_owned(), self.log()));
+        for (place, text) in &places {
+            for secret in secrets {
+                assert!(!text.contains(secret), "a secret appears in {place}");
+            }
+        }
+    }
+
     /// Kills the daemon (only this child) and reaps it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -230,6 +380,18 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        // A failing test shows what the controller did (the harness prints a
+        // test's captured output only when it fails).
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(120)..];
+            eprintln!(
+                "---- last {} lines of haswarmd's log ----\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
@@ -272,4 +434,13 @@ pub fn filters() -> Vec<(&'static str, &'static str)> {
         (r"\b\d{1,3}[smhd] ago", "<age> ago"),
         (r"/tmp/hsw[^/\s]*", "<tmp>"),
     ]
+}
+
+/// Held by tests that must not run alongside the others of their binary:
+/// on a 2-core machine, two Redis groups failing over at once (or three
+/// Docker-in-Docker beds) starve the sentinels' timers into TILT mode.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

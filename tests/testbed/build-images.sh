@@ -5,6 +5,8 @@
 #   haswarm/probe:latest   FROM scratch + busybox-static: the SharedVolume probe.
 #   haswarm/redis:bookworm debootstrap minbase + redis-server, redis-sentinel, redis-tools:
 #                          the data plane of RedisSentinelGroup tests (no registry image needed).
+#   haswarm/postgres:15    debootstrap minbase + postgresql-15, patroni, etcd-server, haproxy:
+#                          every part of a PostgresCluster (instances, etcd members, router).
 #   haswarm/redis-client   debootstrap minbase + python3, with redis-py from PyPI unpacked into
 #                          it and tests/testbed/redis_client.py: a Sentinel-aware client no one here wrote.
 set -euo pipefail
@@ -35,7 +37,7 @@ build_probe() {
   need_pkg busybox-static /bin/busybox
   local ctx
   ctx=$(mktemp -d)
-  trap 'rm -rf "$ctx"' RETURN
+  trap 'rm -rf "${ctx:-}"; trap - RETURN' RETURN
   cp /bin/busybox "$ctx/busybox"
   cat > "$ctx/Dockerfile" <<'DOCKERFILE'
 FROM scratch
@@ -60,7 +62,7 @@ debootstrap_image() {
   need_pkg debootstrap /usr/sbin/debootstrap
   local root m
   root=$(mktemp -d /tmp/hsw-rootfs.XXXXXX)
-  trap 'rm -rf "$root"' RETURN
+  trap 'rm -rf "${root:-}"; trap - RETURN' RETURN
   m=$(mirror)
   [ -n "$m" ] || m=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -1)
   echo "testbed: debootstrap of $image (about a minute)"
@@ -78,7 +80,7 @@ build_redis_client() {
   debootstrap_image haswarm/python:bookworm python3
   local ctx
   ctx=$(mktemp -d)
-  trap 'rm -rf "$ctx"' RETURN
+  trap 'rm -rf "${ctx:-}"; trap - RETURN' RETURN
   python3 -m pip download -q --no-deps -d "$ctx/wheels" redis async-timeout
   cp "$(dirname "$0")/redis_client.py" "$ctx/"
   cat > "$ctx/Dockerfile" <<'DOCKERFILE'
@@ -95,3 +97,4 @@ DOCKERFILE
 build_probe
 debootstrap_image haswarm/redis:bookworm redis-server,redis-sentinel,redis-tools,procps
 build_redis_client
+debootstrap_image haswarm/postgres:15 postgresql-15,postgresql-client-15,patroni,etcd-server,etcd-client,haproxy,procps

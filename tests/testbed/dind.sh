@@ -7,8 +7,10 @@
 #                                 SHARED (a host folder) is bind-mounted at /srv/shared on every node (the
 #                                 "pre-mounted network path" pattern) and at /srv/partial on nodes 1..N-1 only,
 #                                 so the last node lacks that one (for mount-failure tests); images are loaded
+#                                 (the probe, Redis, and those HASWARM_DIND_IMAGES names)
 #   dind.sh addr BED I            print node I's address on the test network
 #   dind.sh restart BED I         restart node I's container (its engine restarts; state is kept)
+#   dind.sh stop BED I            stop node I's container (the node is lost until `down`)
 #   dind.sh down BED              remove BED's nodes, their volumes and the network
 #
 # Everything created carries the label io.haswarm.testbed=BED, and `down`
@@ -35,7 +37,7 @@ build_image() {
   fi
   local root m
   root=$(mktemp -d /tmp/hsw-rootfs.XXXXXX)
-  trap 'rm -rf "$root"' RETURN
+  trap 'rm -rf "${root:-}"; trap - RETURN' RETURN
   m=$(mirror)
   if [ -z "$m" ]; then
     m=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -1)
@@ -90,11 +92,22 @@ up() {
   for i in $(seq 2 "$count"); do
     docker exec "$(node "$bed" "$i")" docker swarm join --token "$token" "$(addr "$bed" 1):2377" >/dev/null
   done
-  for img in "${LOAD_IMAGES[@]}"; do
-    for i in $(seq 1 "$count"); do
-      docker save "$img" | docker exec -i "$(node "$bed" "$i")" docker load >/dev/null
-    done
+  # Images go to every node (no registry to pull from): saved once, loaded
+  # into the nodes side by side. HASWARM_DIND_IMAGES names extra images a
+  # test needs (the Postgres image is large; only its tests load it).
+  local tar pids=()
+  tar=$(mktemp /tmp/hsw-images.XXXXXX)
+  # shellcheck disable=SC2206
+  local images=("${LOAD_IMAGES[@]}" ${HASWARM_DIND_IMAGES:-})
+  docker save "${images[@]}" -o "$tar"
+  for i in $(seq 1 "$count"); do
+    docker exec -i "$(node "$bed" "$i")" docker load <"$tar" >/dev/null &
+    pids+=($!)
   done
+  local failed=0
+  for p in "${pids[@]}"; do wait "$p" || failed=1; done
+  rm -f "$tar"
+  if [ "$failed" != 0 ]; then echo "testbed: loading ${images[*]} into $bed failed" >&2; return 1; fi
   echo "testbed: $bed up with $count nodes; manager at tcp://$(addr "$bed" 1):2375"
 }
 
@@ -114,6 +127,7 @@ case "${1:-}" in
   up) up "$2" "$3" "${4:-}" ;;
   addr) addr "$2" "$3" ;;
   restart) docker restart "$(node "$2" "$3")" >/dev/null ;;
+  stop) docker stop "$(node "$2" "$3")" >/dev/null ;;
   down) down "$2" ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -9,3 +9,5 @@ if ! docker info >/dev/null 2>&1; then
 fi
 "$here/swarm-init.sh"
 "$here/build-images.sh"
+# The multi-node tests start their beds concurrently: build the node image once, here.
+"$here/dind.sh" image

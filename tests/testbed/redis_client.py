@@ -5,10 +5,15 @@ never on the command line or in the environment.
   redis_client.py SENTINELS GROUP write-read N   write N keys (WAIT 1 each batch), read them back
   redis_client.py SENTINELS GROUP check N        read the N keys and fail if any is missing
   redis_client.py SENTINELS GROUP stream SECONDS write every 50 ms; print "ok T" / "fail T" lines (T: unix time)
+  redis_client.py SENTINELS GROUP probe SECONDS  write every 50 ms for SECONDS (0: until killed), one attempt per
+                                                write (redis-py's own retries off); print "ok START END" /
+                                                "fail START END ERROR" lines (unix times of the attempt)
 """
 import sys
 import time
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 
@@ -40,6 +45,31 @@ def main():
                 print(f"fail {time.time():.3f} {type(e).__name__}", flush=True)
             n += 1
             time.sleep(0.05)
+        return
+    if mode == "probe":
+        # One attempt per write, here and towards the sentinels: a failed
+        # attempt is reported at once instead of being retried with backoff
+        # inside redis-py, so the first "ok" after a failover is as early as
+        # the group allows (to within the 50 ms period).
+        once = Retry(NoBackoff(), 0)
+        probe = Sentinel(
+            sentinels,
+            socket_timeout=1.0,
+            password=pw,
+            sentinel_kwargs={"password": pw, "socket_timeout": 1.0, "retry": once},
+        )
+        target = probe.master_for(group, socket_timeout=1.0, password=pw, retry=once)
+        end = time.time() + arg if arg > 0 else float("inf")
+        n = 0
+        while time.time() < end:
+            start = time.time()
+            try:
+                target.set("probe", n)
+                print(f"ok {start:.3f} {time.time():.3f}", flush=True)
+            except Exception as e:  # noqa: BLE001 - any failure is a failed write
+                print(f"fail {start:.3f} {time.time():.3f} {type(e).__name__}", flush=True)
+            n += 1
+            time.sleep(max(0.0, 0.05 - (time.time() - start)))
         return
     sys.exit(f"unknown mode {mode}")
 

@@ -1,12 +1,15 @@
 //! SharedVolume on a 3-node Docker-in-Docker Swarm, and the controller riding
 //! out an engine restart. Needs `tests/testbed/prepare.sh`; builds the node
 //! image on first use (about a minute).
+//!
+//! The tests run one at a time: three 3-node beds at once on 2 cores starve
+//! the sentinels' timers (TILT) and stall the engines.
 
 use std::time::Duration;
 
 use haswarm_testbed::dind::Bed;
 use haswarm_testbed::docker::{eventually, require_swarm};
-use haswarm_testbed::{assert_code, stdout, Daemon};
+use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
 use serde_json::Value;
 
 fn manifest(name: &str, path: &str) -> String {
@@ -31,6 +34,7 @@ fn events(d: &Daemon, name: &str) -> String {
 #[test]
 fn three_nodes_mount_report_failures_and_survive_an_engine_restart() {
     require_swarm();
+    let _one = one_at_a_time();
     let bed = Bed::up("hsw", 3);
     let host = bed.docker_host();
     let d = Daemon::start_with_env(&["--resync", "3s"], &[("DOCKER_HOST", host.as_str())]);
@@ -103,6 +107,7 @@ fn three_nodes_mount_report_failures_and_survive_an_engine_restart() {
 #[test]
 fn a_redis_group_spread_over_three_nodes_fails_over() {
     require_swarm();
+    let _one = one_at_a_time();
     let bed = Bed::up("hsr", 3);
     let host = bed.docker_host();
     let d = Daemon::start_with_env(&["--resync", "3s"], &[("DOCKER_HOST", host.as_str())]);
@@ -182,4 +187,62 @@ fn a_redis_group_spread_over_three_nodes_fails_over() {
         &d.ctl(&["delete", "rsg", "spread", "--wait", "--timeout=120s"]),
         0,
     );
+}
+
+#[test]
+fn instances_on_a_lost_node_move_to_the_others() {
+    require_swarm();
+    let _one = one_at_a_time();
+    let bed = Bed::up("hsl", 3);
+    let host = bed.docker_host();
+    let d = Daemon::start_with_env(
+        &["--resync", "3s", "--node-loss-grace", "10s"],
+        &[("DOCKER_HOST", host.as_str())],
+    );
+    d.apply(
+        "rsg.yaml",
+        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: lost\nspec:\n  image: haswarm/redis:bookworm\n  instances: 2\n  placement:\n    spread: Preferred\n  sentinels:\n    downAfter: 2s\n    failoverTimeout: 10s\n",
+    );
+    d.wait_for("rsg/lost", "condition=Ready", "240s");
+    let status = || -> Value {
+        serde_json::from_str(&stdout(&d.ctl(&["get", "rsg", "lost", "-o", "json"])))
+            .unwrap_or(Value::Null)
+    };
+    let master = status()["status"]["master"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let replica = if master == "lost-redis-0" {
+        "lost-redis-1"
+    } else {
+        "lost-redis-0"
+    };
+    let on = bed.node_of(replica).expect("the replica runs somewhere");
+    assert_ne!(on, 1, "node 1 manages the bed and must stay up");
+    let master_node = bed.node_of(&master);
+
+    bed.stop(on);
+    // Swarm notices the node is down, the grace passes, the slot moves and
+    // the replica starts empty on another node and copies the master.
+    let back = eventually(Duration::from_secs(180), || {
+        bed.node_of(replica).is_some_and(|n| n != on)
+            && status()["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+    });
+    assert!(back, "{}", status());
+    assert_eq!(
+        status()["status"]["master"].as_str(),
+        Some(master.as_str()),
+        "the master stayed"
+    );
+    assert_eq!(bed.node_of(&master), master_node, "the master did not move");
+    let sentinels_elsewhere = (0..3).all(|j| {
+        bed.node_of(&format!("lost-sentinel-{j}"))
+            .is_some_and(|n| n != on)
+    });
+    assert!(sentinels_elsewhere, "every sentinel runs on a live node");
 }

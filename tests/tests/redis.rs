@@ -7,8 +7,11 @@
 
 use std::time::Duration;
 
-use haswarm_testbed::docker::{docker, eventually, redis_client, require_swarm, Cleanup};
-use haswarm_testbed::{assert_code, stderr, stdout, Daemon};
+use haswarm_testbed::docker::{
+    assert_keys, docker, eventually, redis_cli, redis_client, require_swarm, service_container,
+    write_keys, Cleanup,
+};
+use haswarm_testbed::{assert_code, stdout, Daemon};
 use serde_json::Value;
 
 fn manifest(name: &str) -> String {
@@ -17,41 +20,20 @@ fn manifest(name: &str) -> String {
     )
 }
 
-/// The running container of a service on this node.
 fn container(service: &str) -> String {
-    docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.swarm.service.name={service}"),
-    ])
-    .lines()
-    .next()
-    .unwrap_or_default()
-    .to_owned()
+    service_container(service)
 }
 
-/// Runs redis-cli commands (one per line, one connection) in a service's
-/// container, with the password read there from the secret file.
 fn redis(service: &str, commands: &str) -> String {
-    let c = container(service);
-    let script = format!(
-        "printf '{}' | REDISCLI_AUTH=\"$(cat /run/secrets/redis-password)\" redis-cli --no-auth-warning --raw",
-        commands.replace('\n', "\\n")
-    );
-    docker(&["exec", &c, "sh", "-c", &script])
+    redis_cli(service, 6379, commands)
 }
 
 fn get(d: &Daemon, name: &str) -> Value {
-    serde_json::from_str(&stdout(&d.ctl(&["get", "rsg", name, "-o", "json"])))
-        .unwrap_or(Value::Null)
+    d.get_json("rsg", name)
 }
 
 fn master(d: &Daemon, name: &str) -> String {
-    get(d, name)["status"]["master"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    d.redis_master(name)
 }
 
 #[test]
@@ -71,18 +53,7 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
     );
 
     // Writes acknowledged by at least one replica (WAIT 1) before the kill.
-    let mut cmds = String::new();
-    for i in 0..100 {
-        cmds.push_str(&format!("SET key{i} value{i}\n"));
-    }
-    cmds.push_str("WAIT 1 5000\n");
-    let out = redis(&first, &cmds);
-    let acked: u32 = out
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(acked >= 1, "WAIT should report a replica: {out}");
+    write_keys(&first, 100);
 
     // A real Sentinel client (redis-py) writes and reads through the group,
     // then keeps writing across the failover.
@@ -136,16 +107,7 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
     assert!(replicas.contains(&first.as_str()), "{v}");
     assert_eq!(redis(&first, "ROLE\n").lines().next(), Some("slave"));
 
-    let mut read = String::new();
-    for i in 0..100 {
-        read.push_str(&format!("GET key{i}\n"));
-    }
-    let values: Vec<String> = redis(&second, &read).lines().map(str::to_owned).collect();
-    let expected: Vec<String> = (0..100).map(|i| format!("value{i}")).collect();
-    assert_eq!(
-        values, expected,
-        "every acknowledged write is on the new master"
-    );
+    assert_keys(&second, 100);
 
     // A new redis-py client finds the new master through the sentinels and
     // reads every write it had acknowledged before the kill.
@@ -192,47 +154,7 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
             "{s}"
         );
     }
-    let mut places = Vec::new();
-    for s in docker(&[
-        "service",
-        "ls",
-        "--filter",
-        &format!("label=io.haswarm.owner=RedisSentinelGroup/{name}"),
-        "--format",
-        "{{.Name}}",
-    ])
-    .lines()
-    {
-        places.push((format!("service {s}"), docker(&["service", "inspect", s])));
-        places.push((
-            format!("logs of {s}"),
-            docker(&["service", "logs", "--raw", s]),
-        ));
-        let c = container(s);
-        places.push((
-            format!("environment of {s}"),
-            docker(&["exec", &c, "cat", "/proc/1/environ"]),
-        ));
-        places.push((
-            format!("command line of {s}"),
-            docker(&["exec", &c, "cat", "/proc/1/cmdline"]),
-        ));
-    }
-    for args in [
-        vec!["get", "rsg", &name, "-o", "yaml"],
-        vec!["get", "rsg", &name, "-o", "json"],
-        vec!["describe", "rsg", &name],
-    ] {
-        let o = d.ctl(&args);
-        places.push((
-            format!("haswarmctl {}", args.join(" ")),
-            format!("{}{}", stdout(&o), stderr(&o)),
-        ));
-    }
-    places.push(("haswarmd's log".to_owned(), d.log()));
-    for (place, text) in &places {
-        assert!(!text.contains(pw), "the password appears in {place}");
-    }
+    d.assert_secrets_hidden("RedisSentinelGroup", "rsg", &name, &[pw]);
 
     let o = d.ctl(&["delete", "rsg", &name, "--wait", "--timeout=120s"]);
     assert_code(&o, 0);

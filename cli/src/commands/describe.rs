@@ -82,13 +82,50 @@ pub(crate) fn render(kind_name: &str, obj: &Value, events: &[haswarm_crds::Event
     let status = obj.get("status").cloned().unwrap_or(Value::Null);
     let mut extra = status.clone();
     if let Some(m) = extra.as_object_mut() {
-        for k in ["conditions", "ownedObjects", "observedGeneration"] {
+        for k in [
+            "conditions",
+            "ownedObjects",
+            "observedGeneration",
+            "members",
+        ] {
             m.remove(k);
         }
     }
     if extra.as_object().is_some_and(|m| !m.is_empty()) {
         out.push_str("Status:\n");
         out.push_str(&indented(&output::yaml(&extra), "  "));
+    }
+    // PostgresCluster members, as `patronictl list` shows them.
+    if let Some(members) = status.get("members").and_then(Value::as_array) {
+        out.push_str("Members:\n");
+        let rows: Vec<Vec<String>> = members
+            .iter()
+            .map(|m| {
+                let text = |k: &str| {
+                    m.get(k).map_or_else(String::new, |v| match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    })
+                };
+                vec![
+                    text("name"),
+                    text("role"),
+                    text("state"),
+                    text("timeline"),
+                    m.get("lagBytes")
+                        .map_or_else(|| "-".to_owned(), ToString::to_string),
+                    text("node"),
+                ]
+            })
+            .collect();
+        out.push_str(&indented(
+            &output::table(
+                &["MEMBER", "ROLE", "STATE", "TL", "LAG (BYTES)", "NODE"],
+                &rows,
+            ),
+            "  ",
+        ));
     }
 
     out.push_str("Conditions:\n");
@@ -195,4 +232,42 @@ pub async fn run(conn: &Conn, args: &DescribeArgs) -> ExitCode {
     };
     print!("{}", render(kind.kind, &obj, &events));
     ExitCode::Success
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_members_show_as_a_table_like_patronictl_list() {
+        let obj = serde_json::json!({
+            "apiVersion": "haswarm.io/v1alpha1",
+            "kind": "PostgresCluster",
+            "metadata": {"name": "db"},
+            "spec": {"instances": 2},
+            "status": {
+                "leader": "db-pg-0",
+                "members": [
+                    {"name": "db-pg-0", "role": "Leader", "state": "running", "timeline": 3, "node": "n1"},
+                    {"name": "db-pg-1", "role": "SyncStandby", "state": "streaming", "timeline": 3, "lagBytes": 0, "node": "n2"}
+                ]
+            }
+        });
+        let text = render("PostgresCluster", &obj, &[]);
+        let table = text.split("Members:\n").nth(1).expect("a Members section");
+        let lines: Vec<&str> = table.lines().take(3).collect();
+        assert!(
+            lines[0].contains("MEMBER") && lines[0].contains("LAG (BYTES)"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("db-pg-0") && lines[1].contains("Leader"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("SyncStandby") && lines[2].contains("n2"),
+            "{text}"
+        );
+        assert!(!text.contains("members:"), "not repeated as YAML: {text}");
+    }
 }

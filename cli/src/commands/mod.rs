@@ -7,7 +7,9 @@ mod describe;
 mod diff;
 mod explain;
 mod get;
+mod pg;
 mod render;
+mod rotate;
 mod schema;
 mod up;
 mod validate;
@@ -57,6 +59,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Delete(a) => online(|| delete::run(&conn, &a)),
         Command::Diff(a) => online(|| diff::run(&conn, &a)),
         Command::Wait(a) => online(|| wait::run(&conn, &a)),
+        Command::RotatePassword(a) => online(|| rotate::run(&conn, &a)),
+        Command::Pg(crate::cli::PgCommand::Switchover(a)) => online(|| pg::switchover(&conn, &a)),
         Command::Up(a) => up::run(&a),
         Command::Render(a) => render::run(&a),
     }
@@ -76,6 +80,15 @@ fn online<F: std::future::Future<Output = ExitCode>>(f: impl FnOnce() -> F) -> E
     }
 }
 
+/// Splits a `KIND/NAME` argument and looks the kind up, or explains the form.
+fn target(text: &str) -> Result<(&'static KindInfo, &str), ExitCode> {
+    let Some((k, name)) = text.split_once('/') else {
+        report::error(&format!("{text:?}: write KIND/NAME, e.g. rsg/dify-redis"));
+        return Err(ExitCode::Invalid);
+    };
+    Ok((kind(k)?, name))
+}
+
 /// Looks a kind up by any of its names, or explains which exist.
 fn kind(name: &str) -> Result<&'static KindInfo, ExitCode> {
     KindInfo::lookup(name).ok_or_else(|| {
@@ -84,6 +97,82 @@ fn kind(name: &str) -> Result<&'static KindInfo, ExitCode> {
         ));
         ExitCode::Invalid
     })
+}
+
+/// Sets annotation `key` to `value` on `plural/name` (a compare-and-swap on
+/// the object, retried a few times when it changed meanwhile); `check` may
+/// refuse the object first.
+async fn annotate(
+    client: &Client,
+    plural: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+    check: impl Fn(&serde_json::Value) -> Result<(), ExitCode>,
+) -> Result<(), ExitCode> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut obj = client.get(plural, name).await.map_err(|e| failed(&e))?;
+        check(&obj)?;
+        if let Some(a) = obj
+            .pointer_mut("/metadata")
+            .and_then(serde_json::Value::as_object_mut)
+            .map(|m| {
+                m.entry("annotations")
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()))
+            })
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            a.insert(key.to_owned(), serde_json::Value::String(value.to_owned()));
+        }
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+        match client.replace(plural, name, &obj).await {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if attempt < ATTEMPTS
+                    && e.reason() == Some(haswarm_controller::api::types::Reason::Conflict) => {}
+            Err(e) => return Err(failed(&e)),
+        }
+    }
+}
+
+/// Polls `plural/name` every second until `done` says it ended (`Ok`: what
+/// to print; `Err`: why it failed, exit code 1), or `limit` passes (then
+/// `on_timeout` is reported, exit code 1 as for `wait`).
+async fn poll_until(
+    client: &Client,
+    plural: &str,
+    name: &str,
+    limit: std::time::Duration,
+    done: impl Fn(&serde_json::Value) -> Option<Result<String, String>>,
+    on_timeout: &str,
+) -> ExitCode {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(obj) = client.get(plural, name).await {
+            match done(&obj) {
+                Some(Ok(message)) => {
+                    println!("{message}");
+                    return ExitCode::Success;
+                }
+                Some(Err(why)) => {
+                    report::error(&why);
+                    return ExitCode::Invalid;
+                }
+                None => {}
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    report::error(&format!(
+        "timed out after {}s: {on_timeout}",
+        limit.as_secs()
+    ));
+    ExitCode::Invalid
 }
 
 /// Prints a client error and picks the exit code.

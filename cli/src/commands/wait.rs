@@ -2,7 +2,7 @@ use futures::StreamExt;
 use haswarm_controller::api::types::Reason;
 use serde_json::Value;
 
-use super::{failed, kind, timeout, Conn};
+use super::{failed, target, timeout, Conn};
 use crate::cli::WaitArgs;
 use crate::exit::ExitCode;
 use crate::output;
@@ -50,15 +50,8 @@ fn met(goal: &Goal, obj: &Value) -> bool {
 }
 
 pub async fn run(conn: &Conn, args: &WaitArgs) -> ExitCode {
-    let Some((k, name)) = args.target.split_once('/') else {
-        report::error(&format!(
-            "{:?}: write KIND/NAME, e.g. rsg/dify-redis",
-            args.target
-        ));
-        return ExitCode::Invalid;
-    };
-    let kind = match kind(k) {
-        Ok(k) => k,
+    let (kind, name) = match target(&args.target) {
+        Ok(t) => t,
         Err(code) => return code,
     };
     let goal = match goal(&args.for_) {

@@ -83,11 +83,23 @@ pub struct SlotPlan {
     pub placed: std::collections::BTreeMap<String, String>,
 }
 
+/// Nodes whose slots move: lost (see [`NodeInfo::lost`]), and slots that
+/// must stay where they are whatever the node's state.
+#[derive(Clone, Debug, Default)]
+pub struct Moves<'a> {
+    /// Ids of lost nodes.
+    pub lost: std::collections::HashSet<String>,
+    /// Slot labels that never move (a master the sentinels still follow:
+    /// moving it would start it empty).
+    pub stay: &'a [String],
+}
+
 /// Plans slot labels `label(0) .. label(count-1)` of one family (say, a
-/// group's data instances): slots already on a node stay there; a new slot
-/// goes to an eligible ready node holding the fewest slots of the family,
-/// never one that holds another when spread is `Required`; slots beyond
-/// `count` are removed. `family` is the labels' common prefix.
+/// group's data instances): slots already on a node stay there, unless the
+/// node is lost (`moves`); a new or moved slot goes to an eligible ready
+/// node holding the fewest slots of the family, never one that holds another
+/// when spread is `Required`; slots beyond `count` are removed. `family` is
+/// the labels' common prefix.
 pub fn plan_slots(
     family: &str,
     count: usize,
@@ -96,6 +108,7 @@ pub fn plan_slots(
     placement: &Placement,
     // Node -> how many slots of the whole resource it holds (to balance roles too).
     load: &std::collections::HashMap<String, usize>,
+    moves: &Moves<'_>,
 ) -> SlotPlan {
     let constraints = user_constraints(placement);
     let mut plan = SlotPlan::default();
@@ -107,6 +120,10 @@ pub fn plan_slots(
             }
             let index = k[family.len()..].parse::<usize>().ok();
             match index {
+                Some(i) if i < count && moves.lost.contains(&n.id) && !moves.stay.contains(k) => {
+                    // Re-placed below, on a node that is there.
+                    plan.remove.push((n.id.clone(), k.clone()));
+                }
                 Some(i) if i < count => {
                     *held.entry(n.id.clone()).or_default() += 1;
                     plan.placed.insert(k.clone(), n.hostname.clone());
@@ -122,7 +139,7 @@ pub fn plan_slots(
         }
         let candidate = nodes
             .iter()
-            .filter(|n| n.ready && node_matches(&constraints, n))
+            .filter(|n| n.ready && !n.drained && node_matches(&constraints, n))
             .filter(|n| {
                 placement.spread != Spread::Required || held.get(&n.id).copied().unwrap_or(0) == 0
             })
@@ -281,15 +298,136 @@ pub fn config_ref(name: &str, path: &str, mode: u32) -> TaskSpecContainerSpecCon
     }
 }
 
-/// A shell health check every `interval` seconds.
-pub fn health(cmd: &str, interval_s: i64, retries: i64) -> HealthConfig {
+/// A shell health check every `interval` seconds; failures in the first
+/// `start_period_s` seconds do not count (a success counts at once).
+pub fn health(cmd: &str, interval_s: i64, retries: i64, start_period_s: i64) -> HealthConfig {
     HealthConfig {
         test: Some(vec!["CMD-SHELL".into(), cmd.to_owned()]),
         interval: Some(interval_s * 1_000_000_000),
         timeout: Some(3_000_000_000),
         retries: Some(retries),
-        start_period: Some(10_000_000_000),
+        start_period: Some(start_period_s * 1_000_000_000),
         ..Default::default()
+    }
+}
+
+/// Everything that differs between the services the kinds run; the rest
+/// (one network, DNS options, update order, restart policy) is written once
+/// here, so every kind's services behave alike on Swarm.
+#[derive(Clone, Debug)]
+pub struct ServiceParts<'a> {
+    /// Service name, also the container's host name.
+    pub name: String,
+    /// Value of the `io.haswarm.role` label.
+    pub role: &'a str,
+    /// Image.
+    pub image: &'a str,
+    /// Command (the image's entrypoint is kept).
+    pub command: Vec<String>,
+    /// Environment: names and settings only, never a secret.
+    pub env: Vec<String>,
+    /// Mounts.
+    pub mounts: Vec<Mount>,
+    /// Secrets.
+    pub secrets: Vec<TaskSpecContainerSpecSecrets>,
+    /// Configs.
+    pub configs: Vec<TaskSpecContainerSpecConfigs>,
+    /// Health check; `None` keeps the image's own.
+    pub health: Option<HealthConfig>,
+    /// CPU and memory.
+    pub resources: &'a Resources,
+    /// The user's placement rules.
+    pub placement: &'a Placement,
+    /// The slot label pinning a stateful task to its node; `None` for
+    /// stateless services that may run anywhere.
+    pub slot: Option<&'a str>,
+    /// Tasks (1 for a pinned instance).
+    pub replicas: u64,
+    /// Delay before Swarm restarts a task that stopped.
+    pub restart_delay_ms: i64,
+    /// The overlay network.
+    pub network: &'a str,
+    /// Network aliases (further DNS names of the service on that network).
+    pub aliases: Vec<String>,
+    /// dnsrr or vip.
+    pub endpoint_mode: EndpointMode,
+}
+
+/// The service for `parts`. A pinned task owns a volume, so an update stops
+/// the old task before it starts the new one; stateless services start the
+/// new task first.
+pub fn service(parts: ServiceParts<'_>) -> crate::swarm::DesiredService {
+    use bollard::models::{
+        ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+        ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+        TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecRestartPolicy,
+        TaskSpecRestartPolicyConditionEnum,
+    };
+    let mut attachment = network(parts.network);
+    if !parts.aliases.is_empty() {
+        attachment.aliases = Some(parts.aliases.clone());
+    }
+    crate::swarm::DesiredService {
+        spec: ServiceSpec {
+            name: Some(parts.name.clone()),
+            mode: Some(ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated {
+                    replicas: Some(i64::try_from(parts.replicas).unwrap_or(1)),
+                }),
+                ..Default::default()
+            }),
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(parts.image.to_owned()),
+                    command: Some(parts.command),
+                    env: Some(parts.env),
+                    hostname: parts.slot.map(|_| parts.name.clone()),
+                    mounts: (!parts.mounts.is_empty()).then_some(parts.mounts),
+                    secrets: (!parts.secrets.is_empty()).then_some(parts.secrets),
+                    configs: (!parts.configs.is_empty()).then_some(parts.configs),
+                    // A lost DNS answer costs glibc's timeout (5 s by
+                    // default), and data planes resolve the names of members
+                    // that are gone: Sentinel's single-threaded loop goes into
+                    // TILT past 2 s, Patroni's loop misses its TTL.
+                    dns_config: Some(TaskSpecContainerSpecDnsConfig {
+                        options: Some(vec!["timeout:1".into(), "attempts:2".into()]),
+                        ..Default::default()
+                    }),
+                    health_check: parts.health,
+                    // A real init as PID 1 reaps orphans: Patroni daemonizes
+                    // the postmaster, and a shell or runuser as PID 1 leaves
+                    // it a zombie that Patroni waits on for ever ("stopping").
+                    init: Some(true),
+                    stop_grace_period: Some(10_000_000_000),
+                    ..Default::default()
+                }),
+                resources: Some(resources(parts.resources)),
+                placement: Some(placement(parts.placement, parts.slot)),
+                restart_policy: Some(TaskSpecRestartPolicy {
+                    condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                    delay: Some(parts.restart_delay_ms * 1_000_000),
+                    ..Default::default()
+                }),
+                networks: Some(vec![attachment]),
+                ..Default::default()
+            }),
+            update_config: Some(ServiceSpecUpdateConfig {
+                parallelism: Some(1),
+                order: Some(if parts.slot.is_some() {
+                    ServiceSpecUpdateConfigOrderEnum::STOP_FIRST
+                } else {
+                    ServiceSpecUpdateConfigOrderEnum::START_FIRST
+                }),
+                failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::PAUSE),
+                ..Default::default()
+            }),
+            endpoint_spec: Some(endpoint(parts.endpoint_mode)),
+            labels: Some(HashMap::from([(
+                "io.haswarm.role".to_owned(),
+                parts.role.to_owned(),
+            )])),
+            ..Default::default()
+        },
     }
 }
 
@@ -349,6 +487,8 @@ mod tests {
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
             ready,
+            down_since: None,
+            drained: false,
             role: "worker".into(),
         }
     }
@@ -365,7 +505,15 @@ mod tests {
         ];
         let mut p = Placement::default();
         p.constraints.push("node.labels.disk!=hdd".into());
-        let plan = plan_slots(family, 3, label, &nodes, &p, &HashMap::new());
+        let plan = plan_slots(
+            family,
+            3,
+            label,
+            &nodes,
+            &p,
+            &HashMap::new(),
+            &Moves::default(),
+        );
         assert_eq!(
             plan.placed.get(&label(1)).map(String::as_str),
             Some("host-a"),
@@ -379,11 +527,68 @@ mod tests {
         );
 
         p.spread = Spread::None;
-        let plan = plan_slots(family, 3, label, &nodes, &p, &HashMap::new());
+        let plan = plan_slots(
+            family,
+            3,
+            label,
+            &nodes,
+            &p,
+            &HashMap::new(),
+            &Moves::default(),
+        );
         assert!(plan.unassigned.is_empty(), "{plan:?}");
 
-        let plan = plan_slots(family, 1, label, &nodes, &p, &HashMap::new());
+        let plan = plan_slots(
+            family,
+            1,
+            label,
+            &nodes,
+            &p,
+            &HashMap::new(),
+            &Moves::default(),
+        );
         assert_eq!(plan.remove, [("a".to_owned(), label(1))], "scaled down");
+    }
+
+    #[test]
+    fn slots_leave_lost_nodes_unless_told_to_stay() {
+        let label = |i: usize| format!("io.haswarm.x.r.slot-{i}");
+        let family = "io.haswarm.x.r.slot-";
+        let mut gone = node("a", &[("io.haswarm.x.r.slot-0", "true")], false);
+        gone.down_since = Some(chrono::Utc::now() - chrono::Duration::seconds(300));
+        let nodes = [gone.clone(), node("b", &[], true)];
+        let p = Placement::default();
+        let grace = std::time::Duration::from_secs(60);
+        assert!(gone.lost(chrono::Utc::now(), grace));
+        assert!(!gone.lost(chrono::Utc::now(), std::time::Duration::from_secs(600)));
+        let moves = Moves {
+            lost: nodes
+                .iter()
+                .filter(|n| n.lost(chrono::Utc::now(), grace))
+                .map(|n| n.id.clone())
+                .collect(),
+            stay: &[],
+        };
+        let plan = plan_slots(family, 1, label, &nodes, &p, &HashMap::new(), &moves);
+        assert_eq!(plan.remove, [("a".to_owned(), label(0))]);
+        assert_eq!(plan.set, [("b".to_owned(), label(0))]);
+        let stay = [label(0)];
+        let plan = plan_slots(
+            family,
+            1,
+            label,
+            &nodes,
+            &p,
+            &HashMap::new(),
+            &Moves {
+                stay: &stay,
+                ..moves
+            },
+        );
+        assert!(plan.remove.is_empty() && plan.set.is_empty(), "{plan:?}");
+        let mut drained = node("b", &[], true);
+        drained.drained = true;
+        assert!(drained.lost(chrono::Utc::now(), grace));
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! applies it through the shared Swarm layer.
 
 pub mod common;
+pub mod contents;
+pub mod postgres;
+pub mod reclaim;
 pub mod redis;
+pub mod rollout;
+pub mod slots;
 pub mod stack;
+pub mod status;
 pub mod volume;

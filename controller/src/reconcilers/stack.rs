@@ -9,6 +9,8 @@ use bollard::models::{MountType, ServiceSpec};
 use haswarm_crds::AnyResource;
 use serde_json::{json, Map, Value};
 
+use super::contents::content_names;
+use super::postgres::render as postgres;
 use super::redis::render as redis;
 use super::volume::render as volume;
 use crate::swarm::DesiredService;
@@ -202,6 +204,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     rsg,
                     password_secret: &secret,
                     generated_password: None,
+                    extra_password_secret: None,
                     config_names: &names,
                 });
                 networks.insert(
@@ -223,11 +226,69 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                 ));
                 add(rendered.services, &mut volumes);
             }
-            AnyResource::PostgresCluster(pg) => {
+            AnyResource::PostgresCluster(pgc) => {
+                let name = pgc.metadata.name.as_str();
+                let generated = HashMap::new();
+                let contents = postgres::contents(pgc, &generated);
+                let names = content_names(name, &contents);
+                let c = &pgc.spec.credentials;
+                let pick = |user: Option<&haswarm_crds::common::SecretRef>, purpose: &str| {
+                    user.map_or_else(|| format!("{name}-{purpose}"), |r| r.name.clone())
+                };
+                let secret_names = postgres::PasswordSecrets {
+                    superuser: pick(c.superuser_secret.as_ref(), postgres::purpose::SUPERUSER),
+                    replication: pick(
+                        c.replication_secret.as_ref(),
+                        postgres::purpose::REPLICATION,
+                    ),
+                    app: pick(c.app_user_secret.as_ref(), postgres::purpose::APP),
+                    api: pick(None, postgres::purpose::API),
+                    users: pgc
+                        .spec
+                        .bootstrap
+                        .users
+                        .iter()
+                        .map(|u| {
+                            let purpose = postgres::user_purpose(&u.name);
+                            (u.name.clone(), pick(u.password_secret.as_ref(), &purpose))
+                        })
+                        .collect(),
+                };
+                let rendered = postgres::render(&postgres::Inputs {
+                    pgc,
+                    generated: &generated,
+                    secrets: &secret_names,
+                    config_names: &names,
+                });
+                networks.insert(
+                    rendered.network.clone(),
+                    json!({"driver": "overlay", "attachable": true}),
+                );
+                for s in [
+                    &secret_names.superuser,
+                    &secret_names.replication,
+                    &secret_names.app,
+                    &secret_names.api,
+                ]
+                .into_iter()
+                .chain(secret_names.users.iter().map(|(_, s)| s))
+                {
+                    secrets.insert(s.clone(), json!({"external": true}));
+                }
+                for n in names.values() {
+                    configs.insert(n.clone(), json!({"external": true}));
+                }
                 notes.push(format!(
-                    "{}: PostgresCluster has no renderer yet (issue 6)",
-                    pg.metadata.name
+                    "{name}: haswarm creates the secrets {}, {} and {} (generated passwords unless spec.credentials names them) and the configs {}; their content is haswarm's (see `haswarmctl explain pgc`)",
+                    secret_names.superuser,
+                    secret_names.replication,
+                    secret_names.app,
+                    names.values().cloned().collect::<Vec<_>>().join(", ")
                 ));
+                notes.push(format!(
+                    "{name}: each instance and etcd member is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
+                ));
+                add(rendered.services, &mut volumes);
             }
         }
     }
@@ -279,6 +340,27 @@ mod tests {
         );
         assert_eq!(stack["volumes"]["files"]["driver_opts"]["type"], "nfs");
         assert_eq!(stack["networks"]["cache-net"]["attachable"], true);
+        assert_eq!(notes.len(), 2);
+    }
+
+    #[test]
+    fn a_postgres_cluster_renders_as_a_stack_with_external_password_secrets() {
+        let text = "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: db\nspec:\n  instances: 2\n";
+        let docs = parse("t.yaml", text, &Limits::default()).expect("valid");
+        let resources: Vec<&AnyResource> = docs.iter().map(|d| &d.resource).collect();
+        let (stack, notes) = render_stack(&resources);
+        let services = stack["services"].as_object().expect("services");
+        for s in ["db-pg-0", "db-pg-1", "db-etcd-2", "db-rw", "db-ro"] {
+            assert!(services.contains_key(s), "{s}");
+        }
+        for s in [
+            "db-superuser-password",
+            "db-replication-password",
+            "db-app-password",
+        ] {
+            assert_eq!(stack["secrets"][s], json!({"external": true}), "{s}");
+        }
+        assert_eq!(stack["services"]["db-rw"]["deploy"]["replicas"], 2);
         assert_eq!(notes.len(), 2);
     }
 }

@@ -35,6 +35,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Queue settings.
     pub queue: QueueConfig,
+    /// How long a node may be down before the slots pinned to it move.
+    pub node_loss_grace: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             probe_image: "haswarm/probe:latest".into(),
             resync: Duration::from_secs(30),
             queue: QueueConfig::default(),
+            node_loss_grace: Duration::from_secs(60),
         }
     }
 }

@@ -97,7 +97,17 @@ pub fn start_all(ctx: Arc<Context>) {
     );
     dispatch.insert(
         "RedisSentinelGroup",
-        super::controller::start(crate::reconcilers::redis::RedisGroups, Arc::clone(&ctx)),
+        super::controller::start(
+            crate::reconcilers::redis::RedisGroups::default(),
+            Arc::clone(&ctx),
+        ),
+    );
+    dispatch.insert(
+        "PostgresCluster",
+        super::controller::start(
+            crate::reconcilers::postgres::PostgresClusters,
+            Arc::clone(&ctx),
+        ),
     );
     spawn(ctx, dispatch);
 }

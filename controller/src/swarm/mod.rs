@@ -7,6 +7,7 @@
 //!   out of sequence" after inspecting again.
 //! - The API version is negotiated with the engine (20.10 / API 1.41 and newer).
 
+pub mod jobs;
 pub mod labels;
 pub mod objects;
 mod services;
@@ -18,7 +19,11 @@ use bollard::query_parameters::{ListNodesOptions, ListTasksOptions};
 use bollard::Docker;
 
 pub use labels::Owner;
-pub use services::{DesiredService, ServiceReport};
+/// How long a script run in a service's container may take, from start to
+/// the end of its output.
+const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+pub use services::{DesiredService, ServiceChange, ServiceHealth, ServicePlan, ServiceReport};
 
 /// Why a Swarm call failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +48,9 @@ pub enum SwarmError {
         /// The name.
         name: String,
     },
+    /// A call that started never finished in time.
+    #[error("{0} timed out; will retry")]
+    TimedOut(String),
     /// Any other engine answer.
     #[error("Docker engine: {0}")]
     Api(String),
@@ -120,6 +128,11 @@ pub struct NodeInfo {
     pub ready: bool,
     /// `manager` or `worker`.
     pub role: String,
+    /// When the node stopped being ready (the node object's last update,
+    /// which Swarm makes when its status changes); `None` while ready.
+    pub down_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether the operator drained or paused it (availability not active).
+    pub drained: bool,
 }
 
 /// A handle on the engine; cheap to clone.
@@ -186,11 +199,18 @@ impl Swarm {
             .into_iter()
             .map(|n| {
                 let spec = n.spec.unwrap_or_default();
+                let ready = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
                 NodeInfo {
                     id: n.id.unwrap_or_default(),
                     hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
                     labels: spec.labels.unwrap_or_default(),
-                    ready: n.status.and_then(|s| s.state) == Some(NodeState::READY),
+                    ready,
+                    down_since: (!ready)
+                        .then(|| n.updated_at.as_deref().and_then(parse_time))
+                        .flatten(),
+                    drained: spec
+                        .availability
+                        .is_some_and(|a| a != bollard::models::NodeSpecAvailabilityEnum::ACTIVE),
                     role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
                 }
             })
@@ -215,6 +235,25 @@ impl Swarm {
             Err(SwarmError::NotFound(_)) => Ok(Vec::new()),
             other => other,
         }
+    }
+}
+
+fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc))
+}
+
+impl NodeInfo {
+    /// Whether slots on this node should move elsewhere: drained by the
+    /// operator, or not ready for `grace` (a node that reboots keeps them).
+    pub fn lost(&self, now: chrono::DateTime<chrono::Utc>, grace: std::time::Duration) -> bool {
+        self.drained
+            || self.down_since.is_some_and(|since| {
+                now.signed_duration_since(since)
+                    .to_std()
+                    .is_ok_and(|d| d >= grace)
+            })
     }
 }
 
@@ -254,6 +293,16 @@ impl Swarm {
                     Ok(m) => m,
                     Err(e) => return Some(Err(SwarmError::from_bollard(e, || "events".into()))),
                 };
+                // exec_create/exec_start/exec_die: haswarm's own status
+                // queries and Swarm's health checks, not changes. Following
+                // them made every reconcile's execs trigger the next one.
+                if msg
+                    .action
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("exec_"))
+                {
+                    return None;
+                }
                 let attrs = msg.actor.and_then(|a| a.attributes).unwrap_or_default();
                 let typ = msg.typ.map(|t| t.to_string()).unwrap_or_default();
                 match typ.as_str() {
@@ -305,7 +354,7 @@ impl Swarm {
             return Ok(None);
         };
         let err = |e| SwarmError::from_bollard(e, || format!("exec in {service}"));
-        let exec = self
+        let exec = match self
             .docker
             .create_exec(
                 &container,
@@ -317,18 +366,37 @@ impl Swarm {
                 },
             )
             .await
-            .map_err(err)?;
-        let mut out = String::new();
-        if let StartExecResults::Attached { mut output, .. } =
-            self.docker.start_exec(&exec.id, None).await.map_err(err)?
+            .map_err(err)
         {
-            while let Some(chunk) = output.next().await {
-                if let Ok(bollard::container::LogOutput::StdOut { message }) = chunk {
-                    out.push_str(&String::from_utf8_lossy(&message));
+            Ok(exec) => exec,
+            // The task's state lags its container: one that just died is
+            // as good as no task here.
+            Err(SwarmError::Api(m)) if m.contains("is not running") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The output stream ends only when the script does: a script stuck on
+        // an unresponsive peer (or an engine under load) must not stall the
+        // reconcile that asked, so the whole exchange is bounded.
+        let run = async {
+            let mut out = String::new();
+            if let StartExecResults::Attached { mut output, .. } =
+                self.docker.start_exec(&exec.id, None).await.map_err(err)?
+            {
+                while let Some(chunk) = output.next().await {
+                    if let Ok(bollard::container::LogOutput::StdOut { message }) = chunk {
+                        out.push_str(&String::from_utf8_lossy(&message));
+                    }
                 }
             }
+            Ok(out)
+        };
+        match tokio::time::timeout(EXEC_TIMEOUT, run).await {
+            Ok(out) => out.map(Some),
+            Err(_) => Err(SwarmError::TimedOut(format!(
+                "a script run in {service} (no answer within {}s)",
+                EXEC_TIMEOUT.as_secs()
+            ))),
         }
-        Ok(Some(out))
     }
 
     /// The id of a secret by exact name, if it exists.

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use base64::Engine;
 use bollard::models::{ConfigSpec, NetworkCreateRequest, SecretSpec};
 use bollard::query_parameters::{
-    InspectNetworkOptions, ListConfigsOptions, ListNetworksOptions, ListSecretsOptions,
-    ListVolumesOptions, RemoveVolumeOptions, UpdateNodeOptions,
+    InspectNetworkOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
+    ListSecretsOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    UpdateNodeOptions,
 };
 
 use super::labels::{self, Owner};
@@ -350,6 +351,69 @@ impl Swarm {
             .remove_volume(name, None::<RemoveVolumeOptions>)
             .await
             .map_err(|e| SwarmError::from_bollard(e, || format!("volume {name}")))
+    }
+
+    /// Removes the ended containers of Swarm tasks that mount `volume` on
+    /// this node. Swarm keeps a few ended tasks of each service as history
+    /// (and removes a deleted service's containers only lazily); they hold
+    /// the volume but will never run again. Running containers, and
+    /// containers Swarm did not start, are left alone.
+    async fn remove_ended_task_containers(&self, volume: &str) -> Result<(), SwarmError> {
+        let err = |e| SwarmError::from_bollard(e, || format!("containers using volume {volume}"));
+        let list = self
+            .docker()
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([
+                    ("volume".to_owned(), vec![volume.to_owned()]),
+                    (
+                        "label".to_owned(),
+                        vec!["com.docker.swarm.task.id".to_owned()],
+                    ),
+                    (
+                        "status".to_owned(),
+                        vec!["exited".to_owned(), "created".to_owned(), "dead".to_owned()],
+                    ),
+                ])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(err)?;
+        for id in list.into_iter().filter_map(|c| c.id) {
+            match self
+                .docker()
+                .remove_container(&id, None::<RemoveContainerOptions>)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) => match SwarmError::from_bollard(e, || format!("container {id}")) {
+                    SwarmError::NotFound(_) => {}
+                    other => return Err(other),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a volume on this node once nothing uses it; a volume that is
+    /// not there is fine. Containers of a service just removed go a moment
+    /// later, so "in use" is waited out for a few seconds.
+    ///
+    /// # Errors
+    /// Engine errors; still in use after the wait.
+    pub async fn remove_volume_if_present(&self, name: &str) -> Result<(), SwarmError> {
+        let mut attempts = 0;
+        loop {
+            match self.remove_volume(name).await {
+                Ok(()) | Err(SwarmError::NotFound(_)) => return Ok(()),
+                Err(SwarmError::Api(m)) if m.contains("in use") && attempts < 20 => {
+                    attempts += 1;
+                    self.remove_ended_task_containers(name).await?;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

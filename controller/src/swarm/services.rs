@@ -43,6 +43,39 @@ impl ServiceReport {
     }
 }
 
+/// One change that converging an owner's services would make.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServiceChange {
+    /// The service does not exist yet (spec with ownership labels).
+    Create(ServiceSpec),
+    /// The service exists with another spec, or was edited by someone else.
+    Update {
+        /// The spec to write (with ownership labels).
+        spec: ServiceSpec,
+        /// Whether the reason is an edit by someone else (drift).
+        drifted: bool,
+    },
+    /// The service is no longer desired.
+    Remove,
+}
+
+impl ServiceChange {
+    /// Whether the change stops a running task (updates and removals do).
+    pub fn disrupts(&self) -> bool {
+        !matches!(self, Self::Create(_))
+    }
+}
+
+/// What converging an owner's services would change; see [`Swarm::plan_services`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServicePlan {
+    /// Pending changes, by service name.
+    pub changes: BTreeMap<String, ServiceChange>,
+    /// Version index to record for every existing service as long as its
+    /// change (if any) is pending.
+    pub versions: BTreeMap<String, u64>,
+}
+
 /// How often an update is retried when it races another writer.
 const UPDATE_ATTEMPTS: usize = 5;
 
@@ -92,11 +125,9 @@ impl Swarm {
     }
 
     /// Makes `owner`'s services exactly `desired`: creates what is missing,
-    /// updates what changed, removes what is no longer wanted.
-    ///
-    /// `known` holds the version index each service had after haswarm last
-    /// wrote it; a different index means someone else changed the service,
-    /// and it is put back (drift repair).
+    /// updates what changed, removes what is no longer wanted, all at once.
+    /// Resources whose members must change one at a time use
+    /// [`Swarm::plan_services`] and [`Swarm::apply_changes`] instead.
     ///
     /// # Errors
     /// [`SwarmError::NameTaken`] when a desired name belongs to a foreign
@@ -107,8 +138,29 @@ impl Swarm {
         desired: &[DesiredService],
         known: &BTreeMap<String, u64>,
     ) -> Result<ServiceReport, SwarmError> {
+        let plan = self.plan_services(owner, desired, known).await?;
+        let all: Vec<String> = plan.changes.keys().cloned().collect();
+        self.apply_changes(&plan, &all).await
+    }
+
+    /// What converging `owner`'s services to `desired` would change, without
+    /// changing anything.
+    ///
+    /// `known` holds the version index each service had after haswarm last
+    /// wrote it; a different index means someone else changed the service,
+    /// and it is planned to be put back (drift repair).
+    ///
+    /// # Errors
+    /// [`SwarmError::NameTaken`] when a desired name belongs to a foreign
+    /// service, or engine errors.
+    pub async fn plan_services(
+        &self,
+        owner: &Owner,
+        desired: &[DesiredService],
+        known: &BTreeMap<String, u64>,
+    ) -> Result<ServicePlan, SwarmError> {
         let mut existing = self.owned_services(owner).await?;
-        let mut report = ServiceReport::default();
+        let mut plan = ServicePlan::default();
         for d in desired {
             let name = d.name().to_owned();
             let hash = labels::spec_hash(&d.spec);
@@ -131,11 +183,7 @@ impl Swarm {
             match existing.remove(&name) {
                 None => {
                     self.refuse_foreign(&name).await?;
-                    self.docker()
-                        .create_service(spec, None)
-                        .await
-                        .map_err(|e| SwarmError::from_bollard(e, || format!("service {name}")))?;
-                    report.created.push(name.clone());
+                    plan.changes.insert(name, ServiceChange::Create(spec));
                 }
                 Some(current) => {
                     let current_hash = current
@@ -144,21 +192,68 @@ impl Swarm {
                         .and_then(|s| s.labels.as_ref())
                         .and_then(|l| l.get(labels::SPEC_HASH))
                         .cloned();
-                    let drifted = known.get(&name).is_some_and(|v| *v != version_of(&current));
+                    let version = version_of(&current);
+                    let drifted = known.get(&name).is_some_and(|v| *v != version);
                     if current_hash.as_deref() == Some(hash.as_str()) && !drifted {
-                        report.versions.insert(name.clone(), version_of(&current));
-                        continue;
+                        plan.versions.insert(name, version);
+                    } else {
+                        // Until the update is applied, the version haswarm
+                        // last wrote stays the reference, so that a drift is
+                        // still seen as one on the next pass.
+                        plan.versions
+                            .insert(name.clone(), known.get(&name).copied().unwrap_or(version));
+                        plan.changes
+                            .insert(name, ServiceChange::Update { spec, drifted });
                     }
-                    self.update_service(&name, spec).await?;
-                    report.updated.push(name.clone());
                 }
             }
-            let now = self.inspect_service(&name).await?;
-            report.versions.insert(name, version_of(&now));
         }
         for (name, _) in existing {
-            self.remove_service(&name).await?;
-            report.removed.push(name);
+            plan.changes.insert(name, ServiceChange::Remove);
+        }
+        Ok(plan)
+    }
+
+    /// Applies the planned changes of the services named in `names` (others
+    /// stay pending) and reports them, with the version index of every
+    /// service after it.
+    ///
+    /// # Errors
+    /// Engine errors; changes applied before the error stay applied.
+    pub async fn apply_changes(
+        &self,
+        plan: &ServicePlan,
+        names: &[String],
+    ) -> Result<ServiceReport, SwarmError> {
+        let mut report = ServiceReport {
+            versions: plan.versions.clone(),
+            ..Default::default()
+        };
+        for (name, change) in &plan.changes {
+            if !names.contains(name) {
+                continue;
+            }
+            match change {
+                ServiceChange::Create(spec) => {
+                    self.docker()
+                        .create_service(spec.clone(), None)
+                        .await
+                        .map_err(|e| SwarmError::from_bollard(e, || format!("service {name}")))?;
+                    report.created.push(name.clone());
+                }
+                ServiceChange::Update { spec, .. } => {
+                    self.update_service(name, spec.clone()).await?;
+                    report.updated.push(name.clone());
+                }
+                ServiceChange::Remove => {
+                    self.remove_service(name).await?;
+                    report.removed.push(name.clone());
+                    report.versions.remove(name);
+                    continue;
+                }
+            }
+            let now = self.inspect_service(name).await?;
+            report.versions.insert(name.clone(), version_of(&now));
         }
         Ok(report)
     }
@@ -172,6 +267,31 @@ impl Swarm {
             Err(SwarmError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The name of the secret `service` mounts as `/run/secrets/<file>` now;
+    /// `None` when the service or that mount does not exist.
+    ///
+    /// # Errors
+    /// Engine errors other than "not found".
+    pub async fn mounted_secret(
+        &self,
+        service: &str,
+        file: &str,
+    ) -> Result<Option<String>, SwarmError> {
+        let s = match self.inspect_service(service).await {
+            Ok(s) => s,
+            Err(SwarmError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(s.spec
+            .and_then(|sp| sp.task_template)
+            .and_then(|t| t.container_spec)
+            .and_then(|c| c.secrets)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r.file.as_ref().and_then(|f| f.name.as_deref()) == Some(file))
+            .and_then(|r| r.secret_name))
     }
 
     async fn inspect_service(&self, name: &str) -> Result<Service, SwarmError> {
@@ -205,6 +325,21 @@ impl Swarm {
         Err(SwarmError::OutOfSequence(format!("service {name}")))
     }
 
+    /// Replaces a service's task without changing its spec (Swarm's
+    /// `--force`); returns the version index after it.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn restart_service(&self, name: &str) -> Result<u64, SwarmError> {
+        let current = self.inspect_service(name).await?;
+        let mut spec = current.spec.unwrap_or_default();
+        if let Some(t) = spec.task_template.as_mut() {
+            t.force_update = Some(t.force_update.unwrap_or(0).wrapping_add(1));
+        }
+        self.update_service(name, spec).await?;
+        Ok(version_of(&self.inspect_service(name).await?))
+    }
+
     /// Removes a service; a service already gone is fine.
     ///
     /// # Errors
@@ -217,5 +352,134 @@ impl Swarm {
                 other => Err(other),
             },
         }
+    }
+}
+
+/// Whether a task was started from the service's current task template.
+/// Right after an update, and before Swarm's updater has marked the old task
+/// for shutdown (or recorded the update as under way: until then the update
+/// status is still the previous update's "completed"), the old task still
+/// runs with the old spec; counting it as serving let a rollout take the
+/// next member down while this one was about to restart. The parts compared
+/// are those whose change always makes Swarm replace a task; Swarm fills
+/// others (the runtime) only on the service's copy. Placement is left out:
+/// Swarm keeps a task whose node still meets new constraints, and that task
+/// keeps its old placement for ever.
+fn runs_template(
+    task: Option<&bollard::models::TaskSpec>,
+    service: Option<&bollard::models::TaskSpec>,
+) -> bool {
+    let (Some(t), Some(s)) = (task, service) else {
+        // Nothing to compare against: fall back to the task state alone.
+        return true;
+    };
+    t.container_spec == s.container_spec
+        && t.force_update.unwrap_or(0) == s.force_update.unwrap_or(0)
+        && t.resources == s.resources
+}
+
+/// Whether a service is serving, as Swarm sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceHealth {
+    /// A task runs (and passed its health check, when it has one: Swarm
+    /// reports such a task `starting` until then), and no update is under way.
+    Running,
+    /// Not serving, or not settled yet; the text says why.
+    NotReady(String),
+}
+
+impl ServiceHealth {
+    /// Whether the service is [`ServiceHealth::Running`].
+    pub fn is_running(&self) -> bool {
+        *self == Self::Running
+    }
+}
+
+impl Swarm {
+    /// The health of each of `owner`'s services, by name.
+    ///
+    /// # Errors
+    /// [`SwarmError`].
+    pub async fn service_health(
+        &self,
+        owner: &Owner,
+    ) -> Result<BTreeMap<String, ServiceHealth>, SwarmError> {
+        use bollard::models::{ServiceUpdateStatusStateEnum as U, TaskState};
+        let services = self.owned_services(owner).await?;
+        let filters = HashMap::from([("desired-state".to_owned(), vec!["running".to_owned()])]);
+        let tasks = self
+            .docker()
+            .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| SwarmError::from_bollard(e, || "tasks".into()))?;
+        let mut out = BTreeMap::new();
+        for (name, s) in services {
+            let update = s.update_status.as_ref().and_then(|u| u.state);
+            let template = s.spec.as_ref().and_then(|sp| sp.task_template.as_ref());
+            let running = tasks.iter().any(|t| {
+                t.service_id.is_some()
+                    && t.service_id == s.id
+                    && t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING)
+                    && runs_template(t.spec.as_ref(), template)
+            });
+            let health = match update {
+                Some(U::UPDATING | U::ROLLBACK_STARTED) => {
+                    ServiceHealth::NotReady("update in progress".into())
+                }
+                Some(U::PAUSED | U::ROLLBACK_PAUSED) => ServiceHealth::NotReady(format!(
+                    "update paused by Swarm: {}",
+                    s.update_status
+                        .as_ref()
+                        .and_then(|u| u.message.clone())
+                        .unwrap_or_default()
+                )),
+                _ if !running => ServiceHealth::NotReady("no running, healthy task".into()),
+                _ => ServiceHealth::Running,
+            };
+            out.insert(name, health);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{TaskSpec, TaskSpecContainerSpec};
+
+    use super::runs_template;
+
+    fn template(env: &str) -> TaskSpec {
+        TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some("haswarm/redis:bookworm".into()),
+                env: Some(vec![env.into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_task_runs_the_template_it_was_started_from() {
+        let task = template("A=1");
+        let mut service = template("A=1");
+        // Swarm fills the runtime on the service's copy only.
+        service.runtime = Some("container".into());
+        assert!(runs_template(Some(&task), Some(&service)));
+        // An update the old task predates.
+        assert!(!runs_template(Some(&task), Some(&template("A=2"))));
+        let mut forced = template("A=1");
+        forced.force_update = Some(1);
+        assert!(!runs_template(Some(&task), Some(&forced)));
+        assert!(runs_template(None, Some(&service)));
+        // New constraints the node still meets: Swarm keeps the task.
+        let mut moved = template("A=1");
+        moved.placement = Some(bollard::models::TaskSpecPlacement {
+            constraints: Some(vec!["node.role==manager".into()]),
+            ..Default::default()
+        });
+        assert!(runs_template(Some(&task), Some(&moved)));
     }
 }

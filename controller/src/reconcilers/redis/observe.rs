@@ -2,16 +2,47 @@
 //! (the password never leaves it), and parsed here. Parsing is pure.
 
 /// The script run in a sentinel container: the master as Sentinel sees it,
-/// its replicas, and the master's replication offset.
+/// its replicas, and the master's replication offset. Every call is bounded:
+/// a sentinel resolving the name of a member that is gone blocks for
+/// seconds, and a missing answer only leaves its section empty.
 pub fn sentinel_query(group: &str) -> String {
     format!(
-        "export REDISCLI_AUTH=\"$(cat {pw})\"; c='redis-cli --no-auth-warning --raw'; \
+        "export REDISCLI_AUTH=\"$(cat {pw})\"; c='timeout 3 redis-cli --no-auth-warning --raw'; \
          echo '#master'; $c -p 26379 SENTINEL master {group}; \
          echo '#replicas'; $c -p 26379 SENTINEL replicas {group}; \
          m=$($c -p 26379 SENTINEL get-master-addr-by-name {group} | head -n 1); \
-         echo '#info'; [ -n \"$m\" ] && timeout 2 $c -h \"$m\" -p 6379 INFO replication",
+         echo '#info'; [ -n \"$m\" ] && $c -h \"$m\" -p 6379 INFO replication",
         pw = super::render::PASSWORD_FILE
     )
+}
+
+/// A script that runs one command against the sentinel of the container it
+/// runs in, with the password read there, and prints the answer.
+pub fn sentinel_command(command: &str) -> String {
+    format!(
+        "REDISCLI_AUTH=\"$(cat {pw})\" timeout 5 redis-cli --no-auth-warning --raw -p 26379 {command}",
+        pw = super::render::PASSWORD_FILE
+    )
+}
+
+/// The sentinel that remembers members which left the group (more sentinels
+/// than there are, or replicas that are not instances), when it is safe to
+/// reset it: no sentinel is still rediscovering the group after a reset.
+pub fn stale_sentinel(
+    views: &[(String, SentinelView)],
+    sentinels: usize,
+    instances: &[String],
+) -> Option<String> {
+    let others = u32::try_from(sentinels.saturating_sub(1)).unwrap_or(u32::MAX);
+    if views.iter().any(|(_, v)| v.other_sentinels < others) {
+        return None;
+    }
+    views
+        .iter()
+        .find(|(_, v)| {
+            v.other_sentinels > others || v.replicas.iter().any(|r| !instances.contains(&r.host))
+        })
+        .map(|(name, _)| name.clone())
 }
 
 /// A replica as Sentinel reports it.
@@ -38,10 +69,41 @@ pub struct SentinelView {
     pub other_sentinels: u32,
     /// The quorum it applies.
     pub quorum: u32,
+    /// The configuration epoch of what it knows: higher is more recent.
+    pub config_epoch: u64,
     /// Replicas.
     pub replicas: Vec<ReplicaView>,
     /// The master's replication offset.
     pub master_offset: Option<u64>,
+    /// Replicas connected to the master, as the master itself reports them
+    /// now (Sentinel's replica table is refreshed only every 10 s).
+    pub connected: Vec<ConnectedReplica>,
+}
+
+/// A replica in the master's `INFO replication`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectedReplica {
+    /// Host it announces (the instance's service name).
+    pub host: String,
+    /// `online` once the initial sync is done.
+    pub state: String,
+    /// Its acknowledged replication offset.
+    pub offset: u64,
+}
+
+impl ConnectedReplica {
+    fn parse(value: &str) -> Option<Self> {
+        let mut r = Self::default();
+        for field in value.split(',') {
+            match field.split_once('=')? {
+                ("ip", v) => r.host = v.to_owned(),
+                ("state", v) => r.state = v.to_owned(),
+                ("offset", v) => r.offset = v.parse().ok()?,
+                _ => {}
+            }
+        }
+        (!r.host.is_empty()).then_some(r)
+    }
 }
 
 impl SentinelView {
@@ -85,6 +147,7 @@ pub fn parse(output: &str) -> SentinelView {
             "flags" => view.master_flags = v,
             "num-other-sentinels" => view.other_sentinels = v.parse().unwrap_or(0),
             "quorum" => view.quorum = v.parse().unwrap_or(0),
+            "config-epoch" => view.config_epoch = v.parse().unwrap_or(0),
             _ => {}
         }
     }
@@ -113,6 +176,16 @@ pub fn parse(output: &str) -> SentinelView {
         .iter()
         .find_map(|l| l.trim().strip_prefix("master_repl_offset:"))
         .and_then(|v| v.trim().parse().ok());
+    view.connected = info
+        .iter()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            let n = k.strip_prefix("slave")?;
+            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| ConnectedReplica::parse(v))
+                .flatten()
+        })
+        .collect();
     view
 }
 
@@ -120,7 +193,7 @@ pub fn parse(output: &str) -> SentinelView {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "#master\nname\ncache\nip\ncache-redis-1\nport\n6379\nflags\nmaster\nnum-slaves\n2\nnum-other-sentinels\n2\nquorum\n2\n#replicas\nname\ncache-redis-0:6379\nip\ncache-redis-0\nport\n6379\nflags\nslave\nmaster-link-status\nok\nslave-repl-offset\n1200\nname\ncache-redis-2:6379\nip\ncache-redis-2\nport\n6379\nflags\nslave,s_down\nmaster-link-status\nerr\nslave-repl-offset\n900\n#info\n# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_repl_offset:1250\r\n";
+    const SAMPLE: &str = "#master\nname\ncache\nip\ncache-redis-1\nport\n6379\nflags\nmaster\nnum-slaves\n2\nnum-other-sentinels\n2\nquorum\n2\n#replicas\nname\ncache-redis-0:6379\nip\ncache-redis-0\nport\n6379\nflags\nslave\nmaster-link-status\nok\nslave-repl-offset\n1200\nname\ncache-redis-2:6379\nip\ncache-redis-2\nport\n6379\nflags\nslave,s_down\nmaster-link-status\nerr\nslave-repl-offset\n900\n#info\n# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=cache-redis-0,port=6379,state=online,offset=1200,lag=0\r\nmaster_repl_offset:1250\r\n";
 
     #[test]
     fn sentinel_output_parses() {
@@ -140,6 +213,14 @@ mod tests {
             }
         );
         assert!(!v.replicas[1].link_up);
+        assert_eq!(
+            v.connected,
+            [ConnectedReplica {
+                host: "cache-redis-0".into(),
+                state: "online".into(),
+                offset: 1200
+            }]
+        );
     }
 
     #[test]
@@ -148,6 +229,47 @@ mod tests {
             !parse(&SAMPLE.replace("flags\nmaster\n", "flags\nmaster,s_down,o_down\n")).master_up()
         );
         assert_eq!(parse(""), SentinelView::default());
+    }
+
+    #[test]
+    fn sentinels_that_remember_departed_members_are_reset_one_at_a_time() {
+        let instances: Vec<String> = (0..3).map(|i| format!("cache-redis-{i}")).collect();
+        let view = parse(SAMPLE);
+        let views = |others: [u32; 3]| -> Vec<(String, SentinelView)> {
+            others
+                .iter()
+                .enumerate()
+                .map(|(j, o)| {
+                    (
+                        format!("cache-sentinel-{j}"),
+                        SentinelView {
+                            other_sentinels: *o,
+                            ..view.clone()
+                        },
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(stale_sentinel(&views([2, 2, 2]), 3, &instances), None);
+        assert_eq!(
+            stale_sentinel(&views([2, 4, 4]), 3, &instances).as_deref(),
+            Some("cache-sentinel-1")
+        );
+        // Sentinel 0 was just reset and has not heard the others yet: wait.
+        assert_eq!(stale_sentinel(&views([0, 4, 4]), 3, &instances), None);
+        // A replica that is no instance any more (scaled down from 3 to 2).
+        assert_eq!(
+            stale_sentinel(&views([2, 2, 2]), 3, &instances[..2]).as_deref(),
+            Some("cache-sentinel-0")
+        );
+    }
+
+    #[test]
+    fn commands_read_the_password_from_the_file() {
+        let c = sentinel_command("SENTINEL FAILOVER g");
+        assert!(
+            c.contains("cat /run/secrets/redis-password") && c.ends_with("SENTINEL FAILOVER g")
+        );
     }
 
     #[test]

@@ -3,17 +3,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use haswarm_crds::meta::OwnedObject;
-use haswarm_crds::redis::{RedisReplicaStatus, RedisSentinelGroupStatus};
-use haswarm_crds::{ConditionStatus, EventType, RedisSentinelGroup};
-use rand::Rng;
+use haswarm_crds::redis::{
+    PasswordRotation, RedisReplicaStatus, RedisSentinelGroupStatus, RotationPhase,
+};
+use haswarm_crds::{EventType, RedisSentinelGroup};
 
 use super::observe::{self, SentinelView};
 use super::render::{self, purpose, Inputs};
-use crate::reconcilers::common::plan_slots;
+use crate::reconcilers::contents::{self as shared, content_names, generate_password};
+use crate::reconcilers::slots::{self, Family};
+use crate::reconcilers::{reclaim, rollout, status};
 use crate::runtime::controller::{
     decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
     write_status,
@@ -21,87 +24,87 @@ use crate::runtime::controller::{
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
 use crate::swarm::objects::ContentKind;
-use crate::swarm::{Owner, SwarmError};
+use crate::swarm::{DesiredService, Owner, ServiceHealth, ServicePlan, SwarmError};
 
 /// The RedisSentinelGroup reconciler.
 #[derive(Debug, Default)]
-pub struct RedisGroups;
+pub struct RedisGroups {
+    /// (group, instance service) -> when it was first seen running but
+    /// detached from the master (see [`RedisGroups::reattach`]).
+    detached: Mutex<HashMap<(String, String), Instant>>,
+}
+
+/// How long an instance may run detached from the master before it is
+/// restarted (its start script then asks the sentinels for the master).
+const DETACHED_GRACE: Duration = Duration::from_secs(30);
 
 const KIND: &str = "RedisSentinelGroup";
 
 /// A replica more than this many bytes behind counts as out of sync.
 const MAX_LAG_BYTES: u64 = 1 << 20;
 
-/// 32 characters from [A-Za-z0-9]: about 190 bits, no character that needs
-/// quoting in a config file or a URL.
-fn generate_password() -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..32)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
-        .collect()
+/// The group's slot families: data instances, then sentinels.
+fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
+    [
+        Family {
+            count: instances,
+            slot: Box::new(move |i| render::instance_slot(name, i)),
+            service: Box::new(move |i| render::instance_name(name, i)),
+        },
+        Family {
+            count: sentinels,
+            slot: Box::new(move |j| render::sentinel_slot(name, j)),
+            service: Box::new(move |j| render::sentinel_name(name, j)),
+        },
+    ]
 }
 
-fn families(name: &str) -> (String, String) {
-    let strip = |l: String| l.trim_end_matches(char::is_numeric).to_owned();
-    (
-        strip(render::instance_slot(name, 0)),
-        strip(render::sentinel_slot(name, 0)),
-    )
-}
-
-/// Pins every instance and sentinel to a node; returns the labels no node could take.
-async fn place(ctx: &Context, rsg: &RedisSentinelGroup) -> Result<Vec<String>, ReconcileError> {
-    let name = rsg.metadata.name.as_str();
-    let nodes = ctx.swarm.nodes().await?;
-    let (inst_family, sent_family) = families(name);
-    let mut load: HashMap<String, usize> = HashMap::new();
-    for n in &nodes {
-        let held = n
-            .labels
-            .keys()
-            .filter(|k| k.starts_with(&inst_family) || k.starts_with(&sent_family))
-            .count();
-        load.insert(n.id.clone(), held);
-    }
-    let spec = &rsg.spec;
-    let plans = [
-        plan_slots(
-            &inst_family,
-            usize::from(spec.instances),
-            |i| render::instance_slot(name, i),
-            &nodes,
-            &spec.placement,
-            &load,
-        ),
-        plan_slots(
-            &sent_family,
-            usize::from(spec.sentinels.count),
-            |j| render::sentinel_slot(name, j),
-            &nodes,
-            &spec.placement,
-            &load,
-        ),
-    ];
-    let mut unassigned = Vec::new();
-    for plan in plans {
-        for (node, label) in &plan.set {
-            ctx.swarm.set_node_label(node, label, Some("true")).await?;
-        }
-        for (node, label) in &plan.remove {
-            ctx.swarm.set_node_label(node, label, None).await?;
-        }
-        unassigned.extend(plan.unassigned);
-    }
-    Ok(unassigned)
-}
-
-/// The password secret's name and, when haswarm generates it, the value.
-async fn password(
+/// Pins every instance and sentinel to a node; returns the labels no node
+/// could take. The master's slot stays even on a lost node: moved, it would
+/// start empty. The sentinels fail over first; only then is it a replica
+/// that may move. Without a known master nothing data-bearing moves.
+async fn place(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
     owner: &Owner,
-) -> Result<(String, Option<Vec<u8>>), ReconcileError> {
+    master: Option<&str>,
+) -> Result<Vec<String>, ReconcileError> {
+    let name = rsg.metadata.name.as_str();
+    let instances = usize::from(rsg.spec.instances);
+    let families = families(name, instances, usize::from(rsg.spec.sentinels.count));
+    let stay = slots::stay(&families[0], master);
+    slots::place(ctx, owner, &rsg.spec.placement, &families, &stay).await
+}
+
+/// The passwords of a pass: the one members use (secret name, and the value
+/// when haswarm generates it) and, during a rotation, the other one they accept.
+struct Passwords {
+    secret: String,
+    generated: Option<Vec<u8>>,
+    extra: Option<Extra>,
+}
+
+/// The other accepted password during a rotation.
+enum Extra {
+    /// A generated one, rendered into a secret of the group's.
+    Generated(Vec<u8>),
+    /// A secret of the user's (spec.passwordSecret, before or after a change).
+    Named(String),
+}
+
+/// A stored credential of this group, created with a new password when missing.
+async fn credential(ctx: &Context, name: &str, purpose: &str) -> Result<Vec<u8>, ReconcileError> {
+    shared::stored_password(ctx, KIND, name, purpose).await
+}
+
+/// The passwords for the rotation in progress (if any).
+async fn passwords(
+    ctx: &Context,
+    rsg: &RedisSentinelGroup,
+    owner: &Owner,
+    rotation: Option<&PasswordRotation>,
+) -> Result<Passwords, ReconcileError> {
+    let phase = rotation.and_then(|r| r.phase);
     if let Some(r) = &rsg.spec.password_secret {
         if ctx.swarm.secret_id(&r.name).await?.is_none() {
             return Err(ReconcileError::Swarm(SwarmError::NotFound(format!(
@@ -109,175 +112,538 @@ async fn password(
                 r.name
             ))));
         }
-        return Ok((r.name.clone(), None));
+        let from = rotation.and_then(|r| r.from_secret.clone());
+        let (secret, extra) = match (phase, from) {
+            (Some(RotationPhase::Accept), Some(from)) => (from, Some(Extra::Named(r.name.clone()))),
+            (Some(RotationPhase::Use), Some(from)) => (r.name.clone(), Some(Extra::Named(from))),
+            _ => (r.name.clone(), None),
+        };
+        return Ok(Passwords {
+            secret,
+            generated: None,
+            extra,
+        });
     }
     let name = rsg.metadata.name.as_str();
-    let pw = match ctx.store.credential(KIND, name, purpose::PASSWORD)? {
-        Some(pw) => pw,
-        None => {
-            let pw = generate_password();
-            ctx.store
-                .put_credential(KIND, name, purpose::PASSWORD, &pw)
-                .await?;
-            pw
+    let current = credential(ctx, name, purpose::PASSWORD).await?;
+    let (used, extra) = match phase {
+        None | Some(RotationPhase::Forget) => (current, None),
+        Some(RotationPhase::Accept) => {
+            let next = credential(ctx, name, purpose::PASSWORD_NEXT).await?;
+            (current, Some(Extra::Generated(next)))
+        }
+        Some(RotationPhase::Use) => {
+            let next = credential(ctx, name, purpose::PASSWORD_NEXT).await?;
+            (next, Some(Extra::Generated(current)))
         }
     };
-    Ok((
-        crate::swarm::objects::content_name(owner, purpose::PASSWORD, &pw),
-        Some(pw),
-    ))
+    Ok(Passwords {
+        secret: crate::swarm::objects::content_name(owner, purpose::PASSWORD, &used),
+        generated: Some(used),
+        extra,
+    })
 }
 
-/// Creates the network, configs and secret, then the services with the
-/// objects' ids filled in; removes configs and secrets no longer used.
-async fn apply(
+/// Starts a password rotation when the annotation asks for one; returns
+/// the phase to render. Each phase is a whole rolling update, so at every
+/// moment every member accepts the password every other member uses:
+/// replication and sentinel monitoring never see a wrong password.
+async fn start_rotation(
     ctx: &Context,
     obj: &Record,
     rsg: &RedisSentinelGroup,
-    owner: &Owner,
-    old: &RedisSentinelGroupStatus,
+    status: &mut RedisSentinelGroupStatus,
+) -> Result<Option<RotationPhase>, ReconcileError> {
+    let asked = rsg
+        .metadata
+        .annotations
+        .get(haswarm_crds::redis::ROTATE_PASSWORD_ANNOTATION)
+        .cloned();
+    let previous = status.password_secret.clone();
+    let rotation = status
+        .password_rotation
+        .get_or_insert_with(Default::default);
+    if rotation.phase.is_none() {
+        // A new spec.passwordSecret: move to it in the same three phases.
+        if let (Some(r), Some(prev)) = (&rsg.spec.password_secret, previous) {
+            if r.name != prev {
+                rotation.from_secret = Some(prev.clone());
+                rotation.phase = Some(RotationPhase::Accept);
+                event(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "PasswordRotation",
+                    &format!(
+                        "spec.passwordSecret changed from {prev} to {}: every member first learns to accept the new password",
+                        r.name
+                    ),
+                );
+                return Ok(rotation.phase);
+            }
+        }
+    }
+    if rotation.phase.is_some() || asked.is_none() || asked == rotation.requested {
+        let phase = rotation.phase;
+        if rotation == &PasswordRotation::default() {
+            status.password_rotation = None;
+        }
+        return Ok(phase);
+    }
+    rotation.requested = asked;
+    if rsg.spec.password_secret.is_some() {
+        event(
+            ctx,
+            obj,
+            EventType::Warning,
+            "RotationSkipped",
+            "the password comes from spec.passwordSecret: point it at a new secret to rotate it",
+        );
+        return Ok(None);
+    }
+    // A fresh next password (a leftover of an interrupted request goes).
+    ctx.store
+        .put_credential(
+            KIND,
+            rsg.metadata.name.as_str(),
+            purpose::PASSWORD_NEXT,
+            &generate_password(),
+        )
+        .await?;
+    rotation.phase = Some(RotationPhase::Accept);
+    event(
+        ctx,
+        obj,
+        EventType::Normal,
+        "PasswordRotation",
+        "rotating the password: every member first learns to accept the new one",
+    );
+    Ok(rotation.phase)
+}
+
+/// Moves a rotation to its next phase once the current one has rolled out
+/// to every member and the group is healthy.
+async fn advance_rotation(
+    ctx: &Context,
+    obj: &Record,
+    rsg: &RedisSentinelGroup,
     status: &mut RedisSentinelGroupStatus,
 ) -> Result<(), ReconcileError> {
     let name = rsg.metadata.name.as_str();
-    let (secret_name, generated) = password(ctx, rsg, owner).await?;
+    let Some(rotation) = status.password_rotation.as_mut() else {
+        return Ok(());
+    };
+    let (next, message) = match rotation.phase {
+        None => return Ok(()),
+        Some(RotationPhase::Accept) => (
+            Some(RotationPhase::Use),
+            "every member accepts the new password: switching every member to it",
+        ),
+        Some(RotationPhase::Use) => {
+            if rsg.spec.password_secret.is_none() {
+                let next = credential(ctx, name, purpose::PASSWORD_NEXT).await?;
+                ctx.store
+                    .put_credential(KIND, name, purpose::PASSWORD, &next)
+                    .await?;
+            }
+            (
+                Some(RotationPhase::Forget),
+                "every member uses the new password: making them forget the old one",
+            )
+        }
+        Some(RotationPhase::Forget) => {
+            rotation.from_secret = None;
+            (
+                None,
+                "password rotated: the old password is no longer accepted",
+            )
+        }
+    };
+    rotation.phase = next;
+    event(ctx, obj, EventType::Normal, "PasswordRotation", message);
+    Ok(())
+}
+
+/// What the group's services need from the Swarm before they can be applied.
+struct Prepared {
+    /// Rendered services, with config and secret ids filled in.
+    services: Vec<DesiredService>,
+    /// Names of the configs and secret the services use (the rest is pruned).
+    keep: Vec<String>,
+    /// Owned-object entries for the network, configs and secret.
+    owned: Vec<OwnedObject>,
+    /// The password secret's name.
+    secret: String,
+}
+
+/// Creates the network, configs and secret, and renders the services with
+/// the objects' ids filled in.
+async fn prepare(
+    ctx: &Context,
+    rsg: &RedisSentinelGroup,
+    owner: &Owner,
+    rotation: Option<&PasswordRotation>,
+) -> Result<Prepared, ReconcileError> {
+    let name = rsg.metadata.name.as_str();
+    let Passwords {
+        secret: secret_name,
+        generated,
+        extra,
+    } = passwords(ctx, rsg, owner, rotation).await?;
     let network = render::network_name(name);
-    ctx.swarm
-        .ensure_network(owner, &network, rsg.spec.network.encrypted)
-        .await?;
-    let contents = render::contents(&rsg.spec, generated.as_deref());
-    let names = render::content_names(name, &contents);
-    for c in &contents {
-        ctx.swarm
-            .ensure_content(c.kind, owner, &c.purpose, &c.data)
-            .await?;
+    let mut contents = render::contents(&rsg.spec, generated.as_deref());
+    let mut extra_named = None;
+    match extra {
+        Some(Extra::Generated(pw)) => contents.push(crate::reconcilers::common::DesiredContent {
+            kind: ContentKind::Secret,
+            purpose: purpose::PASSWORD_EXTRA.to_owned(),
+            data: pw,
+        }),
+        Some(Extra::Named(n)) => extra_named = Some(n),
+        None => {}
     }
-    let config_ids: HashMap<String, String> = ctx
-        .swarm
-        .content_objects(ContentKind::Config, owner)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.id))
-        .collect();
-    let secret_id = match generated {
-        Some(_) => ctx
-            .swarm
-            .content_objects(ContentKind::Secret, owner)
-            .await?
-            .into_iter()
-            .find(|o| o.name == secret_name)
-            .map(|o| o.id),
-        None => ctx.swarm.secret_id(&secret_name).await?,
-    }
-    .unwrap_or_default();
+    let names = content_names(name, &contents);
+    shared::ensure(ctx, owner, &network, rsg.spec.network.encrypted, &contents).await?;
+    let extra_secret = extra_named.or_else(|| names.get(purpose::PASSWORD_EXTRA).cloned());
     let rendered = render::render(&Inputs {
         rsg,
         password_secret: &secret_name,
         generated_password: generated.as_deref(),
+        extra_password_secret: extra_secret.as_deref(),
         config_names: &names,
     });
     let mut services = rendered.services;
-    for s in &mut services {
-        if let Some(c) = s
-            .spec
-            .task_template
-            .as_mut()
-            .and_then(|t| t.container_spec.as_mut())
+    shared::link(ctx, owner, &mut services).await?;
+    let owned = shared::owned(&network, &contents, &names);
+    Ok(Prepared {
+        services,
+        keep: names.into_values().collect(),
+        owned,
+        secret: secret_name,
+    })
+}
+
+/// The group's members as the rollout sees them: data instances are
+/// replicas or the primary, sentinels witnesses.
+fn members(
+    prefix: &str,
+    plan: &ServicePlan,
+    health: &BTreeMap<String, ServiceHealth>,
+    master: Option<&str>,
+) -> BTreeMap<String, rollout::Member> {
+    let instance_prefix = format!("{prefix}-redis-");
+    rollout::members(plan, health, |n| n.starts_with(&instance_prefix), master)
+}
+
+/// Every data instance but the master, as the master reports it now (a
+/// Sentinel's replica table lags by up to 10 s, and is empty for a moment
+/// after a reset): an instance the master does not list is not linked.
+fn replica_status(rsg: &RedisSentinelGroup, view: &SentinelView) -> Vec<RedisReplicaStatus> {
+    let name = rsg.metadata.name.as_str();
+    (0..usize::from(rsg.spec.instances))
+        .map(|i| render::instance_name(name, i))
+        .filter(|n| Some(n.as_str()) != view.master.as_deref())
+        .map(|n| {
+            let connected = view.connected.iter().find(|r| r.host == n);
+            RedisReplicaStatus {
+                link_up: connected.is_some_and(|r| r.state == "online"),
+                lag_bytes: connected
+                    .zip(view.master_offset)
+                    .map(|(r, m)| m.saturating_sub(r.offset)),
+                name: n,
+            }
+        })
+        .collect()
+}
+
+/// Whether the group is healthy enough for one member to go down: every
+/// service serving, the master up, every data instance linked and in sync.
+fn group_health(
+    prefix: &str,
+    health: &BTreeMap<String, ServiceHealth>,
+    view: Option<&SentinelView>,
+) -> Result<(), String> {
+    for (name, h) in health {
+        if let ServiceHealth::NotReady(why) = h {
+            return Err(format!("{name}: {why}"));
+        }
+    }
+    let Some(view) = view else {
+        return Err("no sentinel answers".into());
+    };
+    let master = view.master.as_deref().unwrap_or_default();
+    if !view.master_up() {
+        return Err(format!("master {master} is {}", view.master_flags));
+    }
+    if !health.contains_key(master) {
+        return Err(format!(
+            "the sentinels follow {master}, which is no member of the group"
+        ));
+    }
+    let instance_prefix = format!("{prefix}-redis-");
+    for name in health
+        .keys()
+        .filter(|n| n.starts_with(&instance_prefix) && n.as_str() != master)
+    {
+        let Some(r) = view.connected.iter().find(|r| &r.host == name) else {
+            return Err(format!("{name} is not connected to {master} yet"));
+        };
+        if r.state != "online" {
+            return Err(format!("{name} is syncing with {master} ({})", r.state));
+        }
+        // A replica the sentinels have not discovered yet (they read the
+        // master's INFO every 10 s) cannot be promoted: a failover would
+        // abort with no good replica.
+        if !view
+            .replicas
+            .iter()
+            .any(|r| &r.host == name && !r.flags.contains("down"))
         {
-            for r in c.secrets.iter_mut().flatten() {
-                r.secret_id = Some(secret_id.clone());
-            }
-            for r in c.configs.iter_mut().flatten() {
-                r.config_id = r
-                    .config_name
-                    .as_ref()
-                    .and_then(|n| config_ids.get(n))
-                    .cloned();
+            return Err(format!("the sentinels do not know {name} as a replica yet"));
+        }
+        if let Some(m) = view.master_offset {
+            if m.saturating_sub(r.offset) > MAX_LAG_BYTES {
+                return Err(format!("{name} is {} bytes behind", m - r.offset));
             }
         }
     }
-    let report = ctx
-        .swarm
-        .converge_services(owner, &services, &known_versions(&old.common))
-        .await?;
-    report_services(ctx, obj, &report);
-    // Old configs and secrets go once no service uses them (Swarm refuses before).
-    let keep: Vec<String> = names.values().cloned().collect();
-    for kind in [ContentKind::Config, ContentKind::Secret] {
-        ctx.swarm.prune_content_objects(kind, owner, &keep).await?;
-    }
-    let mut owned = owned_services(&report.versions);
-    owned.push(OwnedObject {
-        kind: "network".into(),
-        name: network.clone(),
-        version: None,
-    });
-    let mut contents_owned: BTreeMap<String, &str> = BTreeMap::new();
-    for c in &contents {
-        if let Some(n) = names.get(&c.purpose) {
-            contents_owned.insert(
-                n.clone(),
-                if c.kind == ContentKind::Secret {
-                    "secret"
-                } else {
-                    "config"
-                },
-            );
-        }
-    }
-    owned.extend(contents_owned.into_iter().map(|(name, kind)| OwnedObject {
-        kind: kind.into(),
-        name,
-        version: None,
-    }));
-    status.common.owned_objects = owned;
-    status.password_secret = Some(secret_name);
-    status.network = Some(network);
     Ok(())
 }
 
-/// Asks the sentinels (those running on this engine's node) about the group.
+/// What a rollout pass found and left.
+struct Rolled {
+    /// Why changes remain, if they do.
+    holding: Option<String>,
+    /// Whether the group is healthy, or why not.
+    group: Result<(), String>,
+    /// Each service's health before the pass.
+    health: BTreeMap<String, ServiceHealth>,
+}
+
+/// Converges the services one safe step at a time (see [`rollout`]):
+/// returns why changes remain, if they do, and whether the group is healthy.
+async fn roll(
+    ctx: &Context,
+    obj: &Record,
+    rsg: &RedisSentinelGroup,
+    old: &RedisSentinelGroupStatus,
+    prepared: &Prepared,
+    views: &[(String, SentinelView)],
+    status: &mut RedisSentinelGroupStatus,
+) -> Result<Rolled, ReconcileError> {
+    let name = rsg.metadata.name.as_str();
+    let owner = &owner_of(ctx, obj);
+    let plan = ctx
+        .swarm
+        .plan_services(owner, &prepared.services, &known_versions(&old.common))
+        .await?;
+    let health = ctx.swarm.service_health(owner).await?;
+    let view = views.first().map(|(_, v)| v);
+    let master = view.and_then(|v| v.master.as_deref());
+    let group = group_health(name, &health, view);
+    let members = members(name, &plan, &health, master);
+    let step = rollout::next_step(&members, group.clone());
+    if !step.apply.is_empty() || step.switchover.is_some() {
+        tracing::info!(?members, ?step, ?group, "rollout step");
+    }
+    if let Some(from) = &step.switchover {
+        switchover(ctx, obj, rsg, from, views).await?;
+    }
+    let report = ctx.swarm.apply_changes(&plan, &step.apply).await?;
+    report_services(ctx, obj, &report);
+    // Old configs and secrets go once no service uses them (Swarm refuses before).
+    for kind in [ContentKind::Config, ContentKind::Secret] {
+        ctx.swarm
+            .prune_content_objects(kind, owner, &prepared.keep)
+            .await?;
+    }
+    let mut owned = owned_services(&report.versions);
+    owned.extend(prepared.owned.iter().cloned());
+    status.common.owned_objects = owned;
+    status.password_secret = Some(prepared.secret.clone());
+    status.network = Some(render::network_name(name));
+    if !step.pending() {
+        forget_departed(ctx, rsg, views).await?;
+    }
+    Ok(Rolled {
+        holding: step.holding,
+        group,
+        health,
+    })
+}
+
+/// Asks the sentinels to hand the master role to a replica (`SENTINEL
+/// FAILOVER`: no data is lost, the master is demoted once a replica caught up).
+async fn switchover(
+    ctx: &Context,
+    obj: &Record,
+    rsg: &RedisSentinelGroup,
+    from: &str,
+    views: &[(String, SentinelView)],
+) -> Result<(), ReconcileError> {
+    let group = rsg.spec.master_group(&rsg.metadata);
+    let script = observe::sentinel_command(&format!("SENTINEL FAILOVER {group}"));
+    for (sentinel, _) in views {
+        if let Some(out) = ctx.swarm.exec_in_service(sentinel, &script).await? {
+            let out = out.trim();
+            if out == "OK" {
+                event(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "Switchover",
+                    &format!("asked the sentinels to move the master role away from {from} before changing it"),
+                );
+            } else {
+                tracing::info!(sentinel, answer = out, "switchover not started");
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Sentinels never forget a sentinel or replica they once saw; after a scale
+/// down they would count removed sentinels against the majority a failover
+/// needs. Resets one sentinel per pass, and only while every other sentinel
+/// knows the whole group (as Redis's documentation asks: one at a time).
+async fn forget_departed(
+    ctx: &Context,
+    rsg: &RedisSentinelGroup,
+    views: &[(String, SentinelView)],
+) -> Result<(), ReconcileError> {
+    let name = rsg.metadata.name.as_str();
+    let instances: Vec<String> = (0..usize::from(rsg.spec.instances))
+        .map(|i| render::instance_name(name, i))
+        .collect();
+    let Some(sentinel) =
+        observe::stale_sentinel(views, usize::from(rsg.spec.sentinels.count), &instances)
+    else {
+        return Ok(());
+    };
+    let group = rsg.spec.master_group(&rsg.metadata);
+    let script = observe::sentinel_command(&format!("SENTINEL RESET {group}"));
+    tracing::info!(
+        sentinel,
+        "resetting a sentinel that remembers departed members"
+    );
+    ctx.swarm.exec_in_service(&sentinel, &script).await?;
+    Ok(())
+}
+
+/// Asks every sentinel (those running on this engine's node) about the
+/// group; the views of those that know a master.
 async fn observe(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
-) -> Result<Option<(SentinelView, u8)>, ReconcileError> {
+) -> Result<Vec<(String, SentinelView)>, ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let query = observe::sentinel_query(&rsg.spec.master_group(&rsg.metadata));
-    let mut best: Option<SentinelView> = None;
-    let mut answered = 0u8;
+    let mut views = Vec::new();
     for j in 0..usize::from(rsg.spec.sentinels.count) {
-        if let Some(out) = ctx
-            .swarm
-            .exec_in_service(&render::sentinel_name(name, j), &query)
-            .await?
-        {
+        let sentinel = render::sentinel_name(name, j);
+        // A sentinel that does not answer in time is one less view, as a
+        // sentinel on another node is: the others still tell the truth.
+        let out = match ctx.swarm.exec_in_service(&sentinel, &query).await {
+            Ok(out) => out,
+            Err(SwarmError::TimedOut(why)) => {
+                tracing::warn!(sentinel, why, "a sentinel did not answer");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(out) = out {
             let view = observe::parse(&out);
             if view.master.is_some() {
-                answered += 1;
-                if best.is_none() {
-                    best = Some(view);
-                }
+                views.push((sentinel, view));
             }
         }
     }
-    Ok(best.map(|v| (v, answered)))
+    // Right after a failover some sentinels still follow the old master:
+    // the highest configuration epoch is the current truth.
+    views.sort_by_key(|(_, v)| std::cmp::Reverse(v.config_epoch));
+    Ok(views)
 }
 
-fn set(
-    status: &mut RedisSentinelGroupStatus,
-    type_: &str,
-    ok: Option<bool>,
-    reason: &str,
-    message: String,
-    generation: Option<u64>,
-) {
-    let s = match ok {
-        Some(true) => ConditionStatus::True,
-        Some(false) => ConditionStatus::False,
-        None => ConditionStatus::Unknown,
-    };
-    status
-        .common
-        .set_condition(type_, s, reason, message, generation, Utc::now());
+impl RedisGroups {
+    /// Restarts instances that run but stay out of replication: a replica
+    /// that followed a master which is gone, and that no sentinel knows
+    /// (sentinels learn replicas from the master), would wait forever.
+    /// Restarting it runs its start script, which asks the sentinels.
+    async fn reattach(
+        &self,
+        ctx: &Context,
+        obj: &Record,
+        rsg: &RedisSentinelGroup,
+        health: &BTreeMap<String, ServiceHealth>,
+        view: &SentinelView,
+        status: &mut RedisSentinelGroupStatus,
+    ) -> Result<(), ReconcileError> {
+        let name = rsg.metadata.name.as_str();
+        let detached = detached_instances(name, health, view);
+        let due: Vec<String> = {
+            let mut seen = self
+                .detached
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            seen.retain(|(g, s), _| g != name || detached.contains(s));
+            let now = Instant::now();
+            detached
+                .iter()
+                .filter(|s| {
+                    let since = *seen.entry((name.to_owned(), (*s).clone())).or_insert(now);
+                    now.duration_since(since) >= DETACHED_GRACE
+                })
+                .cloned()
+                .collect()
+        };
+        for service in due {
+            let version = ctx.swarm.restart_service(&service).await?;
+            if let Some(o) = status
+                .common
+                .owned_objects
+                .iter_mut()
+                .find(|o| o.kind == "service" && o.name == service)
+            {
+                o.version = Some(version);
+            }
+            self.detached
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&(name.to_owned(), service.clone()));
+            event(
+                ctx,
+                obj,
+                EventType::Warning,
+                "ReplicaRestarted",
+                &format!(
+                    "{service} ran for {}s without replicating from {}: restarted it so that it asks the sentinels for the master",
+                    DETACHED_GRACE.as_secs(),
+                    view.master.as_deref().unwrap_or("?")
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Instances that run but are not connected to the master the sentinels follow.
+fn detached_instances(
+    prefix: &str,
+    health: &BTreeMap<String, ServiceHealth>,
+    view: &SentinelView,
+) -> Vec<String> {
+    if !view.master_up() {
+        return Vec::new();
+    }
+    let instance_prefix = format!("{prefix}-redis-");
+    health
+        .iter()
+        .filter(|(n, h)| n.starts_with(&instance_prefix) && h.is_running())
+        .filter(|(n, _)| Some(n.as_str()) != view.master.as_deref())
+        .filter(|(n, _)| !view.connected.iter().any(|r| &r.host == *n))
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 impl Reconciler for RedisGroups {
@@ -289,15 +655,35 @@ impl Reconciler for RedisGroups {
         let generation = obj.metadata.generation;
         let mut status = old.clone();
         let mut unassigned = Vec::new();
+        let views = observe(&ctx, &rsg).await?;
+        let mut holding = None;
+        let mut group = Ok(());
         if !hold_if_paused(&obj, &mut status.common) {
-            unassigned = place(&ctx, &rsg).await?;
-            apply(&ctx, &obj, &rsg, &owner, &old, &mut status).await?;
+            let master = views.first().and_then(|(_, v)| v.master.as_deref());
+            unassigned = place(&ctx, &rsg, &owner, master).await?;
+            let phase = start_rotation(&ctx, &obj, &rsg, &mut status).await?;
+            let prepared = prepare(&ctx, &rsg, &owner, status.password_rotation.as_ref()).await?;
+            let rolled = roll(&ctx, &obj, &rsg, &old, &prepared, &views, &mut status).await?;
+            if rolled.holding.is_none() {
+                if let Some((_, view)) = views.first() {
+                    self.reattach(&ctx, &obj, &rsg, &rolled.health, view, &mut status)
+                        .await?;
+                }
+            }
+            holding = rolled.holding;
+            group = rolled.group;
+            if phase.is_some() && holding.is_none() && group.is_ok() {
+                advance_rotation(&ctx, &obj, &rsg, &mut status).await?;
+            }
+            if let Some(phase) = status.password_rotation.as_ref().and_then(|r| r.phase) {
+                holding.get_or_insert_with(|| format!("password rotation, phase {phase:?}"));
+            }
         }
+        status::progressing(&mut status.common, holding.as_ref(), generation);
 
-        let observed = observe(&ctx, &rsg).await?;
         let sentinels = rsg.spec.sentinels.count;
         let quorum = rsg.spec.quorum();
-        match &observed {
+        match views.first() {
             None => {
                 status.master = None;
                 status.replicas.clear();
@@ -311,8 +697,8 @@ impl Reconciler for RedisGroups {
                     )
                 };
                 for type_ in ["MasterAvailable", "QuorumHealthy", "ReplicasInSync"] {
-                    set(
-                        &mut status,
+                    status::set(
+                        &mut status.common,
                         type_,
                         None,
                         "NoSentinelAnswer",
@@ -320,8 +706,8 @@ impl Reconciler for RedisGroups {
                         generation,
                     );
                 }
-                set(
-                    &mut status,
+                status::set(
+                    &mut status.common,
                     "Ready",
                     Some(false),
                     "Starting",
@@ -329,7 +715,7 @@ impl Reconciler for RedisGroups {
                     generation,
                 );
             }
-            Some((view, _)) => {
+            Some((_, view)) => {
                 let master = view.master.clone();
                 if old.master.is_some() && old.master != master {
                     event(
@@ -347,21 +733,10 @@ impl Reconciler for RedisGroups {
                 status.master = master.clone();
                 let seen = u8::try_from(view.other_sentinels + 1).unwrap_or(u8::MAX);
                 status.sentinels_seen = Some(seen);
-                status.replicas = view
-                    .replicas
-                    .iter()
-                    .map(|r| RedisReplicaStatus {
-                        name: r.host.clone(),
-                        link_up: r.link_up && !r.flags.contains("down"),
-                        lag_bytes: match (view.master_offset, r.offset) {
-                            (Some(m), Some(o)) => Some(m.saturating_sub(o)),
-                            _ => None,
-                        },
-                    })
-                    .collect();
+                status.replicas = replica_status(&rsg, view);
                 let master_ok = view.master_up();
-                set(
-                    &mut status,
+                status::set(
+                    &mut status.common,
                     "MasterAvailable",
                     Some(master_ok),
                     if master_ok { "MasterUp" } else { "MasterDown" },
@@ -373,8 +748,8 @@ impl Reconciler for RedisGroups {
                     generation,
                 );
                 let quorum_ok = seen >= quorum && seen * 2 > sentinels;
-                set(
-                    &mut status,
+                status::set(
+                    &mut status.common,
                     "QuorumHealthy",
                     Some(quorum_ok),
                     if quorum_ok {
@@ -392,8 +767,8 @@ impl Reconciler for RedisGroups {
                     .filter(|r| r.link_up && r.lag_bytes.is_none_or(|l| l <= MAX_LAG_BYTES))
                     .count();
                 let replicas_ok = in_sync >= expected;
-                set(
-                    &mut status,
+                status::set(
+                    &mut status.common,
                     "ReplicasInSync",
                     Some(replicas_ok),
                     if replicas_ok {
@@ -404,12 +779,11 @@ impl Reconciler for RedisGroups {
                     format!("{in_sync} of {expected} replicas linked and in sync"),
                     generation,
                 );
-                let ready = master_ok && quorum_ok && replicas_ok;
-                set(
-                    &mut status,
-                    "Ready",
-                    Some(ready),
-                    if ready { "Healthy" } else { "Degraded" },
+                status::ready(
+                    &mut status.common,
+                    master_ok && quorum_ok && replicas_ok,
+                    &group,
+                    holding.as_ref(),
                     format!(
                         "master {}, {in_sync}/{expected} replicas in sync, {seen}/{sentinels} sentinels",
                         master.as_deref().unwrap_or("unknown")
@@ -422,52 +796,33 @@ impl Reconciler for RedisGroups {
         if status != old {
             write_status(&ctx, &obj, &status).await?;
         }
-        // The data plane changes without Swarm events (failovers): poll it.
-        let ready = status
-            .common
-            .condition("Ready")
-            .is_some_and(|c| c.status == ConditionStatus::True);
-        Ok(Action::requeue(Duration::from_secs(if ready {
-            10
-        } else {
-            3
-        })))
+        Ok(status::requeue(&status.common, holding.is_some()))
     }
 
     async fn cleanup(&self, obj: Record, ctx: Arc<Context>) -> Result<(), ReconcileError> {
         let owner = owner_of(&ctx, &obj);
-        let report = ctx
-            .swarm
-            .converge_services(&owner, &[], &BTreeMap::new())
-            .await?;
-        report_services(&ctx, &obj, &report);
-        ctx.swarm.remove_networks(&owner).await?;
-        for kind in [ContentKind::Config, ContentKind::Secret] {
-            ctx.swarm.prune_content_objects(kind, &owner, &[]).await?;
-        }
-        let (inst_family, sent_family) = families(obj.metadata.name.as_str());
-        for n in ctx.swarm.nodes().await? {
-            for k in n
-                .labels
-                .keys()
-                .filter(|k| k.starts_with(&inst_family) || k.starts_with(&sent_family))
-            {
-                ctx.swarm.set_node_label(&n.id, k, None).await?;
-            }
-        }
-        // Data volumes stay: reclaimPolicy Retain is the default, and removing
-        // per-node volumes for Delete is not implemented yet.
+        status::remove_owned(&ctx, &obj, &owner).await?;
+        let name = obj.metadata.name.as_str();
+        let nodes = ctx.swarm.nodes().await?;
+        // Every index any node holds a slot of, whatever the spec says now.
+        let families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
+        // Data goes before the slot labels do: they say where each volume is.
         if let Ok((rsg, _)) = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj) {
             if rsg.spec.storage.reclaim_policy == haswarm_crds::common::ReclaimPolicy::Delete {
+                let volumes = slots::slot_volumes(&nodes, &families);
+                let done =
+                    reclaim::reclaim(&ctx, &owner, &rsg.spec.image, &rsg.spec.storage, &volumes)
+                        .await?;
                 event(
                     &ctx,
                     &obj,
-                    EventType::Warning,
-                    "VolumesKept",
-                    "reclaimPolicy Delete: per-node data volumes are not removed yet; remove <name>-redis-<i>-data with `docker volume rm` on each node",
+                    EventType::Normal,
+                    "VolumesReclaimed",
+                    &done.summary(),
                 );
             }
         }
+        slots::unpin_all(&ctx, &nodes, &families).await?;
         Ok(())
     }
 }
@@ -475,6 +830,7 @@ impl Reconciler for RedisGroups {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::swarm::ServiceChange;
 
     #[test]
     fn generated_passwords_are_long_and_plain() {
@@ -484,11 +840,119 @@ mod tests {
         assert_ne!(a, generate_password());
     }
 
+    fn healthy_view() -> SentinelView {
+        observe::parse(
+            "#master\nip\nc-redis-0\nflags\nmaster\n\
+             #replicas\nname\nc-redis-1:6379\nip\nc-redis-1\nflags\nslave\n\
+             name\nc-redis-2:6379\nip\nc-redis-2\nflags\nslave\n\
+             #info\nmaster_repl_offset:100\r\n\
+             slave0:ip=c-redis-1,port=6379,state=online,offset=100,lag=0\r\n\
+             slave1:ip=c-redis-2,port=6379,state=online,offset=90,lag=0\r\n",
+        )
+    }
+
+    fn all_running() -> BTreeMap<String, ServiceHealth> {
+        ["c-redis-0", "c-redis-1", "c-redis-2", "c-sentinel-0"]
+            .into_iter()
+            .map(|n| (n.to_owned(), ServiceHealth::Running))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_is_healthy_when_every_instance_is_an_online_replica_of_the_master() {
+        assert_eq!(
+            group_health("c", &all_running(), Some(&healthy_view())),
+            Ok(())
+        );
+        assert!(group_health("c", &all_running(), None).is_err());
+        let mut syncing = healthy_view();
+        syncing.connected[1].state = "wait_bgsave".into();
+        assert!(group_health("c", &all_running(), Some(&syncing))
+            .is_err_and(|e| e.contains("c-redis-2 is syncing")));
+        let mut behind = healthy_view();
+        behind.master_offset = Some(10 << 20);
+        assert!(
+            group_health("c", &all_running(), Some(&behind)).is_err_and(|e| e.contains("behind"))
+        );
+        let mut undiscovered = healthy_view();
+        undiscovered.replicas.pop();
+        assert!(group_health("c", &all_running(), Some(&undiscovered))
+            .is_err_and(|e| e.contains("do not know c-redis-2")));
+        let mut restarting = all_running();
+        restarting.insert(
+            "c-sentinel-0".into(),
+            ServiceHealth::NotReady("update in progress".into()),
+        );
+        assert!(group_health("c", &restarting, Some(&healthy_view())).is_err());
+        let mut gone = all_running();
+        gone.remove("c-redis-0");
+        assert!(
+            group_health("c", &gone, Some(&healthy_view())).is_err_and(|e| e.contains("no member"))
+        );
+    }
+
+    #[test]
+    fn roles_come_from_the_sentinels_and_changes_from_the_plan() {
+        let plan = ServicePlan {
+            changes: BTreeMap::from([
+                ("c-redis-3".to_owned(), ServiceChange::Remove),
+                (
+                    "c-redis-4".to_owned(),
+                    ServiceChange::Create(Default::default()),
+                ),
+            ]),
+            versions: BTreeMap::new(),
+        };
+        let m = members("c", &plan, &all_running(), Some("c-redis-0"));
+        assert_eq!(m["c-redis-0"].role, rollout::Role::Primary);
+        assert_eq!(m["c-redis-1"].role, rollout::Role::Replica);
+        assert_eq!(m["c-sentinel-0"].role, rollout::Role::Witness);
+        assert_eq!(m["c-redis-3"].change, Some(rollout::Change::Remove));
+        assert!(!m["c-redis-3"].serving);
+        assert_eq!(m["c-redis-4"].change, Some(rollout::Change::Create));
+    }
+
+    #[test]
+    fn replicas_are_reported_from_the_master_including_missing_ones() {
+        let r: RedisSentinelGroup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "haswarm.io/v1alpha1", "kind": "RedisSentinelGroup",
+            "metadata": {"name": "c"}, "spec": {"instances": 4}
+        }))
+        .expect("group");
+        let s = replica_status(&r, &healthy_view());
+        let names: Vec<&str> = s.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["c-redis-1", "c-redis-2", "c-redis-3"]);
+        assert_eq!(s[1].lag_bytes, Some(10));
+        assert!(s[0].link_up && !s[2].link_up);
+    }
+
+    #[test]
+    fn detached_instances_are_those_the_master_does_not_list() {
+        let mut view = healthy_view();
+        assert!(detached_instances("c", &all_running(), &view).is_empty());
+        view.connected.remove(0);
+        assert_eq!(
+            detached_instances("c", &all_running(), &view),
+            ["c-redis-1"]
+        );
+        view.master_flags = "master,s_down".into();
+        assert!(
+            detached_instances("c", &all_running(), &view).is_empty(),
+            "nothing is restarted while the master itself is down"
+        );
+    }
+
     #[test]
     fn slot_families_are_the_label_prefixes() {
-        let (i, s) = families("cache");
-        assert_eq!(i, "io.haswarm.redissentinelgroup.cache.redis.slot-");
-        assert_eq!(s, "io.haswarm.redissentinelgroup.cache.sentinel.slot-");
-        assert!(render::instance_slot("cache", 12).starts_with(&i));
+        let [i, s] = families("cache", 3, 3);
+        assert_eq!(
+            i.prefix(),
+            "io.haswarm.redissentinelgroup.cache.redis.slot-"
+        );
+        assert_eq!(
+            s.prefix(),
+            "io.haswarm.redissentinelgroup.cache.sentinel.slot-"
+        );
+        assert!(render::instance_slot("cache", 12).starts_with(&i.prefix()));
     }
 }

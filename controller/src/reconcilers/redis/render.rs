@@ -9,8 +9,9 @@
 //! - One password, in one Swarm secret, mounted as a file. The start scripts
 //!   (Swarm configs) read it and write it into the runtime config files in
 //!   the data volume (mode 0600): it is never in a service spec, an
-//!   environment variable or a command line. It serves `requirepass`,
-//!   `masterauth`, the sentinels' own `requirepass`, `sentinel auth-pass` and
+//!   environment variable or a command line. It serves the default user's
+//!   password (`user default on >...`), `masterauth`, the sentinels' own
+//!   default user, `sentinel auth-pass` and
 //!   `sentinel sentinel-pass`: one value, every place.
 //! - Roles are decided at start, not rendered: an instance asks the sentinels
 //!   (then its peers) who the master is and replicates it. Only instance 0 of
@@ -22,17 +23,11 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
-};
 use haswarm_crds::redis::{AppendFsync, PersistenceMode};
 use haswarm_crds::{RedisSentinelGroup, RedisSentinelGroupSpec};
 
 use crate::reconcilers::common::{
-    config_ref, data_mount, endpoint, health, network, placement, resources, secret_ref,
-    slot_label, DesiredContent,
+    self, config_ref, data_mount, health, secret_ref, slot_label, DesiredContent, ServiceParts,
 };
 use crate::swarm::objects::ContentKind;
 use crate::swarm::DesiredService;
@@ -46,8 +41,12 @@ pub const SENTINEL_PORT: u16 = 26379;
 
 /// Content purposes (they are part of the objects' names).
 pub mod purpose {
-    /// The generated password.
+    /// The generated password (the one members use).
     pub const PASSWORD: &str = "password";
+    /// During a rotation, the other password members accept.
+    pub const PASSWORD_EXTRA: &str = "password-extra";
+    /// During a rotation, the new password (a store credential only).
+    pub const PASSWORD_NEXT: &str = "password-next";
     /// redis.conf without secrets.
     pub const REDIS_CONF: &str = "redis-conf";
     /// sentinel.conf's fixed part.
@@ -106,6 +105,9 @@ pub struct Inputs<'a> {
     /// The generated password, when haswarm generated it (rendered into the
     /// secret; `None` when the user supplies the secret).
     pub generated_password: Option<&'a [u8]>,
+    /// During a password rotation, the secret holding the other password
+    /// every member accepts (mounted as `redis-password-extra`).
+    pub extra_password_secret: Option<&'a str>,
     /// Names of the configs, by purpose, as the apply step will create them
     /// (content-named); see [`content_names`].
     pub config_names: &'a HashMap<String, String>,
@@ -203,26 +205,19 @@ pub fn contents(
     out
 }
 
-/// The content names the apply step will give `contents`, by purpose.
-pub fn content_names(owner_name: &str, contents: &[DesiredContent]) -> HashMap<String, String> {
-    contents
-        .iter()
-        .map(|c| {
-            (
-                c.purpose.clone(),
-                format!(
-                    "{owner_name}-{}-{}",
-                    c.purpose,
-                    crate::swarm::labels::short_hash(&c.data)
-                ),
-            )
-        })
-        .collect()
-}
+pub use crate::reconcilers::contents::content_names;
 
 fn name_of<'a>(names: &'a HashMap<String, String>, purpose: &str) -> &'a str {
     names.get(purpose).map_or("", String::as_str)
 }
+
+/// Seconds between health checks. Engines before API 1.44 have no faster
+/// start interval, so a restarted member counts as serving only at its first
+/// check and every rolling step waits for it; but three missed checks get
+/// the task replaced, and at 3 s (9 s of misses) a loaded node could lose
+/// a sentinel in the middle of a failover (one 3-node CI run saw a killed
+/// master stay subjectively down, never objectively): 5 s it stays.
+const HEALTH_INTERVAL_S: i64 = 5;
 
 fn auth_health(port: u16) -> String {
     format!(
@@ -240,96 +235,74 @@ struct Role<'a> {
     health_port: u16,
     resources: &'a haswarm_crds::common::Resources,
     restart_delay_ms: i64,
+    start_period_s: i64,
 }
 
 fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
     let rsg = inputs.rsg;
     let spec = &rsg.spec;
     let net = network_name(rsg.metadata.name.as_str());
+    let data = role.health_port == REDIS_PORT;
     let mut env = vec![
         format!("HASWARM_SELF={}", role.service),
         format!("HASWARM_PREFIX={}", rsg.metadata.name),
         format!("HASWARM_GROUP={}", spec.master_group(&rsg.metadata)),
     ];
     env.extend(role.env);
-    let storage = if role.health_port == REDIS_PORT {
+    let storage = if data {
         spec.storage.clone()
     } else {
         // Sentinel state is small and node-local by nature.
         haswarm_crds::common::Storage::default()
     };
-    DesiredService {
-        spec: ServiceSpec {
-            name: Some(role.service.clone()),
-            mode: Some(ServiceSpecMode {
-                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-                ..Default::default()
-            }),
-            task_template: Some(TaskSpec {
-                container_spec: Some(TaskSpecContainerSpec {
-                    image: Some(spec.image.clone()),
-                    command: Some(vec!["/bin/sh".into(), role.script.to_owned()]),
-                    env: Some(env),
-                    hostname: Some(role.service.clone()),
-                    mounts: Some(vec![data_mount(&storage, &role.volume, "/data")]),
-                    secrets: Some(vec![secret_ref(
-                        inputs.password_secret,
-                        "redis-password",
-                        0o400,
-                    )]),
-                    configs: Some(vec![
-                        config_ref(
-                            name_of(inputs.config_names, role.conf.0),
-                            role.conf.1,
-                            0o444,
-                        ),
-                        config_ref(
-                            name_of(
-                                inputs.config_names,
-                                if role.health_port == REDIS_PORT {
-                                    purpose::REDIS_START
-                                } else {
-                                    purpose::SENTINEL_START
-                                },
-                            ),
-                            role.script,
-                            0o555,
-                        ),
-                    ]),
-                    health_check: Some(health(&auth_health(role.health_port), 5, 3)),
-                    stop_grace_period: Some(10_000_000_000),
-                    ..Default::default()
-                }),
-                resources: Some(resources(role.resources)),
-                placement: Some(placement(&spec.placement, Some(&role.slot))),
-                restart_policy: Some(TaskSpecRestartPolicy {
-                    condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                    delay: Some(role.restart_delay_ms * 1_000_000),
-                    ..Default::default()
-                }),
-                networks: Some(vec![network(&net)]),
-                ..Default::default()
-            }),
-            // One task with its own volume: stop the old before starting the new.
-            update_config: Some(ServiceSpecUpdateConfig {
-                parallelism: Some(1),
-                order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
-                failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::PAUSE),
-                ..Default::default()
-            }),
-            endpoint_spec: Some(endpoint(spec.network.endpoint_mode)),
-            labels: Some(HashMap::from([(
-                "io.haswarm.role".to_owned(),
-                if role.health_port == REDIS_PORT {
-                    "redis"
-                } else {
-                    "sentinel"
-                }
-                .to_owned(),
-            )])),
-            ..Default::default()
-        },
-    }
+    common::service(ServiceParts {
+        name: role.service.clone(),
+        role: if data { "redis" } else { "sentinel" },
+        image: &spec.image,
+        command: vec!["/bin/sh".into(), role.script.to_owned()],
+        env,
+        mounts: vec![data_mount(&storage, &role.volume, "/data")],
+        secrets: std::iter::once(secret_ref(inputs.password_secret, "redis-password", 0o400))
+            .chain(
+                inputs
+                    .extra_password_secret
+                    .map(|n| secret_ref(n, "redis-password-extra", 0o400)),
+            )
+            .collect(),
+        configs: vec![
+            config_ref(
+                name_of(inputs.config_names, role.conf.0),
+                role.conf.1,
+                0o444,
+            ),
+            config_ref(
+                name_of(
+                    inputs.config_names,
+                    if data {
+                        purpose::REDIS_START
+                    } else {
+                        purpose::SENTINEL_START
+                    },
+                ),
+                role.script,
+                0o555,
+            ),
+        ],
+        health: Some(health(
+            &auth_health(role.health_port),
+            HEALTH_INTERVAL_S,
+            3,
+            role.start_period_s,
+        )),
+        resources: role.resources,
+        placement: &spec.placement,
+        slot: Some(&role.slot),
+        replicas: 1,
+        restart_delay_ms: role.restart_delay_ms,
+        network: &net,
+        aliases: Vec::new(),
+        endpoint_mode: spec.network.endpoint_mode,
+    })
 }
 
 /// How long Swarm waits before restarting a data instance's task: longer
@@ -340,6 +313,26 @@ fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
 pub fn instance_restart_delay_ms(spec: &RedisSentinelGroupSpec) -> i64 {
     let down_after = i64::try_from(spec.sentinels.down_after.as_millis()).unwrap_or(i64::MAX);
     down_after.saturating_add(5_000).clamp(5_000, 60_000)
+}
+
+/// How long a starting instance waits for the sentinels' verdict while they
+/// see its master down (see redis-start.sh): long enough for a failover to
+/// begin and finish when a replica can take over, even after the sentinels
+/// spent 30 s in TILT mode (a starved timer: seen on a saturated 2-core
+/// machine, when a shorter wait brought the killed master back as master
+/// before the sentinels could act), short enough that a group restarted all
+/// at once (nothing to fail over to) comes back within a minute or two.
+pub fn down_wait_s(spec: &RedisSentinelGroupSpec) -> u64 {
+    (spec.sentinels.down_after.as_millis().saturating_mul(3) / 1000 + 10).clamp(45, 120)
+}
+
+/// How long a data instance may take to answer its health check: the start
+/// script may wait for the sentinels' verdict, then up to a minute for any
+/// sentinel or master, before redis-server starts and loads its data. A
+/// shorter period would have Swarm kill an instance that waits on purpose
+/// (a group restarted all at once never came back that way).
+pub fn instance_start_period_s(spec: &RedisSentinelGroupSpec) -> i64 {
+    i64::try_from(down_wait_s(spec)).unwrap_or(120) + 90
 }
 
 /// Renders the whole group.
@@ -356,11 +349,15 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
                 slot: instance_slot(name, i),
                 script: "/etc/haswarm/redis-start.sh",
                 conf: (purpose::REDIS_CONF, "/etc/haswarm/redis.conf"),
-                env: vec![format!("HASWARM_INDEX={i}")],
+                env: vec![
+                    format!("HASWARM_INDEX={i}"),
+                    format!("HASWARM_DOWN_WAIT_S={}", down_wait_s(spec)),
+                ],
                 volume: format!("{service_name}-data"),
                 health_port: REDIS_PORT,
                 resources: &spec.resources,
                 restart_delay_ms: instance_restart_delay_ms(spec),
+                start_period_s: instance_start_period_s(spec),
                 service: service_name,
             },
         ));
@@ -389,6 +386,7 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
                 health_port: SENTINEL_PORT,
                 resources: &spec.sentinels.resources,
                 restart_delay_ms: 2_000,
+                start_period_s: 10,
                 service: service_name,
             },
         ));
@@ -460,11 +458,12 @@ mod tests {
             rsg: &r,
             password_secret: &secret,
             generated_password: Some(PW),
+            extra_password_secret: None,
             config_names: &names,
         })
     }
 
-    fn container(s: &DesiredService) -> TaskSpecContainerSpec {
+    fn container(s: &DesiredService) -> bollard::models::TaskSpecContainerSpec {
         s.spec
             .task_template
             .as_ref()
@@ -565,17 +564,61 @@ mod tests {
             );
         }
         // Every place that needs the password gets it from the file.
-        for needle in ["requirepass", "masterauth"] {
+        for needle in ["user default on $accept", "masterauth"] {
             assert!(REDIS_START.contains(needle), "{needle}");
         }
         for needle in [
-            "requirepass",
+            "user default on $accept",
             "sentinel auth-pass",
             "sentinel sentinel-pass",
         ] {
             assert!(SENTINEL_START.contains(needle), "{needle}");
         }
         assert!(REDIS_START.contains(PASSWORD_FILE) && SENTINEL_START.contains(PASSWORD_FILE));
+    }
+
+    #[test]
+    fn a_rotation_mounts_the_other_accepted_password_too() {
+        let r = rsg("  instances: 2\n");
+        let names = content_names("cache", &contents(&r.spec, Some(PW)));
+        let rendered = render(&Inputs {
+            rsg: &r,
+            password_secret: "cache-password-aaaa",
+            generated_password: Some(PW),
+            extra_password_secret: Some("cache-password-extra-bbbb"),
+            config_names: &names,
+        });
+        for s in &rendered.services {
+            let files: Vec<(Option<&str>, Option<&str>)> = s
+                .spec
+                .task_template
+                .as_ref()
+                .and_then(|t| t.container_spec.as_ref())
+                .and_then(|c| c.secrets.as_ref())
+                .map(|v| {
+                    v.iter()
+                        .map(|x| {
+                            (
+                                x.secret_name.as_deref(),
+                                x.file.as_ref().and_then(|f| f.name.as_deref()),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(
+                files,
+                [
+                    (Some("cache-password-aaaa"), Some("redis-password")),
+                    (
+                        Some("cache-password-extra-bbbb"),
+                        Some("redis-password-extra")
+                    )
+                ]
+            );
+        }
+        assert!(REDIS_START.contains("/run/secrets/redis-password-extra"));
+        assert!(SENTINEL_START.contains("/run/secrets/redis-password-extra"));
     }
 
     #[test]
@@ -648,6 +691,22 @@ mod tests {
         };
         assert_eq!(delay("cache-redis-0"), Some(7_000_000_000));
         assert_eq!(delay("cache-sentinel-0"), Some(2_000_000_000));
+    }
+
+    #[test]
+    fn a_restart_waits_for_the_sentinels_verdict_but_not_forever() {
+        assert_eq!(
+            down_wait_s(&rsg("  sentinels:\n    downAfter: 2s\n").spec),
+            45
+        );
+        assert_eq!(
+            down_wait_s(&rsg("  sentinels:\n    downAfter: 20s\n").spec),
+            70
+        );
+        assert_eq!(
+            down_wait_s(&rsg("  sentinels:\n    downAfter: 5m\n").spec),
+            120
+        );
     }
 
     #[test]

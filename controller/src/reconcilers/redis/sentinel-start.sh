@@ -13,19 +13,50 @@ set -eu
 
 umask 077
 pw=$(cat /run/secrets/redis-password)
+accept=">$pw"
+if [ -s /run/secrets/redis-password-extra ]; then
+  accept="$accept >$(cat /run/secrets/redis-password-extra)"
+fi
 conf=/data/sentinel.conf
 g=$HASWARM_GROUP
 
+# ask HOST PORT COMMAND...: the first line of the reply, empty on any failure.
+ask() {
+  h=$1 p=$2
+  shift 2
+  REDISCLI_AUTH="$pw" timeout 2 redis-cli --no-auth-warning --raw -h "$h" -p "$p" "$@" 2>/dev/null | head -n 1 || true
+}
+
+# A new sentinel (first start, or moved to another node with an empty
+# volume) monitors the master the other sentinels follow, else a peer that
+# says it is master, else instance 0 (a new group): never blindly instance 0,
+# which may be a replica by now.
+first_master() {
+  for j in 0 1 2 3 4 5 6 7 8; do
+    s="$HASWARM_PREFIX-sentinel-$j"
+    [ "$s" = "$HASWARM_SELF" ] && continue
+    m=$(ask "$s" 26379 SENTINEL get-master-addr-by-name "$g")
+    if [ -n "$m" ]; then echo "$m"; return; fi
+  done
+  for i in 0 1 2 3 4 5 6 7 8; do
+    peer="$HASWARM_PREFIX-redis-$i"
+    if [ "$(ask "$peer" 6379 ROLE)" = master ]; then echo "$peer"; return; fi
+  done
+  echo "$HASWARM_PREFIX-redis-0"
+}
+
 if [ ! -s "$conf" ]; then
+  m=$(first_master)
   {
     cat /etc/haswarm/sentinel.conf
-    echo "sentinel monitor $g $HASWARM_PREFIX-redis-0 6379 $HASWARM_QUORUM"
+    echo "sentinel monitor $g $m 6379 $HASWARM_QUORUM"
   } >"$conf"
 fi
 
 tmp="$conf.haswarm"
 grep -v \
   -e '^requirepass ' \
+  -e '^user default ' \
   -e '^sentinel announce-ip ' \
   -e '^sentinel sentinel-pass ' \
   -e "^sentinel auth-pass $g " \
@@ -36,7 +67,7 @@ grep -v \
   sed "s/^\(sentinel monitor $g [^ ]* [0-9]*\) [0-9]*\$/\1 $HASWARM_QUORUM/" >"$tmp" || true
 {
   echo "sentinel announce-ip $HASWARM_SELF"
-  echo "requirepass $pw"
+  echo "user default on $accept ~* &* +@all"
   echo "sentinel sentinel-pass $pw"
   echo "sentinel auth-pass $g $pw"
   echo "sentinel down-after-milliseconds $g $HASWARM_DOWN_AFTER_MS"

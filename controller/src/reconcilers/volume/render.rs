@@ -301,6 +301,8 @@ mod tests {
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
             ready,
+            down_since: None,
+            drained: false,
             role: role.into(),
         }
     }

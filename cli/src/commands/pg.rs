@@ -1,0 +1,99 @@
+//! `haswarmctl pg switchover NAME [--to I]`: asks the controller for a
+//! Patroni switchover through the `haswarm.io/switchover` annotation, then
+//! optionally waits until it is handled and the cluster is Ready again.
+
+use haswarm_crds::postgres::SWITCHOVER_ANNOTATION;
+use serde_json::Value;
+
+use super::{annotate, poll_until, timeout, Conn};
+use crate::cli::PgSwitchoverArgs;
+use crate::exit::ExitCode;
+use crate::report;
+
+pub async fn switchover(conn: &Conn, args: &PgSwitchoverArgs) -> ExitCode {
+    let name = args.name.as_str();
+    let limit = match timeout(&args.timeout) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let client = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let token = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let value = match args.to {
+        Some(i) => format!("{token} to={i}"),
+        None => token.clone(),
+    };
+    let to = args.to;
+    let in_range = |obj: &Value| {
+        let instances = obj.pointer("/spec/instances").and_then(Value::as_u64);
+        match (to, instances) {
+            (Some(i), Some(n)) if u64::from(i) >= n => {
+                report::error(&format!(
+                    "pgc/{name} has instances 0 to {}: --to {i} is not one of them",
+                    n.saturating_sub(1)
+                ));
+                Err(ExitCode::Invalid)
+            }
+            (_, Some(n)) if n < 2 => {
+                report::error(&format!(
+                    "pgc/{name} has one instance: there is no replica to switch over to"
+                ));
+                Err(ExitCode::Invalid)
+            }
+            _ => Ok(()),
+        }
+    };
+    if let Err(code) = annotate(
+        &client,
+        "postgresclusters",
+        name,
+        SWITCHOVER_ANNOTATION,
+        &value,
+        in_range,
+    )
+    .await
+    {
+        return code;
+    }
+    println!("postgrescluster/{name} switchover requested");
+    if !args.wait {
+        println!("follow it with: haswarmctl describe pgc {name}");
+        return ExitCode::Success;
+    }
+    let done = |obj: &Value| {
+        let handled = obj
+            .pointer("/status/switchoverHandled")
+            .and_then(Value::as_str)
+            == Some(value.as_str());
+        let ready = obj
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        (handled && ready).then(|| {
+            let leader = obj
+                .pointer("/status/leader")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            match to {
+                Some(i) if leader != format!("{name}-pg-{i}") => Err(format!(
+                    "the switchover to {name}-pg-{i} did not happen, {leader} leads (with synchronous replication Patroni hands over only to the synchronous standby): see the events in haswarmctl describe pgc {name}"
+                )),
+                _ => Ok(format!("postgrescluster/{name} leader is {leader}")),
+            }
+        })
+    };
+    poll_until(
+        &client,
+        "postgresclusters",
+        name,
+        limit,
+        done,
+        &format!("see haswarmctl describe pgc {name}"),
+    )
+    .await
+}

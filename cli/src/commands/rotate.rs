@@ -1,0 +1,116 @@
+//! `haswarmctl rotate-password rsg/NAME | pgc/NAME [--user U]`: asks for a
+//! new generated password through the `haswarm.io/rotate-password`
+//! annotation (a compare-and-swap on the object), then optionally follows
+//! the rotation to its end.
+
+use haswarm_crds::common::ROTATE_PASSWORD_ANNOTATION;
+use serde_json::Value;
+
+use super::{annotate, poll_until, target, timeout, Conn};
+use crate::cli::RotatePasswordArgs;
+use crate::exit::ExitCode;
+use crate::report;
+
+pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
+    let (kind, name) = match target(&args.target) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let (short, user_field) = match (kind.kind, args.user.as_deref()) {
+        ("RedisSentinelGroup", None) => ("rsg", None),
+        ("RedisSentinelGroup", Some(_)) => {
+            report::error(
+                "--user applies to postgresclusters only: a RedisSentinelGroup has one password",
+            );
+            return ExitCode::Invalid;
+        }
+        ("PostgresCluster", user) => {
+            let user = user.unwrap_or("app");
+            let field = if user == "superuser" {
+                "superuserSecret"
+            } else {
+                "appUserSecret"
+            };
+            ("pgc", Some((user, field)))
+        }
+        _ => {
+            report::error(&format!(
+                "{}: only redissentinelgroups (rsg) and postgresclusters (pgc) have passwords haswarm rotates",
+                kind.plural
+            ));
+            return ExitCode::Invalid;
+        }
+    };
+    let limit = match timeout(&args.timeout) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let client = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let token = match user_field {
+        Some((user, _)) => format!("{stamp} user={user}"),
+        None => stamp,
+    };
+    let refuse_user_secret = |obj: &Value| {
+        let (pointer, fix) = match user_field {
+            Some((_, field)) => (
+                format!("/spec/credentials/{field}"),
+                format!(
+                    "point spec.credentials.{field} at a secret holding the new password instead"
+                ),
+            ),
+            None => (
+                "/spec/passwordSecret".to_owned(),
+                "point spec.passwordSecret at a new secret instead".to_owned(),
+            ),
+        };
+        if obj.pointer(&pointer).is_some_and(|v| !v.is_null()) {
+            report::error(&format!(
+                "{short}/{name} takes that password from a secret of yours: haswarm rotates only the passwords it generates; {fix}"
+            ));
+            return Err(ExitCode::Invalid);
+        }
+        Ok(())
+    };
+    if let Err(code) = annotate(
+        &client,
+        kind.plural,
+        name,
+        ROTATE_PASSWORD_ANNOTATION,
+        &token,
+        refuse_user_secret,
+    )
+    .await
+    {
+        return code;
+    }
+    let singular = kind.kind.to_lowercase();
+    println!("{singular}/{name} password rotation requested");
+    if !args.wait {
+        println!("follow it with: haswarmctl describe {short} {name}");
+        return ExitCode::Success;
+    }
+    let rotated = |obj: &Value| {
+        let rotation = obj.pointer("/status/passwordRotation");
+        let handled = rotation
+            .and_then(|r| r.get("requested"))
+            .and_then(Value::as_str)
+            == Some(token.as_str());
+        let phase = rotation
+            .and_then(|r| r.get("phase"))
+            .filter(|p| !p.is_null());
+        (handled && phase.is_none()).then(|| Ok(format!("{singular}/{name} password rotated")))
+    };
+    poll_until(
+        &client,
+        kind.plural,
+        name,
+        limit,
+        rotated,
+        &format!("the rotation of {short}/{name} goes on: see haswarmctl describe {short} {name}"),
+    )
+    .await
+}

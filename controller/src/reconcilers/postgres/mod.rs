@@ -1,0 +1,10 @@
+//! PostgresCluster: PostgreSQL run by Patroni, an etcd cluster as Patroni's
+//! consensus store, and HAProxy routers for read-write and read-only
+//! endpoints.
+
+pub mod observe;
+pub mod reconcile;
+pub mod render;
+pub mod rotate;
+
+pub use reconcile::PostgresClusters;

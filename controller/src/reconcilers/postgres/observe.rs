@@ -1,0 +1,238 @@
+//! What Patroni says about the cluster: its REST API read inside an
+//! instance's container (the API listens on the cluster's network only), and
+//! parsed here. Parsing is pure.
+
+use haswarm_crds::postgres::{MemberRole, PostgresMember};
+
+use super::render::PATRONI_PORT;
+
+/// A script that prints the answer of `host`'s Patroni to `GET path` (or
+/// nothing). Patroni is Python, so every image that runs it has python3.
+pub fn rest_get(host: &str, path: &str) -> String {
+    format!(
+        "python3 -c \"import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://{host}:{PATRONI_PORT}{path}', timeout=3).read().decode())\" 2>/dev/null"
+    )
+}
+
+/// Whether a script's output is Patroni's answer: `rest_get` prints nothing
+/// and `rest_call` prints status 0 when the member could not be reached.
+pub fn answered(out: &str) -> bool {
+    let out = out.trim();
+    !out.is_empty() && !out.starts_with("0 ")
+}
+
+/// A script that sends `method path` with a JSON `body` to the Patroni REST
+/// API of `host` (a member's service name, or 127.0.0.1) and prints the HTTP
+/// status and the answer. The body travels base64-encoded: whatever a
+/// parameter value holds cannot end the script's strings. It authenticates
+/// with the API password read from the container's secret file (changes
+/// need it; the password never leaves the container).
+pub fn rest_call(host: &str, method: &str, path: &str, body: &serde_json::Value) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
+    format!(
+        "python3 - <<'PY'\nimport base64, urllib.request, urllib.error\nauth = base64.b64encode(b'haswarm:' + open('/run/secrets/pg-api-password', 'rb').read().rstrip(b'\\n')).decode()\nreq = urllib.request.Request('http://{host}:{PATRONI_PORT}{path}', data=base64.b64decode('{body}'), method='{method}', headers={{'Content-Type': 'application/json', 'Authorization': 'Basic ' + auth}})\ntry:\n    r = urllib.request.urlopen(req, timeout=30)\n    print(r.status, r.read().decode())\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\nexcept OSError as e:\n    print(0, e)\nPY"
+    )
+}
+
+/// A script that asks `host`'s Patroni (any member takes the request) for a
+/// switchover away from `leader` (to `candidate` when given) and prints the
+/// HTTP status and answer.
+pub fn switchover(host: &str, leader: &str, candidate: Option<&str>) -> String {
+    rest_call(
+        host,
+        "POST",
+        "/switchover",
+        &serde_json::json!({ "leader": leader, "candidate": candidate }),
+    )
+}
+
+/// A script run in an etcd member that deletes Patroni's leader key of
+/// `scope` if, and only if, it still names `leader` (one etcd transaction:
+/// a leader elected meanwhile keeps its key). Prints `SUCCESS` or `FAILURE`.
+/// `etcdctl txn` reads compares, success and failure operations, each
+/// section ended by an empty line (the empty failure section too).
+pub fn release_leader_key(scope: &str, leader: &str) -> String {
+    let key = format!("/haswarm/{scope}/leader");
+    format!(
+        "printf 'value(\"%s\") = \"%s\"\\n\\ndel %s\\n\\n\\n' '{key}' '{leader}' '{key}' | ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s txn"
+    )
+}
+
+/// Whether the tasks of a member's service prove its container is gone:
+/// none of them can have a live container (none starting or running, none
+/// on a node that does not answer), and one ended on a node that answers.
+/// Swarm learns a task's end from the node's own engine, so this is the
+/// engine's word that the process is dead, not a guess from silence.
+pub fn proven_dead(tasks: &[bollard::models::Task], node_ready: impl Fn(&str) -> bool) -> bool {
+    use bollard::models::TaskState as S;
+    let mut ended = false;
+    for t in tasks {
+        let state = t.status.as_ref().and_then(|s| s.state);
+        let node = t.node_id.as_deref().unwrap_or_default();
+        match state {
+            Some(S::FAILED | S::SHUTDOWN | S::COMPLETE | S::REJECTED) if node_ready(node) => {
+                ended = true;
+            }
+            // Not started yet; `READY` is the replacement waiting out the
+            // restart delay, its container created but not started.
+            Some(
+                S::NEW
+                | S::PENDING
+                | S::ALLOCATED
+                | S::ASSIGNED
+                | S::ACCEPTED
+                | S::PREPARING
+                | S::READY,
+            ) => {}
+            // Starting, running, removing, orphaned, unknown, or ended on a
+            // node that does not answer: a container may be alive.
+            _ => return false,
+        }
+    }
+    ended
+}
+
+/// The cluster as Patroni's `/cluster` reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterView {
+    /// Members, by name.
+    pub members: Vec<PostgresMember>,
+}
+
+impl ClusterView {
+    /// The leader's name.
+    pub fn leader(&self) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.role == MemberRole::Leader)
+            .map(|m| m.name.as_str())
+    }
+
+    /// The leader, when it is running.
+    pub fn running_leader(&self) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.role == MemberRole::Leader && m.state == "running")
+            .map(|m| m.name.as_str())
+    }
+}
+
+/// Parses `/cluster`; `None` when the answer is not Patroni's.
+pub fn parse_cluster(text: &str) -> Option<ClusterView> {
+    let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+    let members = v.get("members")?.as_array()?;
+    let mut out: Vec<PostgresMember> = members
+        .iter()
+        .filter_map(|m| {
+            Some(PostgresMember {
+                name: m.get("name")?.as_str()?.to_owned(),
+                role: match m.get("role").and_then(|r| r.as_str()) {
+                    Some("leader" | "master" | "primary" | "standby_leader") => MemberRole::Leader,
+                    Some("sync_standby") => MemberRole::SyncStandby,
+                    Some("replica") => MemberRole::Replica,
+                    _ => MemberRole::Unknown,
+                },
+                state: m
+                    .get("state")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                timeline: m.get("timeline").and_then(serde_json::Value::as_u64),
+                // A number of bytes, or "unknown" while Patroni cannot tell.
+                lag_bytes: m.get("lag").and_then(serde_json::Value::as_u64),
+                node: None,
+                pending_restart: m
+                    .get("pending_restart")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(ClusterView { members: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: &str = r#"{"members": [
+        {"name": "db-pg-1", "role": "replica", "state": "streaming", "api_url": "http://db-pg-1:8008/patroni", "host": "db-pg-1", "port": 5432, "timeline": 2, "lag": 0},
+        {"name": "db-pg-0", "role": "leader", "state": "running", "api_url": "http://db-pg-0:8008/patroni", "host": "db-pg-0", "port": 5432, "timeline": 2},
+        {"name": "db-pg-2", "role": "sync_standby", "state": "running", "timeline": 2, "lag": "unknown"}
+    ], "scope": "db"}"#;
+
+    #[test]
+    fn the_cluster_answer_gives_roles_states_timelines_and_lag() {
+        let v = parse_cluster(CLUSTER).expect("parsed");
+        assert_eq!(v.leader(), Some("db-pg-0"));
+        assert_eq!(v.running_leader(), Some("db-pg-0"));
+        let names: Vec<&str> = v.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["db-pg-0", "db-pg-1", "db-pg-2"]);
+        assert_eq!(v.members[1].role, MemberRole::Replica);
+        assert_eq!(v.members[1].lag_bytes, Some(0));
+        assert_eq!(v.members[2].role, MemberRole::SyncStandby);
+        assert_eq!(v.members[2].lag_bytes, None);
+        assert_eq!(v.members[0].timeline, Some(2));
+    }
+
+    #[test]
+    fn anything_else_is_no_answer() {
+        assert_eq!(parse_cluster(""), None);
+        assert_eq!(parse_cluster("<html>"), None);
+        let v = parse_cluster(r#"{"members": []}"#).expect("empty cluster");
+        assert_eq!(v.leader(), None);
+    }
+
+    fn task(state: bollard::models::TaskState, node: &str) -> bollard::models::Task {
+        bollard::models::Task {
+            node_id: Some(node.into()),
+            status: Some(bollard::models::TaskStatus {
+                state: Some(state),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_member_is_proven_dead_only_by_its_own_node() {
+        use bollard::models::TaskState as S;
+        let up = |n: &str| n != "down";
+        // Killed, restart pending: dead.
+        assert!(proven_dead(
+            &[task(S::FAILED, "a"), task(S::PENDING, "a")],
+            up
+        ));
+        // The restarted container is starting (Patroni may hold the key again).
+        assert!(!proven_dead(
+            &[task(S::FAILED, "a"), task(S::STARTING, "a")],
+            up
+        ));
+        assert!(!proven_dead(&[task(S::RUNNING, "a")], up));
+        // Its node does not answer: nothing is proven, the TTL decides.
+        assert!(!proven_dead(&[task(S::FAILED, "down")], up));
+        assert!(!proven_dead(&[task(S::ORPHANED, "down")], up));
+        // No task ended: nothing to prove.
+        assert!(!proven_dead(&[task(S::PENDING, "a")], up));
+        assert!(!proven_dead(&[], up));
+    }
+
+    #[test]
+    fn the_leader_key_goes_only_if_it_still_names_the_dead_leader() {
+        let s = release_leader_key("db", "db-pg-0");
+        assert!(s.contains("'/haswarm/db/leader' 'db-pg-0'"), "{s}");
+        assert!(s.contains("etcdctl") && s.contains(" txn"), "{s}");
+    }
+
+    #[test]
+    fn a_switchover_request_names_the_leader_and_the_candidate() {
+        use base64::Engine;
+        let s = switchover("127.0.0.1", "db-pg-0", Some("db-pg-2"));
+        assert!(s.contains("/switchover"));
+        let body = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"leader":"db-pg-0","candidate":"db-pg-2"}"#);
+        assert!(s.contains(&body), "{s}");
+    }
+}

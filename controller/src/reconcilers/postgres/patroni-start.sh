@@ -1,0 +1,60 @@
+#!/bin/sh
+# Starts one PostgreSQL instance of a haswarm PostgresCluster under Patroni.
+#
+# The fixed settings come from /etc/haswarm/patroni.yml (a Swarm config), the
+# instance's name and addresses from PATRONI_* variables (no secret among
+# them), the passwords from /run/secrets/pg-*-password (Swarm secrets). The
+# passwords are written only into the runtime config in the data volume
+# (mode 0600, owned by postgres): never onto a command line or into the
+# environment. A trailing newline in a secret is not part of the password.
+#
+# Roles are Patroni's business: it bootstraps the first member that takes
+# the initialize key in etcd, clones the others from the leader, and a
+# member that restarts follows whoever holds the leader key.
+set -eu
+: "${PATRONI_NAME:?}"
+
+home=/var/lib/postgresql
+conf=$home/haswarm-patroni.yml
+umask 077
+# A volume from a driver that does not copy the image's ownership is root's.
+chown postgres:postgres "$home"
+chmod 0700 "$home"
+
+# quote FILE: the file's content as a YAML double-quoted string.
+quote() {
+  printf '"%s"' "$(sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' "$1")"
+}
+
+{
+  cat /etc/haswarm/patroni.yml
+  # The template ends inside its `postgresql:` section.
+  echo "  authentication:"
+  echo "    superuser:"
+  echo "      username: postgres"
+  echo "      password: $(quote /run/secrets/pg-superuser-password)"
+  echo "    replication:"
+  echo "      username: replicator"
+  echo "      password: $(quote /run/secrets/pg-replication-password)"
+  # Reads (health, /cluster, /primary for the routers) stay open; changes
+  # (switchover, restart, configuration) need haswarm's password.
+  echo "restapi:"
+  echo "  listen: 0.0.0.0:8008"
+  echo "  authentication:"
+  echo "    username: haswarm"
+  echo "    password: $(quote /run/secrets/pg-api-password)"
+} >"$conf"
+# Read by the post-bootstrap script, which runs as postgres: the app user's
+# password, and each bootstrap user's (pg-user-<role>-password).
+cat /run/secrets/pg-app-password >"$home/.haswarm-app-password"
+chown postgres:postgres "$conf" "$home/.haswarm-app-password"
+for f in /run/secrets/pg-user-*-password; do
+  [ -e "$f" ] || continue
+  role=${f#/run/secrets/pg-user-}
+  role=${role%-password}
+  cat "$f" >"$home/.haswarm-user-$role-password"
+  chown postgres:postgres "$home/.haswarm-user-$role-password"
+done
+
+echo "haswarm: starting Patroni member $PATRONI_NAME"
+exec runuser -u postgres -- patroni "$conf"

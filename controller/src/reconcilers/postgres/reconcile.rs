@@ -1,0 +1,1075 @@
+//! PostgresCluster, effectful part: pin instances and etcd members to nodes,
+//! create the network, configs and password secrets, roll the services out
+//! (replicas first, a switchover before the leader is touched), and report
+//! the cluster as Patroni sees it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use haswarm_crds::postgres::{
+    MemberRole, PgPasswordRotation, PgRotationPhase, PostgresMember, SynchronousMode,
+    SWITCHOVER_ANNOTATION,
+};
+use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
+
+use super::observe::{self, ClusterView};
+use super::render::{self, purpose, Inputs, PasswordSecrets};
+use super::rotate;
+use crate::reconcilers::contents::{self as shared, content_names};
+use crate::reconcilers::slots::{self, Family};
+use crate::reconcilers::{reclaim, rollout, status};
+use crate::runtime::controller::{
+    decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
+    write_status,
+};
+use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::store::Record;
+use crate::swarm::objects::ContentKind;
+use crate::swarm::{Owner, ServiceHealth, SwarmError};
+
+pub(super) const KIND: &str = "PostgresCluster";
+
+/// A replica further behind than this is not in sync (and is no candidate
+/// for a planned switchover).
+const MAX_LAG_BYTES: u64 = 16 << 20;
+
+/// The PostgresCluster reconciler.
+#[derive(Debug, Default)]
+pub struct PostgresClusters;
+
+/// The cluster's slot families: instances, then managed etcd members.
+fn families(name: &str, instances: usize, etcd: usize) -> [Family<'_>; 2] {
+    [
+        Family {
+            count: instances,
+            slot: Box::new(move |i| render::instance_slot(name, i)),
+            service: Box::new(move |i| render::instance_name(name, i)),
+        },
+        Family {
+            count: etcd,
+            slot: Box::new(move |j| render::etcd_slot(name, j)),
+            service: Box::new(move |j| render::etcd_name(name, j)),
+        },
+    ]
+}
+
+/// Pins instances and etcd members; the leader's slot never moves (moved, it
+/// would start empty), and while no leader is known no instance moves.
+async fn place(
+    ctx: &Context,
+    pgc: &PostgresCluster,
+    owner: &Owner,
+    leader: Option<&str>,
+) -> Result<Vec<String>, ReconcileError> {
+    let name = pgc.metadata.name.as_str();
+    let instances = usize::from(pgc.spec.instances);
+    let etcd = if pgc.spec.etcd.endpoints.is_empty() {
+        usize::from(pgc.spec.etcd.members)
+    } else {
+        0
+    };
+    let families = families(name, instances, etcd);
+    let stay = slots::stay(&families[0], leader);
+    slots::place(ctx, owner, &pgc.spec.placement, &families, &stay).await
+}
+
+/// The password secrets: the user's where named, else generated ones
+/// (content-named secrets of the cluster's). During a rotation's `Use`
+/// phase the rotated user's secret holds the new password (named as it will
+/// be once the rotation ends: nothing restarts then); during `Alter` the new
+/// password is in one more secret, whose name comes third.
+async fn passwords(
+    ctx: &Context,
+    pgc: &PostgresCluster,
+    owner: &Owner,
+    rotation: Option<&PgPasswordRotation>,
+) -> Result<(PasswordSecrets, HashMap<String, Vec<u8>>, Option<String>), ReconcileError> {
+    let name = pgc.metadata.name.as_str();
+    let c = &pgc.spec.credentials;
+    let mut generated = HashMap::new();
+    let rotating = rotation.and_then(|r| Some((r.user?, r.phase?)));
+    // A rotation to a secret spec.credentials names, before `Use`.
+    let keep: Option<(String, String)> = rotation.and_then(|r| match (r.user, r.phase) {
+        (Some(u), Some(PgRotationPhase::Alter)) => r
+            .from_secret
+            .clone()
+            .map(|from| (rotate::purpose_of(u).to_owned(), from)),
+        _ => None,
+    });
+    let keep = &keep;
+    let secret = |user: Option<&haswarm_crds::common::SecretRef>, purpose: &str| {
+        let user = user.map(|r| r.name.clone());
+        let purpose = purpose.to_owned();
+        async move {
+            if let Some((_, from)) = keep.as_ref().filter(|(p, _)| *p == purpose) {
+                // Until PostgreSQL has the new password, the instances keep
+                // the secret they use.
+                return Ok((from.clone(), None));
+            }
+            if let Some(n) = user {
+                if ctx.swarm.secret_id(&n).await?.is_none() {
+                    return Err(ReconcileError::Swarm(SwarmError::NotFound(format!(
+                        "secret {n:?} named in spec.credentials"
+                    ))));
+                }
+                return Ok((n, None));
+            }
+            let stored_as = match rotating {
+                Some((u, PgRotationPhase::Use)) if rotate::purpose_of(u) == purpose => {
+                    rotate::next_purpose(u)
+                }
+                _ => purpose.clone(),
+            };
+            let pw = shared::stored_password(ctx, KIND, name, &stored_as).await?;
+            let n = crate::swarm::objects::content_name(owner, &purpose, &pw);
+            Ok((n, Some((purpose, pw))))
+        }
+    };
+    let (superuser, a) = secret(c.superuser_secret.as_ref(), purpose::SUPERUSER).await?;
+    let (replication, b) = secret(c.replication_secret.as_ref(), purpose::REPLICATION).await?;
+    let (app, d) = secret(c.app_user_secret.as_ref(), purpose::APP).await?;
+    let (api, e) = secret(None, purpose::API).await?;
+    generated.extend([a, b, d, e].into_iter().flatten());
+    let mut users = Vec::new();
+    for u in &pgc.spec.bootstrap.users {
+        let (secret_name, g) =
+            secret(u.password_secret.as_ref(), &render::user_purpose(&u.name)).await?;
+        generated.extend(g);
+        users.push((u.name.clone(), secret_name));
+    }
+    let mut next = None;
+    if let (Some((u, PgRotationPhase::Alter)), Some(_)) = (rotating, keep) {
+        next = rotate::spec_secret(pgc, u).map(str::to_owned);
+    } else if let Some((u, PgRotationPhase::Alter)) = rotating {
+        let purpose = rotate::next_purpose(u);
+        let pw = shared::stored_password(ctx, KIND, name, &purpose).await?;
+        next = Some(crate::swarm::objects::content_name(owner, &purpose, &pw));
+        generated.insert(purpose, pw);
+    }
+    Ok((
+        PasswordSecrets {
+            superuser,
+            replication,
+            app,
+            api,
+            users,
+        },
+        generated,
+        next,
+    ))
+}
+
+/// Asks Patroni for the cluster's view.
+async fn observe(
+    ctx: &Context,
+    pgc: &PostgresCluster,
+) -> Result<Option<ClusterView>, ReconcileError> {
+    let script = |host: &str| observe::rest_get(host, "/cluster");
+    Ok(patroni_until(ctx, pgc, script, |out| {
+        observe::parse_cluster(out).is_some()
+    })
+    .await?
+    .and_then(|out| observe::parse_cluster(&out)))
+}
+
+/// Runs a Patroni REST script (`script(host)`) from a container of the
+/// cluster on this engine's node: the engine can only exec into its own
+/// containers, and Patroni's API is reachable only on the cluster's network.
+/// An instance here asks its own Patroni; failing that (no instance on this
+/// node, as when instances are spread over more nodes, or the one here is
+/// down) an etcd member here asks each instance by its service name. `None`
+/// when nothing here got an answer.
+async fn patroni(
+    ctx: &Context,
+    pgc: &PostgresCluster,
+    script: impl Fn(&str) -> String,
+) -> Result<Option<String>, ReconcileError> {
+    patroni_until(ctx, pgc, script, observe::answered).await
+}
+
+/// [`patroni`], taking the first output `accept` takes (a member in the
+/// middle of a promotion may answer something else).
+async fn patroni_until(
+    ctx: &Context,
+    pgc: &PostgresCluster,
+    script: impl Fn(&str) -> String,
+    accept: impl Fn(&str) -> bool,
+) -> Result<Option<String>, ReconcileError> {
+    let name = pgc.metadata.name.as_str();
+    let instances: Vec<String> = (0..usize::from(pgc.spec.instances))
+        .map(|i| render::instance_name(name, i))
+        .collect();
+    let local = script("127.0.0.1");
+    for service in &instances {
+        match ctx.swarm.exec_in_service(service, &local).await {
+            Ok(Some(out)) if accept(&out) => return Ok(Some(out)),
+            Ok(_) => {}
+            Err(SwarmError::TimedOut(why)) => {
+                tracing::warn!(service, why, "Patroni did not answer");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !pgc.spec.etcd.endpoints.is_empty() {
+        return Ok(None);
+    }
+    for j in 0..usize::from(pgc.spec.etcd.members) {
+        let member = render::etcd_name(name, j);
+        for service in &instances {
+            match ctx.swarm.exec_in_service(&member, &script(service)).await {
+                // This member does not run here: the next one might.
+                Ok(None) => break,
+                Ok(Some(out)) if accept(&out) => return Ok(Some(out)),
+                Ok(Some(_)) => {}
+                // A member's image of the user's choosing may lack python3
+                // or a shell: then it cannot relay.
+                Err(e) => {
+                    tracing::debug!(member, error = %e, "no relay through etcd");
+                    break;
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Healthy enough for the next rollout step: every service runs, a leader
+/// runs, and every other instance streams from it without much lag.
+fn cluster_health(
+    spec: &PostgresClusterSpec,
+    name: &str,
+    health: &BTreeMap<String, ServiceHealth>,
+    view: Option<&ClusterView>,
+) -> Result<(), String> {
+    for (service, h) in health {
+        if let ServiceHealth::NotReady(why) = h {
+            return Err(format!("{service}: {why}"));
+        }
+    }
+    let view = view.ok_or("Patroni does not answer yet")?;
+    let leader = view.running_leader().ok_or("no running leader")?;
+    for i in 0..usize::from(spec.instances) {
+        let member = render::instance_name(name, i);
+        if member == leader {
+            continue;
+        }
+        replica_in_sync(view, &member, leader)?;
+    }
+    Ok(())
+}
+
+/// Whether Patroni reports `member` replicating from `leader` and close
+/// behind it; the reason when not.
+fn replica_in_sync(view: &ClusterView, member: &str, leader: &str) -> Result<(), String> {
+    let m = view
+        .members
+        .iter()
+        .find(|m| m.name == member)
+        .ok_or_else(|| format!("{member} is not a member yet"))?;
+    if !matches!(m.state.as_str(), "streaming" | "running") {
+        return Err(format!("{member} is {}", m.state));
+    }
+    if m.lag_bytes.is_none_or(|l| l > MAX_LAG_BYTES) {
+        return Err(format!("{member} lags behind {leader}"));
+    }
+    Ok(())
+}
+
+/// How many managed etcd members to run, given the spec and the count the
+/// cluster was created with (`None` with external endpoints), and whether
+/// the spec asks for a different count, which is refused: a member added or
+/// removed needs etcd's `member add`/`member remove`, which haswarm does not
+/// do yet.
+fn etcd_members(spec: &PostgresClusterSpec, created_with: Option<u8>) -> (Option<u8>, bool) {
+    if !spec.etcd.endpoints.is_empty() {
+        return (None, false);
+    }
+    let run = created_with.unwrap_or(spec.etcd.members);
+    (Some(run), run != spec.etcd.members)
+}
+
+/// Replicas that a running leader has but that do not replicate count as
+/// not serving, as a crashed service does: a change planned for one goes
+/// ahead at once. Otherwise it would wait for the cluster to be healthy,
+/// which it can only be once that very change is made (a member started
+/// with settings that keep it from replicating).
+fn mark_stalled_replicas(
+    members: &mut BTreeMap<String, rollout::Member>,
+    view: Option<&ClusterView>,
+) {
+    let Some((view, leader)) = view.and_then(|v| Some((v, v.running_leader()?))) else {
+        return;
+    };
+    for (name, m) in members.iter_mut() {
+        if m.role == rollout::Role::Replica && replica_in_sync(view, name, leader).is_err() {
+            m.serving = false;
+        }
+    }
+}
+
+/// Whether synchronous replication is asked for and no standby confirms
+/// commits yet.
+fn synchronous_standby_missing(spec: &PostgresClusterSpec, view: &ClusterView) -> bool {
+    spec.patroni.synchronous_mode != SynchronousMode::Off
+        && spec.instances >= 2
+        && !view
+            .members
+            .iter()
+            .any(|m| m.role == MemberRole::SyncStandby)
+}
+
+/// The replica a switchover should hand the leadership to: in sync, least lag.
+fn switchover_candidate(view: &ClusterView, leader: &str) -> Option<String> {
+    view.members
+        .iter()
+        .filter(|m| m.name != leader && m.role != MemberRole::Unknown)
+        .filter(|m| m.lag_bytes.is_some_and(|l| l <= MAX_LAG_BYTES))
+        .min_by_key(|m| (m.role != MemberRole::SyncStandby, m.lag_bytes))
+        .map(|m| m.name.clone())
+}
+
+async fn switchover(
+    ctx: &Context,
+    obj: &Record,
+    pgc: &PostgresCluster,
+    view: &ClusterView,
+    from: &str,
+    to: Option<String>,
+    why: &str,
+) -> Result<bool, ReconcileError> {
+    let Some(to) = to.or_else(|| switchover_candidate(view, from)) else {
+        event(
+            ctx,
+            obj,
+            EventType::Warning,
+            "SwitchoverSkipped",
+            &format!("no replica is in sync to take over from {from} ({why})"),
+        );
+        return Ok(false);
+    };
+    if let Some(out) = patroni(ctx, pgc, |host| observe::switchover(host, from, Some(&to))).await? {
+        let ok = out.trim_start().starts_with("200");
+        if ok {
+            event(
+                ctx,
+                obj,
+                EventType::Normal,
+                "Switchover",
+                &format!("switched the leader over from {from} to {to}: {why}"),
+            );
+        } else {
+            event(
+                ctx,
+                obj,
+                EventType::Warning,
+                "SwitchoverFailed",
+                &format!(
+                    "Patroni refused the switchover from {from} to {to}: {}",
+                    out.trim()
+                ),
+            );
+        }
+        return Ok(ok);
+    }
+    Ok(false)
+}
+
+/// Keeps Patroni's dynamic configuration equal to the spec (parameters,
+/// timing, synchronous mode), then restarts members whose new settings need
+/// it: one per step, replicas first, the leader once it was switched over.
+/// Returns what is in progress, if anything.
+async fn converge_settings(
+    ctx: &Context,
+    obj: &Record,
+    pgc: &PostgresCluster,
+    view: &ClusterView,
+    leader: &str,
+) -> Result<Option<String>, ReconcileError> {
+    // Any member answers for the cluster.
+    let json = |out: &str| serde_json::from_str::<serde_json::Value>(out.trim()).ok();
+    let script = |host: &str| observe::rest_get(host, "/config");
+    let live = patroni_until(ctx, pgc, script, |out| json(out).is_some())
+        .await?
+        .and_then(|out| json(&out));
+    let Some(live) = live else {
+        return Ok(Some(
+            "waiting for Patroni's dynamic configuration".to_owned(),
+        ));
+    };
+    if let Some(patch) = render::config_patch(&render::dynamic_config(pgc), &live) {
+        let script = |host: &str| observe::rest_call(host, "PATCH", "/config", &patch);
+        if let Some(answer) = patroni(ctx, pgc, script).await? {
+            if answer.trim_start().starts_with("200") {
+                event(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "SettingsChanged",
+                    &format!("Patroni's dynamic configuration now follows the spec: {patch}"),
+                );
+            } else {
+                event(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    "SettingsRefused",
+                    &format!("Patroni refused {patch}: {}", answer.trim()),
+                );
+            }
+        }
+        return Ok(Some("applying new settings".to_owned()));
+    }
+    let pending: Vec<&str> = view
+        .members
+        .iter()
+        .filter(|m| m.pending_restart)
+        .map(|m| m.name.as_str())
+        .collect();
+    let Some(first) = pending
+        .iter()
+        .find(|m| **m != leader)
+        .or_else(|| pending.first())
+    else {
+        return Ok(None);
+    };
+    if *first == leader {
+        switchover(
+            ctx,
+            obj,
+            pgc,
+            view,
+            leader,
+            None,
+            "to restart it with new settings",
+        )
+        .await?;
+        return Ok(Some(format!("switching over to restart {leader}")));
+    }
+    // The restart goes to the member itself (by name: it may run elsewhere).
+    let script = |_: &str| observe::rest_call(first, "POST", "/restart", &serde_json::json!({}));
+    if let Some(answer) = patroni(ctx, pgc, script).await? {
+        event(
+            ctx,
+            obj,
+            EventType::Normal,
+            "Restarted",
+            &format!(
+                "restarted {first} for settings that need it: {}",
+                answer.trim()
+            ),
+        );
+    }
+    Ok(Some(format!("restarting {first} for new settings")))
+}
+
+/// Moves a password rotation on: in `Alter`, once the cluster is settled
+/// (`settled_leader`), the job sets the new password and the instances move
+/// to it; in `Use`, once they all have, the rotation ends. Returns what is
+/// in progress.
+async fn advance_rotation(
+    ctx: &Context,
+    obj: &Record,
+    (owner, pgc): (&Owner, &PostgresCluster),
+    status: &mut haswarm_crds::postgres::PostgresClusterStatus,
+    settled_leader: Option<&str>,
+    (secrets, next_secret): (&PasswordSecrets, Option<&str>),
+) -> Result<Option<String>, ReconcileError> {
+    let Some(rotation) = status.password_rotation.as_mut() else {
+        return Ok(None);
+    };
+    let (Some(user), Some(phase)) = (rotation.user, rotation.phase) else {
+        return Ok(None);
+    };
+    let Some(leader) = settled_leader else {
+        return Ok(Some(format!(
+            "password rotation ({phase:?}) waits for a settled cluster"
+        )));
+    };
+    match (phase, next_secret) {
+        (PgRotationPhase::Alter, Some(new)) => {
+            let to = rotate::AlterSecrets {
+                superuser: &secrets.superuser,
+                new,
+            };
+            if rotate::alter(ctx, obj, (owner, pgc), user, to, leader).await? {
+                rotation.phase = Some(PgRotationPhase::Use);
+            }
+            Ok(Some(
+                "password rotation: moving the instances to the new password".to_owned(),
+            ))
+        }
+        (PgRotationPhase::Alter, None) => Ok(Some("password rotation: preparing".to_owned())),
+        (PgRotationPhase::Use, _) => {
+            rotate::finish(ctx, obj, pgc, rotation, user).await?;
+            rotation.phase = None;
+            rotation.from_secret = None;
+            Ok(None)
+        }
+    }
+}
+
+/// The instance a `haswarm.io/switchover` request names (`... to=<i>`).
+fn requested_target(request: &str) -> Option<u8> {
+    request
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("to="))
+        .and_then(|i| i.parse().ok())
+}
+
+/// Releases the leader key of a leader whose container is proven dead (see
+/// [`observe::proven_dead`]), so that a replica takes over now rather than
+/// when the key's TTL runs out. Returns whether the key was released.
+async fn release_dead_leader(
+    ctx: &Context,
+    obj: &Record,
+    pgc: &PostgresCluster,
+    leader: &str,
+) -> Result<bool, ReconcileError> {
+    if !pgc.spec.patroni.fast_failover || !pgc.spec.etcd.endpoints.is_empty() {
+        return Ok(false);
+    }
+    let tasks = ctx.swarm.tasks(leader).await?;
+    let nodes = ctx.swarm.nodes().await?;
+    let ready = |id: &str| nodes.iter().any(|n| n.id == id && n.ready);
+    if !observe::proven_dead(&tasks, ready) {
+        return Ok(false);
+    }
+    let name = pgc.metadata.name.as_str();
+    let script = observe::release_leader_key(name, leader);
+    for j in 0..usize::from(pgc.spec.etcd.members) {
+        let member = render::etcd_name(name, j);
+        match ctx.swarm.exec_in_service(&member, &script).await {
+            Ok(Some(out)) => {
+                let released = out.contains("SUCCESS");
+                if released {
+                    event(
+                        ctx,
+                        obj,
+                        EventType::Warning,
+                        "LeaderReleased",
+                        &format!("the container of leader {leader} ended on a node that answers: released its leader key so a replica takes over without waiting {}s", pgc.spec.patroni.ttl),
+                    );
+                } else {
+                    tracing::info!(leader, answer = out.trim(), "leader key not released");
+                }
+                return Ok(released);
+            }
+            Ok(None) => {}
+            Err(SwarmError::TimedOut(why)) => tracing::warn!(member, why, "etcd did not answer"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(false)
+}
+
+/// Members with the host name of the node their running task is on.
+async fn with_nodes(
+    ctx: &Context,
+    members: &[PostgresMember],
+) -> Result<Vec<PostgresMember>, ReconcileError> {
+    let nodes = ctx.swarm.nodes().await?;
+    let mut out = Vec::with_capacity(members.len());
+    for m in members {
+        let tasks = ctx.swarm.tasks(&m.name).await?;
+        let node = tasks
+            .iter()
+            .find(|t| {
+                t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
+            })
+            .and_then(|t| t.node_id.as_deref())
+            .and_then(|id| nodes.iter().find(|n| n.id == id))
+            .map(|n| n.hostname.clone());
+        out.push(PostgresMember { node, ..m.clone() });
+    }
+    Ok(out)
+}
+
+impl Reconciler for PostgresClusters {
+    const KIND: &'static str = KIND;
+
+    async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+        let (mut pgc, old) = decode::<PostgresClusterSpec>(&obj)?;
+        let owner = owner_of(&ctx, &obj);
+        let generation = obj.metadata.generation;
+        let mut status = old.clone();
+        let (run, refused) = etcd_members(&pgc.spec, status.etcd_members);
+        status.etcd_members = run;
+        if let Some(run) = run {
+            if refused {
+                event(
+                    &ctx,
+                    &obj,
+                    EventType::Warning,
+                    "EtcdMembersKept",
+                    &format!(
+                        "spec.etcd.members is {} but the cluster's etcd has {run} members: changing the membership is not supported yet (removing members naively would cost etcd its quorum); keeping {run}",
+                        pgc.spec.etcd.members
+                    ),
+                );
+            }
+            pgc.spec.etcd.members = run;
+        }
+        let pgc = pgc;
+        let name = pgc.metadata.name.as_str();
+        let mut view = observe(&ctx, &pgc).await?;
+        if let Some(dead) = view
+            .as_ref()
+            .and_then(ClusterView::leader)
+            .map(str::to_owned)
+        {
+            if release_dead_leader(&ctx, &obj, &pgc, &dead).await? {
+                // The replicas race for the key now: look again.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                view = observe(&ctx, &pgc).await?;
+            }
+        }
+        let leader = view.as_ref().and_then(|v| v.leader().map(str::to_owned));
+        let mut holding = None;
+        let mut group = Err("not rolled out yet".to_owned());
+        let mut unassigned = Vec::new();
+        if !hold_if_paused(&obj, &mut status.common) {
+            unassigned = place(&ctx, &pgc, &owner, leader.as_deref()).await?;
+            let rotation = rotate::start(&ctx, &obj, &pgc, &mut status).await?;
+            let (secrets, generated, next_secret) =
+                passwords(&ctx, &pgc, &owner, rotation.as_ref()).await?;
+            let contents = render::contents(&pgc, &generated);
+            let names = content_names(name, &contents);
+            let network = render::network_name(name);
+            shared::ensure(
+                &ctx,
+                &owner,
+                &network,
+                pgc.spec.network.encrypted,
+                &contents,
+            )
+            .await?;
+            let mut services = render::render(&Inputs {
+                pgc: &pgc,
+                generated: &generated,
+                secrets: &secrets,
+                config_names: &names,
+            })
+            .services;
+            shared::link(&ctx, &owner, &mut services).await?;
+
+            let plan = ctx
+                .swarm
+                .plan_services(&owner, &services, &known_versions(&old.common))
+                .await?;
+            let health = ctx.swarm.service_health(&owner).await?;
+            group = cluster_health(&pgc.spec, name, &health, view.as_ref());
+            let instance_prefix = format!("{name}-pg-");
+            let mut members = rollout::members(
+                &plan,
+                &health,
+                |n| n.starts_with(&instance_prefix),
+                leader.as_deref(),
+            );
+            mark_stalled_replicas(&mut members, view.as_ref());
+            let step = rollout::next_step(&members, group.clone());
+            if !step.apply.is_empty() || step.switchover.is_some() {
+                tracing::info!(?step, ?group, "rollout step");
+            }
+            if let (Some(from), Some(v)) = (&step.switchover, &view) {
+                switchover(&ctx, &obj, &pgc, v, from, None, "before changing it").await?;
+            }
+            let settled = step.switchover.is_none() && step.holding.is_none() && group.is_ok();
+            let request = pgc
+                .metadata
+                .annotations
+                .get(SWITCHOVER_ANNOTATION)
+                .filter(|r| old.switchover_handled.as_ref() != Some(*r))
+                .cloned();
+            let mut switched = false;
+            if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
+                // Asked from the CLI: once per request.
+                if let Some(request) = request {
+                    let target = requested_target(&request)
+                        .map(|i| render::instance_name(name, usize::from(i)));
+                    if target.as_deref() == Some(l) {
+                        event(
+                            &ctx,
+                            &obj,
+                            EventType::Normal,
+                            "SwitchoverSkipped",
+                            &format!("{l} is the leader already"),
+                        );
+                    } else {
+                        switched = switchover(
+                            &ctx,
+                            &obj,
+                            &pgc,
+                            v,
+                            l,
+                            target,
+                            "requested with haswarmctl pg switchover",
+                        )
+                        .await?;
+                    }
+                    status.switchover_handled = Some(request);
+                } else if let Some(t) = pgc.spec.target_primary {
+                    // Declared in the spec: a switchover GitOps can drive.
+                    let target = render::instance_name(name, usize::from(t));
+                    if target != l {
+                        switched =
+                            switchover(&ctx, &obj, &pgc, v, l, Some(target), "spec.targetPrimary")
+                                .await?;
+                    }
+                }
+            }
+            let report = ctx.swarm.apply_changes(&plan, &step.apply).await?;
+            report_services(&ctx, &obj, &report);
+            let mut owned = owned_services(&report.versions);
+            owned.extend(shared::owned(&network, &contents, &names));
+            let keep: Vec<String> = names.into_values().collect();
+            for kind in [ContentKind::Config, ContentKind::Secret] {
+                ctx.swarm.prune_content_objects(kind, &owner, &keep).await?;
+            }
+            status.common.owned_objects = owned;
+            status.app_password_secret = Some(secrets.app.clone());
+            status.user_password_secrets = secrets.users.iter().cloned().collect();
+            status.network = Some(network);
+            holding = step.holding;
+            if switched {
+                holding.get_or_insert_with(|| "switchover in progress".to_owned());
+            } else if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
+                if let Some(why) = converge_settings(&ctx, &obj, &pgc, v, l).await? {
+                    holding = Some(why);
+                }
+            }
+            if let Some(why) = advance_rotation(
+                &ctx,
+                &obj,
+                (&owner, &pgc),
+                &mut status,
+                (settled && holding.is_none())
+                    .then_some(leader.as_deref())
+                    .flatten(),
+                (&secrets, next_secret.as_deref()),
+            )
+            .await?
+            {
+                holding.get_or_insert(why);
+            }
+        }
+        status::progressing(&mut status.common, holding.as_ref(), generation);
+
+        if pgc.spec.router.replicas > 0 {
+            status.read_write_endpoint =
+                Some(format!("{}:{}", render::rw_name(name), render::PG_PORT));
+            status.read_only_endpoint =
+                Some(format!("{}:{}", render::ro_name(name), render::PG_PORT));
+        } else {
+            status.read_write_endpoint = None;
+            status.read_only_endpoint = None;
+        }
+        match &view {
+            None => {
+                // The last leader seen stays (with PrimaryAvailable Unknown):
+                // the next answer tells whether it moved.
+                status.members.clear();
+                let why = if unassigned.is_empty() {
+                    "Patroni does not answer yet (haswarm asks it on the node of the engine it talks to)".to_owned()
+                } else {
+                    format!(
+                        "no node can take {}: check spec.placement and node availability",
+                        unassigned.join(", ")
+                    )
+                };
+                for type_ in ["PrimaryAvailable", "ReplicasInSync"] {
+                    status::set(
+                        &mut status.common,
+                        type_,
+                        None,
+                        "NoAnswer",
+                        why.clone(),
+                        generation,
+                    );
+                }
+                status::set(
+                    &mut status.common,
+                    "Ready",
+                    Some(false),
+                    "Starting",
+                    why,
+                    generation,
+                );
+            }
+            Some(v) => {
+                let now = v.running_leader().map(str::to_owned);
+                if old.leader.is_some() && now.is_some() && old.leader != now {
+                    event(
+                        &ctx,
+                        &obj,
+                        EventType::Warning,
+                        "LeaderChanged",
+                        &format!(
+                            "leader moved from {} to {}",
+                            old.leader.as_deref().unwrap_or("?"),
+                            now.as_deref().unwrap_or("?")
+                        ),
+                    );
+                }
+                if now.is_some() || old.leader.is_none() {
+                    status.leader.clone_from(&now);
+                }
+                status.members = with_nodes(&ctx, &v.members).await?;
+                status::set(
+                    &mut status.common,
+                    "PrimaryAvailable",
+                    Some(now.is_some()),
+                    if now.is_some() {
+                        "LeaderRunning"
+                    } else {
+                        "NoLeader"
+                    },
+                    now.as_deref().map_or_else(
+                        || "no member holds the leader key and runs".to_owned(),
+                        |l| format!("leader {l}"),
+                    ),
+                    generation,
+                );
+                let expected = usize::from(pgc.spec.instances.saturating_sub(1));
+                let in_sync = v
+                    .members
+                    .iter()
+                    .filter(|m| Some(m.name.as_str()) != now.as_deref())
+                    .filter(|m| matches!(m.state.as_str(), "streaming" | "running"))
+                    .filter(|m| m.lag_bytes.is_some_and(|l| l <= MAX_LAG_BYTES))
+                    .count();
+                // Synchronous mode promises that no acknowledged commit is
+                // lost: only once a standby confirms commits (Patroni picks
+                // one a loop after the mode is switched on).
+                let standby_missing = synchronous_standby_missing(&pgc.spec, v);
+                let replicas_ok = in_sync >= expected && !standby_missing;
+                status::set(
+                    &mut status.common,
+                    "ReplicasInSync",
+                    Some(replicas_ok),
+                    if replicas_ok {
+                        "InSync"
+                    } else {
+                        "ReplicasBehind"
+                    },
+                    format!(
+                        "{in_sync} of {expected} replicas streaming and in sync{}",
+                        if standby_missing {
+                            ", no synchronous standby yet"
+                        } else {
+                            ""
+                        }
+                    ),
+                    generation,
+                );
+                status::ready(
+                    &mut status.common,
+                    now.is_some() && replicas_ok,
+                    &group,
+                    holding.as_ref(),
+                    format!(
+                        "leader {}, {in_sync}/{expected} replicas in sync",
+                        now.as_deref().unwrap_or("unknown")
+                    ),
+                    generation,
+                );
+            }
+        }
+        status.common.observed_generation = generation;
+        if status != old {
+            write_status(&ctx, &obj, &status).await?;
+        }
+        Ok(status::requeue(&status.common, holding.is_some()))
+    }
+
+    async fn cleanup(&self, obj: Record, ctx: Arc<Context>) -> Result<(), ReconcileError> {
+        let owner = owner_of(&ctx, &obj);
+        status::remove_owned(&ctx, &obj, &owner).await?;
+        let name = obj.metadata.name.as_str();
+        let nodes = ctx.swarm.nodes().await?;
+        let families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
+        // Data goes before the slot labels do: they say where each volume is.
+        if let Ok((pgc, _)) = decode::<PostgresClusterSpec>(&obj) {
+            if pgc.spec.storage.reclaim_policy == haswarm_crds::common::ReclaimPolicy::Delete {
+                let [instances, etcd] = &families;
+                let mut done = reclaim::reclaim(
+                    &ctx,
+                    &owner,
+                    &pgc.spec.postgres.image,
+                    &pgc.spec.storage,
+                    &slots::slot_volumes(&nodes, std::slice::from_ref(instances)),
+                )
+                .await?;
+                let etcd_done = reclaim::reclaim(
+                    &ctx,
+                    &owner,
+                    &pgc.spec.etcd.image,
+                    &pgc.spec.etcd.storage,
+                    &slots::slot_volumes(&nodes, std::slice::from_ref(etcd)),
+                )
+                .await?;
+                done.merge(etcd_done);
+                event(
+                    &ctx,
+                    &obj,
+                    EventType::Normal,
+                    "VolumesReclaimed",
+                    &done.summary(),
+                );
+            }
+        }
+        slots::unpin_all(&ctx, &nodes, &families).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(members: &[(&str, &str, &str, Option<u64>)]) -> ClusterView {
+        let json = serde_json::json!({
+            "members": members.iter().map(|(n, r, s, l)| serde_json::json!({
+                "name": n, "role": r, "state": s, "timeline": 1, "lag": l
+            })).collect::<Vec<_>>()
+        });
+        observe::parse_cluster(&json.to_string()).expect("view")
+    }
+
+    fn spec(instances: u8) -> PostgresClusterSpec {
+        serde_json::from_value(serde_json::json!({ "instances": instances })).expect("spec")
+    }
+
+    fn running(names: &[&str]) -> BTreeMap<String, ServiceHealth> {
+        names
+            .iter()
+            .map(|n| ((*n).to_owned(), ServiceHealth::Running))
+            .collect()
+    }
+
+    #[test]
+    fn etcd_membership_stays_as_created() {
+        let mut s = spec(3);
+        assert_eq!(etcd_members(&s, None), (Some(3), false));
+        s.etcd.members = 5;
+        assert_eq!(etcd_members(&s, Some(3)), (Some(3), true));
+        assert_eq!(etcd_members(&s, Some(5)), (Some(5), false));
+        s.etcd.endpoints = vec!["http://etcd.example:2379".into()];
+        assert_eq!(etcd_members(&s, Some(3)), (None, false));
+    }
+
+    #[test]
+    fn a_replica_that_does_not_replicate_gets_its_change_at_once() {
+        use rollout::{Change, Member, Role};
+        let member = |role, change| Member {
+            role,
+            serving: true,
+            change,
+        };
+        let mut members = BTreeMap::from([
+            ("db-pg-0".to_owned(), member(Role::Primary, None)),
+            (
+                "db-pg-1".to_owned(),
+                member(Role::Replica, Some(Change::Update)),
+            ),
+            (
+                "db-pg-2".to_owned(),
+                member(Role::Replica, Some(Change::Update)),
+            ),
+        ]);
+        // pg-2 runs, but Patroni cannot tell what it replicates.
+        let v = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "replica", "streaming", Some(0)),
+            ("db-pg-2", "replica", "running", None),
+        ]);
+        mark_stalled_replicas(&mut members, Some(&v));
+        assert!(members["db-pg-1"].serving);
+        assert!(!members["db-pg-2"].serving);
+        let step = rollout::next_step(&members, Err("db-pg-2 lags".into()));
+        assert_eq!(step.apply, ["db-pg-2"]);
+        // Without a running leader nothing is judged.
+        let mut again = members.clone();
+        again.values_mut().for_each(|m| m.serving = true);
+        let leaderless = view(&[("db-pg-1", "replica", "streaming", Some(0))]);
+        mark_stalled_replicas(&mut again, Some(&leaderless));
+        assert!(again.values().all(|m| m.serving));
+    }
+
+    #[test]
+    fn a_cluster_is_healthy_when_every_replica_streams_from_a_running_leader() {
+        let h = running(&["db-pg-0", "db-pg-1", "db-etcd-0"]);
+        let good = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "replica", "streaming", Some(0)),
+        ]);
+        assert_eq!(cluster_health(&spec(2), "db", &h, Some(&good)), Ok(()));
+        assert!(cluster_health(&spec(2), "db", &h, None).is_err());
+        let starting = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "replica", "starting", None),
+        ]);
+        assert!(cluster_health(&spec(2), "db", &h, Some(&starting))
+            .is_err_and(|e| e.contains("db-pg-1 is starting")));
+        let missing = view(&[("db-pg-0", "leader", "running", None)]);
+        assert!(cluster_health(&spec(2), "db", &h, Some(&missing))
+            .is_err_and(|e| e.contains("not a member")));
+        let mut updating = h.clone();
+        updating.insert(
+            "db-etcd-0".into(),
+            ServiceHealth::NotReady("update in progress".into()),
+        );
+        assert!(cluster_health(&spec(2), "db", &updating, Some(&good)).is_err());
+    }
+
+    #[test]
+    fn synchronous_mode_wants_a_synchronous_standby() {
+        let mut sync = spec(2);
+        sync.patroni.synchronous_mode = SynchronousMode::On;
+        let async_only = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "replica", "streaming", Some(0)),
+        ]);
+        assert!(synchronous_standby_missing(&sync, &async_only));
+        assert!(!synchronous_standby_missing(&spec(2), &async_only));
+        let with_standby = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "sync_standby", "streaming", Some(0)),
+        ]);
+        assert!(!synchronous_standby_missing(&sync, &with_standby));
+    }
+
+    #[test]
+    fn a_switchover_request_may_name_its_target() {
+        assert_eq!(requested_target("2026-11-28T04:00:00.000Z to=2"), Some(2));
+        assert_eq!(requested_target("2026-11-28T04:00:00.000Z"), None);
+        assert_eq!(requested_target("t to=x"), None);
+    }
+
+    #[test]
+    fn a_switchover_goes_to_the_sync_standby_or_the_replica_with_least_lag() {
+        let v = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "replica", "streaming", Some(100)),
+            ("db-pg-2", "replica", "streaming", Some(10)),
+        ]);
+        assert_eq!(
+            switchover_candidate(&v, "db-pg-0").as_deref(),
+            Some("db-pg-2")
+        );
+        let v = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "sync_standby", "streaming", Some(100)),
+            ("db-pg-2", "replica", "streaming", Some(10)),
+        ]);
+        assert_eq!(
+            switchover_candidate(&v, "db-pg-0").as_deref(),
+            Some("db-pg-1")
+        );
+        let lagging = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "replica", "streaming", Some(1 << 30)),
+        ]);
+        assert_eq!(switchover_candidate(&lagging, "db-pg-0"), None);
+    }
+}

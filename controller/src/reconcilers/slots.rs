@@ -1,0 +1,201 @@
+//! Pinning a resource's stateful members to nodes by slot labels: the
+//! effectful half of [`common::plan_slots`], shared by every kind.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use haswarm_crds::common::Placement;
+
+use super::common::{plan_slots, Moves};
+use crate::runtime::controller::{Context, ReconcileError};
+use crate::swarm::{NodeInfo, Owner};
+
+/// One family of slots: a role of the resource (data instances, sentinels,
+/// etcd members), each slot pinning the service of the same index.
+pub struct Family<'a> {
+    /// How many slots there should be.
+    pub count: usize,
+    /// The slot label of index `i`.
+    pub slot: Box<dyn Fn(usize) -> String + Send + Sync + 'a>,
+    /// The service of index `i`.
+    pub service: Box<dyn Fn(usize) -> String + Send + Sync + 'a>,
+}
+
+impl std::fmt::Debug for Family<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Family")
+            .field("prefix", &self.prefix())
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl Family<'_> {
+    /// The labels' common prefix.
+    pub fn prefix(&self) -> String {
+        (self.slot)(0).trim_end_matches(char::is_numeric).to_owned()
+    }
+
+    /// The index of a label of this family.
+    pub fn index(&self, label: &str) -> Option<usize> {
+        label.strip_prefix(&self.prefix())?.parse().ok()
+    }
+}
+
+/// Pins every slot of every family to a node and returns the labels no node
+/// could take. Slots on lost nodes move unless listed in `stay` (a member
+/// whose data is the only copy must not restart empty elsewhere). A slot
+/// beyond the count is unpinned only once its service is gone: unpinning
+/// first would have Swarm stop the task at once, before a rollout could move
+/// its role away.
+///
+/// # Errors
+/// Engine errors.
+pub async fn place(
+    ctx: &Context,
+    owner: &Owner,
+    placement: &Placement,
+    families: &[Family<'_>],
+    stay: &[String],
+) -> Result<Vec<String>, ReconcileError> {
+    let nodes = ctx.swarm.nodes().await?;
+    let now = Utc::now();
+    let moves = Moves {
+        lost: nodes
+            .iter()
+            .filter(|n| n.lost(now, ctx.settings.node_loss_grace))
+            .map(|n| n.id.clone())
+            .collect(),
+        stay,
+    };
+    let services = ctx.swarm.owned_services(owner).await?;
+    let load = load(&nodes, families);
+    let mut unassigned = Vec::new();
+    for f in families {
+        let mut plan = plan_slots(
+            &f.prefix(),
+            f.count,
+            &f.slot,
+            &nodes,
+            placement,
+            &load,
+            &moves,
+        );
+        plan.remove.retain(|(_, l)| {
+            f.index(l)
+                .is_none_or(|i| !services.contains_key(&(f.service)(i)))
+        });
+        for (node, label) in &plan.set {
+            ctx.swarm.set_node_label(node, label, Some("true")).await?;
+        }
+        for (node, label) in &plan.remove {
+            ctx.swarm.set_node_label(node, label, None).await?;
+        }
+        unassigned.extend(plan.unassigned);
+    }
+    Ok(unassigned)
+}
+
+/// The data slots that must not move off a lost node: the primary's (moved,
+/// it would start empty while it holds the only current copy), or every
+/// one while no primary is known.
+pub fn stay(data: &Family<'_>, primary: Option<&str>) -> Vec<String> {
+    (0..data.count)
+        .filter(|i| primary.is_none_or(|p| (data.service)(*i) == p))
+        .map(|i| (data.slot)(i))
+        .collect()
+}
+
+/// Slots of the whole resource each node holds (to balance roles too).
+fn load(nodes: &[NodeInfo], families: &[Family<'_>]) -> HashMap<String, usize> {
+    let prefixes: Vec<String> = families.iter().map(Family::prefix).collect();
+    nodes
+        .iter()
+        .map(|n| {
+            let held = n
+                .labels
+                .keys()
+                .filter(|k| prefixes.iter().any(|p| k.starts_with(p)))
+                .count();
+            (n.id.clone(), held)
+        })
+        .collect()
+}
+
+/// Removes every slot label of `families` from every node.
+///
+/// # Errors
+/// Engine errors.
+pub async fn unpin_all(
+    ctx: &Context,
+    nodes: &[NodeInfo],
+    families: &[Family<'_>],
+) -> Result<(), ReconcileError> {
+    let prefixes: Vec<String> = families.iter().map(Family::prefix).collect();
+    for n in nodes {
+        for k in n
+            .labels
+            .keys()
+            .filter(|k| prefixes.iter().any(|p| k.starts_with(p)))
+        {
+            ctx.swarm.set_node_label(&n.id, k, None).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The data volume (`<service>-data`) of every slot pinned on some node,
+/// with its slot label: what `reclaimPolicy: Delete` erases.
+pub fn slot_volumes(
+    nodes: &[NodeInfo],
+    families: &[Family<'_>],
+) -> Vec<super::reclaim::SlotVolume> {
+    let mut out = Vec::new();
+    for key in nodes.iter().flat_map(|n| n.labels.keys()) {
+        for f in families {
+            if let Some(i) = f.index(key) {
+                out.push(super::reclaim::SlotVolume {
+                    volume: format!("{}-data", (f.service)(i)),
+                    slot: key.clone(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.volume.cmp(&b.volume));
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_knows_its_labels() {
+        let f = Family {
+            count: 3,
+            slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
+            service: Box::new(|i| format!("db-pg-{i}")),
+        };
+        assert_eq!(f.prefix(), "io.haswarm.x.db.pg.slot-");
+        assert_eq!(f.index("io.haswarm.x.db.pg.slot-12"), Some(12));
+        assert_eq!(f.index("io.haswarm.x.db.etcd.slot-1"), None);
+        let node = NodeInfo {
+            id: "n".into(),
+            hostname: "h".into(),
+            labels: HashMap::from([
+                ("io.haswarm.x.db.pg.slot-1".to_owned(), "true".to_owned()),
+                ("other".to_owned(), "true".to_owned()),
+            ]),
+            ready: true,
+            role: "worker".into(),
+            down_since: None,
+            drained: false,
+        };
+        assert_eq!(stay(&f, Some("db-pg-1")), ["io.haswarm.x.db.pg.slot-1"]);
+        assert_eq!(stay(&f, None).len(), 3);
+        let v = slot_volumes(&[node], &[f]);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].volume, "db-pg-1-data");
+    }
+}

@@ -1,0 +1,174 @@
+//! Conditions every replicated kind reports the same way (`Ready`,
+//! `Progressing`), how soon it looks again, and the removal of what a
+//! resource owns on the Swarm: shared so that kinds differ only in what
+//! their data plane says.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use haswarm_crds::meta::CommonStatus;
+use haswarm_crds::ConditionStatus;
+
+use crate::runtime::controller::{report_services, Context, ReconcileError};
+use crate::runtime::Action;
+use crate::store::Record;
+use crate::swarm::objects::ContentKind;
+use crate::swarm::Owner;
+
+/// Sets a condition: `Some(true)` True, `Some(false)` False, `None` Unknown.
+pub fn set(
+    common: &mut CommonStatus,
+    type_: &str,
+    ok: Option<bool>,
+    reason: &str,
+    message: String,
+    generation: Option<u64>,
+) {
+    let s = match ok {
+        Some(true) => ConditionStatus::True,
+        Some(false) => ConditionStatus::False,
+        None => ConditionStatus::Unknown,
+    };
+    common.set_condition(type_, s, reason, message, generation, Utc::now());
+}
+
+/// `Progressing` while a rollout holds changes back (saying what waits for
+/// what), gone otherwise.
+pub fn progressing(common: &mut CommonStatus, holding: Option<&String>, generation: Option<u64>) {
+    match holding {
+        Some(why) => set(
+            common,
+            "Progressing",
+            Some(true),
+            "RollingUpdate",
+            why.clone(),
+            generation,
+        ),
+        None => common.remove_condition("Progressing"),
+    }
+}
+
+/// `Ready`: the data plane is `healthy`, the group passes the rollout's
+/// health check (`group`), and no change waits. The message is the first
+/// reason it is not, else `summary`.
+pub fn ready(
+    common: &mut CommonStatus,
+    healthy: bool,
+    group: &Result<(), String>,
+    holding: Option<&String>,
+    summary: String,
+    generation: Option<u64>,
+) {
+    let healthy = healthy && group.is_ok();
+    let ready = healthy && holding.is_none();
+    set(
+        common,
+        "Ready",
+        Some(ready),
+        if ready {
+            "Healthy"
+        } else if healthy {
+            "RollingUpdate"
+        } else {
+            "Degraded"
+        },
+        match (holding, group) {
+            (_, Err(why)) => why.clone(),
+            (Some(why), _) => why.clone(),
+            _ => summary,
+        },
+        generation,
+    );
+}
+
+/// When to look again: the data plane changes without Swarm events
+/// (failovers), so it is polled; a rollout moves on as soon as its last step
+/// settles.
+pub fn requeue(common: &CommonStatus, holding: bool) -> Action {
+    let ready = common
+        .condition("Ready")
+        .is_some_and(|c| c.status == ConditionStatus::True);
+    Action::requeue(if holding {
+        Duration::from_secs(2)
+    } else if ready {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(3)
+    })
+}
+
+/// Removes an owner's services, networks, configs and secrets (not its
+/// volumes, nor its slot labels: they say where the volumes are).
+///
+/// # Errors
+/// Engine errors.
+pub async fn remove_owned(
+    ctx: &Context,
+    obj: &Record,
+    owner: &Owner,
+) -> Result<(), ReconcileError> {
+    let report = ctx
+        .swarm
+        .converge_services(owner, &[], &BTreeMap::new())
+        .await?;
+    report_services(ctx, obj, &report);
+    ctx.swarm.remove_networks(owner).await?;
+    for kind in [ContentKind::Config, ContentKind::Secret] {
+        ctx.swarm.prune_content_objects(kind, owner, &[]).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready_of(c: &CommonStatus) -> (ConditionStatus, String, String) {
+        let r = c.condition("Ready").expect("Ready");
+        (r.status, r.reason.clone(), r.message.clone())
+    }
+
+    #[test]
+    fn ready_says_the_first_reason_it_is_not() {
+        let mut c = CommonStatus::default();
+        ready(&mut c, true, &Ok(()), None, "all good".into(), Some(1));
+        assert_eq!(
+            ready_of(&c),
+            (ConditionStatus::True, "Healthy".into(), "all good".into())
+        );
+        let why = "waiting for db-pg-1".to_owned();
+        ready(
+            &mut c,
+            true,
+            &Ok(()),
+            Some(&why),
+            "all good".into(),
+            Some(1),
+        );
+        assert_eq!(
+            ready_of(&c),
+            (ConditionStatus::False, "RollingUpdate".into(), why.clone())
+        );
+        ready(
+            &mut c,
+            true,
+            &Err("db-pg-2 is starting".into()),
+            Some(&why),
+            String::new(),
+            Some(1),
+        );
+        assert_eq!(
+            ready_of(&c),
+            (
+                ConditionStatus::False,
+                "Degraded".into(),
+                "db-pg-2 is starting".into()
+            )
+        );
+        progressing(&mut c, Some(&why), Some(1));
+        assert!(c.condition("Progressing").is_some());
+        progressing(&mut c, None, Some(1));
+        assert!(c.condition("Progressing").is_none());
+    }
+}
