@@ -69,6 +69,20 @@ up() {
   local bed=$1 count=$2 shared=${3:-}
   build_image
   docker network create --label io.haswarm.testbed="$bed" "$bed-net" >/dev/null
+  # The nested engines get this machine's own resolvers. A node's
+  # resolv.conf names only Docker's loopback resolver, which a nested engine
+  # ignores and replaces with public resolvers unreachable from here; the
+  # embedded DNS of Docker 20.10 then never answers a name no container has
+  # (a stopped task's), and every such lookup blocks until the client gives
+  # up: seconds in which single-threaded redis-sentinel goes into TILT and
+  # fails nothing over. A Swarm whose resolvers answer behaves like this.
+  local dns=() ns
+  for ns in $(awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf 2>/dev/null); do
+    case "$ns" in 127.* | ::1) ;; *) dns+=(--dns "$ns") ;; esac
+  done
+  if [ "${#dns[@]}" = 0 ]; then
+    echo "testbed: warning: /etc/resolv.conf names no resolver reachable from the nodes; lookups of stopped tasks' names will be slow" >&2
+  fi
   for i in $(seq 1 "$count"); do
     local n mounts=()
     n=$(node "$bed" "$i")
@@ -82,7 +96,7 @@ up() {
       --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
       --mount "type=volume,source=$n-data,target=/var/lib/docker,volume-label=io.haswarm.testbed=$bed" \
       --tmpfs /run "${mounts[@]}" --network "$bed-net" \
-      "$IMAGE" dockerd --host unix:///var/run/docker.sock --host tcp://0.0.0.0:2375 >/dev/null
+      "$IMAGE" dockerd --host unix:///var/run/docker.sock --host tcp://0.0.0.0:2375 "${dns[@]}" >/dev/null
   done
   for i in $(seq 1 "$count"); do wait_engine "$(node "$bed" "$i")"; done
   local lead token

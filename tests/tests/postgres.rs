@@ -489,7 +489,6 @@ fn a_killed_leader_is_replaced_without_losing_a_commit_then_the_cluster_scales()
 }
 
 #[test]
-#[ignore = "flaky on CI (1 of 2 runs: the leader on the manager's node was not replaced within 60 s, nothing in haswarmd's log); run with --ignored"]
 fn a_cluster_spread_over_three_nodes_fails_over_to_another_node() {
     let _one = one_at_a_time();
     require_swarm();

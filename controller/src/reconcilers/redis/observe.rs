@@ -8,6 +8,7 @@
 pub fn sentinel_query(group: &str) -> String {
     format!(
         "export REDISCLI_AUTH=\"$(cat {pw})\"; c='timeout 3 redis-cli --no-auth-warning --raw'; \
+         echo '#sentinel'; $c -p 26379 INFO sentinel; \
          echo '#master'; $c -p 26379 SENTINEL master {group}; \
          echo '#replicas'; $c -p 26379 SENTINEL replicas {group}; \
          m=$($c -p 26379 SENTINEL get-master-addr-by-name {group} | head -n 1); \
@@ -78,6 +79,10 @@ pub struct SentinelView {
     /// Replicas connected to the master, as the master itself reports them
     /// now (Sentinel's replica table is refreshed only every 10 s).
     pub connected: Vec<ConnectedReplica>,
+    /// Whether this sentinel is in TILT mode: its event loop stalled (slow
+    /// DNS answers, a starved CPU, a clock jump), so for 30 s it neither
+    /// votes nor fails anything over.
+    pub tilt: bool,
 }
 
 /// A replica in the master's `INFO replication`.
@@ -127,8 +132,10 @@ fn pairs(lines: &[&str]) -> Vec<(String, String)> {
 pub fn parse(output: &str) -> SentinelView {
     let mut section = "";
     let (mut master, mut replicas, mut info) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tilt = false;
     for line in output.lines() {
         match line.trim() {
+            "#sentinel" => section = "sentinel",
             "#master" => section = "master",
             "#replicas" => section = "replicas",
             "#info" => section = "info",
@@ -136,11 +143,15 @@ pub fn parse(output: &str) -> SentinelView {
                 "master" => master.push(l),
                 "replicas" => replicas.push(l),
                 "info" => info.push(l),
+                "sentinel" => tilt |= l.strip_prefix("sentinel_tilt:") == Some("1"),
                 _ => {}
             },
         }
     }
-    let mut view = SentinelView::default();
+    let mut view = SentinelView {
+        tilt,
+        ..SentinelView::default()
+    };
     for (k, v) in pairs(&master) {
         match k.as_str() {
             "ip" => view.master = Some(v),
@@ -221,6 +232,18 @@ mod tests {
                 offset: 1200
             }]
         );
+    }
+
+    #[test]
+    fn a_sentinel_in_tilt_mode_says_so() {
+        assert!(!parse(SAMPLE).tilt);
+        let tilted = format!(
+            "#sentinel\r\n# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:1\r\nsentinel_tilt_since_seconds:3\r\n{SAMPLE}"
+        );
+        let v = parse(&tilted);
+        assert!(v.tilt);
+        assert_eq!(v.master.as_deref(), Some("cache-redis-1"));
+        assert!(!parse(&tilted.replace("sentinel_tilt:1", "sentinel_tilt:0")).tilt);
     }
 
     #[test]

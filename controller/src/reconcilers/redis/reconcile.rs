@@ -747,17 +747,38 @@ impl Reconciler for RedisGroups {
                     ),
                     generation,
                 );
-                let quorum_ok = seen >= quorum && seen * 2 > sentinels;
+                let tilted: Vec<&str> = views
+                    .iter()
+                    .filter(|(_, v)| v.tilt)
+                    .map(|(s, _)| s.as_str())
+                    .collect();
+                let quorum_ok = seen >= quorum && seen * 2 > sentinels && tilted.is_empty();
+                let (reason, message) = if !tilted.is_empty() {
+                    tracing::warn!(?tilted, "sentinels in TILT mode");
+                    (
+                        "SentinelTilt",
+                        format!(
+                            "{} in TILT mode: its event loop stalled (slow DNS answers for names of stopped tasks, a starved CPU or a clock jump), so for 30 s it neither votes nor fails over",
+                            tilted.join(", ")
+                        ),
+                    )
+                } else if quorum_ok {
+                    (
+                        "QuorumReached",
+                        format!("{seen} of {sentinels} sentinels known, quorum {quorum}"),
+                    )
+                } else {
+                    (
+                        "TooFewSentinels",
+                        format!("{seen} of {sentinels} sentinels known, quorum {quorum}"),
+                    )
+                };
                 status::set(
                     &mut status.common,
                     "QuorumHealthy",
                     Some(quorum_ok),
-                    if quorum_ok {
-                        "QuorumReached"
-                    } else {
-                        "TooFewSentinels"
-                    },
-                    format!("{seen} of {sentinels} sentinels known, quorum {quorum}"),
+                    reason,
+                    message,
                     generation,
                 );
                 let expected = usize::from(rsg.spec.instances.saturating_sub(1));
