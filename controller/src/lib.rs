@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod reconcilers;
 pub mod runtime;
 pub mod server;

@@ -91,9 +91,12 @@ pub async fn serve(
         .map_err(io("cannot create the data folder", &settings.data_dir))?;
     let store = Store::open(&settings.data_dir)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let state = AppState {
         store: store.clone(),
         stopping: stop_rx.clone(),
+        metrics: std::sync::Arc::clone(&metrics),
+        controllers: settings.controllers.is_some(),
     };
     let unix = bind_socket(&settings.socket).await?;
     let tcp = match &settings.tcp {
@@ -117,7 +120,7 @@ pub async fn serve(
     };
     ready(&started);
     if let Some(controller_settings) = settings.controllers.clone() {
-        start_controllers(store.clone(), controller_settings);
+        start_controllers(store.clone(), controller_settings, metrics);
     }
     tracing::info!(socket = %settings.socket.display(), tcp = ?started.tcp, "serving the API");
 
@@ -163,13 +166,18 @@ pub async fn serve(
 
 /// Connects to Docker in the background (retrying until the engine answers,
 /// so the API serves meanwhile) and starts every controller.
-pub fn start_controllers(store: Store, settings: crate::runtime::Settings) {
+pub fn start_controllers(
+    store: Store,
+    settings: crate::runtime::Settings,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     tokio::spawn(async move {
         let mut warned = false;
         let swarm = loop {
             match crate::swarm::Swarm::connect().await {
                 Ok(s) => break s,
                 Err(e) => {
+                    metrics.set_docker(crate::metrics::Docker::Unreachable);
                     if !warned {
                         tracing::warn!(error = %e, "cannot reach the Docker engine yet; retrying");
                         warned = true;
@@ -194,6 +202,7 @@ pub fn start_controllers(store: Store, settings: crate::runtime::Settings) {
             store,
             swarm,
             settings,
+            metrics,
         });
         crate::runtime::events::start_all(ctx);
     });

@@ -189,8 +189,8 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(extra)
-            .envs(env.iter().copied())
             .env("HASWARM_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("haswarmd.log")).expect("log file"))
             .spawn()
@@ -241,6 +241,32 @@ impl Daemon {
             panic!("haswarmd did not become ready");
         }
         d
+    }
+
+    /// `GET path` on the daemon's unix socket, as a scraper or a health
+    /// check would: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: haswarm\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request sent");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("response read");
+        let code = raw
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
     }
 
     /// What the daemon logged so far.

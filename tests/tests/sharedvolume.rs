@@ -147,3 +147,109 @@ fn pausing_stops_changes_but_status_keeps_reporting() {
         0,
     );
 }
+
+/// The value of the sample `series` (name and labels exactly as exported).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        (s == series).then(|| v.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn metrics_move_probes_answer_and_json_logs_parse() {
+    require_swarm();
+    let name = unique("e2e-obs");
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("SharedVolume", &name);
+    let d = Daemon::start_with_env(
+        &["--resync", "2s"],
+        &[
+            ("HASWARM_LOG_FORMAT", "json"),
+            // Each reconcile's outcome is a debug line in its span.
+            ("HASWARM_LOG", "info,haswarm_controller::runtime=debug"),
+        ],
+    );
+    assert_eq!(d.http_get("/livez"), (200, "ok\n".to_owned()));
+
+    let (code, before) = d.http_get("/metrics");
+    assert_eq!(code, 200, "{before}");
+    let data = tempfile::Builder::new()
+        .prefix("hsw-data")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    d.apply(
+        "sv.yaml",
+        &manifest(&name, &data.path().display().to_string()),
+    );
+    d.wait_for(&format!("sv/{name}"), "condition=Ready", "90s");
+    // Ready once the engine answered.
+    assert!(
+        eventually(Duration::from_secs(20), || d.http_get("/readyz").0 == 200),
+        "{:?}",
+        d.http_get("/readyz")
+    );
+
+    let reconciles = |m: &str| {
+        ["success", "requeue", "error"]
+            .iter()
+            .filter_map(|r| {
+                sample(
+                    m,
+                    &format!("reconcile_total{{controller=\"sharedvolume\",result=\"{r}\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    let adds = |m: &str| sample(m, "workqueue_adds_total{name=\"sharedvolume\"}").unwrap_or(0.0);
+    let (_, after) = d.http_get("/metrics");
+    assert!(reconciles(&after) > reconciles(&before), "{after}");
+    assert!(adds(&after) > adds(&before), "{after}");
+    assert_eq!(
+        sample(&after, "haswarm_docker_reachable"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            &format!("haswarm_resource_ready{{kind=\"SharedVolume\",name=\"{name}\"}}")
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(
+        after.contains(
+            "haswarm_events_total{kind=\"SharedVolume\",type=\"Normal\",reason=\"Created\"}"
+        ),
+        "{after}"
+    );
+    // The resync keeps reconciling: the counter keeps moving.
+    assert!(eventually(Duration::from_secs(20), || {
+        reconciles(&d.http_get("/metrics").1) > reconciles(&after)
+    }));
+
+    // Every log line is one JSON object, and reconciles log inside a span
+    // that names the kind, the object and its generation.
+    let log = d.log();
+    assert!(!log.trim().is_empty());
+    let mut in_span = false;
+    for line in log.lines() {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let span = &v["span"];
+        in_span |= span["name"] == "reconcile"
+            && span["kind"] == "SharedVolume"
+            && span["object"] == name.as_str()
+            && span["generation"].is_number();
+    }
+    assert!(
+        in_span,
+        "no reconcile span with kind, name and generation:\n{log}"
+    );
+
+    assert_code(
+        &d.ctl(&["delete", "sv", &name, "--wait", "--timeout=60s"]),
+        0,
+    );
+}

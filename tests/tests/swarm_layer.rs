@@ -292,6 +292,7 @@ async fn orphans_of_this_store_are_collected_and_others_left_alone() {
         store: store.clone(),
         swarm: s.clone(),
         settings: Default::default(),
+        metrics: Default::default(),
     };
     let mut cleanup = Cleanup::default();
     cleanup.instance(store.id());

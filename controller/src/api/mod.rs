@@ -6,7 +6,7 @@
 //! - `POST /{plural}`: create; `GET|PUT|DELETE /{plural}/{name}`: get, replace, delete
 //! - `PUT /{plural}/{name}/status`, `PUT /{plural}/{name}/finalizers`: the controller's subresources
 //! - `GET|POST /{plural}/{name}/events`
-//! - `GET /livez`, `GET /readyz`
+//! - `GET /livez`, `GET /readyz` (store, and Docker when the controllers run), `GET /metrics`
 
 pub mod types;
 
@@ -42,6 +42,10 @@ pub struct AppState {
     /// Becomes true when the server shuts down; watch streams end then, so
     /// that graceful shutdown does not wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Metrics served at `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the controllers run: then `/readyz` needs Docker too.
+    pub controllers: bool,
 }
 
 /// An error response: status code plus [`ErrorBody`].
@@ -134,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .nest(API_PREFIX, resources)
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound, "no such route")
         })
@@ -141,11 +146,51 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    use crate::metrics::Docker;
     // The store is open for as long as the state exists; a read proves it answers.
-    match s.store.get("SharedVolume", "-readyz-probe-") {
-        Ok(_) | Err(StoreError::NotFound { .. }) => "ok\n".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+    if let Err(e) = s.store.get("SharedVolume", "-readyz-probe-") {
+        if !matches!(e, StoreError::NotFound { .. }) {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response();
+        }
     }
+    if s.controllers {
+        let why = match s.metrics.docker() {
+            Docker::Reachable => None,
+            Docker::Unknown => Some("docker: not reached yet\n"),
+            Docker::Unreachable => Some("docker: the engine does not answer\n"),
+        };
+        if let Some(why) = why {
+            return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+        }
+    }
+    "ok\n".into_response()
+}
+
+/// Prometheus metrics (OpenMetrics text); the data-plane gauges come from
+/// the stored statuses of every resource.
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut objects = Vec::new();
+    for kind in &haswarm_crds::KINDS {
+        if let Ok((list, _)) = s.store.list(kind.kind, &Selector::default()) {
+            objects.extend(list);
+        }
+    }
+    let null = Value::Null;
+    let text = s.metrics.render(objects.iter().map(|o| {
+        (
+            o.kind.as_str(),
+            o.metadata.name.as_str(),
+            o.status.as_ref().unwrap_or(&null),
+        )
+    }));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Middleware for the TCP listener: every request needs `Authorization: Bearer <token>`.

@@ -57,6 +57,8 @@ pub struct Context {
     pub store: Store,
     /// The engine.
     pub swarm: Swarm,
+    /// Metrics (reconciles, queues, events, Docker reachability).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Settings.
     pub settings: Settings,
 }
@@ -206,6 +208,8 @@ pub async fn write_status(
 
 /// Records an event; failures are logged, never propagated (events are best effort).
 pub fn event(ctx: &Context, obj: &Record, type_: EventType, reason: &str, message: &str) {
+    ctx.metrics
+        .event(&obj.kind, obj.metadata.name.as_str(), type_, reason);
     if let Err(e) = ctx.store.record_event(
         &obj.kind,
         obj.metadata.name.as_str(),
@@ -286,6 +290,7 @@ async fn run_once<R: Reconciler>(
         Err(StoreError::NotFound { .. }) => return Ok(Action::AwaitChange),
         Err(e) => return Err(e.into()),
     };
+    tracing::Span::current().record("generation", obj.metadata.generation);
     if obj.metadata.deletion_timestamp.is_some() {
         if obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
             r.cleanup(obj.clone(), Arc::clone(&ctx)).await?;
@@ -318,15 +323,34 @@ async fn run_once<R: Reconciler>(
 pub fn start<R: Reconciler>(reconciler: R, ctx: Arc<Context>) -> Scheduler<String> {
     let reconciler = Arc::new(reconciler);
     let work_ctx = Arc::clone(&ctx);
+    let stats_metrics = Arc::clone(&ctx.metrics);
     let (scheduler, _queue) = queue::spawn(
         ctx.settings.queue,
         move |name: String| {
             let r = Arc::clone(&reconciler);
             let ctx = Arc::clone(&work_ctx);
-            let span = tracing::info_span!("reconcile", kind = R::KIND, name = %name);
+            // `object`, not `name`: JSON logs put the span's own name under
+            // "name", and a second "name" key would shadow one of them.
+            let span = tracing::info_span!(
+                "reconcile",
+                kind = R::KIND,
+                object = %name,
+                generation = tracing::field::Empty
+            );
             async move {
                 let started = std::time::Instant::now();
                 let result = run_once(r.as_ref(), Arc::clone(&ctx), &name).await;
+                let seconds = started.elapsed().as_secs_f64();
+                match &result {
+                    Ok(Action::AwaitChange) => ctx.metrics.reconciled(R::KIND, "success", seconds),
+                    Ok(Action::Requeue(_)) => ctx.metrics.reconciled(R::KIND, "requeue", seconds),
+                    Err(e) => {
+                        ctx.metrics.reconciled(R::KIND, "error", seconds);
+                        if matches!(e, ReconcileError::Swarm(SwarmError::Unreachable(_))) {
+                            ctx.metrics.set_docker(crate::metrics::Docker::Unreachable);
+                        }
+                    }
+                }
                 match result {
                     Ok(action) => {
                         tracing::debug!(
@@ -347,7 +371,7 @@ pub fn start<R: Reconciler>(reconciler: R, ctx: Arc<Context>) -> Scheduler<Strin
             }
             .instrument(span)
         },
-        |_| {},
+        move |stats| stats_metrics.queue(R::KIND, stats),
     );
     spawn_store_feed(R::KIND, ctx.store.clone(), scheduler.clone());
     spawn_resync(R::KIND, Arc::clone(&ctx), scheduler.clone());

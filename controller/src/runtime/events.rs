@@ -11,6 +11,7 @@ use haswarm_crds::selector::Selector;
 
 use super::controller::Context;
 use super::queue::Scheduler;
+use crate::metrics::Docker;
 use crate::swarm::{labels, EngineEvent};
 
 /// Where to send triggers: one scheduler per kind.
@@ -36,9 +37,11 @@ pub fn spawn(ctx: Arc<Context>, dispatch: Dispatch) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             if !ctx.swarm.ping().await {
+                ctx.metrics.set_docker(Docker::Unreachable);
                 first = false;
                 continue;
             }
+            ctx.metrics.set_docker(Docker::Reachable);
             if !first {
                 tracing::info!("Docker engine reachable again; resyncing everything");
             }
@@ -77,6 +80,7 @@ pub fn spawn(ctx: Arc<Context>, dispatch: Dispatch) {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Docker event stream failed");
+                        ctx.metrics.set_docker(Docker::Unreachable);
                         break;
                     }
                 }
