@@ -85,7 +85,54 @@ pub enum Command {
         after_help = "Examples:\n  haswarmctl explain pgc\n  haswarmctl explain postgrescluster.spec.patroni\n  haswarmctl explain rsg.spec.sentinels.quorum"
     )]
     Explain(ExplainArgs),
+    /// Run haswarmd itself as a Swarm stack, from the chart-like bundle in helm-like-manifests/haswarm (built in): print the stack file, or deploy it with --apply (docker stack deploy).
+    #[command(
+        after_help = "Values: the chart's values.yaml (documented defaults), then each --values file, then each --set; unknown keys are refused.\nThe image is built on this machine from the compiled binaries: helm-like-manifests/build-image.sh\n\nExamples:\n  haswarmctl install > haswarm-stack.yaml\n  haswarmctl install --apply\n  haswarmctl install --apply --set log.level=debug --set tcp.enabled=true\n  haswarmctl install --values prod.yaml --apply --name haswarm-prod\n  haswarmctl --server unix:///run/haswarm/haswarm.sock get pgc"
+    )]
+    Install(InstallArgs),
+    /// Remove the haswarmd stack (docker stack rm). Managed resources keep running and the store's volume is kept.
+    #[command(
+        after_help = "Examples:\n  haswarmctl uninstall\n  haswarmctl uninstall --name haswarm-prod"
+    )]
+    Uninstall(UninstallArgs),
+    /// Exit 0 when haswarmd is ready (its store answers and it reaches the Docker engine), non-zero otherwise: the stack's health check.
+    #[command(
+        after_help = "Examples:\n  haswarmctl healthcheck\n  haswarmctl --server unix:///run/haswarm/haswarm.sock healthcheck"
+    )]
+    Healthcheck(HealthcheckArgs),
 }
+
+/// `haswarmctl install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Stack name (docker stack deploy NAME).
+    #[arg(long, default_value = "haswarm", value_name = "NAME")]
+    pub name: String,
+    /// A YAML file of values overriding the chart's defaults. Repeatable; later files win.
+    #[arg(long = "values", short = 'f', value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// One value, as key.sub=value (the value read as YAML: true, 3, [a, b] or text). Repeatable; applied after --values.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Deploy the rendered stack with docker stack deploy instead of printing it (run on a manager).
+    #[arg(long)]
+    pub apply: bool,
+    /// A chart folder to use instead of the built-in one (Chart.yaml, values.yaml, templates/stack.yaml).
+    #[arg(long, value_name = "DIR")]
+    pub chart: Option<PathBuf>,
+}
+
+/// `haswarmctl uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Stack name given at install.
+    #[arg(long, default_value = "haswarm", value_name = "NAME")]
+    pub name: String,
+}
+
+/// `haswarmctl healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {}
 
 /// Where manifests come from.
 #[derive(Debug, Args)]

@@ -269,6 +269,22 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| self.protocol(format!("unexpected answer: {e}")))
     }
 
+    /// A probe (`/livez`, `/readyz`): the status code and the text answer.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the daemon cannot be reached or the answer is cut.
+    pub async fn probe(&self, path: &str) -> Result<(u16, String), ClientError> {
+        let resp = self.send(Method::GET, path, None).await?;
+        let code = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?
+            .to_bytes();
+        Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     /// Applies manifests as one unit.
     ///
     /// # Errors

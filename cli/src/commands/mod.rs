@@ -7,6 +7,7 @@ mod describe;
 mod diff;
 mod explain;
 mod get;
+mod install;
 mod pg;
 mod render;
 mod rotate;
@@ -63,6 +64,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pg(crate::cli::PgCommand::Switchover(a)) => online(|| pg::switchover(&conn, &a)),
         Command::Up(a) => up::run(&a),
         Command::Render(a) => render::run(&a),
+        Command::Install(a) => install::run_install(&a),
+        Command::Uninstall(a) => install::run_uninstall(&a),
+        Command::Healthcheck(a) => online(|| install::run_healthcheck(&conn, &a)),
     }
 }
 

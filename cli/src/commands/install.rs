@@ -1,0 +1,500 @@
+//! `haswarmctl install`, `uninstall` and `healthcheck`: haswarmd itself as a
+//! Swarm stack, from the chart-like bundle in `helm-like-manifests/haswarm`
+//! (built into this binary; `--chart DIR` reads another copy).
+//!
+//! Rendering is pure: values are the chart's defaults, then each `--values`
+//! file, then each `--set`, every key checked against the defaults; the
+//! stack file is the template rendered with them. Deploying and removing go
+//! through `docker stack deploy|rm`, so the stack is an ordinary one that
+//! `docker stack ps` shows.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::{Map, Value};
+
+use super::Conn;
+use crate::cli::{HealthcheckArgs, InstallArgs, UninstallArgs};
+use crate::exit::ExitCode;
+use crate::report;
+
+const CHART: &str = include_str!("../../../helm-like-manifests/haswarm/Chart.yaml");
+const VALUES: &str = include_str!("../../../helm-like-manifests/haswarm/values.yaml");
+const TEMPLATE: &str = include_str!("../../../helm-like-manifests/haswarm/templates/stack.yaml");
+
+/// A chart: its metadata, default values and stack template.
+#[derive(Debug)]
+pub struct Chart {
+    meta: String,
+    values: String,
+    template: String,
+}
+
+impl Chart {
+    /// The chart built into haswarmctl.
+    pub fn builtin() -> Self {
+        Self {
+            meta: CHART.to_owned(),
+            values: VALUES.to_owned(),
+            template: TEMPLATE.to_owned(),
+        }
+    }
+
+    /// A chart folder (`Chart.yaml`, `values.yaml`, `templates/stack.yaml`).
+    fn read(dir: &Path) -> Result<Self, String> {
+        let read = |p: &str| {
+            std::fs::read_to_string(dir.join(p))
+                .map_err(|e| format!("{}: {e}", dir.join(p).display()))
+        };
+        Ok(Self {
+            meta: read("Chart.yaml")?,
+            values: read("values.yaml")?,
+            template: read("templates/stack.yaml")?,
+        })
+    }
+}
+
+fn yaml(text: &str, origin: &str) -> Result<Value, String> {
+    serde_saphyr::from_str::<Value>(text).map_err(|e| format!("{origin}: {e}"))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// Sets `value` at `path` in `into`, where the defaults already have that
+/// key with a value of the same kind (numbers and booleans given for a text
+/// value become text: `--set resources.limits.cpus=2`).
+fn set(into: &mut Value, path: &[&str], value: Value, origin: &str) -> Result<(), String> {
+    let dotted = path.join(".");
+    // A map given for a map sets each of its keys, each checked on its own.
+    if let Value::Object(m) = value {
+        if lookup(into, path, origin)?.is_object() {
+            for (k, v) in m {
+                let mut sub: Vec<&str> = path.to_vec();
+                sub.push(&k);
+                set(into, &sub, v, origin)?;
+            }
+            return Ok(());
+        }
+        return set_leaf(into, path, Value::Object(m), origin, &dotted);
+    }
+    set_leaf(into, path, value, origin, &dotted)
+}
+
+/// The default at `path`, or which key is unknown.
+fn lookup<'a>(root: &'a Value, path: &[&str], origin: &str) -> Result<&'a Value, String> {
+    let mut at = root;
+    for (i, key) in path.iter().enumerate() {
+        let Value::Object(map) = at else {
+            return Err(format!(
+                "{origin}: {}: {} is not a map of values",
+                path.join("."),
+                path[..i].join(".")
+            ));
+        };
+        at = map.get(*key).ok_or_else(|| {
+            let known: Vec<&str> = map.keys().map(String::as_str).collect();
+            format!(
+                "{origin}: unknown value {} (known at this level: {})",
+                path.join("."),
+                known.join(", ")
+            )
+        })?;
+    }
+    Ok(at)
+}
+
+fn set_leaf(
+    into: &mut Value,
+    path: &[&str],
+    value: Value,
+    origin: &str,
+    dotted: &str,
+) -> Result<(), String> {
+    let old = lookup(into, path, origin)?;
+    let value = match (old, value) {
+        (Value::String(_), Value::Number(n)) => Value::String(n.to_string()),
+        (Value::String(_), Value::Bool(b)) => Value::String(b.to_string()),
+        (old, new) if std::mem::discriminant(old) == std::mem::discriminant(&new) => new,
+        (old, new) => {
+            return Err(format!(
+                "{origin}: {dotted} must be {}, not {}",
+                kind(old),
+                kind(&new)
+            ))
+        }
+    };
+    let slot = path
+        .iter()
+        .try_fold(into, |at, k| at.get_mut(*k))
+        .ok_or_else(|| format!("{origin}: {dotted}"))?;
+    *slot = value;
+    Ok(())
+}
+
+/// The chart's defaults, then each values file (name and text), then each
+/// `key.sub=value` (the value read as YAML: `true`, `3`, `[a, b]`, text).
+///
+/// # Errors
+/// A message naming the file or `--set` and the key.
+pub fn values(chart: &Chart, files: &[(String, String)], sets: &[String]) -> Result<Value, String> {
+    let mut v = yaml(&chart.values, "values.yaml")?;
+    if !v.is_object() {
+        return Err("values.yaml: not a map of values".into());
+    }
+    for (name, text) in files {
+        let given = yaml(text, name)?;
+        match given {
+            Value::Object(m) => {
+                for (k, value) in m {
+                    set(&mut v, &[k.as_str()], value, name)?;
+                }
+            }
+            Value::Null => {}
+            other => {
+                return Err(format!(
+                    "{name}: a values file is a map, not {}",
+                    kind(&other)
+                ))
+            }
+        }
+    }
+    for s in sets {
+        let origin = format!("--set {s}");
+        let (key, raw) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{origin}: expected key=value"))?;
+        let path: Vec<&str> = key.split('.').collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(format!("{origin}: empty key segment"));
+        }
+        let value = if raw.is_empty() {
+            Value::String(String::new())
+        } else {
+            serde_saphyr::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+        };
+        set(&mut v, &path, value, &origin)?;
+    }
+    check(&v)?;
+    Ok(v)
+}
+
+/// Rules the template relies on.
+fn check(v: &Value) -> Result<(), String> {
+    let text = |key: &str| {
+        key.split('.')
+            .try_fold(v, |at, k| at.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if text("image").is_empty() {
+        return Err("image: must name an image".into());
+    }
+    for key in ["socketDir", "dockerSocket"] {
+        if !text(key).starts_with('/') {
+            return Err(format!(
+                "{key}: must be an absolute path on the manager node"
+            ));
+        }
+    }
+    if !matches!(text("log.format").as_str(), "text" | "json") {
+        return Err("log.format: must be text or json".into());
+    }
+    Ok(())
+}
+
+/// Checks a release (stack) name: Docker's rules for stack namespaces.
+fn release_ok(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--name {name:?}: a stack name is lowercase letters, digits, - and _, starting with a letter or digit, at most 63 characters"
+        ))
+    }
+}
+
+/// The stack file for `release` with `values`.
+///
+/// # Errors
+/// A template error (an undefined value is one).
+pub fn render(chart: &Chart, values: &Value, release: &str) -> Result<String, String> {
+    release_ok(release)?;
+    let meta = yaml(&chart.meta, "Chart.yaml")?;
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("stack.yaml", &chart.template)
+        .map_err(|e| format!("templates/stack.yaml: {e}"))?;
+    let mut ctx: Map<String, Value> = values.as_object().cloned().unwrap_or_default();
+    ctx.insert("chart".into(), meta);
+    ctx.insert("release".into(), Value::String(release.to_owned()));
+    let tmpl = env
+        .get_template("stack.yaml")
+        .map_err(|e| format!("templates/stack.yaml: {e}"))?;
+    let mut out = tmpl
+        .render(Value::Object(ctx))
+        .map_err(|e| format!("templates/stack.yaml: {e}"))?;
+    out.push('\n');
+    // What is rendered must be YAML: a broken template is caught here, not by Docker.
+    yaml(&out, "rendered stack")?;
+    Ok(out)
+}
+
+fn chart_of(args: &InstallArgs) -> Result<Chart, String> {
+    match &args.chart {
+        Some(dir) => Chart::read(dir),
+        None => Ok(Chart::builtin()),
+    }
+}
+
+fn docker(args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .map_err(|e| {
+            format!("cannot run the docker CLI ({e}): it is needed to deploy and remove stacks")
+        })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("docker {} failed ({status})", args.join(" ")))
+    }
+}
+
+/// `haswarmctl install`.
+pub fn run_install(args: &InstallArgs) -> ExitCode {
+    let rendered = chart_of(args).and_then(|chart| {
+        let mut files = Vec::new();
+        for f in &args.values {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            files.push((f.display().to_string(), text));
+        }
+        let v = values(&chart, &files, &args.set)?;
+        let stack = render(&chart, &v, &args.name)?;
+        Ok((v, stack))
+    });
+    let (v, stack) = match rendered {
+        Ok(r) => r,
+        Err(e) => {
+            report::error(&e);
+            return ExitCode::Invalid;
+        }
+    };
+    if !args.apply {
+        print!("{stack}");
+        return ExitCode::Success;
+    }
+    let socket_dir = v["socketDir"].as_str().unwrap_or("/run/haswarm");
+    if let Err(e) = std::fs::create_dir_all(socket_dir) {
+        report::error(&format!(
+            "cannot create {socket_dir} (the folder the API socket appears in): {e}"
+        ));
+        return ExitCode::Refused;
+    }
+    // Local images only: never ask a registry for a digest.
+    match docker(
+        &[
+            "stack",
+            "deploy",
+            "--resolve-image",
+            "never",
+            "--compose-file",
+            "-",
+            &args.name,
+        ],
+        Some(&stack),
+    ) {
+        Ok(()) => {
+            println!(
+                "installed stack {name}: haswarmd answers on unix://{socket_dir}/haswarm.sock once its task runs\n  haswarmctl --server unix://{socket_dir}/haswarm.sock get pgc\n  docker stack ps {name}",
+                name = args.name
+            );
+            ExitCode::Success
+        }
+        Err(e) => {
+            report::error(&e);
+            ExitCode::Refused
+        }
+    }
+}
+
+/// `haswarmctl uninstall`.
+pub fn run_uninstall(args: &UninstallArgs) -> ExitCode {
+    if let Err(e) = release_ok(&args.name) {
+        report::error(&e);
+        return ExitCode::Invalid;
+    }
+    match docker(&["stack", "rm", &args.name], None) {
+        Ok(()) => {
+            println!(
+                "removed stack {}: the resources haswarm manages keep running, and the store's volume is kept (a new install finds every resource again)",
+                args.name
+            );
+            ExitCode::Success
+        }
+        Err(e) => {
+            report::error(&e);
+            ExitCode::Refused
+        }
+    }
+}
+
+/// `haswarmctl healthcheck`: exit 0 when haswarmd is ready.
+pub async fn run_healthcheck(conn: &Conn, _args: &HealthcheckArgs) -> ExitCode {
+    let client = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.probe("/readyz").await {
+        Ok((200, _)) => {
+            println!("ok");
+            ExitCode::Success
+        }
+        Ok((code, why)) => {
+            report::error(&format!("not ready ({code}): {}", why.trim()));
+            ExitCode::Invalid
+        }
+        Err(e) => {
+            report::error(&e.to_string());
+            ExitCode::Unreachable
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(files: &[(&str, &str)], sets: &[&str]) -> Result<Value, String> {
+        let chart = Chart::builtin();
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
+        let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
+        let v = values(&chart, &files, &sets)?;
+        let out = render(&chart, &v, "haswarm")?;
+        serde_saphyr::from_str::<Value>(&out).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_defaults_render_a_stack_with_one_haswarmd_on_a_manager() {
+        let s = stack(&[], &[]).expect("renders");
+        let svc = &s["services"]["haswarmd"];
+        assert_eq!(svc["image"], "haswarm/haswarmd:latest");
+        assert_eq!(svc["deploy"]["replicas"], 1);
+        assert_eq!(svc["deploy"]["update_config"]["order"], "stop-first");
+        assert_eq!(
+            svc["deploy"]["placement"]["constraints"][0],
+            "node.role == manager"
+        );
+        assert_eq!(svc["environment"]["HASWARM_LOG_FORMAT"], "json");
+        let mounts: Vec<&str> = svc["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .filter_map(|m| m["target"].as_str())
+            .collect();
+        assert_eq!(
+            mounts,
+            ["/var/run/docker.sock", "/run/haswarm", "/var/lib/haswarm"]
+        );
+        assert_eq!(s["volumes"]["data"]["name"], "haswarm-data");
+        assert_eq!(svc["healthcheck"]["test"][4], "healthcheck");
+        assert!(svc.get("ports").is_none() && s.get("secrets").is_none());
+    }
+
+    #[test]
+    fn values_files_and_sets_override_in_order() {
+        let s = stack(
+            &[("mine.yaml", "log:\n  level: debug\nresync: 10s\n")],
+            &[
+                "resync=5s",
+                "tcp.enabled=true",
+                "tcp.port=7500",
+                "resources.limits.cpus=2",
+                "placement.constraints=[node.hostname == a, node.role == manager]",
+            ],
+        )
+        .expect("renders");
+        let svc = &s["services"]["haswarmd"];
+        assert_eq!(svc["environment"]["HASWARM_LOG"], "debug");
+        let cmd: Vec<&str> = svc["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(cmd.windows(2).any(|w| w == ["--resync", "5s"]), "{cmd:?}");
+        assert!(
+            cmd.windows(2).any(|w| w == ["--listen", "0.0.0.0:7500"]),
+            "{cmd:?}"
+        );
+        assert_eq!(svc["ports"][0]["published"], 7500);
+        assert_eq!(svc["ports"][0]["mode"], "host");
+        assert_eq!(s["secrets"]["token"]["name"], "haswarm-token");
+        assert_eq!(svc["deploy"]["resources"]["limits"]["cpus"], "2");
+        assert_eq!(
+            svc["deploy"]["placement"]["constraints"][0],
+            "node.hostname == a"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_wrong_kinds_and_bad_names_are_refused() {
+        let e = stack(&[], &["tcp.enable=true"]).expect_err("typo");
+        assert!(
+            e.contains("unknown value tcp.enable") && e.contains("enabled"),
+            "{e}"
+        );
+        let e = stack(&[("v.yaml", "tcp:\n  enabled: yes please\n")], &[]).expect_err("kind");
+        assert!(e.contains("v.yaml: tcp.enabled must be a boolean"), "{e}");
+        let e = stack(&[], &["socketDir=run/haswarm"]).expect_err("relative");
+        assert!(e.contains("socketDir: must be an absolute path"), "{e}");
+        let e = stack(&[], &["log.format=xml"]).expect_err("format");
+        assert!(e.contains("log.format"), "{e}");
+        let e = stack(&[("v.yaml", "image: [unclosed\n")], &[]).expect_err("yaml");
+        assert!(e.starts_with("v.yaml:"), "{e}");
+        let chart = Chart::builtin();
+        let v = values(&chart, &[], &[]).expect("defaults");
+        assert!(render(&chart, &v, "Bad Name").is_err());
+    }
+
+    #[test]
+    fn a_template_using_an_undefined_value_fails() {
+        let chart = Chart {
+            template: "image: {{ imag }}\n".into(),
+            ..Chart::builtin()
+        };
+        let v = values(&chart, &[], &[]).expect("defaults");
+        assert!(render(&chart, &v, "haswarm").is_err());
+    }
+}

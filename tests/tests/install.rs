@@ -1,0 +1,204 @@
+//! haswarmd deployed as a Swarm stack by `haswarmctl install --apply`, on the
+//! local single-node Swarm: reachable through its socket folder, reconciling,
+//! restarted by Swarm after SIGKILL with nothing lost, and removed by
+//! `uninstall` while what it manages keeps running.
+//! Needs `tests/testbed/prepare.sh`; builds the haswarmd image from the
+//! compiled binaries (helm-like-manifests/build-image.sh, a second or two).
+
+use std::process::Command;
+use std::time::Duration;
+
+use haswarm_testbed::docker::{docker, eventually, require_swarm, Cleanup};
+use haswarm_testbed::{assert_code, haswarmctl_bin, haswarmd_bin, repo, stdout};
+
+fn ctl(args: &[&str]) -> std::process::Output {
+    Command::new(haswarmctl_bin())
+        .args(args)
+        .output()
+        .expect("haswarmctl runs")
+}
+
+#[test]
+fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
+    require_swarm();
+    // Both binaries exist before the image is made from them.
+    let (_, _) = (haswarmd_bin(), haswarmctl_bin());
+    let image = "haswarm/haswarmd:e2e";
+    let built = Command::new("bash")
+        .arg(repo().join("helm-like-manifests/build-image.sh"))
+        .arg(image)
+        .status()
+        .expect("build-image.sh runs");
+    assert!(built.success(), "the haswarmd image builds");
+
+    let id = std::process::id();
+    let stack = format!("hsw-inst-{id}");
+    let volume = format!("hsw-inst-{id}-data");
+    let sv = format!("e2e-inst-{id}");
+    let dir = tempfile::Builder::new()
+        .prefix("hsw-inst")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let sockets = dir.path().join("run");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data folder");
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("SharedVolume", &sv);
+    cleanup.named("service", &format!("{stack}_haswarmd"));
+    cleanup.named("network", &format!("{stack}_default"));
+
+    // The stack file alone first: what --apply deploys.
+    let sets = [
+        format!("image={image}"),
+        format!("socketDir={}", sockets.display()),
+        format!("dataVolume={volume}"),
+        "resync=3s".to_owned(),
+    ];
+    let mut args = vec!["install", "--name", &stack];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let printed = ctl(&args);
+    assert_code(&printed, 0);
+    assert!(stdout(&printed).contains(&format!("name: \"{volume}\"")));
+
+    args.push("--apply");
+    assert_code(&ctl(&args), 0);
+    let server = format!("unix://{}/haswarm.sock", sockets.display());
+    let healthy = || ctl(&["--server", &server, "healthcheck"]).status.success();
+    assert!(
+        eventually(Duration::from_secs(90), healthy),
+        "haswarmd in the stack never became ready: {}",
+        docker(&["service", "ps", "--no-trunc", &format!("{stack}_haswarmd")])
+    );
+
+    // It reconciles.
+    let manifest = format!(
+        "apiVersion: haswarm.io/v1alpha1\nkind: SharedVolume\nmetadata:\n  name: {sv}\nspec:\n  hostPath:\n    path: {}\n",
+        data.display()
+    );
+    let file = dir.path().join("sv.yaml");
+    std::fs::write(&file, manifest).expect("manifest");
+    assert_code(
+        &ctl(&[
+            "--server",
+            &server,
+            "apply",
+            "-f",
+            &file.display().to_string(),
+        ]),
+        0,
+    );
+    assert_code(
+        &ctl(&[
+            "--server",
+            &server,
+            "wait",
+            &format!("sv/{sv}"),
+            "--for=condition=Ready",
+            "--timeout=90s",
+        ]),
+        0,
+    );
+
+    // SIGKILL of its container: Swarm starts another task, which opens the
+    // same store: the resource is still there, and still Ready.
+    let container = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={stack}_haswarmd"),
+    ]);
+    let container = container.trim();
+    assert!(!container.is_empty(), "the haswarmd task runs");
+    docker(&["kill", "-s", "KILL", container]);
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let now = docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={stack}_haswarmd"),
+            ]);
+            !now.trim().is_empty() && now.trim() != container && healthy()
+        }),
+        "Swarm did not restart haswarmd: {}",
+        docker(&["service", "ps", "--no-trunc", &format!("{stack}_haswarmd")])
+    );
+    assert_code(
+        &ctl(&[
+            "--server",
+            &server,
+            "wait",
+            &format!("sv/{sv}"),
+            "--for=condition=Ready",
+            "--timeout=60s",
+        ]),
+        0,
+    );
+
+    // uninstall removes haswarmd; the probe service it manages keeps running.
+    assert_code(&ctl(&["uninstall", "--name", &stack]), 0);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            docker(&[
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name={stack}_haswarmd"),
+            ])
+            .trim()
+            .is_empty()
+        }),
+        "the stack's service is still there"
+    );
+    // Its last container may still be shutting down (and reconciling).
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={stack}_haswarmd"),
+            ])
+            .trim()
+            .is_empty()
+        }),
+        "the haswarmd container did not stop"
+    );
+    let probe = format!("{sv}-probe");
+    assert_eq!(
+        docker(&[
+            "service",
+            "ls",
+            "--format",
+            "{{.Name}}",
+            "--filter",
+            &format!("name={probe}")
+        ])
+        .trim(),
+        probe,
+        "the managed service keeps running"
+    );
+    assert!(
+        !docker(&["volume", "ls", "-q", "--filter", &format!("name={volume}")])
+            .trim()
+            .is_empty(),
+        "the store's volume is kept"
+    );
+
+    // Clean up: what haswarm managed, then the store's volume once the
+    // stack's task containers are gone.
+    drop(cleanup);
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            docker(&["volume", "rm", &volume]);
+            docker(&["volume", "ls", "-q", "--filter", &format!("name={volume}")])
+                .trim()
+                .is_empty()
+        }),
+        "volume {volume} could not be removed"
+    );
+    let _ = docker(&["image", "rm", image]);
+}
