@@ -37,7 +37,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// List resources, or show one, as a table or as yaml, json, name or jsonpath.
     #[command(
-        after_help = "Kinds: postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv).\n\nExamples:\n  haswarmctl get rsg\n  haswarmctl get pgc dify-db -o yaml\n  haswarmctl get sv -l app=dify -o name\n  haswarmctl get rsg dify-redis -o jsonpath='{.status.master}'\n  haswarmctl get rsg dify-redis -o env\n  haswarmctl get pgc --watch"
+        after_help = "Kinds: postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv), gitsources (gs).\n\nExamples:\n  haswarmctl get rsg\n  haswarmctl get pgc dify-db -o yaml\n  haswarmctl get sv -l app=dify -o name\n  haswarmctl get rsg dify-redis -o jsonpath='{.status.master}'\n  haswarmctl get rsg dify-redis -o env\n  haswarmctl get pgc --watch"
     )]
     Get(GetArgs),
     /// Show a resource in detail: spec, conditions, owned Swarm objects and recent events.
@@ -197,7 +197,7 @@ pub struct ApplyArgs {
 /// `haswarmctl get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Kind: postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv), singular or plural.
+    /// Kind: postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv), gitsources (gs), singular or plural.
     pub kind: String,
     /// One resource's name; all when left out.
     pub name: Option<String>,

@@ -216,6 +216,34 @@ fn columns(kind: &str) -> Vec<Column> {
                 shown(str_at(v, "/spec/accessMode").map(str::to_owned))
             }),
         ],
+        "GitSource" => vec![
+            col("REVISION", |v| {
+                shown(
+                    str_at(v, "/status/lastAppliedRevision")
+                        .map(|r| r.get(..12).unwrap_or(r).to_owned()),
+                )
+            }),
+            col("RESOURCES", |v| {
+                let inv = v.pointer("/status/inventory").and_then(Value::as_array);
+                inv.map_or_else(
+                    || "0".into(),
+                    |i| {
+                        let ok = i
+                            .iter()
+                            .filter(|e| e.get("ready") == Some(&Value::Bool(true)))
+                            .count();
+                        format!("{ok}/{}", i.len())
+                    },
+                )
+            }),
+            col("URL", |v| shown(str_at(v, "/spec/url").map(str::to_owned))),
+            wide("PATH", |v| {
+                shown(str_at(v, "/spec/path").map(str::to_owned))
+            }),
+            wide("PRUNE", |v| {
+                shown(v.pointer("/spec/prune").map(ToString::to_string))
+            }),
+        ],
         _ => Vec::new(),
     };
     let mut cols = vec![

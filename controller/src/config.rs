@@ -160,6 +160,7 @@ impl DaemonConfig {
             probe_image: self.probe_image,
             resync,
             node_loss_grace,
+            git_cache: self.data_dir.join("git"),
             ..crate::runtime::Settings::default()
         });
         Ok(Settings {

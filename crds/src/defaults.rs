@@ -88,3 +88,14 @@ pub(crate) fn nfs_version() -> String {
 pub(crate) fn yes() -> bool {
     true
 }
+
+// GitSource
+pub(crate) fn git_ref() -> crate::gitops::GitRef {
+    crate::gitops::GitRef::Branch("main".into())
+}
+pub(crate) fn git_path() -> String {
+    ".".into()
+}
+pub(crate) fn git_interval() -> crate::quantity::Duration {
+    crate::quantity::Duration::parse("1m").unwrap_or_else(|_| unreachable!("constant parses"))
+}

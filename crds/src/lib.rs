@@ -6,6 +6,7 @@
 
 pub mod common;
 pub mod defaults;
+pub mod gitops;
 pub mod manifest;
 pub mod meta;
 pub mod name;
@@ -19,6 +20,7 @@ pub mod volume;
 
 mod resource;
 
+pub use gitops::GitSourceSpec;
 pub use meta::{Condition, ConditionStatus, Event, EventType, ObjectMeta};
 pub use name::Name;
 pub use postgres::PostgresClusterSpec;
@@ -35,3 +37,5 @@ pub type PostgresCluster = Resource<PostgresClusterSpec>;
 pub type RedisSentinelGroup = Resource<RedisSentinelGroupSpec>;
 /// A volume available on every eligible node.
 pub type SharedVolume = Resource<SharedVolumeSpec>;
+/// A git folder of manifests applied continuously.
+pub type GitSource = Resource<GitSourceSpec>;

@@ -10,7 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::meta::ObjectMeta;
 use crate::validate::{Catalog, FieldError, Report};
-use crate::{PostgresClusterSpec, RedisSentinelGroupSpec, SharedVolumeSpec, API_VERSION};
+use crate::{
+    GitSourceSpec, PostgresClusterSpec, RedisSentinelGroupSpec, SharedVolumeSpec, API_VERSION,
+};
 
 /// What a spec type must say about its kind. Implemented by each `*Spec`.
 pub trait Kind:
@@ -189,6 +191,7 @@ pub enum AnyResource {
     RedisSentinelGroup(Box<Resource<RedisSentinelGroupSpec>>),
     /// A SharedVolume.
     SharedVolume(Box<Resource<SharedVolumeSpec>>),
+    GitSource(Box<Resource<GitSourceSpec>>),
 }
 
 /// The operations every kind supports, so [`AnyResource`] dispatches in one place.
@@ -225,6 +228,7 @@ impl AnyResource {
             Self::PostgresCluster(r) => r.as_ref(),
             Self::RedisSentinelGroup(r) => r.as_ref(),
             Self::SharedVolume(r) => r.as_ref(),
+            Self::GitSource(r) => r.as_ref(),
         }
     }
 
@@ -233,6 +237,7 @@ impl AnyResource {
             Self::PostgresCluster(r) => r.as_mut(),
             Self::RedisSentinelGroup(r) => r.as_mut(),
             Self::SharedVolume(r) => r.as_mut(),
+            Self::GitSource(r) => r.as_mut(),
         }
     }
 
@@ -303,7 +308,7 @@ const fn info<S: Kind>(schema: fn() -> schemars::Schema, from_json: FromJson) ->
 }
 
 /// Every kind haswarm serves.
-pub static KINDS: [KindInfo; 3] = [
+pub static KINDS: [KindInfo; 4] = [
     info::<PostgresClusterSpec>(crate::schema::schema_for::<PostgresClusterSpec>, |v| {
         from_json(v, AnyResource::PostgresCluster)
     }),
@@ -312,6 +317,9 @@ pub static KINDS: [KindInfo; 3] = [
     }),
     info::<SharedVolumeSpec>(crate::schema::schema_for::<SharedVolumeSpec>, |v| {
         from_json(v, AnyResource::SharedVolume)
+    }),
+    info::<GitSourceSpec>(crate::schema::schema_for::<GitSourceSpec>, |v| {
+        from_json(v, AnyResource::GitSource)
     }),
 ];
 

@@ -246,13 +246,19 @@ impl Daemon {
     /// `GET path` on the daemon's unix socket, as a scraper or a health
     /// check would: the status code and the body.
     pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.http("GET", path)
+    }
+
+    /// `METHOD path` with an empty body on the daemon's unix socket (a
+    /// webhook's POST, say): the status code and the body.
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::os::unix::net::UnixStream::connect(&self.socket).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: haswarm\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: haswarm\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .expect("request sent");
         let mut raw = String::new();

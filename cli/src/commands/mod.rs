@@ -97,7 +97,7 @@ fn target(text: &str) -> Result<(&'static KindInfo, &str), ExitCode> {
 fn kind(name: &str) -> Result<&'static KindInfo, ExitCode> {
     KindInfo::lookup(name).ok_or_else(|| {
         report::error(&format!(
-            "unknown kind {name:?}: use postgresclusters (pgc), redissentinelgroups (rsg) or sharedvolumes (sv)"
+            "unknown kind {name:?}: use postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv) or gitsources (gs)"
         ));
         ExitCode::Invalid
     })

@@ -109,6 +109,7 @@ pub fn run(args: &UpArgs) -> ExitCode {
         log_format: LogFormat::Text,
         controllers: Some(haswarm_controller::runtime::Settings {
             probe_image: args.probe_image.clone(),
+            git_cache: args.data_dir.join("git"),
             ..Default::default()
         }),
     };

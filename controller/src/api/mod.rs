@@ -6,6 +6,7 @@
 //! - `POST /{plural}`: create; `GET|PUT|DELETE /{plural}/{name}`: get, replace, delete
 //! - `PUT /{plural}/{name}/status`, `PUT /{plural}/{name}/finalizers`: the controller's subresources
 //! - `GET|POST /{plural}/{name}/events`
+//! - `POST /hooks/gitsources/{name}`: a webhook (a git server's push hook) asking a GitSource to sync now
 //! - `GET /livez`, `GET /readyz` (store, and Docker when the controllers run), `GET /metrics`
 
 pub mod types;
@@ -117,7 +118,7 @@ fn kind_of(plural: &str) -> ApiResult<&'static KindInfo> {
         ApiError::new(
             StatusCode::NOT_FOUND,
             Reason::NotFound,
-            format!("unknown resource type {plural:?}: use postgresclusters, redissentinelgroups or sharedvolumes"),
+            format!("unknown resource type {plural:?}: use postgresclusters, redissentinelgroups, sharedvolumes or gitsources"),
         )
     })
 }
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/hooks/gitsources/{name}", post(sync_hook))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound, "no such route")
         })
@@ -164,6 +166,43 @@ async fn readyz(State(s): State<AppState>) -> Response {
         }
     }
     "ok\n".into_response()
+}
+
+/// A push webhook: marks the GitSource with [`SYNC_REQUESTED`], a metadata
+/// change that queues it at once. The body (the git server's payload) is
+/// not read: a hook only says "look now", and the source fetches what it
+/// follows. On TCP the bearer token guards it like every other route.
+///
+/// [`SYNC_REQUESTED`]: crate::reconcilers::gitops::SYNC_REQUESTED
+async fn sync_hook(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let record = s.store.get("GitSource", &name)?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let mut annotations = record.metadata.annotations.clone();
+    annotations.insert(
+        crate::reconcilers::gitops::SYNC_REQUESTED.to_owned(),
+        now.clone(),
+    );
+    s.store
+        .write(
+            vec![Desired {
+                kind: record.kind.clone(),
+                name: record.metadata.name.clone(),
+                labels: record.metadata.labels.clone(),
+                annotations,
+                spec: record.spec.clone(),
+                resource_version: None,
+            }],
+            WriteMode::Apply,
+            false,
+        )
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"gitsource": name, "syncRequested": now})),
+    ))
 }
 
 /// Prometheus metrics (OpenMetrics text); the data-plane gauges come from
@@ -225,7 +264,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// References may point at objects already in the store.
-struct StoreCatalog<'a>(&'a Store);
+pub(crate) struct StoreCatalog<'a>(pub(crate) &'a Store);
 
 impl Catalog for StoreCatalog<'_> {
     fn contains(&self, kind: &str, name: &str) -> bool {
@@ -285,7 +324,8 @@ fn prepare(store: &Store, items: Vec<Value>) -> ApiResult<Vec<(AnyResource, Opti
     Ok(resources)
 }
 
-fn desired(r: &AnyResource, rv: Option<u64>) -> Desired {
+/// What the store writes for a typed resource.
+pub(crate) fn desired(r: &AnyResource, rv: Option<u64>) -> Desired {
     let json = r.to_json();
     let meta = r.metadata();
     Desired {

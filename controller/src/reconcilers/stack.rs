@@ -191,6 +191,10 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
             AnyResource::SharedVolume(sv) => {
                 add(volume::render(sv, "haswarm/probe:latest"), &mut volumes)
             }
+            AnyResource::GitSource(gs) => notes.push(format!(
+                "{}: a GitSource has no Swarm objects (haswarmd applies the manifests of {} itself)",
+                gs.metadata.name, gs.spec.url
+            )),
             AnyResource::RedisSentinelGroup(rsg) => {
                 let name = rsg.metadata.name.as_str();
                 let contents = redis::contents(&rsg.spec, None);

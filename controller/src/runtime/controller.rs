@@ -37,6 +37,8 @@ pub struct Settings {
     pub queue: QueueConfig,
     /// How long a node may be down before the slots pinned to it move.
     pub node_loss_grace: Duration,
+    /// Where GitSources keep their fetched repositories (bare, one per source).
+    pub git_cache: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             resync: Duration::from_secs(30),
             queue: QueueConfig::default(),
             node_loss_grace: Duration::from_secs(60),
+            git_cache: std::env::temp_dir().join("haswarm-git"),
         }
     }
 }

@@ -113,5 +113,9 @@ pub fn start_all(ctx: Arc<Context>) {
             Arc::clone(&ctx),
         ),
     );
+    dispatch.insert(
+        "GitSource",
+        super::controller::start(crate::reconcilers::gitops::GitSources, Arc::clone(&ctx)),
+    );
     spawn(ctx, dispatch);
 }

@@ -1,0 +1,251 @@
+//! GitSource end to end: a real git repository on this machine, a real
+//! haswarmd with its controllers on the local swarm. Commits are applied
+//! within an interval, an invalid commit stalls the source while the
+//! previous revision stays applied, prune deletes what left the folder,
+//! resources the source did not apply are left alone, and the webhook syncs
+//! without waiting for the interval. Needs `tests/testbed/prepare.sh` and git.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use haswarm_testbed::docker::{eventually, require_swarm, Cleanup};
+use haswarm_testbed::{assert_code, stdout, Daemon};
+use serde_json::Value;
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "-c",
+            "user.name=haswarm test",
+            "-c",
+            "user.email=test@haswarm.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn commit(repo: &Path, files: &[(&str, Option<&str>)], message: &str) -> String {
+    for (path, text) in files {
+        let p = repo.join(path);
+        match text {
+            Some(t) => {
+                std::fs::create_dir_all(p.parent().expect("parent")).expect("folder");
+                std::fs::write(&p, t).expect("write");
+            }
+            None => {
+                git(repo, &["rm", "-q", path]);
+            }
+        }
+    }
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+fn volume(name: &str, path: &Path, access: &str) -> String {
+    format!(
+        "apiVersion: haswarm.io/v1alpha1\nkind: SharedVolume\nmetadata:\n  name: {name}\nspec:\n  hostPath:\n    path: {}\n  accessMode: {access}\n",
+        path.display()
+    )
+}
+
+fn source(name: &str, repo: &Path, interval: &str) -> String {
+    format!(
+        "apiVersion: haswarm.io/v1alpha1\nkind: GitSource\nmetadata:\n  name: {name}\nspec:\n  url: {}\n  ref:\n    branch: main\n  path: apps\n  interval: {interval}\n  prune: true\n",
+        repo.display()
+    )
+}
+
+fn condition(v: &Value, type_: &str) -> Value {
+    v["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_git_folder_is_applied_pruned_guarded_and_synced_by_webhook() {
+    require_swarm();
+    let id = std::process::id();
+    let gs = format!("e2e-gs-{id}");
+    let (a, b, c) = (
+        format!("e2e-gs-a-{id}"),
+        format!("e2e-gs-b-{id}"),
+        format!("e2e-gs-c-{id}"),
+    );
+    let rsg = format!("e2e-gs-r-{id}");
+    let mut cleanup = Cleanup::default();
+    for n in [&a, &b, &c] {
+        cleanup.owner("SharedVolume", n);
+    }
+    cleanup.owner("RedisSentinelGroup", &rsg);
+    let tmp = tempfile::Builder::new()
+        .prefix("hsw-gitops")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&repo).expect("repo folder");
+    std::fs::create_dir_all(&data).expect("data folder");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let first = commit(
+        &repo,
+        &[
+            ("README.md", Some("not a manifest\n")),
+            ("apps/a.yaml", Some(&volume(&a, &data, "ReadWriteMany"))),
+        ],
+        "a shared volume",
+    );
+
+    let d = Daemon::start_with_controllers(&["--resync", "2s"]);
+    d.apply("gs.yaml", &source(&gs, &repo, "2s"));
+    d.wait_for(&format!("gs/{gs}"), "condition=Ready", "60s");
+    let v = d.get_json("gs", &gs);
+    assert_eq!(v["status"]["lastAppliedRevision"], first.as_str(), "{v}");
+    let sv = d.get_json("sv", &a);
+    assert_eq!(
+        sv["metadata"]["labels"]["haswarm.io/gitsource"],
+        gs.as_str(),
+        "{sv}"
+    );
+    let listed = stdout(&d.ctl(&["get", "gs"]));
+    assert!(
+        listed.contains("REVISION") && listed.contains(&first[..12]),
+        "{listed}"
+    );
+
+    // A new RedisSentinelGroup, and a change, each applied within an interval.
+    let rsg_yaml = format!(
+        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: {rsg}\nspec:\n  image: haswarm/redis:bookworm\n  placement:\n    spread: Preferred\n"
+    );
+    commit(
+        &repo,
+        &[("apps/cache/rsg.yaml", Some(&rsg_yaml))],
+        "a redis group",
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || d.get_json("rsg", &rsg)["kind"]
+            == "RedisSentinelGroup"),
+        "the committed group was not applied: {}",
+        d.get_json("gs", &gs)
+    );
+    let changed = commit(
+        &repo,
+        &[("apps/a.yaml", Some(&volume(&a, &data, "ReadOnlyMany")))],
+        "read-only",
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            d.get_json("sv", &a)["spec"]["accessMode"] == "ReadOnlyMany"
+        }),
+        "the change was not applied"
+    );
+
+    // An invalid manifest: the source stalls, naming the file and the
+    // reason, and the previous revision stays applied.
+    commit(
+        &repo,
+        &[(
+            "apps/bad.yaml",
+            Some("apiVersion: haswarm.io/v1alpha1\nkind: SharedVolume\nmetadata:\n  name: bad\nspec:\n  hostPath:\n    path: /srv\n  colour: blue\n"),
+        )],
+        "a broken manifest",
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let s = condition(&d.get_json("gs", &gs), "Stalled");
+            s["status"] == "True"
+                && s["reason"] == "InvalidManifests"
+                && s["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("apps/bad.yaml") && m.contains("colour"))
+        }),
+        "no Stalled condition naming the file: {}",
+        d.get_json("gs", &gs)
+    );
+    let v = d.get_json("gs", &gs);
+    assert_eq!(v["status"]["lastAppliedRevision"], changed.as_str(), "{v}");
+    assert_eq!(condition(&v, "Ready")["status"], "False", "{v}");
+    assert_eq!(d.get_json("rsg", &rsg)["kind"], "RedisSentinelGroup");
+    assert_eq!(d.get_json("sv", "bad"), Value::Null);
+
+    // Fixed, and the group's file deleted: with prune on, the group goes
+    // (its Swarm objects with it).
+    commit(
+        &repo,
+        &[("apps/bad.yaml", None), ("apps/cache/rsg.yaml", None)],
+        "fix, and drop the group",
+    );
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            d.ctl(&["get", "rsg", &rsg]).status.code() == Some(5)
+        }),
+        "the pruned group is still there: {}",
+        d.get_json("rsg", &rsg)
+    );
+    d.wait_for(&format!("gs/{gs}"), "condition=Ready", "30s");
+    let described = stdout(&d.ctl(&["describe", "gs", &gs]));
+    assert!(
+        described.contains("Pruned") && described.contains("InvalidManifests"),
+        "{described}"
+    );
+
+    // A resource applied by hand is not taken over.
+    d.apply("c.yaml", &volume(&c, &data, "ReadWriteMany"));
+    // From now on only the webhook triggers a sync.
+    d.apply("gs.yaml", &source(&gs, &repo, "1h"));
+    d.wait_for(&format!("gs/{gs}"), "condition=Ready", "30s");
+    let before = d.get_json("gs", &gs)["status"]["lastAppliedRevision"].clone();
+    let hooked = commit(
+        &repo,
+        &[
+            ("apps/b.yaml", Some(&volume(&b, &data, "ReadWriteMany"))),
+            ("apps/c.yaml", Some(&volume(&c, &data, "ReadOnlyMany"))),
+        ],
+        "two more volumes, one of them someone else's",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        d.get_json("gs", &gs)["status"]["lastAppliedRevision"],
+        before,
+        "synced before the webhook"
+    );
+    let (code, body) = d.http("POST", &format!("/hooks/gitsources/{gs}"));
+    assert_eq!(code, 202, "{body}");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let v = d.get_json("gs", &gs);
+            v["status"]["lastFetchedRevision"] == hooked.as_str()
+                && condition(&v, "Stalled")["reason"] == "Conflict"
+        }),
+        "the webhook did not sync, or the conflict was not reported: {}",
+        d.get_json("gs", &gs)
+    );
+    let msg = condition(&d.get_json("gs", &gs), "Stalled")["message"].clone();
+    assert!(msg.as_str().is_some_and(|m| m.contains(&c)), "{msg}");
+    assert_eq!(d.get_json("sv", &c)["spec"]["accessMode"], "ReadWriteMany");
+    assert_eq!(
+        d.get_json("sv", &b),
+        Value::Null,
+        "nothing of a stalled revision is applied"
+    );
+    let (code, _) = d.http("POST", "/hooks/gitsources/no-such-source");
+    assert_eq!(code, 404);
+
+    // The source goes; what it applied stays until deleted.
+    assert_code(&d.ctl(&["delete", "gs", &gs, "--wait", "--timeout=30s"]), 0);
+    assert_eq!(d.get_json("sv", &a)["kind"], "SharedVolume");
+    for n in [&a, &c] {
+        assert_code(&d.ctl(&["delete", "sv", n, "--wait", "--timeout=60s"]), 0);
+    }
+}
