@@ -392,6 +392,31 @@ fn tcp_needs_the_token() {
     assert_code(&run(Some("wrong-token-wrong-token")), 5);
     let o = run(Some(token));
     assert_code(&o, 0);
+
+    // A webhook signed with the token as its secret passes without a bearer
+    // token (git servers sign); a wrong signature does not.
+    let hook = |signature: &str| {
+        use std::io::{Read, Write};
+        let body = r#"{"ref":"refs/heads/main"}"#;
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "POST /hooks/gitsources/none HTTP/1.1\r\nHost: h\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    // openssl dgst -sha256 -hmac <token> of the body
+    let signed = hook("sha256=5715eeea6c3a336d03de9b3b592479dbc3d1a82717f482b431bbc4d47b10e641");
+    assert!(
+        signed.starts_with("HTTP/1.1 404"),
+        "authorized, no such source: {signed}"
+    );
+    let forged = hook("sha256=0000000000000000000000000000000000000000000000000000000000000000");
+    assert!(forged.starts_with("HTTP/1.1 401"), "{forged}");
 }
 
 #[test]

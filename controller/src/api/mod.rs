@@ -232,12 +232,61 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Middleware for the TCP listener: every request needs `Authorization: Bearer <token>`.
+/// The largest webhook body read to check its signature.
+const MAX_HOOK_BODY: usize = 4 << 20;
+
+/// Whether `header` (`X-Hub-Signature-256: sha256=<hex>`, as GitHub, Gitea
+/// and Forgejo send it) is the HMAC-SHA256 of `body` under `key`.
+pub fn hook_signature_ok(key: &[u8], body: &[u8], header: &str) -> bool {
+    use hmac::Mac;
+    let Some(given) = header
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h.trim()).ok())
+    else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&given).is_ok()
+}
+
+/// Middleware for the TCP listener: every request needs `Authorization:
+/// Bearer <token>`, except a webhook (`/hooks/...`) signed with the token
+/// as its secret (`X-Hub-Signature-256`): git servers sign, they do not
+/// send bearer tokens.
 pub async fn require_token(
     State(token): State<Arc<String>>,
     req: Request<Body>,
     next: Next,
 ) -> Response {
+    if req.uri().path().starts_with("/hooks/") {
+        if let Some(sig) = req
+            .headers()
+            .get("x-hub-signature-256")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        {
+            let (parts, body) = req.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_HOOK_BODY).await else {
+                return ApiError::bad_request("the webhook body is too large or cut")
+                    .into_response();
+            };
+            if hook_signature_ok(token.as_bytes(), &bytes, &sig) {
+                return next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+            }
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                Reason::Unauthorized,
+                "the webhook signature (X-Hub-Signature-256) does not match: the webhook's secret must be haswarmd's token",
+            )
+            .into_response();
+        }
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -585,4 +634,23 @@ async fn add_event(
     s.store
         .record_event(kind.kind, &name, e.type_, &e.reason, &e.message)?;
     Ok(StatusCode::CREATED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hook_signature_ok;
+
+    #[test]
+    fn webhook_signatures_are_hmac_sha256_of_the_body_under_the_token() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        // openssl dgst -sha256 -hmac <key>
+        let good = "sha256=5715eeea6c3a336d03de9b3b592479dbc3d1a82717f482b431bbc4d47b10e641";
+        assert!(hook_signature_ok(key, body, good));
+        assert!(!hook_signature_ok(key, b"{}", good));
+        assert!(!hook_signature_ok(b"another-key-another-key", body, good));
+        assert!(!hook_signature_ok(key, body, "sha1=5715eeea"));
+        assert!(!hook_signature_ok(key, body, "sha256=not-hex"));
+        assert!(!hook_signature_ok(key, body, ""));
+    }
 }
