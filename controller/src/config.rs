@@ -32,6 +32,8 @@ pub mod env {
     pub const RESYNC: &str = "HASWARM_RESYNC";
     /// Node loss grace.
     pub const NODE_LOSS_GRACE: &str = "HASWARM_NODE_LOSS_GRACE";
+    /// `--secrets-dir`.
+    pub const SECRETS_DIR: &str = "HASWARM_SECRETS_DIR";
 }
 
 /// The folder for the default socket: `$XDG_RUNTIME_DIR/haswarm`, else `./.haswarm`.
@@ -94,6 +96,10 @@ pub struct DaemonConfig {
     /// instance the sentinels follow as master never moves.
     #[arg(long, env = env::NODE_LOSS_GRACE, default_value = "60s", value_name = "DURATION")]
     pub node_loss_grace: String,
+    /// Folder of the Swarm secrets mounted into haswarmd, where GitSource
+    /// credentials are read (spec.credentials.secret names a file there).
+    #[arg(long, env = env::SECRETS_DIR, default_value = "/run/secrets", value_name = "DIR")]
+    pub secrets_dir: PathBuf,
 }
 
 /// A configuration that passed validation: everything needed to start.
@@ -161,6 +167,7 @@ impl DaemonConfig {
             resync,
             node_loss_grace,
             git_cache: self.data_dir.join("git"),
+            secrets_dir: self.secrets_dir,
             ..crate::runtime::Settings::default()
         });
         Ok(Settings {

@@ -44,6 +44,21 @@ pub struct GitSourceSpec {
     /// Stop fetching and applying (what was applied stays as it is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// Credentials for a private repository, from a Swarm secret mounted into
+    /// haswarmd (the haswarm stack's `gitCredentials` value mounts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<GitCredentials>,
+}
+
+/// Where a GitSource's credentials are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitCredentials {
+    /// Name of a Swarm secret mounted into haswarmd (read from
+    /// `/run/secrets/<secret>`, or haswarmd's `--secrets-dir`). It holds an
+    /// ssh private key (PEM or OpenSSH format) for ssh URLs, or one line
+    /// `user:token` for https URLs. Its content is never shown or logged.
+    pub secret: String,
 }
 
 /// A branch or a tag.
@@ -189,6 +204,20 @@ impl Kind for GitSourceSpec {
             "git-path",
             || format!("{p:?} is not a folder inside the repository: write a relative path without '..' (\".\" for the root)"),
         );
+        if let Some(c) = &self.credentials {
+            let ok = !c.secret.is_empty()
+                && c.secret.len() <= 64
+                && c.secret.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                && c.secret
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'));
+            report.check(
+                ok,
+                || spec.key("credentials").key("secret"),
+                "secret-name",
+                || format!("{:?} is not a Swarm secret name (letters, digits, '_', '.', '-'; at most 64)", c.secret),
+            );
+        }
         report.check(
             self.interval.as_millis() >= MIN_INTERVAL_MS,
             || spec.key("interval"),
@@ -277,6 +306,11 @@ mod tests {
                 "  url: /r\n  interval: 100ms\n",
                 "spec.interval",
                 "git-interval",
+            ),
+            (
+                "  url: /r\n  credentials:\n    secret: ../etc/shadow\n",
+                "spec.credentials.secret",
+                "secret-name",
             ),
         ] {
             let e = source(spec).expect_err(spec);

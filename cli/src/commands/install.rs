@@ -469,6 +469,17 @@ mod tests {
     }
 
     #[test]
+    fn git_credentials_are_mounted_as_external_secrets() {
+        let s = stack(&[], &["gitCredentials=[deploy-key, gitea-token]"]).expect("renders");
+        let svc = &s["services"]["haswarmd"];
+        assert_eq!(svc["secrets"][0]["target"], "deploy-key");
+        assert_eq!(svc["secrets"][1]["target"], "gitea-token");
+        assert_eq!(s["secrets"]["git-1"]["name"], "deploy-key");
+        assert_eq!(s["secrets"]["git-2"]["external"], true);
+        assert!(svc.get("ports").is_none());
+    }
+
+    #[test]
     fn unknown_keys_wrong_kinds_and_bad_names_are_refused() {
         let e = stack(&[], &["tcp.enable=true"]).expect_err("typo");
         assert!(

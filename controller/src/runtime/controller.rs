@@ -39,6 +39,8 @@ pub struct Settings {
     pub node_loss_grace: Duration,
     /// Where GitSources keep their fetched repositories (bare, one per source).
     pub git_cache: std::path::PathBuf,
+    /// Where Swarm secrets mounted into haswarmd are (GitSource credentials).
+    pub secrets_dir: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             queue: QueueConfig::default(),
             node_loss_grace: Duration::from_secs(60),
             git_cache: std::env::temp_dir().join("haswarm-git"),
+            secrets_dir: "/run/secrets".into(),
         }
     }
 }

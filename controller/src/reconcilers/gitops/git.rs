@@ -38,19 +38,86 @@ pub enum GitError {
     TimedOut(String),
 }
 
-async fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Vec<u8>, GitError> {
+/// Credentials for a fetch, from a secret's content.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// An ssh private key.
+    SshKey(String),
+    /// The value of an `Authorization: Basic` header for https.
+    Basic(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the content: Debug output ends up in logs.
+        f.write_str(match self {
+            Self::SshKey(_) => "Auth::SshKey(..)",
+            Self::Basic(_) => "Auth::Basic(..)",
+        })
+    }
+}
+
+impl Auth {
+    /// Reads a secret's content: an ssh private key, or `user:token`.
+    ///
+    /// # Errors
+    /// What the content should be (the content itself is never quoted).
+    pub fn parse(content: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let t = content.trim();
+        if t.starts_with("-----BEGIN") && t.contains("PRIVATE KEY-----") {
+            return Ok(Self::SshKey(format!("{t}\n")));
+        }
+        match t.split_once(':') {
+            Some((user, token))
+                if !user.is_empty() && !token.is_empty() && !t.contains(['\n', '\r']) =>
+            {
+                Ok(Self::Basic(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(t)
+                )))
+            }
+            _ => Err("the secret holds neither an ssh private key nor one line user:token".into()),
+        }
+    }
+}
+
+/// How git is run: prompts off, ssh in batch mode with a per-source
+/// known_hosts (trust on first use, then pinned), and the credentials, if
+/// any, in the environment (never on the command line, where `ps` shows it).
+fn command(dir: Option<&Path>, auth: Option<(&Auth, &Path)>) -> Command {
     let mut cmd = Command::new("git");
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
     }
+    let known_hosts = dir.map_or_else(|| PathBuf::from("/dev/null"), |d| d.join("known_hosts"));
+    let mut ssh = format!(
+        "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
+        known_hosts.display()
+    );
+    match auth {
+        Some((Auth::SshKey(_), key)) => {
+            ssh.push_str(&format!(" -o IdentitiesOnly=yes -i {}", key.display()));
+        }
+        Some((Auth::Basic(header), _)) => {
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env("GIT_CONFIG_VALUE_0", format!("Authorization: {header}"));
+        }
+        None => {}
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_SSH_COMMAND", ssh)
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    cmd
+}
+
+async fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Vec<u8>, GitError> {
+    run(command(dir, None), args, what).await
+}
+
+async fn run(mut cmd: Command, args: &[&str], what: &str) -> Result<Vec<u8>, GitError> {
     cmd.args(args)
-        // Never wait for a password or a host key answer: fail instead.
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env(
-            "GIT_SSH_COMMAND",
-            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
-        )
-        .env("GIT_CONFIG_NOSYSTEM", "1")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(TIMEOUT, cmd.output())
@@ -67,6 +134,18 @@ async fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Vec<u8>, G
             message: lines[lines.len().saturating_sub(3)..].join(" / "),
         })
     }
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())
 }
 
 /// A source's bare cache folder.
@@ -87,7 +166,12 @@ impl Cache {
     ///
     /// # Errors
     /// [`GitError`].
-    pub async fn fetch(&self, url: &str, remote_ref: &str) -> Result<String, GitError> {
+    pub async fn fetch(
+        &self,
+        url: &str,
+        remote_ref: &str,
+        auth: Option<&Auth>,
+    ) -> Result<String, GitError> {
         if !self.dir.join("HEAD").exists() {
             std::fs::create_dir_all(&self.dir).map_err(|e| GitError::Failed {
                 what: "init".into(),
@@ -96,8 +180,16 @@ impl Cache {
             git(Some(&self.dir), &["init", "--bare", "-q"], "init").await?;
         }
         let refspec = format!("+{remote_ref}:{LOCAL_REF}");
-        git(
-            Some(&self.dir),
+        // ssh wants the key in a file only its owner reads.
+        let key = self.dir.join("ssh-key");
+        if let Some(Auth::SshKey(k)) = auth {
+            write_private(&key, k).map_err(|e| GitError::Failed {
+                what: "fetch".into(),
+                message: format!("cannot write the ssh key file: {e}"),
+            })?;
+        }
+        let fetched = run(
+            command(Some(&self.dir), auth.map(|a| (a, key.as_path()))),
             &[
                 "fetch",
                 "--quiet",
@@ -110,7 +202,9 @@ impl Cache {
             ],
             "fetch",
         )
-        .await?;
+        .await;
+        let _ = std::fs::remove_file(&key);
+        fetched?;
         let rev = git(
             Some(&self.dir),
             &["rev-parse", "--verify", &format!("{LOCAL_REF}^{{commit}}")],
@@ -153,5 +247,61 @@ impl Cache {
     /// Removes the cache (the source was deleted).
     pub fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_an_ssh_key_or_user_and_token_and_never_printed() {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        assert!(matches!(Auth::parse(key), Ok(Auth::SshKey(k)) if k == key));
+        let basic = Auth::parse("deploy:s3cr3t-token\n").expect("user:token");
+        // base64("deploy:s3cr3t-token")
+        assert_eq!(
+            basic,
+            Auth::Basic("Basic ZGVwbG95OnMzY3IzdC10b2tlbg==".into())
+        );
+        assert_eq!(format!("{basic:?}"), "Auth::Basic(..)");
+        for bad in ["just-a-sekrit", ":sekrit", "sekrit:", "a:sekrit\nc:d", ""] {
+            let e = Auth::parse(bad).expect_err(bad);
+            assert!(!e.contains("sekrit"), "{e}");
+        }
+    }
+
+    #[test]
+    fn credentials_go_into_the_environment_not_the_command_line() {
+        let dir = Path::new("/tmp/cache");
+        let basic = Auth::Basic("Basic ZGVwbG95OnMzY3IzdC10b2tlbg==".into());
+        let cmd = command(Some(dir), Some((&basic, Path::new("/unused"))));
+        let std = cmd.as_std();
+        let args: Vec<String> = std.get_args().map(|a| a.to_string_lossy().into()).collect();
+        assert!(args.iter().all(|a| !a.contains("ZGVwbG95")), "{args:?}");
+        let env: Vec<(String, String)> = std
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into(), v?.to_string_lossy().into())))
+            .collect();
+        assert!(env.contains(&(
+            "GIT_CONFIG_VALUE_0".into(),
+            "Authorization: Basic ZGVwbG95OnMzY3IzdC10b2tlbg==".into()
+        )));
+        assert!(env.contains(&("GIT_TERMINAL_PROMPT".into(), "0".into())));
+        let key = Auth::SshKey("k".into());
+        let cmd = command(Some(dir), Some((&key, Path::new("/tmp/cache/ssh-key"))));
+        let ssh = cmd
+            .as_std()
+            .get_envs()
+            .find(|(k, _)| *k == "GIT_SSH_COMMAND")
+            .and_then(|(_, v)| v)
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert!(
+            ssh.contains("-i /tmp/cache/ssh-key")
+                && ssh.contains("BatchMode=yes")
+                && ssh.contains("UserKnownHostsFile=/tmp/cache/known_hosts"),
+            "{ssh}"
+        );
     }
 }

@@ -37,6 +37,7 @@ pub struct GitSources;
 /// Why a sync stopped; the revision applied before stays applied.
 #[derive(Debug)]
 enum SyncError {
+    Credentials(String),
     Fetch(git::GitError),
     Invalid(Vec<String>),
     Conflict(Vec<String>),
@@ -46,6 +47,7 @@ enum SyncError {
 impl SyncError {
     fn reason(&self) -> &'static str {
         match self {
+            Self::Credentials(_) => "CredentialsInvalid",
             Self::Fetch(_) => "FetchFailed",
             Self::Invalid(_) => "InvalidManifests",
             Self::Conflict(_) => "Conflict",
@@ -64,6 +66,7 @@ impl SyncError {
             m
         };
         match self {
+            Self::Credentials(m) => m.clone(),
             Self::Fetch(e) => e.to_string(),
             Self::Invalid(p) => list("invalid manifests", p),
             Self::Conflict(p) => list("resources this source did not apply", p),
@@ -132,8 +135,25 @@ async fn sync(
     fetched: &mut Option<String>,
 ) -> Result<(String, Vec<InventoryEntry>, Vec<(String, String)>), SyncError> {
     let source = obj.metadata.name.as_str();
+    let auth = match &spec.credentials {
+        Some(c) => {
+            let path = ctx.settings.secrets_dir.join(&c.secret);
+            let content = std::fs::read_to_string(&path).map_err(|e| {
+                SyncError::Credentials(format!(
+                    "cannot read the secret {} at {} ({e}): mount it into haswarmd (the stack's gitCredentials value)",
+                    c.secret,
+                    path.display()
+                ))
+            })?;
+            Some(
+                git::Auth::parse(&content)
+                    .map_err(|e| SyncError::Credentials(format!("secret {}: {e}", c.secret)))?,
+            )
+        }
+        None => None,
+    };
     let rev = cache
-        .fetch(&spec.url, &spec.reference.remote_ref())
+        .fetch(&spec.url, &spec.reference.remote_ref(), auth.as_ref())
         .await
         .map_err(SyncError::Fetch)?;
     *fetched = Some(rev.clone());
