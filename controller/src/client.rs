@@ -257,12 +257,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.error_of(resp).await);
         }
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(e.to_string()))?
-            .to_bytes();
+        let bytes = self.body(resp).await?;
         if bytes.is_empty() {
             return serde_json::from_value(Value::Null).map_err(|e| self.protocol(e.to_string()));
         }
@@ -276,13 +271,18 @@ impl Client {
     pub async fn probe(&self, path: &str) -> Result<(u16, String), ClientError> {
         let resp = self.send(Method::GET, path, None).await?;
         let code = resp.status().as_u16();
-        let bytes = resp
+        let bytes = self.body(resp).await?;
+        Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// The whole body of an answer.
+    async fn body(&self, resp: Response) -> Result<Bytes, ClientError> {
+        Ok(resp
             .into_body()
             .collect()
             .await
             .map_err(|e| self.protocol(e.to_string()))?
-            .to_bytes();
-        Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
+            .to_bytes())
     }
 
     /// Applies manifests as one unit.

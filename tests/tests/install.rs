@@ -66,6 +66,30 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
     assert_code(&ctl(&args), 0);
     let server = format!("unix://{}/haswarm.sock", sockets.display());
     let healthy = || ctl(&["--server", &server, "healthcheck"]).status.success();
+    // The running haswarmd container of the stack (empty when none).
+    let running = || {
+        docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={stack}_haswarmd"),
+        ])
+        .trim()
+        .to_owned()
+    };
+    let ready = |timeout: &str| {
+        assert_code(
+            &ctl(&[
+                "--server",
+                &server,
+                "wait",
+                &format!("sv/{sv}"),
+                "--for=condition=Ready",
+                &format!("--timeout={timeout}"),
+            ]),
+            0,
+        );
+    };
     assert!(
         eventually(Duration::from_secs(90), healthy),
         "haswarmd in the stack never became ready: {}",
@@ -89,53 +113,23 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
         ]),
         0,
     );
-    assert_code(
-        &ctl(&[
-            "--server",
-            &server,
-            "wait",
-            &format!("sv/{sv}"),
-            "--for=condition=Ready",
-            "--timeout=90s",
-        ]),
-        0,
-    );
+    ready("90s");
 
     // SIGKILL of its container: Swarm starts another task, which opens the
     // same store: the resource is still there, and still Ready.
-    let container = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.swarm.service.name={stack}_haswarmd"),
-    ]);
-    let container = container.trim();
+    let container = running();
+    let container = container.as_str();
     assert!(!container.is_empty(), "the haswarmd task runs");
     docker(&["kill", "-s", "KILL", container]);
     assert!(
         eventually(Duration::from_secs(60), || {
-            let now = docker(&[
-                "ps",
-                "-q",
-                "--filter",
-                &format!("label=com.docker.swarm.service.name={stack}_haswarmd"),
-            ]);
-            !now.trim().is_empty() && now.trim() != container && healthy()
+            let now = running();
+            !now.is_empty() && now != container && healthy()
         }),
         "Swarm did not restart haswarmd: {}",
         docker(&["service", "ps", "--no-trunc", &format!("{stack}_haswarmd")])
     );
-    assert_code(
-        &ctl(&[
-            "--server",
-            &server,
-            "wait",
-            &format!("sv/{sv}"),
-            "--for=condition=Ready",
-            "--timeout=60s",
-        ]),
-        0,
-    );
+    ready("60s");
 
     // uninstall removes haswarmd; the probe service it manages keeps running.
     assert_code(&ctl(&["uninstall", "--name", &stack]), 0);
@@ -155,16 +149,7 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
     );
     // Its last container may still be shutting down (and reconciling).
     assert!(
-        eventually(Duration::from_secs(60), || {
-            docker(&[
-                "ps",
-                "-q",
-                "--filter",
-                &format!("label=com.docker.swarm.service.name={stack}_haswarmd"),
-            ])
-            .trim()
-            .is_empty()
-        }),
+        eventually(Duration::from_secs(60), || { running().is_empty() }),
         "the haswarmd container did not stop"
     );
     let probe = format!("{sv}-probe");
