@@ -120,7 +120,7 @@ pub async fn serve(
     };
     ready(&started);
     if let Some(controller_settings) = settings.controllers.clone() {
-        start_controllers(store.clone(), controller_settings, metrics);
+        start_controllers(store.clone(), controller_settings, metrics, stop_rx.clone());
     }
     tracing::info!(socket = %settings.socket.display(), tcp = ?started.tcp, "serving the API");
 
@@ -170,6 +170,7 @@ pub fn start_controllers(
     store: Store,
     settings: crate::runtime::Settings,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
         let mut warned = false;
@@ -203,6 +204,7 @@ pub fn start_controllers(
             swarm,
             settings,
             metrics,
+            stopping,
         });
         crate::runtime::events::start_all(ctx);
     });

@@ -293,6 +293,7 @@ async fn orphans_of_this_store_are_collected_and_others_left_alone() {
         swarm: s.clone(),
         settings: Default::default(),
         metrics: Default::default(),
+        stopping: tokio::sync::watch::channel(false).1,
     };
     let mut cleanup = Cleanup::default();
     cleanup.instance(store.id());

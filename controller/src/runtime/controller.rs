@@ -65,6 +65,10 @@ pub struct Context {
     pub swarm: Swarm,
     /// Metrics (reconciles, queues, events, Docker reachability).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Becomes true when the daemon shuts down: no reconcile starts after
+    /// that (a stopping daemon would otherwise recreate what someone removes
+    /// meanwhile, e.g. during `haswarmctl uninstall`).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Settings.
     pub settings: Settings,
 }
@@ -344,6 +348,9 @@ pub fn start<R: Reconciler>(reconciler: R, ctx: Arc<Context>) -> Scheduler<Strin
                 generation = tracing::field::Empty
             );
             async move {
+                if *ctx.stopping.borrow() {
+                    return Ok(Action::AwaitChange);
+                }
                 let started = std::time::Instant::now();
                 let result = run_once(r.as_ref(), Arc::clone(&ctx), &name).await;
                 let seconds = started.elapsed().as_secs_f64();
