@@ -87,6 +87,7 @@ pub(crate) fn render(kind_name: &str, obj: &Value, events: &[haswarm_crds::Event
             "ownedObjects",
             "observedGeneration",
             "members",
+            "inventory",
         ] {
             m.remove(k);
         }
@@ -124,6 +125,36 @@ pub(crate) fn render(kind_name: &str, obj: &Value, events: &[haswarm_crds::Event
                 &["MEMBER", "ROLE", "STATE", "TL", "LAG (BYTES)", "NODE"],
                 &rows,
             ),
+            "  ",
+        ));
+    }
+
+    // GitSource inventory: what it applied, from which file, and its health.
+    if let Some(inventory) = status.get("inventory").and_then(Value::as_array) {
+        out.push_str("Inventory:\n");
+        let rows: Vec<Vec<String>> = inventory
+            .iter()
+            .map(|e| {
+                let text = |k: &str| {
+                    e.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let ready = match e.get("ready").and_then(Value::as_bool) {
+                    Some(true) => "True",
+                    Some(false) => "False",
+                    None => "-",
+                };
+                vec![
+                    format!("{}/{}", text("kind"), text("name")),
+                    ready.to_owned(),
+                    text("file"),
+                ]
+            })
+            .collect();
+        out.push_str(&indented(
+            &output::table(&["RESOURCE", "READY", "FILE"], &rows),
             "  ",
         ));
     }
@@ -269,5 +300,45 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("members:"), "not repeated as YAML: {text}");
+    }
+
+    #[test]
+    fn a_git_source_lists_what_it_applied() {
+        let obj = serde_json::json!({
+            "apiVersion": "haswarm.io/v1alpha1",
+            "kind": "GitSource",
+            "metadata": {"name": "platform"},
+            "spec": {"url": "/srv/git/p"},
+            "status": {
+                "lastAppliedRevision": "0123456789abcdef",
+                "inventory": [
+                    {"kind": "SharedVolume", "name": "files", "file": "apps/files.yaml", "ready": true},
+                    {"kind": "RedisSentinelGroup", "name": "cache", "file": "apps/cache.yaml"}
+                ]
+            }
+        });
+        let text = render("GitSource", &obj, &[]);
+        let table = text
+            .split("Inventory:\n")
+            .nth(1)
+            .expect("an Inventory section");
+        let lines: Vec<&str> = table.lines().take(3).collect();
+        assert!(
+            lines[0].contains("RESOURCE") && lines[0].contains("FILE"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("SharedVolume/files") && lines[1].contains("True"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("RedisSentinelGroup/cache") && lines[2].contains(" - "),
+            "{text}"
+        );
+        assert!(
+            text.contains("lastAppliedRevision: 0123456789abcdef"),
+            "{text}"
+        );
+        assert!(!text.contains("inventory:"), "not repeated as YAML: {text}");
     }
 }
