@@ -208,10 +208,16 @@ async fn sync(
             .store
             .list(kind.kind, &Selector::default())
             .map_err(SyncError::Store)?;
-        existing.extend(list.into_iter().map(|r| {
-            let label = r.metadata.labels.get(SOURCE_LABEL).cloned();
-            (r.kind, r.metadata.name.to_string(), label)
-        }));
+        // One being deleted already (pruned earlier, its Swarm objects still
+        // going) is neither pruned again nor a conflict.
+        existing.extend(
+            list.into_iter()
+                .filter(|r| r.metadata.deletion_timestamp.is_none())
+                .map(|r| {
+                    let label = r.metadata.labels.get(SOURCE_LABEL).cloned();
+                    (r.kind, r.metadata.name.to_string(), label)
+                }),
+        );
     }
     let plan = plan(source, &wanted, &existing, spec.prune);
     if !plan.conflicts.is_empty() {
