@@ -151,7 +151,12 @@ fn url_ok(u: &str) -> bool {
     let scp = u
         .split_once(':')
         .is_some_and(|(host, path)| !host.is_empty() && !host.contains('/') && !path.is_empty());
+    // `<transport>::<address>` names a remote helper (ext:: runs a command).
+    let helper = u
+        .find("::")
+        .is_some_and(|i| !u[..i].contains(['/', '[', '@']));
     !u.is_empty()
+        && !helper
         && !u.starts_with('-')
         && !u.contains(char::is_whitespace)
         && (u.starts_with('/') || scheme || scp)
@@ -280,6 +285,7 @@ mod tests {
             "file:///srv/git/p",
             "ssh://git@host/p.git",
             "git@host:team/p.git",
+            "ssh://git@[::1]:2222/p.git",
         ] {
             assert!(source(&format!("  url: {url}\n")).is_ok(), "{url}");
         }
@@ -290,6 +296,7 @@ mod tests {
         for (spec, field, rule) in [
             ("  url: --upload-pack=touch /tmp/x\n", "spec.url", "git-url"),
             ("  url: relative/path\n", "spec.url", "git-url"),
+            ("  url: ext::sh\n", "spec.url", "git-url"),
             (
                 "  url: /r\n  ref:\n    branch: -x\n",
                 "spec.ref.branch",

@@ -107,6 +107,9 @@ fn command(dir: Option<&Path>, auth: Option<(&Auth, &Path)>) -> Command {
         None => {}
     }
     cmd.env("GIT_TERMINAL_PROMPT", "0")
+        // Only transports that move data: never ext:: (runs a command) or
+        // another helper a URL could name.
+        .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
         .env("GIT_SSH_COMMAND", ssh)
         .env("GIT_CONFIG_NOSYSTEM", "1");
     cmd
@@ -288,6 +291,10 @@ mod tests {
             "Authorization: Basic ZGVwbG95OnMzY3IzdC10b2tlbg==".into()
         )));
         assert!(env.contains(&("GIT_TERMINAL_PROMPT".into(), "0".into())));
+        assert!(env.contains(&(
+            "GIT_ALLOW_PROTOCOL".into(),
+            "file:git:http:https:ssh".into()
+        )));
         let key = Auth::SshKey("k".into());
         let cmd = command(Some(dir), Some((&key, Path::new("/tmp/cache/ssh-key"))));
         let ssh = cmd
