@@ -63,12 +63,10 @@
 //! Everything it creates goes when it ends, also on a panic: the cluster's
 //! services, network, configs and secrets, its data volumes and the writer.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use haswarm_testbed::bench::{median, secs};
+use haswarm_testbed::bench::{median, secs, Client};
 use haswarm_testbed::docker::{
     docker, eventually, require_image, require_swarm, service_container, Cleanup,
 };
@@ -304,18 +302,13 @@ done"
     )
 }
 
-/// The writer container and what it printed so far. Dropping it removes the
-/// container and reaps `docker run`.
-struct Writer {
-    name: String,
-    child: Child,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-}
+/// The writer container and what it printed so far.
+struct Writer(Client<Attempt>);
 
 impl Writer {
     fn start(name: &str, network: &str, rw: &str, password: &str) -> Self {
-        let mut child = Command::new("docker")
-            .args(["run", "--rm", "-i", "--init", "--name", name])
+        let mut cmd = Command::new("docker");
+        cmd.args(["run", "--rm", "-i", "--init", "--name", name])
             .args(["--network", network])
             .args(["-e", "PGUSER=app", "-e", "PGDATABASE=app"])
             .arg("-e")
@@ -324,40 +317,12 @@ impl Writer {
             .arg(format!(
                 "PGOPTIONS=-c statement_timeout={STATEMENT_TIMEOUT_MS}"
             ))
-            .args([IMAGE, "sh", "-c", &writer_script(rw)])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker run starts the writer");
-        // The password goes in on standard input, then the pipe stays open.
-        if let Some(stdin) = child.stdin.as_mut() {
-            let _ = writeln!(stdin, "{password}");
-        }
-        let attempts = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("writer stdout");
-        let sink = Arc::clone(&attempts);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(a) = parse(&line) {
-                    sink.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(a);
-                }
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            child,
-            attempts,
-        }
+            .args([IMAGE, "sh", "-c", &writer_script(rw)]);
+        Self(Client::start(name, cmd, password, parse))
     }
 
     fn attempts(&self) -> Vec<Attempt> {
-        self.attempts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.0.attempts()
     }
 
     /// The first committed write that started at or after `t`.
@@ -373,14 +338,6 @@ impl Writer {
         self.attempts()
             .last()
             .is_some_and(|a| a.outcome == Outcome::Ok && now() - a.end < 2.0)
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        docker(&["rm", "-f", &self.name]);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -38,12 +38,10 @@
 //! Everything it creates goes when it ends, also on a panic: the group's
 //! services, network, configs and secret, its data volumes and the client.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use haswarm_testbed::bench::{median, secs};
+use haswarm_testbed::bench::{median, secs, Client};
 use haswarm_testbed::docker::{
     docker, eventually, redis_cli, require_swarm, service_container, Cleanup,
 };
@@ -209,13 +207,8 @@ fn parse(line: &str) -> Option<Attempt> {
     })
 }
 
-/// The client container and what it printed so far. Dropping it removes the
-/// container and reaps `docker run`.
-struct Probe {
-    name: String,
-    child: Child,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-}
+/// The client container and what it printed so far.
+struct Probe(Client<Attempt>);
 
 impl Probe {
     fn start(
@@ -227,8 +220,8 @@ impl Probe {
         password: &str,
     ) -> Self {
         let script = repo().join("tests/testbed/redis_client.py");
-        let mut child = Command::new("docker")
-            .args(["run", "--rm", "-i", "--name", name, "--network", network])
+        let mut cmd = Command::new("docker");
+        cmd.args(["run", "--rm", "-i", "--name", name, "--network", network])
             .args(
                 dns_options
                     .iter()
@@ -237,40 +230,12 @@ impl Probe {
             .arg("-v")
             .arg(format!("{}:/redis_client.py:ro", script.display()))
             .args(["haswarm/redis-client:latest", "python3", "/redis_client.py"])
-            .args([sentinels, group, "probe", "0"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker run starts the client");
-        // The password goes in on standard input, then the pipe stays open.
-        if let Some(stdin) = child.stdin.as_mut() {
-            let _ = writeln!(stdin, "{password}");
-        }
-        let attempts = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("client stdout");
-        let sink = Arc::clone(&attempts);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(a) = parse(&line) {
-                    sink.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(a);
-                }
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            child,
-            attempts,
-        }
+            .args([sentinels, group, "probe", "0"]);
+        Self(Client::start(name, cmd, password, parse))
     }
 
     fn attempts(&self) -> Vec<Attempt> {
-        self.attempts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.0.attempts()
     }
 
     /// The first acknowledged write that started at or after `t`.
@@ -283,14 +248,6 @@ impl Probe {
         self.attempts()
             .last()
             .is_some_and(|a| a.ok && now() - a.end < 2.0)
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        docker(&["rm", "-f", &self.name]);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,4 +1,76 @@
-//! Figures the benchmarks print.
+//! Figures the benchmarks print, and the client container they measure with.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A client container started by `docker run -i` that prints one line per
+/// attempt, and the attempts parsed so far. The password goes in on standard
+/// input, then the pipe stays open. Dropping it removes the container and
+/// reaps `docker run`.
+#[derive(Debug)]
+pub struct Client<A> {
+    name: String,
+    child: Child,
+    attempts: Arc<Mutex<Vec<A>>>,
+}
+
+impl<A: Clone + Send + 'static> Client<A> {
+    /// Runs `cmd` (a `docker run -i --name NAME ...` command line), writes
+    /// `password` to it and collects every line `parse` accepts.
+    ///
+    /// # Panics
+    /// When docker cannot be started (a bench needs it).
+    pub fn start(
+        name: &str,
+        mut cmd: Command,
+        password: &str,
+        parse: fn(&str) -> Option<A>,
+    ) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker run starts the client");
+        if let Some(stdin) = child.stdin.as_mut() {
+            let _ = writeln!(stdin, "{password}");
+        }
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("client stdout");
+        let sink = Arc::clone(&attempts);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(a) = parse(&line) {
+                    sink.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(a);
+                }
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            child,
+            attempts,
+        }
+    }
+
+    /// The attempts printed so far.
+    pub fn attempts(&self) -> Vec<A> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl<A> Drop for Client<A> {
+    fn drop(&mut self) {
+        crate::docker::docker(&["rm", "-f", &self.name]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// Seconds with milliseconds, e.g. `1.299 s`.
 pub fn secs(d: f64) -> String {
