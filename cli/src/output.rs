@@ -435,7 +435,11 @@ fn postgres_env(obj: &Value) -> String {
         "# PostgresCluster {}: join network {network} and mount secret {secret}\n",
         pgc.metadata.name
     );
-    for (k, v) in render::app_env(&pgc, &secret) {
+    let user = status
+        .app_user
+        .clone()
+        .unwrap_or_else(|| pgc.spec.bootstrap.owner.clone());
+    for (k, v) in render::app_env(&pgc, &user, &secret) {
         out.push_str(&format!("{k}={v}\n"));
     }
     out.push_str(&compose_snippet(&network, &secret));

@@ -210,7 +210,7 @@ impl Default for RouterSettings {
     }
 }
 
-/// A role created at bootstrap.
+/// A further role, created when it appears in `bootstrap.users`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BootstrapUser {
@@ -220,22 +220,28 @@ pub struct BootstrapUser {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
     /// Existing Swarm secret with the password; generated when left out.
+    /// Naming another secret later sets the role's password to its value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretRef>,
 }
 
-/// What is created when the cluster is first initialised (never re-run).
+/// The database, its owner and further roles.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Bootstrap {
-    /// The application database.
+    /// The application database, created when the cluster is first initialised.
     #[serde(default = "defaults::pg_database")]
     pub database: String,
-    /// The application user, owner of `database`; its password is
+    /// The application user, owner of `database` (at most 59 characters:
+    /// password rotations alternate between it and `<owner>_alt`, a login
+    /// role that acts as the owner); its password is
     /// `credentials.appUserSecret` or generated.
     #[serde(default = "defaults::pg_owner")]
     pub owner: String,
-    /// Further roles to create.
+    /// Further roles. Each is created when it appears here, at bootstrap
+    /// or later, with its password set from its secret; options take effect
+    /// when the role is created. A role removed from the list stays in
+    /// PostgreSQL (it may own data): drop it yourself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<BootstrapUser>,
 }
@@ -264,7 +270,9 @@ pub struct PostgresCredentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_secret: Option<SecretRef>,
     /// Password of the application user (`bootstrap.owner`). Naming another
-    /// secret later rotates it, as for the superuser.
+    /// secret later rotates it without a window: the other of the two
+    /// application logins (`<owner>` and `<owner>_alt`) takes the new
+    /// password, and the login in use keeps its own until the next rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_user_secret: Option<SecretRef>,
 }
@@ -279,7 +287,9 @@ pub const SWITCHOVER_ANNOTATION: &str = "haswarm.io/switchover";
 /// from `spec.credentials` when the spec names a new secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RotatedUser {
-    /// The application user (`bootstrap.owner`).
+    /// The application user: its two logins alternate (`bootstrap.owner`
+    /// and `<owner>_alt`), so the previous password keeps working until the
+    /// next rotation.
     App,
     /// The `postgres` superuser.
     Superuser,
@@ -289,12 +299,14 @@ pub enum RotatedUser {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum PgRotationPhase {
     /// The new password is in a new Swarm secret; PostgreSQL is told to
-    /// take it (`ALTER ROLE` by a one-shot job that reads both passwords
-    /// from secret files: no value on a command line or in a log).
+    /// take it (`ALTER ROLE` by a one-shot job that reads the passwords
+    /// from secret files: no value on a command line or in a log). For the
+    /// app user this is the whole rotation: the other login takes the new
+    /// password and `status.appUser`/`appPasswordSecret` name it.
     Alter,
-    /// PostgreSQL takes only the new password: the instances switch to the
-    /// new secret one at a time (replicas first, the leader after a
-    /// switchover), and `status.appPasswordSecret` names it.
+    /// Superuser only: PostgreSQL takes only the new password, and the
+    /// instances switch to the new secret one at a time (replicas first,
+    /// the leader after a switchover).
     Use,
 }
 
@@ -316,6 +328,24 @@ pub struct PgPasswordRotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_secret: Option<String>,
 }
+
+/// A login role and the Swarm secret holding its password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgLogin {
+    /// The role's name.
+    pub user: String,
+    /// The Swarm secret with its password.
+    pub password_secret: String,
+}
+
+/// The login role that alternates with `owner` for password rotations.
+pub fn alternate_login(owner: &str) -> String {
+    format!("{owner}_{ALTERNATE_SUFFIX}")
+}
+
+/// What `alternate_login` appends (after a `_`).
+const ALTERNATE_SUFFIX: &str = "alt";
 
 /// Role of a member as Patroni reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -374,10 +404,20 @@ pub struct PostgresClusterStatus {
     /// Read-only endpoint (`host:port`) for applications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only_endpoint: Option<String>,
-    /// The Swarm secret holding the application user's password (mount it in
-    /// the application; the value is never shown).
+    /// The role applications log in as (`DB_USERNAME`): `bootstrap.owner`,
+    /// or `<owner>_alt` after an odd number of rotations. Absent until its
+    /// password is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_user: Option<String>,
+    /// The Swarm secret holding `appUser`'s password (mount it in the
+    /// application; the value is never shown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_password_secret: Option<String>,
+    /// The application login the last rotation moved away from: PostgreSQL
+    /// still accepts it until the next rotation, so applications move to
+    /// the new one at their own pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_app_login: Option<PgLogin>,
     /// The Swarm secret holding each `bootstrap.users` role's password, by role.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user_password_secrets: BTreeMap<String, String>,
@@ -567,6 +607,12 @@ impl Kind for PostgresClusterSpec {
                 || format!("{ident:?} is not a plain PostgreSQL identifier: lowercase letters, digits and '_', starting with a letter or '_', at most 63 characters"),
             );
         }
+        report.check(
+            self.bootstrap.owner.len() <= 63 - 1 - ALTERNATE_SUFFIX.len(),
+            || bp.key("owner"),
+            "owner-length",
+            || format!("{:?} is longer than 59 characters: password rotations also need the login {:?}, and PostgreSQL names have at most 63", self.bootstrap.owner, alternate_login(&self.bootstrap.owner)),
+        );
         for (i, u) in self.bootstrap.users.iter().enumerate() {
             let up = bp.key("users").index(i);
             report.check(
@@ -576,10 +622,12 @@ impl Kind for PostgresClusterSpec {
                 || format!("{:?} is not a plain PostgreSQL identifier: lowercase letters, digits and '_', starting with a letter or '_', at most 63 characters", u.name),
             );
             report.check(
-                !matches!(u.name.as_str(), "postgres" | "replicator") && u.name != self.bootstrap.owner,
+                !matches!(u.name.as_str(), "postgres" | "replicator")
+                    && u.name != self.bootstrap.owner
+                    && u.name != alternate_login(&self.bootstrap.owner),
                 || up.key("name"),
                 "user-reserved",
-                || format!("{:?} is created by haswarm already (superuser, replication user or bootstrap.owner)", u.name),
+                || format!("{:?} is created by haswarm already (superuser, replication user, bootstrap.owner or its alternate login)", u.name),
             );
             for (j, o) in u.options.iter().enumerate() {
                 let known = matches!(

@@ -367,15 +367,12 @@ fn run_mode(mode: &str, fast_failover: bool, kills: usize) -> Measured {
     let d = Daemon::start_with_controllers(&["--resync", "5s"]);
     d.apply("pgc.yaml", &manifest(&name, fast_failover));
     d.wait_for(&format!("pgc/{name}"), "condition=Ready", "300s");
-    let password = docker(&[
-        "exec",
-        &service_container(&format!("{name}-pg-0")),
-        "cat",
-        "/run/secrets/pg-app-password",
-    ])
-    .trim()
-    .to_owned();
-    assert!(!password.is_empty(), "the password file is readable");
+    let status = d.get_json("pgc", &name)["status"].clone();
+    let password = haswarm_testbed::docker::secret_value(
+        &|args: &[&str]| docker(args),
+        status["appPasswordSecret"].as_str().unwrap_or_default(),
+        IMAGE,
+    );
     let writer = Writer::start(
         &writer_name,
         &format!("{name}-net"),

@@ -337,3 +337,66 @@ pub fn redis_client(
     }
     child
 }
+
+/// The value of Swarm secret `secret`, read by a one-shot service on a
+/// manager (`docker` runs the CLI against the engine that will run it: the
+/// local one, or a bed's manager node) with `image`, which must be there.
+/// A Swarm secret's value can be read only from inside a task. Secrets are
+/// immutable and haswarm names its own by content, so values are cached by
+/// name for the process.
+pub fn secret_value(docker: &dyn Fn(&[&str]) -> String, secret: &str, image: &str) -> String {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    static CACHE: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    if let Some(v) = CACHE.lock().ok().and_then(|c| c.get(secret).cloned()) {
+        return v;
+    }
+    let service = format!(
+        "haswarm-test-read-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let source = format!("source={secret},target=value");
+    docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        &service,
+        "--restart-condition",
+        "none",
+        "--constraint",
+        "node.role==manager",
+        "--secret",
+        &source,
+        image,
+        "cat",
+        "/run/secrets/value",
+    ]);
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut value = String::new();
+    while std::time::Instant::now() < deadline {
+        let ended = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &filter,
+            "--filter",
+            "status=exited",
+        ]);
+        if let Some(id) = ended.lines().next() {
+            value = docker(&["logs", id]).trim().to_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    docker(&["service", "rm", &service]);
+    assert!(!value.is_empty(), "secret {secret} could not be read");
+    if let Ok(mut c) = CACHE.lock() {
+        c.insert(secret.to_owned(), value.clone());
+    }
+    value
+}

@@ -10,7 +10,9 @@
 //! controller reaches Patroni through whichever of the cluster's containers
 //! runs on its manager's node). Scaled up, a new instance clones the
 //! leader; scaled down, the highest instances go and every row stays. The
-//! app and superuser passwords rotate, and a bootstrap user logs in.
+//! app user's password rotates with no window (its two logins alternate,
+//! the previous password works until the next rotation), the superuser's
+//! rotates in place, and bootstrap users log in, one added later too.
 
 use std::time::Duration;
 
@@ -19,7 +21,8 @@ use std::time::Instant;
 
 use haswarm_testbed::dind::Bed;
 use haswarm_testbed::docker::{
-    create_secret, docker, eventually, require_image, require_swarm, service_container, Cleanup,
+    create_secret, docker, eventually, require_image, require_swarm, secret_value,
+    service_container, Cleanup,
 };
 use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
 use serde_json::Value;
@@ -77,7 +80,7 @@ impl At<'_> {
     }
 }
 
-/// A password as the instances read it.
+/// A password as the instances read it (superuser, replication, REST API).
 fn secret(at: At, name: &str, file: &str) -> String {
     at.at_service(&format!("{name}-pg-0"), |c| {
         vec![
@@ -91,18 +94,34 @@ fn secret(at: At, name: &str, file: &str) -> String {
     .to_owned()
 }
 
+/// The value of the Swarm secret `secret`.
+fn value_of(at: At, secret: &str) -> String {
+    secret_value(&|args: &[&str]| at.docker(args), secret, IMAGE)
+}
+
+/// The app user's login as the status names it: (role, password).
+fn app_login(d: &Daemon, at: At, name: &str) -> (String, String) {
+    let v = d.get_json("pgc", name);
+    let user = v["status"]["appUser"].as_str().unwrap_or("app").to_owned();
+    let secret = v["status"]["appPasswordSecret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no app password secret: {v}"))
+        .to_owned();
+    (user, value_of(at, &secret))
+}
+
 /// Runs `sh -c script` in a throwaway container on the cluster's network,
-/// as an application would, with the app user's password in PGPASSWORD.
-fn client(at: At, name: &str, script: &str) -> String {
-    run_client(at, name, &["--rm"], script)
+/// as an application would, with the app user's login in PGUSER/PGPASSWORD.
+fn client(d: &Daemon, at: At, name: &str, script: &str) -> String {
+    run_client(d, at, name, &["--rm"], script)
 }
 
 /// `docker run` of a psql client container on the cluster's network with
 /// the app user's credentials; `how` says how it runs (`--rm`, or `-d`
 /// and a name).
-fn run_client(at: At, name: &str, how: &[&str], script: &str) -> String {
-    let password = secret(at, name, "pg-app-password");
-    run_client_as(at, name, how, ("app", &password), script)
+fn run_client(d: &Daemon, at: At, name: &str, how: &[&str], script: &str) -> String {
+    let (user, password) = app_login(d, at, name);
+    run_client_as(at, name, how, (&user, &password), script)
 }
 
 /// `run_client` with the given user and password.
@@ -178,6 +197,7 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     // psql and pgbench through the read-write endpoint, as the app user.
     let rw = format!("{name}-rw");
     let out = client(
+        &d,
         At::Local,
         &name,
         &format!(
@@ -186,6 +206,7 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     );
     assert!(out.lines().any(|l| l == "f|100"), "{out}");
     let bench = client(
+        &d,
         At::Local,
         &name,
         &format!("pgbench -h {rw} -i -s 1 -q 2>&1 && pgbench -h {rw} -c 2 -t 50 -n 2>&1"),
@@ -199,6 +220,7 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     let ro = format!("{name}-ro");
     let replicated = eventually(Duration::from_secs(30), || {
         client(
+            &d,
             At::Local,
             &name,
             &format!("psql -h {ro} -Atc 'SELECT pg_is_in_recovery(), count(*) FROM items' 2>&1"),
@@ -211,6 +233,7 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     // An application on the network may read Patroni's API but not change
     // anything: changes need haswarm's API password.
     let unauthenticated = client(
+        &d,
         At::Local,
         &name,
         &format!(
@@ -262,6 +285,7 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     assert_eq!(now, format!("{name}-pg-{target}"), "{}", stdout(&o));
     let on_new = eventually(Duration::from_secs(30), || {
         client(
+            &d,
             At::Local,
             &name,
             &format!("psql -h {rw} -Atc 'SELECT count(*) FROM items' 2>&1"),
@@ -274,13 +298,15 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     // A bootstrap user logs in with its own generated password and has the
     // attributes asked for.
     let v = d.get_json("pgc", &name);
+    let reporting_secret = v["status"]["userPasswordSecrets"]["reporting"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
-        v["status"]["userPasswordSecrets"]["reporting"]
-            .as_str()
-            .is_some_and(|s| s.starts_with(&format!("{name}-user-reporting-password-"))),
+        reporting_secret.starts_with(&format!("{name}-user-reporting-password-")),
         "{v}"
     );
-    let reporting = secret(At::Local, &name, "pg-user-reporting-password");
+    let reporting = value_of(At::Local, &reporting_secret);
     assert_eq!(reporting.len(), 32);
     let attrs = run_client_as(
         At::Local,
@@ -290,68 +316,130 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
         &format!("psql -h {rw} -Atc 'SELECT rolcreatedb, rolcanlogin FROM pg_roles WHERE rolname = current_user' 2>&1"),
     );
     assert!(attrs.lines().any(|l| l == "t|t"), "{attrs}");
+    let count = |(user, password): (&str, &str)| {
+        run_client_as(
+            At::Local,
+            &name,
+            &["--rm"],
+            (user, password),
+            &format!("psql -h {rw} -Atc 'SELECT count(*) FROM items' 2>&1"),
+        )
+    };
+    let works = |login: (&str, &str)| count(login).lines().any(|l| l == "100");
+    let refused = |login: (&str, &str)| count(login).contains("password authentication failed");
 
-    // Rotating the app user's password, then the superuser's: PostgreSQL
-    // takes the new one, the instances and the status move to its secret,
-    // the old one is refused, the data is all there.
-    // Hidden too: the bootstrap user's password and the rotated-away ones.
+    // The app user's password rotates with no window: the alternate login
+    // takes a new password, applications are told to use it, and the login
+    // they use now keeps working until the next rotation. Nothing restarts.
     let mut also_hidden = vec![reporting];
-    for (user, role, file) in [
-        ("app", "app", "pg-app-password"),
-        ("superuser", "postgres", "pg-superuser-password"),
-    ] {
-        let before = secret(At::Local, &name, file);
-        let published = d.get_json("pgc", &name)["status"]["appPasswordSecret"].clone();
-        let o = d.ctl(&[
-            "rotate-password",
-            &format!("pgc/{name}"),
-            "--user",
-            user,
-            "--wait",
-            "--timeout",
-            "8m",
-        ]);
-        assert_code(&o, 0);
-        d.wait_for(&format!("pgc/{name}"), "condition=Ready", "180s");
-        let after = secret(At::Local, &name, file);
-        assert_eq!(after.len(), 32, "{user}: a new generated password");
-        assert_ne!(after, before, "{user}: the instances use the new password");
-        let now = d.get_json("pgc", &name)["status"]["appPasswordSecret"].clone();
-        assert_eq!(
-            now != published,
-            user == "app",
-            "{user}: {published} then {now}"
-        );
-        let count = |password: &str| {
-            run_client_as(
-                At::Local,
-                &name,
-                &["--rm"],
-                (role, password),
-                &format!("psql -h {rw} -Atc 'SELECT count(*) FROM items' 2>&1"),
-            )
-        };
-        let with_new = count(&after);
-        assert!(with_new.lines().any(|l| l == "100"), "{user}: {with_new}");
-        let with_old = count(&before);
-        assert!(
-            with_old.contains("password authentication failed"),
-            "{user}: the old password still works: {with_old}"
-        );
-        also_hidden.push(before);
-    }
+    let (user0, pw0) = app_login(&d, At::Local, &name);
+    assert_eq!(user0, "app");
+    let leader_before = self::leader(&d, &name);
+    // An application that opens a new connection (so authenticates) every
+    // 100 ms with the login in use, all through the rotation.
+    let reauth = format!("{name}-reauth");
+    cleanup.named("container", &reauth);
+    run_client_as(
+        At::Local,
+        &name,
+        &["-d", "--name", &reauth],
+        (&user0, &pw0),
+        &format!("while :; do if psql -h {rw} -Atqc 'SELECT 1' >/dev/null 2>&1; then echo ok; else echo failed; fi; sleep 0.1; done"),
+    );
+    let o = d.ctl(&[
+        "rotate-password",
+        &format!("pgc/{name}"),
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    assert_code(&o, 0);
+    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "180s");
+    let (user1, pw1) = app_login(&d, At::Local, &name);
+    assert_eq!(user1, "app_alt");
+    assert_eq!(pw1.len(), 32);
+    assert_ne!(pw1, pw0);
+    assert!(works((&user1, &pw1)), "the new login does not work");
+    assert!(works((&user0, &pw0)), "the previous login stopped working");
+    // It goes on with the previous login after the rotation too.
+    let oks = || {
+        docker(&["logs", &reauth])
+            .lines()
+            .filter(|l| *l == "ok")
+            .count()
+    };
+    eventually(Duration::from_secs(30), || oks() >= 20);
+    docker(&["kill", &reauth]);
+    let attempts = docker(&["logs", &reauth]);
+    docker(&["rm", &reauth]);
+    let ok = attempts.lines().filter(|l| *l == "ok").count();
+    let failed = attempts.lines().filter(|l| *l == "failed").count();
+    assert!(ok >= 20, "too few connections to judge: {attempts}");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} connections failed during the rotation",
+        ok + failed
+    );
+    eprintln!(
+        "rotation: {ok} connections with the previous login during and after it, none refused"
+    );
+    let v = d.get_json("pgc", &name);
+    assert_eq!(v["status"]["previousAppLogin"]["user"], "app", "{v}");
+    assert_eq!(
+        self::leader(&d, &name),
+        leader_before,
+        "the leader did not change: nothing restarted"
+    );
+    let env = stdout(&d.ctl(&["get", "pgc", &name, "-o", "env"]));
+    assert!(env.contains("DB_USERNAME=app_alt\n"), "{env}");
+    // The alternate login acts as the owner: what it creates is the owner's.
+    let acts = run_client_as(
+        At::Local,
+        &name,
+        &["--rm"],
+        (&user1, &pw1),
+        &format!("psql -h {rw} -v ON_ERROR_STOP=1 -Atc 'SELECT session_user, current_user' -c 'CREATE TABLE made_by_alt(i int)' -c \"SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_alt'\" 2>&1"),
+    );
+    assert!(acts.lines().any(|l| l == "app_alt|app"), "{acts}");
+    assert!(acts.lines().any(|l| l == "app"), "{acts}");
+
+    // The superuser's rotates in place: PostgreSQL takes the new one, the
+    // instances move to its secret, the old one is refused.
+    let before = secret(At::Local, &name, "pg-superuser-password");
+    let o = d.ctl(&[
+        "rotate-password",
+        &format!("pgc/{name}"),
+        "--user",
+        "superuser",
+        "--wait",
+        "--timeout",
+        "8m",
+    ]);
+    assert_code(&o, 0);
+    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "180s");
+    let after = secret(At::Local, &name, "pg-superuser-password");
+    assert_eq!(after.len(), 32, "a new generated password");
+    assert_ne!(after, before, "the instances use the new password");
+    assert_eq!(app_login(&d, At::Local, &name).0, "app_alt");
+    assert!(works(("postgres", &after)), "the new superuser password");
+    assert!(
+        refused(("postgres", &before)),
+        "the old superuser password still works"
+    );
 
     // Then to a secret of the user's: naming it in spec.credentials rotates
-    // the app password the same way.
+    // the app password the same way, back to login `app`; the login before
+    // keeps working, the one before that is refused. A user added to the
+    // spec now is created too.
     let theirs = "UsersOwnPassword0123456789abcdef";
     let their_secret = format!("{name}-users-app-pw");
     cleanup.named("secret", &their_secret);
     create_secret(&their_secret, theirs);
-    let before = secret(At::Local, &name, "pg-app-password");
     d.apply(
         "pgc.yaml",
         &format!(
-            "{}  credentials:\n    appUserSecret:\n      name: {their_secret}\n",
+            "{}    - name: audit\n  credentials:\n    appUserSecret:\n      name: {their_secret}\n",
             manifest(&name)
         ),
     );
@@ -360,24 +448,32 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     });
     assert!(moved, "{}", d.get_json("pgc", &name));
     d.wait_for(&format!("pgc/{name}"), "condition=Ready", "300s");
-    assert_eq!(secret(At::Local, &name, "pg-app-password"), theirs);
-    let count = |password: &str| {
-        run_client_as(
-            At::Local,
-            &name,
-            &["--rm"],
-            ("app", password),
-            &format!("psql -h {rw} -Atc 'SELECT count(*) FROM items' 2>&1"),
-        )
-    };
-    let with_theirs = count(theirs);
-    assert!(with_theirs.lines().any(|l| l == "100"), "{with_theirs}");
-    let with_old = count(&before);
-    assert!(
-        with_old.contains("password authentication failed"),
-        "the old password still works: {with_old}"
+    assert_eq!(
+        app_login(&d, At::Local, &name),
+        ("app".to_owned(), theirs.to_owned())
     );
-    also_hidden.extend([before, theirs.to_owned()]);
+    assert!(works(("app", theirs)), "the user's secret");
+    assert!(works((&user1, &pw1)), "the previous login stopped working");
+    assert!(
+        refused(("app", &pw0)),
+        "a password two rotations old still works"
+    );
+    let v = d.get_json("pgc", &name);
+    let audit = value_of(
+        At::Local,
+        v["status"]["userPasswordSecrets"]["audit"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no secret for the added user: {v}")),
+    );
+    let who = run_client_as(
+        At::Local,
+        &name,
+        &["--rm"],
+        ("audit", &audit),
+        &format!("psql -h {rw} -Atc 'SELECT current_user' 2>&1"),
+    );
+    assert_eq!(who.trim(), "audit", "{who}");
+    also_hidden.extend([pw0, pw1, before, theirs.to_owned(), audit]);
     let described = stdout(&d.ctl(&["describe", "pgc", &name]));
     assert!(described.contains("PasswordRotation"), "{described}");
     assert!(described.contains("spec.credentials names"), "{described}");
@@ -386,7 +482,6 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     let passwords: Vec<String> = [
         "pg-superuser-password",
         "pg-replication-password",
-        "pg-app-password",
         "pg-api-password",
     ]
     .iter()
@@ -447,6 +542,7 @@ fn a_killed_leader_is_replaced_without_losing_a_commit_then_the_cluster_scales()
     // leads) and every row stays.
     let rows = || {
         client(
+            &d,
             At::Local,
             &name,
             &format!("psql -h {name}-rw -Atc 'SELECT count(*) FROM acked' 2>&1"),
@@ -526,6 +622,7 @@ fn a_cluster_spread_over_three_nodes_fails_over_to_another_node() {
 fn fail_over(d: &Daemon, name: &str, at: At) -> (String, String) {
     let rw = format!("{name}-rw");
     let out = client(
+        d,
         at,
         name,
         &format!(
@@ -540,7 +637,7 @@ fn fail_over(d: &Daemon, name: &str, at: At) -> (String, String) {
     let script = format!(
         "i=1; while :; do if psql -h {rw} -Atq -c \"INSERT INTO acked VALUES ($i) ON CONFLICT DO NOTHING\" >/dev/null 2>&1; then echo $i; i=$((i+1)); else sleep 0.2; fi; done"
     );
-    run_client(at, name, &["-d", "--name", &writer], &script);
+    run_client(d, at, name, &["-d", "--name", &writer], &script);
     assert!(eventually(Duration::from_secs(60), || acked(at, &writer)
         .len()
         >= 30));
@@ -570,6 +667,7 @@ fn fail_over(d: &Daemon, name: &str, at: At) -> (String, String) {
     let acknowledged = acked(at, &writer);
     at.docker(&["rm", &writer]);
     let present: BTreeSet<u64> = client(
+        d,
         at,
         name,
         &format!("psql -h {rw} -Atc 'SELECT i FROM acked'"),

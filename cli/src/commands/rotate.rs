@@ -102,7 +102,20 @@ pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
         let phase = rotation
             .and_then(|r| r.get("phase"))
             .filter(|p| !p.is_null());
-        (handled && phase.is_none()).then(|| Ok(format!("{singular}/{name} password rotated")))
+        // A PostgresCluster's app user moved to its other login: say which.
+        let login = match (
+            obj.pointer("/status/appUser").and_then(Value::as_str),
+            obj.pointer("/status/appPasswordSecret")
+                .and_then(Value::as_str),
+            rotation.and_then(|r| r.get("user")).and_then(Value::as_str),
+        ) {
+            (Some(user), Some(secret), Some("App")) => {
+                format!(": applications log in as {user} with secret {secret} (haswarmctl get {short} {name} -o env)")
+            }
+            _ => String::new(),
+        };
+        (handled && phase.is_none())
+            .then(|| Ok(format!("{singular}/{name} password rotated{login}")))
     };
     poll_until(
         &client,

@@ -245,18 +245,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                         c.replication_secret.as_ref(),
                         postgres::purpose::REPLICATION,
                     ),
-                    app: pick(c.app_user_secret.as_ref(), postgres::purpose::APP),
                     api: pick(None, postgres::purpose::API),
-                    users: pgc
-                        .spec
-                        .bootstrap
-                        .users
-                        .iter()
-                        .map(|u| {
-                            let purpose = postgres::user_purpose(&u.name);
-                            (u.name.clone(), pick(u.password_secret.as_ref(), &purpose))
-                        })
-                        .collect(),
                 };
                 let rendered = postgres::render(&postgres::Inputs {
                     pgc,
@@ -271,12 +260,8 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                 for s in [
                     &secret_names.superuser,
                     &secret_names.replication,
-                    &secret_names.app,
                     &secret_names.api,
-                ]
-                .into_iter()
-                .chain(secret_names.users.iter().map(|(_, s)| s))
-                {
+                ] {
                     secrets.insert(s.clone(), json!({"external": true}));
                 }
                 for n in names.values() {
@@ -286,8 +271,13 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     "{name}: haswarm creates the secrets {}, {} and {} (generated passwords unless spec.credentials names them) and the configs {}; their content is haswarm's (see `haswarmctl explain pgc`)",
                     secret_names.superuser,
                     secret_names.replication,
-                    secret_names.app,
+                    secret_names.api,
                     names.values().cloned().collect::<Vec<_>>().join(", ")
+                ));
+                notes.push(format!(
+                    "{name}: the application user {} is created without a password: haswarm sets its password (secret {}, unless spec.credentials.appUserSecret names one) and creates spec.bootstrap.users with a one-shot job once the cluster runs; this stack alone does not",
+                    pgc.spec.bootstrap.owner,
+                    pick(c.app_user_secret.as_ref(), postgres::purpose::APP),
                 ));
                 notes.push(format!(
                     "{name}: each instance and etcd member is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
@@ -360,11 +350,13 @@ mod tests {
         for s in [
             "db-superuser-password",
             "db-replication-password",
-            "db-app-password",
+            "db-api-password",
         ] {
             assert_eq!(stack["secrets"][s], json!({"external": true}), "{s}");
         }
         assert_eq!(stack["services"]["db-rw"]["deploy"]["replicas"], 2);
-        assert_eq!(notes.len(), 2);
+        // The app user's password is set by a job, which a stack lacks.
+        assert_eq!(notes.len(), 3);
+        assert!(notes[1].contains("db-app-password"), "{}", notes[1]);
     }
 }

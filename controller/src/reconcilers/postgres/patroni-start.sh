@@ -44,17 +44,10 @@ quote() {
   echo "    username: haswarm"
   echo "    password: $(quote /run/secrets/pg-api-password)"
 } >"$conf"
-# Read by the post-bootstrap script, which runs as postgres: the app user's
-# password, and each bootstrap user's (pg-user-<role>-password).
-cat /run/secrets/pg-app-password >"$home/.haswarm-app-password"
-chown postgres:postgres "$conf" "$home/.haswarm-app-password"
-for f in /run/secrets/pg-user-*-password; do
-  [ -e "$f" ] || continue
-  role=${f#/run/secrets/pg-user-}
-  role=${role%-password}
-  cat "$f" >"$home/.haswarm-user-$role-password"
-  chown postgres:postgres "$home/.haswarm-user-$role-password"
-done
+chown postgres:postgres "$conf"
+# Left by an earlier version (the application passwords are set by a
+# haswarm job now, not at bootstrap).
+rm -f "$home/.haswarm-app-password" "$home"/.haswarm-user-*-password
 
 echo "haswarm: starting Patroni member $PATRONI_NAME"
 exec runuser -u postgres -- patroni "$conf"

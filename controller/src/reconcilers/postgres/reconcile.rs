@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haswarm_crds::postgres::{
-    MemberRole, PgPasswordRotation, PgRotationPhase, PostgresMember, SynchronousMode,
-    SWITCHOVER_ANNOTATION,
+    MemberRole, PgLogin, PgPasswordRotation, PgRotationPhase, PostgresClusterStatus,
+    PostgresMember, RotatedUser, SynchronousMode, SWITCHOVER_ANNOTATION,
 };
 use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
 
+use super::logins::{self, LoginChange, RoleKind};
 use super::observe::{self, ClusterView};
 use super::render::{self, purpose, Inputs, PasswordSecrets};
 use super::rotate;
@@ -74,90 +75,317 @@ async fn place(
     slots::place(ctx, owner, &pgc.spec.placement, &families, &stay).await
 }
 
-/// The password secrets: the user's where named, else generated ones
-/// (content-named secrets of the cluster's). During a rotation's `Use`
-/// phase the rotated user's secret holds the new password (named as it will
-/// be once the rotation ends: nothing restarts then); during `Alter` the new
-/// password is in one more secret, whose name comes third.
+/// The passwords: the secrets the instances mount, the generated passwords
+/// to keep in secrets, and the logins a job should have set.
+#[derive(Debug)]
+struct Passwords {
+    /// What the instances mount.
+    secrets: PasswordSecrets,
+    /// Generated passwords by purpose (each becomes a content-named secret).
+    generated: HashMap<String, Vec<u8>>,
+    /// During a superuser rotation's `Alter`: the secret with its new password.
+    next_superuser: Option<String>,
+    /// The app login to set: its first one, or a rotation's target.
+    app: Option<PgLogin>,
+    /// Each `bootstrap.users` role's secret.
+    users: BTreeMap<String, String>,
+}
+
+/// The secret a password is in: the user's where named (it must exist),
+/// else a content-named one of the cluster's holding the password stored as
+/// `stored_as`, kept under `purpose`.
+async fn secret_for(
+    ctx: &Context,
+    (owner, name): (&Owner, &str),
+    user: Option<&haswarm_crds::common::SecretRef>,
+    purpose: &str,
+    stored_as: &str,
+    generated: &mut HashMap<String, Vec<u8>>,
+) -> Result<String, ReconcileError> {
+    if let Some(r) = user {
+        if ctx.swarm.secret_id(&r.name).await?.is_none() {
+            return Err(ReconcileError::Swarm(SwarmError::NotFound(format!(
+                "secret {:?} named in spec",
+                r.name
+            ))));
+        }
+        return Ok(r.name.clone());
+    }
+    let pw = shared::stored_password(ctx, KIND, name, stored_as).await?;
+    let n = crate::swarm::objects::content_name(owner, purpose, &pw);
+    generated.insert(purpose.to_owned(), pw);
+    Ok(n)
+}
+
+/// Works out every password secret. During a superuser rotation's `Use`
+/// phase the superuser's secret holds the new password (named as it will
+/// be once the rotation ends: nothing restarts then); during `Alter` the
+/// new password is in one more secret (`next_superuser`), or, from a spec
+/// secret, the instances keep the one they use. The app user's logins in
+/// use keep their generated secrets; a rotation's target login gets a new
+/// one under its purpose.
 async fn passwords(
     ctx: &Context,
-    pgc: &PostgresCluster,
-    owner: &Owner,
+    (owner, pgc): (&Owner, &PostgresCluster),
     rotation: Option<&PgPasswordRotation>,
-) -> Result<(PasswordSecrets, HashMap<String, Vec<u8>>, Option<String>), ReconcileError> {
+    status: &PostgresClusterStatus,
+) -> Result<Passwords, ReconcileError> {
     let name = pgc.metadata.name.as_str();
+    let at = (owner, name);
     let c = &pgc.spec.credentials;
     let mut generated = HashMap::new();
-    let rotating = rotation.and_then(|r| Some((r.user?, r.phase?)));
-    // A rotation to a secret spec.credentials names, before `Use`.
-    let keep: Option<(String, String)> = rotation.and_then(|r| match (r.user, r.phase) {
-        (Some(u), Some(PgRotationPhase::Alter)) => r
-            .from_secret
-            .clone()
-            .map(|from| (rotate::purpose_of(u).to_owned(), from)),
-        _ => None,
-    });
-    let keep = &keep;
-    let secret = |user: Option<&haswarm_crds::common::SecretRef>, purpose: &str| {
-        let user = user.map(|r| r.name.clone());
-        let purpose = purpose.to_owned();
-        async move {
-            if let Some((_, from)) = keep.as_ref().filter(|(p, _)| *p == purpose) {
-                // Until PostgreSQL has the new password, the instances keep
-                // the secret they use.
-                return Ok((from.clone(), None));
-            }
-            if let Some(n) = user {
-                if ctx.swarm.secret_id(&n).await?.is_none() {
-                    return Err(ReconcileError::Swarm(SwarmError::NotFound(format!(
-                        "secret {n:?} named in spec.credentials"
-                    ))));
-                }
-                return Ok((n, None));
-            }
-            let stored_as = match rotating {
-                Some((u, PgRotationPhase::Use)) if rotate::purpose_of(u) == purpose => {
-                    rotate::next_purpose(u)
-                }
-                _ => purpose.clone(),
+    let phase_of = |user: RotatedUser| {
+        rotation
+            .filter(|r| r.user == Some(user))
+            .and_then(|r| r.phase)
+    };
+    let from_spec = rotation.is_some_and(|r| r.from_secret.is_some());
+
+    let su = phase_of(RotatedUser::Superuser);
+    let mut next_superuser = None;
+    let superuser = match (su, rotation.and_then(|r| r.from_secret.clone())) {
+        (Some(PgRotationPhase::Alter), Some(from)) => {
+            next_superuser = rotate::spec_secret(pgc, RotatedUser::Superuser).map(str::to_owned);
+            from
+        }
+        _ => {
+            let stored_as = if su == Some(PgRotationPhase::Use) && !from_spec {
+                rotate::next_purpose(rotate::SUPERUSER)
+            } else {
+                rotate::SUPERUSER.to_owned()
             };
-            let pw = shared::stored_password(ctx, KIND, name, &stored_as).await?;
-            let n = crate::swarm::objects::content_name(owner, &purpose, &pw);
-            Ok((n, Some((purpose, pw))))
+            let current = secret_for(
+                ctx,
+                at,
+                c.superuser_secret.as_ref(),
+                rotate::SUPERUSER,
+                &stored_as,
+                &mut generated,
+            )
+            .await?;
+            if su == Some(PgRotationPhase::Alter) {
+                let next = rotate::next_purpose(rotate::SUPERUSER);
+                next_superuser =
+                    Some(secret_for(ctx, at, None, &next, &next, &mut generated).await?);
+            }
+            current
         }
     };
-    let (superuser, a) = secret(c.superuser_secret.as_ref(), purpose::SUPERUSER).await?;
-    let (replication, b) = secret(c.replication_secret.as_ref(), purpose::REPLICATION).await?;
-    let (app, d) = secret(c.app_user_secret.as_ref(), purpose::APP).await?;
-    let (api, e) = secret(None, purpose::API).await?;
-    generated.extend([a, b, d, e].into_iter().flatten());
-    let mut users = Vec::new();
+    let replication = secret_for(
+        ctx,
+        at,
+        c.replication_secret.as_ref(),
+        purpose::REPLICATION,
+        purpose::REPLICATION,
+        &mut generated,
+    )
+    .await?;
+    let api = secret_for(ctx, at, None, purpose::API, purpose::API, &mut generated).await?;
+
+    let current = status
+        .app_user
+        .clone()
+        .zip(status.app_password_secret.clone())
+        .map(|(user, password_secret)| PgLogin {
+            user,
+            password_secret,
+        });
+    let app = match &current {
+        None => {
+            let owner_role = &pgc.spec.bootstrap.owner;
+            let p = rotate::login_purpose(pgc, owner_role);
+            let secret =
+                secret_for(ctx, at, c.app_user_secret.as_ref(), p, p, &mut generated).await?;
+            Some(PgLogin {
+                user: owner_role.clone(),
+                password_secret: secret,
+            })
+        }
+        Some(cur) => {
+            let target = (phase_of(RotatedUser::App) == Some(PgRotationPhase::Alter))
+                .then(|| rotate::other_login(pgc, &cur.user));
+            // The logins in use keep their generated secrets, except the
+            // one a rotation gives a new password now.
+            for login in [Some(cur), status.previous_app_login.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter(|l| Some(&l.user) != target.as_ref())
+            {
+                let p = rotate::login_purpose(pgc, &login.user);
+                if let Some(pw) = ctx.store.credential(KIND, name, p)? {
+                    if crate::swarm::objects::content_name(owner, p, &pw) == login.password_secret {
+                        generated.insert(p.to_owned(), pw);
+                    }
+                }
+            }
+            match target {
+                None => None,
+                Some(user) => {
+                    let p = rotate::login_purpose(pgc, &user);
+                    let named = c.app_user_secret.as_ref().filter(|_| from_spec);
+                    let secret =
+                        secret_for(ctx, at, named, p, &rotate::next_purpose(p), &mut generated)
+                            .await?;
+                    Some(PgLogin {
+                        user,
+                        password_secret: secret,
+                    })
+                }
+            }
+        }
+    };
+
+    let mut users = BTreeMap::new();
     for u in &pgc.spec.bootstrap.users {
-        let (secret_name, g) =
-            secret(u.password_secret.as_ref(), &render::user_purpose(&u.name)).await?;
-        generated.extend(g);
-        users.push((u.name.clone(), secret_name));
+        let p = render::user_purpose(&u.name);
+        let secret =
+            secret_for(ctx, at, u.password_secret.as_ref(), &p, &p, &mut generated).await?;
+        users.insert(u.name.clone(), secret);
     }
-    let mut next = None;
-    if let (Some((u, PgRotationPhase::Alter)), Some(_)) = (rotating, keep) {
-        next = rotate::spec_secret(pgc, u).map(str::to_owned);
-    } else if let Some((u, PgRotationPhase::Alter)) = rotating {
-        let purpose = rotate::next_purpose(u);
-        let pw = shared::stored_password(ctx, KIND, name, &purpose).await?;
-        next = Some(crate::swarm::objects::content_name(owner, &purpose, &pw));
-        generated.insert(purpose, pw);
-    }
-    Ok((
-        PasswordSecrets {
+    Ok(Passwords {
+        secrets: PasswordSecrets {
             superuser,
             replication,
-            app,
             api,
-            users,
         },
         generated,
-        next,
-    ))
+        next_superuser,
+        app,
+        users,
+    })
+}
+
+/// The logins a job should set: the app login `pw.app`, and each bootstrap
+/// user that is new or whose secret changed.
+fn pending_logins(
+    pgc: &PostgresCluster,
+    pw: &Passwords,
+    status: &PostgresClusterStatus,
+) -> Vec<LoginChange> {
+    let app = pw.app.as_ref().map(|l| LoginChange::app(pgc, l));
+    let users = pgc.spec.bootstrap.users.iter().filter_map(|u| {
+        let secret = pw.users.get(&u.name)?;
+        (status.user_password_secrets.get(&u.name) != Some(secret)).then(|| LoginChange {
+            role: u.name.clone(),
+            secret: secret.clone(),
+            kind: RoleKind::User {
+                attributes: render::user_attributes(u),
+            },
+        })
+    });
+    app.into_iter().chain(users).collect()
+}
+
+/// Sets the logins `pending_logins` finds, once the cluster is settled
+/// (`settled_leader`), and records them: the app user's first login, or a
+/// rotation's (which ends it: the login in use becomes the previous one),
+/// and the users'. Returns what is in progress.
+async fn set_logins(
+    ctx: &Context,
+    obj: &Record,
+    (owner, pgc): (&Owner, &PostgresCluster),
+    status: &mut PostgresClusterStatus,
+    settled_leader: Option<&str>,
+    pw: &Passwords,
+) -> Result<Option<String>, ReconcileError> {
+    let changes = pending_logins(pgc, pw, status);
+    let dropped: Vec<&String> = status
+        .user_password_secrets
+        .keys()
+        .filter(|u| !pw.users.contains_key(*u))
+        .collect();
+    if !dropped.is_empty() {
+        event(
+            ctx,
+            obj,
+            EventType::Normal,
+            "UserKept",
+            &format!(
+                "{} left spec.bootstrap.users: the role stays in PostgreSQL (it may own data; drop it yourself) and haswarm no longer manages its password",
+                dropped.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        );
+        status
+            .user_password_secrets
+            .retain(|u, _| pw.users.contains_key(u));
+    }
+    if changes.is_empty() {
+        status.user_password_secrets.clone_from(&pw.users);
+        return Ok(None);
+    }
+    let roles: Vec<&str> = changes.iter().map(|c| c.role.as_str()).collect();
+    let Some(leader) = settled_leader else {
+        return Ok(Some(format!(
+            "setting the password of {} waits for a settled cluster",
+            roles.join(", ")
+        )));
+    };
+    if !logins::run(
+        ctx,
+        obj,
+        (owner, pgc),
+        &pw.secrets.superuser,
+        &changes,
+        leader,
+    )
+    .await?
+    {
+        return Ok(Some(format!(
+            "setting the password of {} failed; retrying",
+            roles.join(", ")
+        )));
+    }
+    if let Some(app) = &pw.app {
+        let rotating = status
+            .password_rotation
+            .as_mut()
+            .filter(|r| r.user == Some(RotatedUser::App) && r.phase.is_some());
+        if let Some(rotation) = rotating {
+            rotate::keep_next(
+                ctx,
+                (owner, pgc),
+                rotate::login_purpose(pgc, &app.user),
+                &app.password_secret,
+            )
+            .await?;
+            rotation.phase = None;
+            rotation.from_secret = None;
+            let previous = status
+                .app_user
+                .clone()
+                .zip(status.app_password_secret.clone())
+                .map(|(user, password_secret)| PgLogin {
+                    user,
+                    password_secret,
+                });
+            event(
+                ctx,
+                obj,
+                EventType::Normal,
+                "PasswordRotation",
+                &format!(
+                    "app user's password rotated: applications log in as {} with secret {}; {} keeps working until the next rotation",
+                    app.user,
+                    app.password_secret,
+                    previous
+                        .as_ref()
+                        .map_or_else(String::new, |p| format!("{} (secret {})", p.user, p.password_secret))
+                ),
+            );
+            status.previous_app_login = previous;
+        }
+        status.app_user = Some(app.user.clone());
+        status.app_password_secret = Some(app.password_secret.clone());
+    }
+    event(
+        ctx,
+        obj,
+        EventType::Normal,
+        "PasswordsSet",
+        &format!("set the password of {}", roles.join(", ")),
+    );
+    status.user_password_secrets.clone_from(&pw.users);
+    Ok(None)
 }
 
 /// Asks Patroni for the cluster's view.
@@ -463,22 +691,27 @@ async fn converge_settings(
     Ok(Some(format!("restarting {first} for new settings")))
 }
 
-/// Moves a password rotation on: in `Alter`, once the cluster is settled
-/// (`settled_leader`), the job sets the new password and the instances move
-/// to it; in `Use`, once they all have, the rotation ends. Returns what is
-/// in progress.
+/// Moves a superuser password rotation on: in `Alter`, once the cluster is
+/// settled (`settled_leader`), the job sets the new password and the
+/// instances move to it; in `Use`, once they all have, the rotation ends.
+/// Returns what is in progress. (The app user's rotations are logins: see
+/// `set_logins`.)
 async fn advance_rotation(
     ctx: &Context,
     obj: &Record,
     (owner, pgc): (&Owner, &PostgresCluster),
-    status: &mut haswarm_crds::postgres::PostgresClusterStatus,
+    status: &mut PostgresClusterStatus,
     settled_leader: Option<&str>,
-    (secrets, next_secret): (&PasswordSecrets, Option<&str>),
+    pw: &Passwords,
 ) -> Result<Option<String>, ReconcileError> {
-    let Some(rotation) = status.password_rotation.as_mut() else {
+    let Some(rotation) = status
+        .password_rotation
+        .as_mut()
+        .filter(|r| r.user == Some(RotatedUser::Superuser))
+    else {
         return Ok(None);
     };
-    let (Some(user), Some(phase)) = (rotation.user, rotation.phase) else {
+    let Some(phase) = rotation.phase else {
         return Ok(None);
     };
     let Some(leader) = settled_leader else {
@@ -486,14 +719,31 @@ async fn advance_rotation(
             "password rotation ({phase:?}) waits for a settled cluster"
         )));
     };
-    match (phase, next_secret) {
+    match (phase, pw.next_superuser.as_deref()) {
         (PgRotationPhase::Alter, Some(new)) => {
-            let to = rotate::AlterSecrets {
-                superuser: &secrets.superuser,
-                new,
+            let change = LoginChange {
+                role: "postgres".to_owned(),
+                secret: new.to_owned(),
+                kind: RoleKind::Superuser,
             };
-            if rotate::alter(ctx, obj, (owner, pgc), user, to, leader).await? {
+            if logins::run(
+                ctx,
+                obj,
+                (owner, pgc),
+                &pw.secrets.superuser,
+                &[change],
+                leader,
+            )
+            .await?
+            {
                 rotation.phase = Some(PgRotationPhase::Use);
+                event(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "PasswordRotation",
+                    "PostgreSQL takes the new password of postgres: moving the instances to its secret one at a time",
+                );
             }
             Ok(Some(
                 "password rotation: moving the instances to the new password".to_owned(),
@@ -501,9 +751,16 @@ async fn advance_rotation(
         }
         (PgRotationPhase::Alter, None) => Ok(Some("password rotation: preparing".to_owned())),
         (PgRotationPhase::Use, _) => {
-            rotate::finish(ctx, obj, pgc, rotation, user).await?;
+            rotate::keep_next(ctx, (owner, pgc), rotate::SUPERUSER, &pw.secrets.superuser).await?;
             rotation.phase = None;
             rotation.from_secret = None;
+            event(
+                ctx,
+                obj,
+                EventType::Normal,
+                "PasswordRotation",
+                "password of postgres rotated: every instance uses the new secret",
+            );
             Ok(None)
         }
     }
@@ -631,9 +888,8 @@ impl Reconciler for PostgresClusters {
         if !hold_if_paused(&obj, &mut status.common) {
             unassigned = place(&ctx, &pgc, &owner, leader.as_deref()).await?;
             let rotation = rotate::start(&ctx, &obj, &pgc, &mut status).await?;
-            let (secrets, generated, next_secret) =
-                passwords(&ctx, &pgc, &owner, rotation.as_ref()).await?;
-            let contents = render::contents(&pgc, &generated);
+            let pw = passwords(&ctx, (&owner, &pgc), rotation.as_ref(), &status).await?;
+            let contents = render::contents(&pgc, &pw.generated);
             let names = content_names(name, &contents);
             let network = render::network_name(name);
             shared::ensure(
@@ -646,8 +902,8 @@ impl Reconciler for PostgresClusters {
             .await?;
             let mut services = render::render(&Inputs {
                 pgc: &pgc,
-                generated: &generated,
-                secrets: &secrets,
+                generated: &pw.generated,
+                secrets: &pw.secrets,
                 config_names: &names,
             })
             .services;
@@ -727,8 +983,6 @@ impl Reconciler for PostgresClusters {
                 ctx.swarm.prune_content_objects(kind, &owner, &keep).await?;
             }
             status.common.owned_objects = owned;
-            status.app_password_secret = Some(secrets.app.clone());
-            status.user_password_secrets = secrets.users.iter().cloned().collect();
             status.network = Some(network);
             holding = step.holding;
             if switched {
@@ -738,18 +992,20 @@ impl Reconciler for PostgresClusters {
                     holding = Some(why);
                 }
             }
-            if let Some(why) = advance_rotation(
-                &ctx,
-                &obj,
-                (&owner, &pgc),
-                &mut status,
-                (settled && holding.is_none())
-                    .then_some(leader.as_deref())
-                    .flatten(),
-                (&secrets, next_secret.as_deref()),
-            )
-            .await?
+            let settled_leader = (settled && holding.is_none())
+                .then_some(leader.as_deref())
+                .flatten();
+            // One job at a time: the superuser's rotation after the logins.
+            let why = match set_logins(&ctx, &obj, (&owner, &pgc), &mut status, settled_leader, &pw)
+                .await?
             {
+                Some(why) => Some(why),
+                None => {
+                    advance_rotation(&ctx, &obj, (&owner, &pgc), &mut status, settled_leader, &pw)
+                        .await?
+                }
+            };
+            if let Some(why) = why {
                 holding.get_or_insert(why);
             }
         }
@@ -938,6 +1194,66 @@ mod tests {
 
     fn spec(instances: u8) -> PostgresClusterSpec {
         serde_json::from_value(serde_json::json!({ "instances": instances })).expect("spec")
+    }
+
+    #[test]
+    fn a_job_sets_the_app_login_and_the_users_that_are_new_or_have_a_new_secret() {
+        let pgc: PostgresCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "haswarm.io/v1alpha1",
+            "kind": "PostgresCluster",
+            "metadata": {"name": "db"},
+            "spec": {"bootstrap": {"users": [
+                {"name": "reporting", "options": ["CREATEDB"]},
+                {"name": "batch"}
+            ]}}
+        }))
+        .expect("pgc");
+        let mut pw = Passwords {
+            secrets: PasswordSecrets {
+                superuser: "s".into(),
+                replication: "r".into(),
+                api: "a".into(),
+            },
+            generated: HashMap::new(),
+            next_superuser: None,
+            app: Some(PgLogin {
+                user: "app_alt".into(),
+                password_secret: "db-app-alt-password-1".into(),
+            }),
+            users: BTreeMap::from([
+                (
+                    "reporting".to_owned(),
+                    "db-user-reporting-password-1".to_owned(),
+                ),
+                ("batch".to_owned(), "batch-secret-2".to_owned()),
+            ]),
+        };
+        let mut status = PostgresClusterStatus::default();
+        let all = pending_logins(&pgc, &pw, &status);
+        assert_eq!(
+            all.iter().map(|c| c.role.as_str()).collect::<Vec<_>>(),
+            ["app_alt", "reporting", "batch"]
+        );
+        assert_eq!(all[0].kind, RoleKind::Alternate { of: "app".into() });
+        assert_eq!(
+            all[1].kind,
+            RoleKind::User {
+                attributes: vec!["LOGIN".into(), "CREATEDB".into()]
+            }
+        );
+        // Set already: only a user whose secret changed.
+        pw.app = None;
+        status.user_password_secrets = BTreeMap::from([
+            (
+                "reporting".to_owned(),
+                "db-user-reporting-password-1".to_owned(),
+            ),
+            ("batch".to_owned(), "batch-secret-1".to_owned()),
+        ]);
+        let changed = pending_logins(&pgc, &pw, &status);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].role, "batch");
+        assert_eq!(changed[0].secret, "batch-secret-2");
     }
 
     fn running(names: &[&str]) -> BTreeMap<String, ServiceHealth> {

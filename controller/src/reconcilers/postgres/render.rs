@@ -11,13 +11,15 @@
 //!   primary, or to the replicas, on port 5432.
 //! - Patroni's settings are one Swarm config; the per-member name and
 //!   addresses are `PATRONI_*` variables; the superuser, replication and
-//!   application passwords are Swarm secrets the start script writes into
-//!   the runtime config (mode 0600) in the data volume.
+//!   REST API passwords are Swarm secrets the start script writes into the
+//!   runtime config (mode 0600) in the data volume. The application's and
+//!   the further users' passwords are not the instances' business: a job
+//!   sets them (see `logins`), and their secrets are for applications.
 
 use std::collections::HashMap;
 
 use haswarm_crds::common::{Placement, Spread};
-use haswarm_crds::postgres::SynchronousMode;
+use haswarm_crds::postgres::{BootstrapUser, SynchronousMode};
 use haswarm_crds::{PostgresCluster, PostgresClusterSpec};
 
 use crate::reconcilers::common::{
@@ -51,8 +53,10 @@ pub mod purpose {
     pub const SUPERUSER: &str = "superuser-password";
     /// The replication user's password.
     pub const REPLICATION: &str = "replication-password";
-    /// The application user's password.
+    /// The password of the application user's login `bootstrap.owner`.
     pub const APP: &str = "app-password";
+    /// The password of the application user's alternate login `<owner>_alt`.
+    pub const APP_ALT: &str = "app-alt-password";
     /// The password of Patroni's REST API for changes (switchover,
     /// restart, configuration): only haswarm uses it.
     pub const API: &str = "api-password";
@@ -112,19 +116,15 @@ pub struct Rendered {
     pub services: Vec<DesiredService>,
 }
 
-/// The Swarm secret each password is read from.
+/// The Swarm secret each password the instances need is read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswordSecrets {
     /// The `postgres` superuser's.
     pub superuser: String,
     /// The `replicator` role's.
     pub replication: String,
-    /// The application user's (`bootstrap.owner`).
-    pub app: String,
     /// Patroni's REST API's, for its unsafe endpoints.
     pub api: String,
-    /// Each `bootstrap.users` role's, as (role, secret).
-    pub users: Vec<(String, String)>,
 }
 
 /// The purpose (stored credential, secret name part) of a bootstrap user's
@@ -133,35 +133,21 @@ pub fn user_purpose(user: &str) -> String {
     format!("user-{user}-password")
 }
 
-/// The file an instance reads a bootstrap user's password from.
-fn user_secret_file(user: &str) -> String {
-    format!("pg-user-{user}-password")
-}
-
-/// `HASWARM_USERS` for the post-bootstrap script: `role:ATTR,ATTR` per
-/// bootstrap user, with LOGIN unless NOLOGIN is asked for (names and
-/// attributes are validated identifiers and keywords: no quoting needed).
-pub fn users_env(spec: &PostgresClusterSpec) -> Option<String> {
-    let entries: Vec<String> = spec
-        .bootstrap
-        .users
+/// A bootstrap user's role attributes: LOGIN unless NOLOGIN is asked for,
+/// then the others (validated keywords: no quoting needed).
+pub fn user_attributes(user: &BootstrapUser) -> Vec<String> {
+    let mut attrs: Vec<String> = user
+        .options
         .iter()
-        .map(|u| {
-            let mut attrs: Vec<String> = u
-                .options
-                .iter()
-                .map(|o| o.to_ascii_uppercase())
-                .filter(|o| o != "LOGIN")
-                .collect();
-            attrs.sort();
-            attrs.dedup();
-            if !attrs.iter().any(|o| o == "NOLOGIN") {
-                attrs.insert(0, "LOGIN".to_owned());
-            }
-            format!("{}:{}", u.name, attrs.join(","))
-        })
+        .map(|o| o.to_ascii_uppercase())
+        .filter(|o| o != "LOGIN")
         .collect();
-    (!entries.is_empty()).then(|| format!("HASWARM_USERS={}", entries.join(" ")))
+    attrs.sort();
+    attrs.dedup();
+    if !attrs.iter().any(|o| o == "NOLOGIN") {
+        attrs.insert(0, "LOGIN".to_owned());
+    }
+    attrs
 }
 
 /// What rendering needs besides the spec.
@@ -480,10 +466,7 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
             format!("PATRONI_POSTGRESQL_CONNECT_ADDRESS={member}:{PG_PORT}"),
             format!("HASWARM_OWNER={}", spec.bootstrap.owner),
             format!("HASWARM_DATABASE={}", spec.bootstrap.database),
-        ]
-        .into_iter()
-        .chain(users_env(spec))
-        .collect(),
+        ],
         mounts: vec![data_mount(
             &spec.storage,
             &format!("{member}-data"),
@@ -496,18 +479,8 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
                 "pg-replication-password",
                 0o400,
             ),
-            secret_ref(&inputs.secrets.app, "pg-app-password", 0o400),
             secret_ref(&inputs.secrets.api, "pg-api-password", 0o400),
-        ]
-        .into_iter()
-        .chain(
-            inputs
-                .secrets
-                .users
-                .iter()
-                .map(|(user, secret)| secret_ref(secret, &user_secret_file(user), 0o400)),
-        )
-        .collect(),
+        ],
         configs: vec![
             config_ref(
                 name_of(inputs.config_names, purpose::PATRONI_CONF),
@@ -685,13 +658,13 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
 /// The environment an application needs to use the cluster through its
 /// read-write router, with the variable names Dify-style apps read. The
 /// password is referenced by secret file, never included.
-pub fn app_env(pgc: &PostgresCluster, password_secret: &str) -> Vec<(String, String)> {
+pub fn app_env(pgc: &PostgresCluster, user: &str, password_secret: &str) -> Vec<(String, String)> {
     let name = pgc.metadata.name.as_str();
     vec![
         ("DB_HOST".into(), rw_name(name)),
         ("DB_PORT".into(), PG_PORT.to_string()),
         ("DB_DATABASE".into(), pgc.spec.bootstrap.database.clone()),
-        ("DB_USERNAME".into(), pgc.spec.bootstrap.owner.clone()),
+        ("DB_USERNAME".into(), user.to_owned()),
         (
             "DB_PASSWORD_FILE".into(),
             format!("/run/secrets/{password_secret}"),
@@ -731,9 +704,7 @@ mod tests {
         let secrets = PasswordSecrets {
             superuser: "db-superuser-password-1".into(),
             replication: "db-replication-password-2".into(),
-            app: "db-app-password-3".into(),
             api: "db-api-password-4".into(),
-            users: Vec::new(),
         };
         let names = HashMap::from([
             (
@@ -830,41 +801,11 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_users_get_login_their_attributes_and_a_secret_file() {
+    fn bootstrap_users_get_login_and_their_attributes() {
         let c = pgc("  bootstrap:\n    users:\n    - name: reporting\n      options: [createdb, LOGIN]\n    - name: batch\n      options: [NOLOGIN]\n");
-        assert_eq!(
-            users_env(&c.spec).as_deref(),
-            Some("HASWARM_USERS=reporting:LOGIN,CREATEDB batch:NOLOGIN")
-        );
-        assert_eq!(users_env(&pgc("  instances: 3\n").spec), None);
-        let generated = HashMap::new();
-        let secrets = PasswordSecrets {
-            superuser: "s".into(),
-            replication: "r".into(),
-            app: "a".into(),
-            api: "p".into(),
-            users: vec![("reporting".into(), "db-user-reporting-password-1".into())],
-        };
-        let names = HashMap::new();
-        let r = render(&Inputs {
-            pgc: &c,
-            generated: &generated,
-            secrets: &secrets,
-            config_names: &names,
-        });
-        let pg = container(&r.services[0]);
-        let mounted = pg.secrets.unwrap_or_default().into_iter().find(|s| {
-            s.file.as_ref().and_then(|f| f.name.as_deref()) == Some("pg-user-reporting-password")
-        });
-        assert_eq!(
-            mounted.and_then(|s| s.secret_name).as_deref(),
-            Some("db-user-reporting-password-1")
-        );
-        assert!(pg
-            .env
-            .unwrap_or_default()
-            .iter()
-            .any(|e| e.starts_with("HASWARM_USERS=")));
+        let users = &c.spec.bootstrap.users;
+        assert_eq!(user_attributes(&users[0]), ["LOGIN", "CREATEDB"]);
+        assert_eq!(user_attributes(&users[1]), ["NOLOGIN"]);
         assert_eq!(user_purpose("reporting"), "user-reporting-password");
     }
 
@@ -895,7 +836,6 @@ mod tests {
             [
                 "pg-superuser-password",
                 "pg-replication-password",
-                "pg-app-password",
                 "pg-api-password"
             ]
         );
@@ -1030,7 +970,7 @@ mod tests {
 
     #[test]
     fn the_app_environment_points_at_the_rw_router_and_the_secret_file() {
-        let env = app_env(&pgc("  instances: 2\n"), "db-app-password-1234");
+        let env = app_env(&pgc("  instances: 2\n"), "app", "db-app-password-1234");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("DB_HOST"), Some("db-rw"));
         assert_eq!(get("DB_PORT"), Some("5432"));

@@ -1,45 +1,40 @@
-//! Rotation of the passwords haswarm generates for a PostgresCluster's app
-//! user and superuser, asked with `haswarmctl rotate-password pgc/NAME
-//! [--user app|superuser]` (annotation `haswarm.io/rotate-password`).
+//! Rotation of the passwords of a PostgresCluster's app user and
+//! superuser: a generated one on request (`haswarmctl rotate-password
+//! pgc/NAME [--user app|superuser]`, annotation `haswarm.io/rotate-password`),
+//! or a user's when `spec.credentials` names a new secret.
 //!
-//! A role has one password in PostgreSQL, so there is no phase where both
-//! are accepted, as there is for Redis. The order keeps every haswarm part
-//! working throughout: the new password goes into a new Swarm secret, a
-//! one-shot job on the cluster's network sets it with `ALTER ROLE` (reading
-//! the current superuser password and the new one from secret files, and
-//! sending PostgreSQL only a SCRAM verifier, with statement logging off for
-//! that session), and only then do the instances move to the new secret one
-//! at a time (replicas first, the leader after a switchover). Patroni's own
-//! connections go through the local socket (`use_unix_socket`, `trust`),
-//! so the superuser's old password in a member not yet restarted breaks
-//! nothing. Sessions already open stay
-//! open; applications take the new secret (`status.appPasswordSecret`) when
-//! they are next deployed, and a connection they open with the old password
-//! after the `ALTER ROLE` is refused: that window is theirs to close.
+//! A role has one password in PostgreSQL, so the app user has two logins
+//! that alternate: `bootstrap.owner` and `<owner>_alt`, which acts as the
+//! owner. A rotation sets the new password on the login not in use (a job,
+//! see `logins`), then `status.appUser`/`appPasswordSecret` name it; the
+//! login in use keeps its password until the next rotation
+//! (`status.previousAppLogin`). Applications move when they are next
+//! deployed, and a connection they open meanwhile with the old password
+//! still works: no window. Nothing restarts.
+//!
+//! The superuser is Patroni's own: its new password goes into a new Swarm
+//! secret, the job sets it (`Alter`), and only then do the instances move
+//! to the new secret one at a time (`Use`: replicas first, the leader after
+//! a switchover). Patroni's own connections go through the local socket
+//! (`use_unix_socket`, `trust`), so the old password in a member not yet
+//! restarted breaks nothing.
 
 use haswarm_crds::common::ROTATE_PASSWORD_ANNOTATION;
 use haswarm_crds::postgres::{
-    PgPasswordRotation, PgRotationPhase, PostgresClusterStatus, RotatedUser,
+    alternate_login, PgPasswordRotation, PgRotationPhase, PostgresClusterStatus, RotatedUser,
 };
 use haswarm_crds::{EventType, PostgresCluster};
 
+use super::logins::plain_identifier;
 use super::render::{self, purpose};
 use crate::reconcilers::contents::generate_password;
 use crate::runtime::controller::event;
 use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
-use crate::swarm::jobs::{JobOutcome, NodeJob};
+use crate::swarm::objects::content_name;
 use crate::swarm::Owner;
 
 use super::reconcile::KIND;
-
-/// Where the job finds the passwords.
-const CURRENT_SUPERUSER_FILE: &str = "pg-superuser-password";
-const NEW_PASSWORD_FILE: &str = "pg-new-password";
-
-/// How long the `ALTER ROLE` job may take (it waits for its task to be
-/// scheduled and the leader to answer).
-const ALTER_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The user a request names: `<token>` (the app user) or `<token> user=U`.
 pub fn requested_user(request: &str) -> Result<RotatedUser, String> {
@@ -55,68 +50,47 @@ pub fn requested_user(request: &str) -> Result<RotatedUser, String> {
     }
 }
 
-/// The purpose (stored credential and secret) of a user's password.
-pub fn purpose_of(user: RotatedUser) -> &'static str {
-    match user {
-        RotatedUser::App => purpose::APP,
-        RotatedUser::Superuser => purpose::SUPERUSER,
+/// The purpose (stored credential and secret) of the superuser's password.
+pub const SUPERUSER: &str = purpose::SUPERUSER;
+
+/// The purpose of a generated password a rotation moves to.
+pub fn next_purpose(purpose: &str) -> String {
+    format!("{purpose}-next")
+}
+
+/// The purpose of the generated password of app login `role`: each of the
+/// two logins has its own.
+pub fn login_purpose(pgc: &PostgresCluster, role: &str) -> &'static str {
+    if role == pgc.spec.bootstrap.owner {
+        purpose::APP
+    } else {
+        purpose::APP_ALT
     }
 }
 
-/// The purpose of the password a rotation moves to.
-pub fn next_purpose(user: RotatedUser) -> String {
-    format!("{}-next", purpose_of(user))
-}
-
-/// The PostgreSQL role of a user.
-fn role_of(pgc: &PostgresCluster, user: RotatedUser) -> &str {
-    match user {
-        RotatedUser::App => pgc.spec.bootstrap.owner.as_str(),
-        RotatedUser::Superuser => "postgres",
+/// The app login a rotation moves to from `current`.
+pub fn other_login(pgc: &PostgresCluster, current: &str) -> String {
+    let owner = &pgc.spec.bootstrap.owner;
+    if current == owner {
+        alternate_login(owner)
+    } else {
+        owner.clone()
     }
 }
 
-/// Whether the spec names a secret of the user's for this password (then
-/// the user rotates it by pointing the spec at a new secret).
-fn users_secret(pgc: &PostgresCluster, user: RotatedUser) -> bool {
-    spec_secret(pgc, user).is_some()
+/// The app login rotations move to next (the owner until one is set).
+fn target_login(pgc: &PostgresCluster, status: &PostgresClusterStatus) -> String {
+    status
+        .app_user
+        .as_deref()
+        .map_or_else(|| pgc.spec.bootstrap.owner.clone(), |u| other_login(pgc, u))
 }
 
-/// The job's script: computes a SCRAM-SHA-256 verifier of the new password
-/// (RFC 5802 and 7677, as PostgreSQL stores it) and sets it on the leader
-/// (`host`, its service name) as the superuser. Neither password is on a command
-/// line, and psql's output is dropped: the script prints nothing that
-/// could hold one. `role` is a checked identifier.
-pub fn alter_script(host: &str, role: &str) -> String {
-    format!(
-        r#"set -e
-export PGPASSWORD="$(cat /run/secrets/{CURRENT_SUPERUSER_FILE})"
-python3 - <<'PY' | psql -h {host} -p {port} -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 >/dev/null 2>&1
-import base64, hashlib, hmac, os
-pw = open('/run/secrets/{NEW_PASSWORD_FILE}', 'rb').read().rstrip(b'\n')
-salt, rounds = os.urandom(16), 4096
-salted = hashlib.pbkdf2_hmac('sha256', pw, salt, rounds)
-client = hmac.new(salted, b'Client Key', 'sha256').digest()
-server = hmac.new(salted, b'Server Key', 'sha256').digest()
-b64 = lambda b: base64.b64encode(b).decode()
-print("SET log_statement = 'none';")
-print("ALTER ROLE \"{role}\" PASSWORD 'SCRAM-SHA-256$%d:%s$%s:%s';" % (rounds, b64(salt), b64(hashlib.sha256(client).digest()), b64(server)))
-PY
-"#,
-        port = render::PG_PORT,
-    )
-}
-
-/// A role name the script may quote as it is.
-fn plain_identifier(role: &str) -> bool {
-    !role.is_empty() && role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The file an instance reads a user's password from.
-fn secret_file(user: RotatedUser) -> &'static str {
+/// The PostgreSQL role a rotation of `user` sets.
+fn role_of(pgc: &PostgresCluster, status: &PostgresClusterStatus, user: RotatedUser) -> String {
     match user {
-        RotatedUser::App => "pg-app-password",
-        RotatedUser::Superuser => "pg-superuser-password",
+        RotatedUser::App => target_login(pgc, status),
+        RotatedUser::Superuser => "postgres".to_owned(),
     }
 }
 
@@ -130,21 +104,32 @@ pub fn spec_secret(pgc: &PostgresCluster, user: RotatedUser) -> Option<&str> {
     .map(|r| r.name.as_str())
 }
 
-/// A user whose secret in `spec.credentials` is not the one the instances
-/// mount: (user, mounted, named). Only a named secret starts a rotation (a
-/// cluster created with it mounts it already).
+/// A user whose secret in `spec.credentials` is not the one in use:
+/// (user, in use, named). The superuser's is the one the instances mount;
+/// the app user's the one `status.appPasswordSecret` names once set.
 async fn spec_change(
     ctx: &Context,
     pgc: &PostgresCluster,
+    status: &PostgresClusterStatus,
 ) -> Result<Option<(RotatedUser, String, String)>, ReconcileError> {
+    if let (Some(to), Some(_), Some(from)) = (
+        spec_secret(pgc, RotatedUser::App),
+        &status.app_user,
+        &status.app_password_secret,
+    ) {
+        if from != to {
+            return Ok(Some((RotatedUser::App, from.clone(), to.to_owned())));
+        }
+    }
     let first = render::instance_name(pgc.metadata.name.as_str(), 0);
-    for user in [RotatedUser::App, RotatedUser::Superuser] {
-        let Some(to) = spec_secret(pgc, user) else {
-            continue;
-        };
-        if let Some(from) = ctx.swarm.mounted_secret(&first, secret_file(user)).await? {
+    if let Some(to) = spec_secret(pgc, RotatedUser::Superuser) {
+        if let Some(from) = ctx
+            .swarm
+            .mounted_secret(&first, "pg-superuser-password")
+            .await?
+        {
             if from != to {
-                return Ok(Some((user, from, to.to_owned())));
+                return Ok(Some((RotatedUser::Superuser, from, to.to_owned())));
             }
         }
     }
@@ -167,7 +152,8 @@ fn begin(
 
 /// Starts a rotation when `spec.credentials` names a new secret, or the
 /// annotation asks for a new generated password, and none is in progress;
-/// returns the rotation to render.
+/// returns the rotation to render. The app user's waits until its first
+/// login is set.
 pub async fn start(
     ctx: &Context,
     obj: &Record,
@@ -179,35 +165,60 @@ pub async fn start(
         .annotations
         .get(ROTATE_PASSWORD_ANNOTATION)
         .cloned();
-    let rotation = status
+    let in_progress = status
         .password_rotation
-        .get_or_insert_with(Default::default);
-    if rotation.phase.is_none() {
-        if let Some((user, from, to)) = spec_change(ctx, pgc).await? {
-            let why = format!(
-                "spec.credentials names {to} for {} (the instances use {from}): setting its password in PostgreSQL",
-                role_of(pgc, user)
-            );
+        .as_ref()
+        .is_some_and(|r| r.phase.is_some());
+    if !in_progress {
+        if let Some((user, from, to)) = spec_change(ctx, pgc, status).await? {
+            let why = match user {
+                RotatedUser::App => format!(
+                    "spec.credentials names {to} for the app user (in use: {from}): setting its password on login {}, which applications move to; {} keeps working until the next rotation",
+                    target_login(pgc, status),
+                    status.app_user.as_deref().unwrap_or_default()
+                ),
+                RotatedUser::Superuser => format!(
+                    "spec.credentials names {to} for postgres (the instances use {from}): setting its password in PostgreSQL"
+                ),
+            };
+            let rotation = status
+                .password_rotation
+                .get_or_insert_with(Default::default);
             rotation.from_secret = Some(from);
             return Ok(Some(begin(ctx, obj, rotation, user, &why)));
         }
     }
-    if rotation.phase.is_some() || asked.is_none() || asked == rotation.requested {
-        let current = rotation.clone();
-        if current == PgPasswordRotation::default() {
-            status.password_rotation = None;
-        }
-        return Ok(current.phase.is_some().then_some(current));
+    let handled = status
+        .password_rotation
+        .as_ref()
+        .and_then(|r| r.requested.clone());
+    if in_progress || asked.is_none() || asked == handled {
+        return Ok(status
+            .password_rotation
+            .clone()
+            .filter(|r| r.phase.is_some()));
     }
-    rotation.requested.clone_from(&asked);
     let user = match requested_user(asked.as_deref().unwrap_or_default()) {
         Ok(u) => u,
         Err(why) => {
+            status
+                .password_rotation
+                .get_or_insert_with(Default::default)
+                .requested
+                .clone_from(&asked);
             event(ctx, obj, EventType::Warning, "RotationSkipped", &why);
             return Ok(None);
         }
     };
-    if users_secret(pgc, user) {
+    if user == RotatedUser::App && status.app_user.is_none() {
+        // Its first password is not set yet: the request waits for it.
+        return Ok(None);
+    }
+    let rotation = status
+        .password_rotation
+        .get_or_insert_with(Default::default);
+    rotation.requested.clone_from(&asked);
+    if spec_secret(pgc, user).is_some() {
         event(
             ctx,
             obj,
@@ -217,7 +228,8 @@ pub async fn start(
         );
         return Ok(None);
     }
-    if !plain_identifier(role_of(pgc, user)) {
+    let role = role_of(pgc, status, user);
+    if !plain_identifier(&role) {
         event(
             ctx,
             obj,
@@ -228,144 +240,48 @@ pub async fn start(
         return Ok(None);
     }
     // A fresh next password (a leftover of an interrupted request goes).
-    let name = pgc.metadata.name.as_str();
+    let next = match user {
+        RotatedUser::App => next_purpose(login_purpose(pgc, &role)),
+        RotatedUser::Superuser => next_purpose(SUPERUSER),
+    };
     ctx.store
-        .put_credential(KIND, name, &next_purpose(user), &generate_password())
+        .put_credential(
+            KIND,
+            pgc.metadata.name.as_str(),
+            &next,
+            &generate_password(),
+        )
         .await?;
-    let why = format!(
-        "rotating the password of {}: setting a new one in PostgreSQL",
-        role_of(pgc, user)
-    );
+    let why = match user {
+        RotatedUser::App => format!(
+            "rotating the app user's password: setting a new one on login {role}, which applications move to; {} keeps working until the next rotation",
+            status.app_user.as_deref().unwrap_or_default()
+        ),
+        RotatedUser::Superuser => {
+            "rotating the password of postgres: setting a new one in PostgreSQL".to_owned()
+        }
+    };
+    let rotation = status
+        .password_rotation
+        .get_or_insert_with(Default::default);
     Ok(Some(begin(ctx, obj, rotation, user, &why)))
 }
 
-/// The secrets the `ALTER ROLE` job reads.
-#[derive(Clone, Copy, Debug)]
-pub struct AlterSecrets<'a> {
-    /// The superuser password the instances use now.
-    pub superuser: &'a str,
-    /// The new password.
-    pub new: &'a str,
-}
-
-/// Phase `Alter`, once the cluster is settled: runs the `ALTER ROLE` job on
-/// the leader's node against `leader`. Returns whether PostgreSQL took the
-/// new password.
-pub async fn alter(
+/// Once PostgreSQL took the password in `secret`: when that is the
+/// generated next password of `purpose`, it becomes the stored one (a
+/// user's secret leaves nothing to store).
+pub async fn keep_next(
     ctx: &Context,
-    obj: &Record,
     (owner, pgc): (&Owner, &PostgresCluster),
-    user: RotatedUser,
-    secrets: AlterSecrets<'_>,
-    leader: &str,
-) -> Result<bool, ReconcileError> {
-    let name = pgc.metadata.name.as_str();
-    let mut mounted = Vec::new();
-    for (secret, file) in [
-        (secrets.superuser, CURRENT_SUPERUSER_FILE),
-        (secrets.new, NEW_PASSWORD_FILE),
-    ] {
-        let Some(id) = ctx.swarm.secret_id(secret).await? else {
-            event(
-                ctx,
-                obj,
-                EventType::Warning,
-                "PasswordRotationFailed",
-                &format!("secret {secret:?} does not exist"),
-            );
-            return Ok(false);
-        };
-        let mut r = crate::reconcilers::common::secret_ref(secret, file, 0o400);
-        r.secret_id = Some(id);
-        mounted.push(r);
-    }
-    // On the leader's node: its image is there (nothing to pull).
-    let node = match ctx
-        .swarm
-        .tasks(leader)
-        .await?
-        .iter()
-        .find(|t| {
-            t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
-        })
-        .and_then(|t| t.node_id.clone())
-    {
-        Some(n) => n,
-        None => ctx.swarm.info().await?.node_id,
-    };
-    let job = NodeJob {
-        name: format!("{name}-rotate-password"),
-        node,
-        image: pgc.spec.postgres.image.clone(),
-        script: alter_script(leader, role_of(pgc, user)),
-        mounts: Vec::new(),
-        secrets: mounted,
-        networks: vec![bollard::models::NetworkAttachmentConfig {
-            target: Some(render::network_name(name)),
-            ..Default::default()
-        }],
-    };
-    match ctx.swarm.run_job(owner, &job, ALTER_LIMIT).await? {
-        JobOutcome::Completed => {
-            event(
-                ctx,
-                obj,
-                EventType::Normal,
-                "PasswordRotation",
-                &format!(
-                    "PostgreSQL takes the new password of {}: moving the instances to its secret one at a time",
-                    role_of(pgc, user)
-                ),
-            );
-            Ok(true)
-        }
-        JobOutcome::Failed(why) => {
-            // The job prints nothing; Swarm's reason is an exit status.
-            event(
-                ctx,
-                obj,
-                EventType::Warning,
-                "PasswordRotationFailed",
-                &format!(
-                    "setting the new password of {} failed ({why}); retrying",
-                    role_of(pgc, user)
-                ),
-            );
-            Ok(false)
-        }
-    }
-}
-
-/// Phase `Use`, once every instance runs with the new secret and the
-/// cluster is settled: a new generated password becomes the stored one.
-pub async fn finish(
-    ctx: &Context,
-    obj: &Record,
-    pgc: &PostgresCluster,
-    rotation: &PgPasswordRotation,
-    user: RotatedUser,
+    purpose: &str,
+    secret: &str,
 ) -> Result<(), ReconcileError> {
     let name = pgc.metadata.name.as_str();
-    let generated = rotation.from_secret.is_none();
-    if let Some(next) = ctx
-        .store
-        .credential(KIND, name, &next_purpose(user))?
-        .filter(|_| generated)
-    {
-        ctx.store
-            .put_credential(KIND, name, purpose_of(user), &next)
-            .await?;
+    if let Some(next) = ctx.store.credential(KIND, name, &next_purpose(purpose))? {
+        if content_name(owner, purpose, &next) == secret {
+            ctx.store.put_credential(KIND, name, purpose, &next).await?;
+        }
     }
-    event(
-        ctx,
-        obj,
-        EventType::Normal,
-        "PasswordRotation",
-        &format!(
-            "password of {} rotated: every instance uses the new secret",
-            role_of(pgc, user)
-        ),
-    );
     Ok(())
 }
 
@@ -382,27 +298,37 @@ mod tests {
             Ok(RotatedUser::Superuser)
         );
         assert!(requested_user("t user=root").is_err());
-        assert_eq!(next_purpose(RotatedUser::App), "app-password-next");
+        assert_eq!(next_purpose(purpose::APP), "app-password-next");
+    }
+
+    fn pgc() -> PostgresCluster {
+        let text = "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: db\nspec:\n  bootstrap:\n    owner: shop\n";
+        match haswarm_crds::manifest::parse(
+            "t.yaml",
+            text,
+            &haswarm_crds::manifest::Limits::default(),
+        )
+        .expect("valid")
+        .into_iter()
+        .next()
+        .map(|d| d.resource)
+        {
+            Some(haswarm_crds::AnyResource::PostgresCluster(p)) => *p,
+            other => panic!("not a PostgresCluster: {other:?}"),
+        }
     }
 
     #[test]
-    fn the_job_reads_passwords_from_files_and_sends_only_a_verifier() {
-        let s = alter_script("db-pg-1", "app");
-        assert!(s.contains("cat /run/secrets/pg-superuser-password"));
-        assert!(s.contains("open('/run/secrets/pg-new-password'"));
-        assert!(s.contains("SCRAM-SHA-256$"));
-        assert!(s.contains("SET log_statement = 'none'"));
-        assert!(s.contains("ALTER ROLE \\\"app\\\"") || s.contains("ALTER ROLE \"app\""));
-        // psql's output, which could echo a statement, goes nowhere.
-        assert!(s.contains(">/dev/null 2>&1"));
-        assert!(s.contains("-h db-pg-1 -p 5432 -U postgres"));
-    }
-
-    #[test]
-    fn only_plain_role_names_are_quoted_as_they_are() {
-        assert!(plain_identifier("app_user1"));
-        assert!(!plain_identifier("a\"b"));
-        assert!(!plain_identifier("a'b"));
-        assert!(!plain_identifier(""));
+    fn app_logins_alternate_and_each_has_its_own_password() {
+        let p = pgc();
+        let mut status = PostgresClusterStatus::default();
+        assert_eq!(target_login(&p, &status), "shop");
+        status.app_user = Some("shop".into());
+        assert_eq!(target_login(&p, &status), "shop_alt");
+        status.app_user = Some("shop_alt".into());
+        assert_eq!(target_login(&p, &status), "shop");
+        assert_eq!(login_purpose(&p, "shop"), purpose::APP);
+        assert_eq!(login_purpose(&p, "shop_alt"), purpose::APP_ALT);
+        assert_eq!(role_of(&p, &status, RotatedUser::Superuser), "postgres");
     }
 }
