@@ -87,7 +87,7 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run haswarmd itself as a Swarm stack, from the chart-like bundle in helm-like-manifests/haswarm (built in): print the stack file, or deploy it with --apply (docker stack deploy).
     #[command(
-        after_help = "Values: the chart's values.yaml (documented defaults), then each --values file, then each --set; unknown keys are refused.\nThe image is built on this machine from the compiled binaries: helm-like-manifests/build-image.sh\n\nExamples:\n  haswarmctl install > haswarm-stack.yaml\n  haswarmctl install --apply\n  haswarmctl install --apply --set log.level=debug --set tcp.enabled=true\n  haswarmctl install --values prod.yaml --apply --name haswarm-prod\n  haswarmctl --server unix:///run/haswarm/haswarm.sock get pgc"
+        after_help = "Values: the chart's values.yaml (documented defaults), then each --values file, then each --set; unknown keys are refused.\nThe image is built on this machine from the compiled binaries: helm-like-manifests/build-image.sh\n\nExamples:\n  haswarmctl install > haswarm-stack.yaml\n  haswarmctl install --apply --wait\n  haswarmctl install --apply --set log.level=debug --set tcp.enabled=true\n  haswarmctl install --values prod.yaml --apply --name haswarm-prod\n  haswarmctl --server unix:///run/haswarm/haswarm.sock get pgc"
     )]
     Install(InstallArgs),
     /// Remove the haswarmd stack (docker stack rm). Managed resources keep running and the store's volume is kept.
@@ -120,6 +120,12 @@ pub struct InstallArgs {
     /// A chart folder to use instead of the built-in one (Chart.yaml, values.yaml, templates/stack.yaml).
     #[arg(long, value_name = "DIR")]
     pub chart: Option<PathBuf>,
+    /// With --apply: wait until haswarmd answers ready on its socket (the engine reachable, controllers running).
+    #[arg(long, requires = "apply")]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 30s, 5m.
+    #[arg(long, default_value = "3m", value_name = "DURATION")]
+    pub timeout: String,
 }
 
 /// `haswarmctl uninstall`.

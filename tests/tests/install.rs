@@ -62,8 +62,15 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
     assert_code(&printed, 0);
     assert!(stdout(&printed).contains(&format!("name: \"{volume}\"")));
 
-    args.push("--apply");
-    assert_code(&ctl(&args), 0);
+    // --wait returns once haswarmd in the stack answers ready.
+    args.extend(["--apply", "--wait", "--timeout", "90s"]);
+    let installed = ctl(&args);
+    assert_code(&installed, 0);
+    assert!(
+        stdout(&installed).contains("haswarmd is ready on unix://"),
+        "{}",
+        stdout(&installed)
+    );
     let server = format!("unix://{}/haswarm.sock", sockets.display());
     let healthy = || ctl(&["--server", &server, "healthcheck"]).status.success();
     // The running haswarmd container of the stack (empty when none).

@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Map, Value};
 
+use haswarm_controller::client::{Client, Endpoint};
+
 use super::Conn;
 use crate::cli::{HealthcheckArgs, InstallArgs, UninstallArgs};
 use crate::exit::ExitCode;
@@ -312,6 +314,14 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
         print!("{stack}");
         return ExitCode::Success;
     }
+    let limit = if args.wait {
+        match super::timeout(&args.timeout) {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
     let socket_dir = v["socketDir"].as_str().unwrap_or("/run/haswarm");
     if let Err(e) = std::fs::create_dir_all(socket_dir) {
         report::error(&format!(
@@ -337,12 +347,49 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
                 "installed stack {name}: haswarmd answers on unix://{socket_dir}/haswarm.sock once its task runs\n  haswarmctl --server unix://{socket_dir}/haswarm.sock get pgc\n  docker stack ps {name}",
                 name = args.name
             );
-            ExitCode::Success
+            match limit {
+                Some(limit) => super::online(|| {
+                    wait_ready(
+                        Path::new(socket_dir).join("haswarm.sock"),
+                        &args.name,
+                        limit,
+                    )
+                }),
+                None => ExitCode::Success,
+            }
         }
         Err(e) => {
             report::error(&e);
             ExitCode::Refused
         }
+    }
+}
+
+/// Waits until haswarmd answers `/readyz` with 200 on `socket`, saying so,
+/// or says what it last answered once `limit` has passed.
+async fn wait_ready(
+    socket: std::path::PathBuf,
+    stack: &str,
+    limit: std::time::Duration,
+) -> ExitCode {
+    let client = Client::new(Endpoint::Unix(socket.clone()));
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let last = match client.probe("/readyz").await {
+            Ok((200, _)) => {
+                println!("haswarmd is ready on unix://{}", socket.display());
+                return ExitCode::Success;
+            }
+            Ok((code, why)) => format!("not ready ({code}): {}", why.trim()),
+            Err(e) => e.to_string(),
+        };
+        if std::time::Instant::now() >= deadline {
+            report::error(&format!(
+                "haswarmd was not ready within {limit:?}: {last}; see docker stack ps {stack} and docker service logs {stack}_haswarmd"
+            ));
+            return ExitCode::Unreachable;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
