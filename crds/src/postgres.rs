@@ -151,9 +151,9 @@ impl Default for PatroniSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdSettings {
     /// Members of the managed etcd cluster: 1, 3, 5 or 7 (odd, so a majority
-    /// survives a partition). 1 has no fault tolerance. Fixed when the
-    /// cluster is created: a later change is reported (event
-    /// `EtcdMembersKept`) and not made.
+    /// survives a partition). 1 has no fault tolerance. A later change is
+    /// made one member at a time: a new member joins as a learner and
+    /// votes once it has caught up; the highest member leaves first.
     #[serde(default = "defaults::etcd_members")]
     pub members: u8,
     /// Image of the managed etcd members.
@@ -431,10 +431,57 @@ pub struct PostgresClusterStatus {
     /// The password rotation in progress, or the last one requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_rotation: Option<PgPasswordRotation>,
-    /// How many managed etcd members the cluster runs: fixed when it is
-    /// created (a later change of `spec.etcd.members` is reported, not made).
+    /// How many managed etcd members the cluster runs now (members
+    /// `0..etcdMembers`, a learner included); moves one at a time towards
+    /// `spec.etcd.members`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_members: Option<u8>,
+    /// How the managed etcd cluster came to its members (what each member
+    /// is started with depends on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_membership: Option<EtcdMembership>,
+}
+
+/// The managed etcd cluster's history, as far as starting its members needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdMembership {
+    /// Members now (`0..members`), a learner included.
+    pub members: u8,
+    /// Members the etcd cluster was created with (they start as a new
+    /// cluster listing each other).
+    pub initial: u8,
+    /// Members added later, by index, with the number of their join: a
+    /// member joins an existing cluster, in a data directory of its own
+    /// join (so a member removed and added again starts afresh).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub joined: BTreeMap<u8, u32>,
+    /// A member added as a learner (no vote) that is not promoted yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learner: Option<u8>,
+    /// Joins so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub joins: u32,
+}
+
+impl EtcdMembership {
+    /// A cluster created with `members` members.
+    pub fn created(members: u8) -> Self {
+        Self {
+            members,
+            initial: members,
+            ..Self::default()
+        }
+    }
+
+    /// Members with a vote: all but a learner.
+    pub fn voters(&self) -> u8 {
+        self.members - u8::from(self.learner.is_some())
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Parameters Patroni or haswarm set themselves; a user value would be

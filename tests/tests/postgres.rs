@@ -698,3 +698,106 @@ fn fail_over(d: &Daemon, name: &str, at: At) -> (String, String) {
     assert!(described.contains("LeaderReleased"), "{described}");
     (old, leader(d, name))
 }
+
+/// etcd's members as etcd lists them: (name, is learner), from a member's
+/// container.
+fn etcd_members_listed(name: &str) -> Vec<(String, bool)> {
+    docker(&[
+        "exec",
+        &service_container(&format!("{name}-etcd-0")),
+        "etcdctl",
+        "--endpoints=http://127.0.0.1:2379",
+        "member",
+        "list",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let f: Vec<&str> = l.split(", ").collect();
+        (f.len() == 6).then(|| (f[2].to_owned(), f[5] == "true"))
+    })
+    .collect()
+}
+
+#[test]
+fn etcd_grows_and_shrinks_one_member_at_a_time_and_the_data_stays() {
+    let _one = one_at_a_time();
+    require_swarm();
+    require_image(IMAGE);
+    let name = format!("e2e-pgetcd-{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("PostgresCluster", &name);
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let manifest = |members: u8| {
+        format!(
+            "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {name}\nspec:\n  instances: 1\n  postgres:\n    image: {IMAGE}\n  etcd:\n    members: {members}\n    image: {IMAGE}\n  router:\n    image: {IMAGE}\n    replicas: 1\n  placement:\n    spread: None\n  patroni:\n    ttl: 20\n    loopWait: 2\n    retryTimeout: 4\n  storage:\n    reclaimPolicy: Delete\n"
+        )
+    };
+    d.apply("pgc.yaml", &manifest(1));
+    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "300s");
+    let rw = format!("{name}-rw");
+    let out = client(
+        &d,
+        At::Local,
+        &name,
+        &format!("psql -h {rw} -v ON_ERROR_STOP=1 -Atc 'CREATE TABLE kept(i int)' -c 'INSERT INTO kept SELECT generate_series(1, 50)' 2>&1"),
+    );
+    assert!(out.contains("INSERT 0 50"), "{out}");
+    let settled_at = |members: u8| {
+        let v = d.get_json("pgc", &name);
+        v["status"]["etcdMembers"] == members
+            && v["status"]["etcdMembership"]["learner"].is_null()
+            && v["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .is_some_and(|c| c["status"] == "True")
+    };
+
+    // 1 -> 3: each new member joins as a learner, then votes.
+    d.apply("pgc.yaml", &manifest(3));
+    assert!(
+        eventually(Duration::from_secs(420), || settled_at(3)),
+        "{}",
+        d.get_json("pgc", &name)
+    );
+    let listed = etcd_members_listed(&name);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|(_, learner)| !learner), "{listed:?}");
+    let described = stdout(&d.ctl(&["describe", "pgc", &name]));
+    for reason in ["EtcdMemberAdded", "EtcdMemberPromoted"] {
+        assert!(described.contains(reason), "{described}");
+    }
+    let count = || {
+        client(
+            &d,
+            At::Local,
+            &name,
+            &format!("psql -h {rw} -Atc 'SELECT count(*) FROM kept' 2>&1"),
+        )
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(count(), "50");
+
+    // 3 -> 1: the highest members leave etcd, then their services go.
+    d.apply("pgc.yaml", &manifest(1));
+    assert!(
+        eventually(Duration::from_secs(420), || settled_at(1)),
+        "{}",
+        d.get_json("pgc", &name)
+    );
+    let listed = etcd_members_listed(&name);
+    assert_eq!(listed, [(format!("{name}-etcd-0"), false)]);
+    let services = haswarm_testbed::docker::owned_services("PostgresCluster", &name);
+    assert!(
+        !services
+            .iter()
+            .any(|s| s.contains("-etcd-1") || s.contains("-etcd-2")),
+        "{services:?}"
+    );
+    assert!(stdout(&d.ctl(&["describe", "pgc", &name])).contains("EtcdMemberRemoved"));
+    assert_eq!(count(), "50");
+    assert_code(
+        &d.ctl(&["delete", "pgc", &name, "--wait", "--timeout=180s"]),
+        0,
+    );
+}

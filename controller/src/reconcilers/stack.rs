@@ -252,6 +252,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     generated: &generated,
                     secrets: &secret_names,
                     config_names: &names,
+                    etcd: &haswarm_crds::postgres::EtcdMembership::created(pgc.spec.etcd.members),
                 });
                 networks.insert(
                     rendered.network.clone(),

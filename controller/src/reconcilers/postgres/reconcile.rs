@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haswarm_crds::postgres::{
-    MemberRole, PgLogin, PgPasswordRotation, PgRotationPhase, PostgresClusterStatus,
-    PostgresMember, RotatedUser, SynchronousMode, SWITCHOVER_ANNOTATION,
+    EtcdMembership, MemberRole, PgLogin, PgPasswordRotation, PgRotationPhase,
+    PostgresClusterStatus, PostgresMember, RotatedUser, SynchronousMode, SWITCHOVER_ANNOTATION,
 };
 use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
 
+use super::etcd;
 use super::logins::{self, LoginChange, RoleKind};
 use super::observe::{self, ClusterView};
 use super::render::{self, purpose, Inputs, PasswordSecrets};
@@ -59,17 +60,13 @@ fn families(name: &str, instances: usize, etcd: usize) -> [Family<'_>; 2] {
 /// would start empty), and while no leader is known no instance moves.
 async fn place(
     ctx: &Context,
-    pgc: &PostgresCluster,
+    (pgc, etcd): (&PostgresCluster, Option<&EtcdMembership>),
     owner: &Owner,
     leader: Option<&str>,
 ) -> Result<Vec<String>, ReconcileError> {
     let name = pgc.metadata.name.as_str();
     let instances = usize::from(pgc.spec.instances);
-    let etcd = if pgc.spec.etcd.endpoints.is_empty() {
-        usize::from(pgc.spec.etcd.members)
-    } else {
-        0
-    };
+    let etcd = etcd.map_or(0, |m| usize::from(m.members));
     let families = families(name, instances, etcd);
     let stay = slots::stay(&families[0], leader);
     slots::place(ctx, owner, &pgc.spec.placement, &families, &stay).await
@@ -504,19 +501,6 @@ fn replica_in_sync(view: &ClusterView, member: &str, leader: &str) -> Result<(),
     Ok(())
 }
 
-/// How many managed etcd members to run, given the spec and the count the
-/// cluster was created with (`None` with external endpoints), and whether
-/// the spec asks for a different count, which is refused: a member added or
-/// removed needs etcd's `member add`/`member remove`, which haswarm does not
-/// do yet.
-fn etcd_members(spec: &PostgresClusterSpec, created_with: Option<u8>) -> (Option<u8>, bool) {
-    if !spec.etcd.endpoints.is_empty() {
-        return (None, false);
-    }
-    let run = created_with.unwrap_or(spec.etcd.members);
-    (Some(run), run != spec.etcd.members)
-}
-
 /// Replicas that a running leader has but that do not replicate count as
 /// not serving, as a crashed service does: a change planned for one goes
 /// ahead at once. Otherwise it would wait for the cluster to be healthy,
@@ -850,22 +834,14 @@ impl Reconciler for PostgresClusters {
         let owner = owner_of(&ctx, &obj);
         let generation = obj.metadata.generation;
         let mut status = old.clone();
-        let (run, refused) = etcd_members(&pgc.spec, status.etcd_members);
-        status.etcd_members = run;
-        if let Some(run) = run {
-            if refused {
-                event(
-                    &ctx,
-                    &obj,
-                    EventType::Warning,
-                    "EtcdMembersKept",
-                    &format!(
-                        "spec.etcd.members is {} but the cluster's etcd has {run} members: changing the membership is not supported yet (removing members naively would cost etcd its quorum); keeping {run}",
-                        pgc.spec.etcd.members
-                    ),
-                );
-            }
-            pgc.spec.etcd.members = run;
+        // The etcd members run now, which move one at a time towards the
+        // spec's; Patroni is told only of the voters.
+        let etcd_wanted = pgc.spec.etcd.members;
+        let membership = etcd::membership(&pgc.spec, &status);
+        if let Some(m) = &membership {
+            status.etcd_members = Some(m.members);
+            status.etcd_membership = Some(m.clone());
+            pgc.spec.etcd.members = m.voters();
         }
         let pgc = pgc;
         let name = pgc.metadata.name.as_str();
@@ -886,7 +862,8 @@ impl Reconciler for PostgresClusters {
         let mut group = Err("not rolled out yet".to_owned());
         let mut unassigned = Vec::new();
         if !hold_if_paused(&obj, &mut status.common) {
-            unassigned = place(&ctx, &pgc, &owner, leader.as_deref()).await?;
+            unassigned =
+                place(&ctx, (&pgc, membership.as_ref()), &owner, leader.as_deref()).await?;
             let rotation = rotate::start(&ctx, &obj, &pgc, &mut status).await?;
             let pw = passwords(&ctx, (&owner, &pgc), rotation.as_ref(), &status).await?;
             let contents = render::contents(&pgc, &pw.generated);
@@ -905,6 +882,7 @@ impl Reconciler for PostgresClusters {
                 generated: &pw.generated,
                 secrets: &pw.secrets,
                 config_names: &names,
+                etcd: &membership.clone().unwrap_or_default(),
             })
             .services;
             shared::link(&ctx, &owner, &mut services).await?;
@@ -995,16 +973,26 @@ impl Reconciler for PostgresClusters {
             let settled_leader = (settled && holding.is_none())
                 .then_some(leader.as_deref())
                 .flatten();
-            // One job at a time: the superuser's rotation after the logins.
-            let why = match set_logins(&ctx, &obj, (&owner, &pgc), &mut status, settled_leader, &pw)
-                .await?
-            {
-                Some(why) => Some(why),
-                None => {
+            // One job at a time: the logins, the superuser's rotation, then
+            // etcd's membership.
+            let mut why =
+                set_logins(&ctx, &obj, (&owner, &pgc), &mut status, settled_leader, &pw).await?;
+            if why.is_none() {
+                why =
                     advance_rotation(&ctx, &obj, (&owner, &pgc), &mut status, settled_leader, &pw)
-                        .await?
-                }
-            };
+                        .await?;
+            }
+            if why.is_none() {
+                why = etcd::advance(
+                    &ctx,
+                    &obj,
+                    (&owner, &pgc),
+                    &mut status,
+                    etcd_wanted,
+                    (settled_leader.is_some(), &health),
+                )
+                .await?;
+            }
             if let Some(why) = why {
                 holding.get_or_insert(why);
             }
@@ -1261,17 +1249,6 @@ mod tests {
             .iter()
             .map(|n| ((*n).to_owned(), ServiceHealth::Running))
             .collect()
-    }
-
-    #[test]
-    fn etcd_membership_stays_as_created() {
-        let mut s = spec(3);
-        assert_eq!(etcd_members(&s, None), (Some(3), false));
-        s.etcd.members = 5;
-        assert_eq!(etcd_members(&s, Some(3)), (Some(3), true));
-        assert_eq!(etcd_members(&s, Some(5)), (Some(5), false));
-        s.etcd.endpoints = vec!["http://etcd.example:2379".into()];
-        assert_eq!(etcd_members(&s, Some(3)), (None, false));
     }
 
     #[test]

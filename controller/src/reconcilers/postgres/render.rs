@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use haswarm_crds::common::{Placement, Spread};
-use haswarm_crds::postgres::{BootstrapUser, SynchronousMode};
+use haswarm_crds::postgres::{BootstrapUser, EtcdMembership, SynchronousMode};
 use haswarm_crds::{PostgresCluster, PostgresClusterSpec};
 
 use crate::reconcilers::common::{
@@ -162,9 +162,13 @@ pub struct Inputs<'a> {
     pub secrets: &'a PasswordSecrets,
     /// Names of the configs, by purpose, as the apply step will create them.
     pub config_names: &'a HashMap<String, String>,
+    /// The managed etcd cluster's members and how each joined.
+    pub etcd: &'a EtcdMembership,
 }
 
-/// Where Patroni finds etcd: `(hosts, protocol)`.
+/// Where Patroni finds etcd: `(hosts, protocol)`. The managed members are
+/// `spec.etcd.members` voters (a learner, which answers no client, is left
+/// out until it votes).
 pub fn etcd_hosts(name: &str, spec: &PostgresClusterSpec) -> (Vec<String>, &'static str) {
     if spec.etcd.endpoints.is_empty() {
         let hosts = (0..usize::from(spec.etcd.members))
@@ -517,7 +521,21 @@ fn etcd_member(inputs: &Inputs<'_>, j: usize) -> DesiredService {
     let member = etcd_name(name, j);
     let slot = etcd_slot(name, j);
     let net = network_name(name);
-    let cluster: Vec<String> = (0..usize::from(spec.etcd.members))
+    // A member of the first cluster starts a new one listing its peers; a
+    // member added later joins the members before it, in a data directory
+    // of its own join (etcd reads these flags only with an empty one).
+    let join = u8::try_from(j)
+        .ok()
+        .and_then(|j| inputs.etcd.joined.get(&j).copied());
+    let (listed, state, data_dir) = match join {
+        None => (
+            usize::from(inputs.etcd.initial),
+            "new",
+            "/var/lib/etcd/data".to_owned(),
+        ),
+        Some(k) => (j + 1, "existing", format!("/var/lib/etcd/join-{k}")),
+    };
+    let cluster: Vec<String> = (0..listed)
         .map(|k| {
             let m = etcd_name(name, k);
             format!("{m}=http://{m}:{ETCD_PEER_PORT}")
@@ -531,7 +549,7 @@ fn etcd_member(inputs: &Inputs<'_>, j: usize) -> DesiredService {
         "--name",
         &member,
         "--data-dir",
-        "/var/lib/etcd/data",
+        &data_dir,
         "--listen-client-urls",
         &format!("http://0.0.0.0:{ETCD_CLIENT_PORT}"),
         "--advertise-client-urls",
@@ -545,7 +563,7 @@ fn etcd_member(inputs: &Inputs<'_>, j: usize) -> DesiredService {
         "--initial-cluster-token",
         &token,
         "--initial-cluster-state",
-        "new",
+        state,
     ]
     .map(str::to_owned)
     .to_vec();
@@ -635,7 +653,7 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
         .map(|i| instance(inputs, i))
         .collect();
     if spec.etcd.endpoints.is_empty() {
-        services.extend((0..usize::from(spec.etcd.members)).map(|j| etcd_member(inputs, j)));
+        services.extend((0..usize::from(inputs.etcd.members)).map(|j| etcd_member(inputs, j)));
     }
     if spec.router.replicas > 0 {
         // Routers hold no data: spread them where possible, never leave one
@@ -675,6 +693,8 @@ pub fn app_env(pgc: &PostgresCluster, user: &str, password_secret: &str) -> Vec<
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use haswarm_crds::manifest::{parse, Limits};
     use haswarm_crds::AnyResource;
 
@@ -727,6 +747,7 @@ mod tests {
             generated: &generated,
             secrets: &secrets,
             config_names: &names,
+            etcd: &EtcdMembership::created(c.spec.etcd.members),
         })
     }
 
@@ -952,6 +973,56 @@ mod tests {
             cmd.contains("--advertise-client-urls http://db-etcd-0:2379"),
             "{cmd}"
         );
+    }
+
+    #[test]
+    fn a_member_added_later_joins_the_members_before_it_in_a_directory_of_its_join() {
+        let c = pgc("  instances: 1\n  etcd:\n    members: 3\n");
+        let etcd = EtcdMembership {
+            members: 3,
+            initial: 1,
+            joined: BTreeMap::from([(1, 1), (2, 4)]),
+            learner: Some(2),
+            joins: 4,
+        };
+        let (generated, names) = (HashMap::new(), HashMap::new());
+        let secrets = PasswordSecrets {
+            superuser: "s".into(),
+            replication: "r".into(),
+            api: "a".into(),
+        };
+        let r = render(&Inputs {
+            pgc: &c,
+            generated: &generated,
+            secrets: &secrets,
+            config_names: &names,
+            etcd: &etcd,
+        });
+        let cmd = |member: &str| {
+            r.services
+                .iter()
+                .find(|s| s.name() == member)
+                .map(|s| container(s).command.unwrap_or_default().join(" "))
+                .unwrap_or_else(|| panic!("no {member}"))
+        };
+        let first = cmd("db-etcd-0");
+        assert!(
+            first.contains("--initial-cluster db-etcd-0=http://db-etcd-0:2380 "),
+            "{first}"
+        );
+        assert!(first.contains("--initial-cluster-state new"), "{first}");
+        assert!(first.contains("--data-dir /var/lib/etcd/data "), "{first}");
+        let third = cmd("db-etcd-2");
+        assert!(third.contains("--initial-cluster db-etcd-0=http://db-etcd-0:2380,db-etcd-1=http://db-etcd-1:2380,db-etcd-2=http://db-etcd-2:2380 "), "{third}");
+        assert!(
+            third.contains("--initial-cluster-state existing"),
+            "{third}"
+        );
+        assert!(
+            third.contains("--data-dir /var/lib/etcd/join-4 "),
+            "{third}"
+        );
+        assert_eq!(etcd.voters(), 2);
     }
 
     #[test]
