@@ -18,10 +18,12 @@ pub(crate) fn pg_instances() -> u8 {
 pub(crate) fn pg_version() -> u8 {
     15
 }
-/// No official image carries Patroni; haswarm's image is PostgreSQL + Patroni
-/// from Debian's packages (built by `tests/testbed/build-images.sh`).
+/// No official image carries Patroni; haswarm's image holds every part of a
+/// cluster (PostgreSQL 15, Patroni, etcd, HAProxy) from Debian's packages,
+/// built by `tests/testbed/build-images.sh`. Its etcd and HAProxy are the
+/// defaults of the other parts too, so one image runs a whole cluster.
 pub(crate) fn pg_image() -> String {
-    "haswarm/patroni:15".into()
+    "haswarm/postgres:15".into()
 }
 pub(crate) fn patroni_ttl() -> u32 {
     30
@@ -38,14 +40,16 @@ pub(crate) fn patroni_maximum_lag_on_failover() -> u64 {
 pub(crate) fn etcd_members() -> u8 {
     3
 }
+/// Not the official `quay.io/coreos/etcd`: since v3.5.7 it has no shell, and
+/// membership changes run `etcdctl` scripts in the etcd image.
 pub(crate) fn etcd_image() -> String {
-    "quay.io/coreos/etcd:v3.5.17".into()
+    pg_image()
 }
 pub(crate) fn router_replicas() -> u8 {
     2
 }
 pub(crate) fn router_image() -> String {
-    "haproxy:2.8".into()
+    pg_image()
 }
 pub(crate) fn pg_database() -> String {
     "app".into()

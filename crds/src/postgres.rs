@@ -66,8 +66,12 @@ pub struct PostgresSettings {
     #[serde(default = "defaults::pg_version")]
     #[schemars(range(min = 13, max = 17))]
     pub version: u8,
-    /// Image holding `postgres` and `patroni` binaries (the image's
-    /// `/usr/lib/postgresql/<version>/bin` is used).
+    /// Image holding `postgres` and `patroni` (the image's
+    /// `/usr/lib/postgresql/<version>/bin` is used), plus `/bin/sh`, `psql`
+    /// and `python3` for the one-shot jobs that set passwords. The default,
+    /// `haswarm/postgres:15`, is built from Debian's packages by
+    /// `tests/testbed/build-images.sh` (no public image carries Patroni); it
+    /// holds etcd and HAProxy too, and is the default of those parts.
     #[serde(default = "defaults::pg_image")]
     pub image: String,
     /// `postgresql.conf` parameters, e.g. `max_connections: 200`. Settings that
@@ -156,7 +160,12 @@ pub struct EtcdSettings {
     /// votes once it has caught up; the highest member leaves first.
     #[serde(default = "defaults::etcd_members")]
     pub members: u8,
-    /// Image of the managed etcd members.
+    /// Image of the managed etcd members: `etcd`, `etcdctl` and `/bin/sh`
+    /// (membership changes run `etcdctl` scripts in it), and `python3` to
+    /// relay the controller's calls to Patroni when no instance runs on the
+    /// controller's node. The official `quay.io/coreos/etcd` images since
+    /// v3.5.7 have no shell: with them a membership change fails (event
+    /// `EtcdMembershipFailed`) and nothing relays.
     #[serde(default = "defaults::etcd_image")]
     pub image: String,
     /// Client URLs of an external etcd cluster (`http://host:2379`). When set,
@@ -192,7 +201,8 @@ pub struct RouterSettings {
     #[serde(default = "defaults::router_replicas")]
     #[schemars(range(max = 9))]
     pub replicas: u8,
-    /// Image holding `haproxy`.
+    /// Image holding `haproxy` on the `PATH` (`haproxy:2.8` works as well as
+    /// the default).
     #[serde(default = "defaults::router_image")]
     pub image: String,
     /// CPU and memory of each router task.
