@@ -19,6 +19,7 @@ pub fn repo() -> PathBuf {
 pub mod bench;
 pub mod dind;
 pub mod docker;
+pub mod git_http;
 
 /// The folder holding the workspace's binaries (`target/debug`), found from
 /// the running test executable (`target/debug/deps/...`).

@@ -3,10 +3,14 @@
 //! within an interval, an invalid commit stalls the source while the
 //! previous revision stays applied, prune deletes what left the folder,
 //! resources the source did not apply are left alone, and the webhook syncs
-//! without waiting for the interval. Needs `tests/testbed/prepare.sh` and git.
+//! without waiting for the interval. A private repository, served on loopback
+//! by git's own `http-backend` behind Basic credentials, is fetched with the
+//! secret haswarmd holds, and refused access stalls the source. Needs
+//! `tests/testbed/prepare.sh` and git.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use haswarm_testbed::docker::{eventually, require_swarm, Cleanup};
@@ -248,4 +252,135 @@ fn a_git_folder_is_applied_pruned_guarded_and_synced_by_webhook() {
     for n in [&a, &c] {
         assert_code(&d.ctl(&["delete", "sv", n, "--wait", "--timeout=60s"]), 0);
     }
+}
+
+#[test]
+fn a_source_behind_http_credentials_fetches_with_its_secret_and_never_shows_it() {
+    require_swarm();
+    let id = std::process::id();
+    let gs = format!("e2e-gsauth-{id}");
+    let sv = format!("e2e-gsauth-v-{id}");
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("SharedVolume", &sv);
+    let tmp = tempfile::Builder::new()
+        .prefix("hsw-gitauth")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let (repo, served, secrets, data) = (
+        tmp.path().join("repo"),
+        tmp.path().join("served"),
+        tmp.path().join("secrets"),
+        tmp.path().join("data"),
+    );
+    for dir in [&repo, &served, &secrets, &data] {
+        std::fs::create_dir_all(dir).expect("folder");
+    }
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let first = commit(
+        &repo,
+        &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadWriteMany")))],
+        "a volume",
+    );
+    let bare = haswarm_testbed::git_http::publish(&repo, &served, "deploy.git");
+    let token = format!("tok-{id}-s3cr3t");
+    let wrong = format!("not-{id}-it");
+    let server = haswarm_testbed::git_http::Server::start(&served, "deploy", &token);
+    std::fs::write(secrets.join("git-token"), format!("deploy:{token}\n")).expect("secret");
+    std::fs::write(secrets.join("git-wrong"), format!("deploy:{wrong}\n")).expect("secret");
+    let secrets_dir = secrets.display().to_string();
+    let d = Daemon::start_with_controllers(&["--resync", "2s", "--secrets-dir", &secrets_dir]);
+    let manifest = |secret: Option<&str>| {
+        let credentials = secret.map_or_else(String::new, |s| {
+            format!("  credentials:\n    secret: {s}\n")
+        });
+        format!(
+            "apiVersion: haswarm.io/v1alpha1\nkind: GitSource\nmetadata:\n  name: {gs}\nspec:\n  url: {}\n  ref:\n    branch: main\n  path: apps\n  interval: 2s\n  prune: true\n{credentials}",
+            server.url("deploy.git")
+        )
+    };
+    let stalled_with = |reason: &str, text: &str| {
+        eventually(Duration::from_secs(30), || {
+            let s = condition(&d.get_json("gs", &gs), "Stalled");
+            s["status"] == "True"
+                && s["reason"] == reason
+                && s["message"].as_str().is_some_and(|m| m.contains(text))
+        })
+    };
+
+    // Without credentials, with wrong ones, with a secret haswarmd does not
+    // have: the source stalls and applies nothing.
+    d.apply("gs.yaml", &manifest(None));
+    assert!(
+        stalled_with("AuthenticationFailed", "wants credentials"),
+        "{}",
+        d.get_json("gs", &gs)
+    );
+    let counts = server.counts();
+    assert!(counts.refused.load(Ordering::SeqCst) > 0);
+    d.apply("gs.yaml", &manifest(Some("git-wrong")));
+    assert!(
+        eventually(Duration::from_secs(30), || counts
+            .wrong
+            .load(Ordering::SeqCst)
+            > 0),
+        "git never sent the wrong credentials"
+    );
+    assert!(
+        stalled_with(
+            "AuthenticationFailed",
+            "refused the credentials in secret git-wrong"
+        ),
+        "{}",
+        d.get_json("gs", &gs)
+    );
+    let described = stdout(&d.ctl(&["describe", "gs", &gs]));
+    assert!(described.contains("AuthenticationFailed"), "{described}");
+    d.apply("gs.yaml", &manifest(Some("git-missing")));
+    assert!(
+        stalled_with("CredentialsInvalid", "git-missing"),
+        "{}",
+        d.get_json("gs", &gs)
+    );
+    assert_eq!(d.get_json("sv", &sv), Value::Null, "applied without access");
+    assert_eq!(
+        counts.served.load(Ordering::SeqCst),
+        0,
+        "git served a client without the credentials"
+    );
+
+    // With the right secret: fetched and applied, and later commits too.
+    d.apply("gs.yaml", &manifest(Some("git-token")));
+    d.wait_for(&format!("gs/{gs}"), "condition=Ready", "60s");
+    let v = d.get_json("gs", &gs);
+    assert_eq!(v["status"]["lastAppliedRevision"], first.as_str(), "{v}");
+    assert_eq!(d.get_json("sv", &sv)["kind"], "SharedVolume");
+    let next = commit(
+        &repo,
+        &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadOnlyMany")))],
+        "read-only",
+    );
+    git(&repo, &["push", "-q", &bare.display().to_string(), "main"]);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            d.get_json("gs", &gs)["status"]["lastAppliedRevision"] == next.as_str()
+                && d.get_json("sv", &sv)["spec"]["accessMode"] == "ReadOnlyMany"
+        }),
+        "the pushed commit was not applied: {}",
+        d.get_json("gs", &gs)
+    );
+
+    // Neither password anywhere haswarm writes.
+    let shown = [
+        stdout(&d.ctl(&["get", "gs", &gs, "-o", "yaml"])),
+        stdout(&d.ctl(&["describe", "gs", &gs])),
+        d.log(),
+    ];
+    for text in &shown {
+        for secret in [&token, &wrong] {
+            assert!(!text.contains(secret.as_str()), "{secret} shown: {text}");
+        }
+    }
+
+    assert_code(&d.ctl(&["delete", "gs", &gs, "--wait", "--timeout=30s"]), 0);
+    assert_code(&d.ctl(&["delete", "sv", &sv, "--wait", "--timeout=60s"]), 0);
 }

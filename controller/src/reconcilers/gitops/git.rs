@@ -38,6 +38,24 @@ pub enum GitError {
     TimedOut(String),
 }
 
+impl GitError {
+    /// Whether the server refused access: no credentials where it wants
+    /// some, or credentials it does not accept. git says so in several ways
+    /// (over https it falls back to asking for a user name, which prompts
+    /// being off turns into an error).
+    pub fn is_refused_access(&self) -> bool {
+        const SIGNS: [&str; 6] = [
+            "could not read Username",
+            "could not read Password",
+            "Authentication failed",
+            "Permission denied (publickey",
+            "The requested URL returned error: 401",
+            "The requested URL returned error: 403",
+        ];
+        matches!(self, Self::Failed { message, .. } if SIGNS.iter().any(|s| message.contains(s)))
+    }
+}
+
 /// Credentials for a fetch, from a secret's content.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -256,6 +274,30 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_access_is_told_from_other_failures() {
+        let failed = |message: &str| GitError::Failed {
+            what: "fetch".into(),
+            message: message.into(),
+        };
+        for refused in [
+            "fatal: could not read Username for 'https://git.example': terminal prompts disabled",
+            "remote: Invalid username or password. / fatal: Authentication failed for 'https://git.example/r.git/'",
+            "git@git.example: Permission denied (publickey). / fatal: Could not read from remote repository.",
+            "fatal: unable to access 'https://git.example/r.git/': The requested URL returned error: 403",
+        ] {
+            assert!(failed(refused).is_refused_access(), "{refused}");
+        }
+        for other in [
+            "fatal: repository 'https://git.example/r.git/' not found",
+            "fatal: couldn't find remote ref refs/heads/nope",
+            "fatal: unable to access 'https://git.example/': Could not resolve host: git.example",
+        ] {
+            assert!(!failed(other).is_refused_access(), "{other}");
+        }
+        assert!(!GitError::TimedOut("fetch".into()).is_refused_access());
+    }
 
     #[test]
     fn a_secret_is_an_ssh_key_or_user_and_token_and_never_printed() {

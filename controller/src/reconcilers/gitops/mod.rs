@@ -38,6 +38,8 @@ pub struct GitSources;
 #[derive(Debug)]
 enum SyncError {
     Credentials(String),
+    /// The server refused access, with the secret offered (if any).
+    Refused(Option<String>, git::GitError),
     Fetch(git::GitError),
     Invalid(Vec<String>),
     Conflict(Vec<String>),
@@ -48,6 +50,7 @@ impl SyncError {
     fn reason(&self) -> &'static str {
         match self {
             Self::Credentials(_) => "CredentialsInvalid",
+            Self::Refused(..) => "AuthenticationFailed",
             Self::Fetch(_) => "FetchFailed",
             Self::Invalid(_) => "InvalidManifests",
             Self::Conflict(_) => "Conflict",
@@ -67,6 +70,12 @@ impl SyncError {
         };
         match self {
             Self::Credentials(m) => m.clone(),
+            Self::Refused(Some(secret), e) => {
+                format!("the server refused the credentials in secret {secret} ({e})")
+            }
+            Self::Refused(None, e) => format!(
+                "the server wants credentials: name a secret holding them in spec.credentials.secret ({e})"
+            ),
             Self::Fetch(e) => e.to_string(),
             Self::Invalid(p) => list("invalid manifests", p),
             Self::Conflict(p) => list("resources this source did not apply", p),
@@ -155,7 +164,13 @@ async fn sync(
     let rev = cache
         .fetch(&spec.url, &spec.reference.remote_ref(), auth.as_ref())
         .await
-        .map_err(SyncError::Fetch)?;
+        .map_err(|e| {
+            if e.is_refused_access() {
+                SyncError::Refused(spec.credentials.as_ref().map(|c| c.secret.clone()), e)
+            } else {
+                SyncError::Fetch(e)
+            }
+        })?;
     *fetched = Some(rev.clone());
     let files = manifest_files(
         cache
