@@ -90,7 +90,7 @@ pub enum Command {
         after_help = "Values: the chart's values.yaml (documented defaults), then each --values file, then each --set; unknown keys are refused.\nThe image is built on this machine from the compiled binaries: helm-like-manifests/build-image.sh\n\nExamples:\n  haswarmctl install > haswarm-stack.yaml\n  haswarmctl install --apply --wait\n  haswarmctl install --apply --set log.level=debug --set tcp.enabled=true\n  haswarmctl install --values prod.yaml --apply --name haswarm-prod\n  haswarmctl --server unix:///run/haswarm/haswarm.sock get pgc"
     )]
     Install(InstallArgs),
-    /// Remove the haswarmd stack (docker stack rm). Managed resources keep running and the store's volume is kept.
+    /// Remove the haswarmd stack (docker stack rm). Managed resources keep running and the store's volume is kept (its name is printed); exit 5 when there is no such stack.
     #[command(
         after_help = "Examples:\n  haswarmctl uninstall\n  haswarmctl uninstall --name haswarm-prod"
     )]

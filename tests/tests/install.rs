@@ -138,8 +138,15 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
     );
     ready("60s");
 
-    // uninstall removes haswarmd; the probe service it manages keeps running.
-    assert_code(&ctl(&["uninstall", "--name", &stack]), 0);
+    // uninstall removes haswarmd, naming the store's volume it keeps; the
+    // probe service it manages keeps running.
+    let removed = ctl(&["uninstall", "--name", &stack]);
+    assert_code(&removed, 0);
+    assert!(
+        stdout(&removed).contains(&format!("kept volume {volume} ")),
+        "{}",
+        stdout(&removed)
+    );
     assert!(
         eventually(Duration::from_secs(30), || {
             docker(&[
@@ -179,6 +186,12 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
             .is_empty(),
         "the store's volume is kept"
     );
+
+    // A stack that is not there (any more): said, and a non-zero exit.
+    let again = ctl(&["uninstall", "--name", &stack]);
+    assert_code(&again, 5);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains(&format!("no stack {stack}")), "{err}");
 
     // Clean up: what haswarm managed, then the store's volume once the
     // stack's task containers are gone.

@@ -399,18 +399,101 @@ pub fn run_uninstall(args: &UninstallArgs) -> ExitCode {
         report::error(&e);
         return ExitCode::Invalid;
     }
+    // The volumes are read from the deployed services: the values used at
+    // install are not kept anywhere.
+    let volumes = match stack_volumes(&args.name) {
+        Ok(v) => v,
+        Err(e) => {
+            report::error(&e);
+            return ExitCode::Refused;
+        }
+    };
+    let Some(volumes) = volumes else {
+        report::error(&format!(
+            "no stack {} on this Swarm (docker stack ls lists the stacks; --name picks one)",
+            args.name
+        ));
+        return ExitCode::Refused;
+    };
     match docker(&["stack", "rm", &args.name], None) {
         Ok(()) => {
             println!(
-                "removed stack {}: the resources haswarm manages keep running, and the store's volume is kept (a new install finds every resource again)",
+                "removed stack {}: the resources haswarm manages keep running",
                 args.name
             );
+            for v in &volumes {
+                println!(
+                    "kept volume {v} (the store: a new install with dataVolume={v} finds every resource again; `docker volume rm {v}` on its node erases it)"
+                );
+            }
             ExitCode::Success
         }
         Err(e) => {
             report::error(&e);
             ExitCode::Refused
         }
+    }
+}
+
+/// The named volumes the services of stack `name` mount, or `None` when it
+/// has no services.
+fn stack_volumes(name: &str) -> Result<Option<Vec<String>>, String> {
+    let ids = docker_output(&[
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={name}"),
+    ])?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut args = vec![
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Mounts}}",
+    ];
+    args.extend(&ids);
+    let out = docker_output(&args)?;
+    Ok(Some(named_volumes(&out)))
+}
+
+/// Volume sources in `docker service inspect` output, one JSON list of
+/// mounts a line.
+fn named_volumes(inspected: &str) -> Vec<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for line in inspected.lines() {
+        let Ok(serde_json::Value::Array(mounts)) = serde_json::from_str(line) else {
+            continue;
+        };
+        for m in mounts {
+            if m["Type"] == "volume" {
+                if let Some(source) = m["Source"].as_str().filter(|s| !s.is_empty()) {
+                    found.insert(source.to_owned());
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Runs the docker CLI and returns its standard output.
+fn docker_output(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run the docker CLI ({e}): it is needed to remove stacks"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -524,6 +607,18 @@ mod tests {
         assert_eq!(s["secrets"]["git-1"]["name"], "deploy-key");
         assert_eq!(s["secrets"]["git-2"]["external"], true);
         assert!(svc.get("ports").is_none());
+    }
+
+    #[test]
+    fn uninstall_names_the_volumes_the_stack_mounts() {
+        let inspected = concat!(
+            r#"[{"Type":"bind","Source":"/var/run/docker.sock","Target":"/var/run/docker.sock"},{"Type":"volume","Source":"haswarm-data","Target":"/var/lib/haswarm"}]"#,
+            "\nnull\n",
+            r#"[{"Type":"volume","Source":"haswarm-data","Target":"/x"},{"Type":"volume","Source":"","Target":"/anon"}]"#,
+            "\n"
+        );
+        assert_eq!(named_volumes(inspected), ["haswarm-data"]);
+        assert!(named_volumes("").is_empty());
     }
 
     #[test]
