@@ -106,7 +106,9 @@ pub struct InventoryEntry {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitSourceStatus {
-    /// Generation and conditions (`Ready`, `Stalled`).
+    /// Generation and conditions: `Ready` (the fetched revision is applied),
+    /// `Stalled` (why a sync stopped) and `Healthy` (every resource it
+    /// applied reports `Ready=True`; refreshed at each resync and interval).
     #[serde(flatten)]
     pub common: CommonStatus,
     /// The commit last fetched.

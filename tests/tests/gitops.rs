@@ -116,6 +116,8 @@ fn a_git_folder_is_applied_pruned_guarded_and_synced_by_webhook() {
     d.wait_for(&format!("gs/{gs}"), "condition=Ready", "60s");
     let v = d.get_json("gs", &gs);
     assert_eq!(v["status"]["lastAppliedRevision"], first.as_str(), "{v}");
+    // Healthy once what it applied is Ready (the volume's probe ran).
+    d.wait_for(&format!("gs/{gs}"), "condition=Healthy", "60s");
     let sv = d.get_json("sv", &a);
     assert_eq!(
         sv["metadata"]["labels"]["haswarm.io/gitsource"],

@@ -304,6 +304,41 @@ fn refresh_health(ctx: &Context, inventory: &mut [InventoryEntry]) {
     }
 }
 
+/// The `Healthy` condition from the inventory: whether every resource the
+/// source applied reports `Ready=True` (`None` while some report nothing
+/// yet and none is not Ready).
+fn health(inventory: &[InventoryEntry]) -> (Option<bool>, &'static str, String) {
+    let ready = inventory.iter().filter(|e| e.ready == Some(true)).count();
+    let named = |pick: Option<bool>| {
+        let names: Vec<String> = inventory
+            .iter()
+            .filter(|e| e.ready == pick)
+            .map(|e| format!("{}/{}", e.kind, e.name))
+            .collect();
+        let mut m = names[..names.len().min(SHOWN_PROBLEMS)].join(", ");
+        if names.len() > SHOWN_PROBLEMS {
+            m.push_str(&format!(" and {} more", names.len() - SHOWN_PROBLEMS));
+        }
+        m
+    };
+    let of = format!("{ready} of {} resources Ready", inventory.len());
+    if inventory.iter().any(|e| e.ready == Some(false)) {
+        (
+            Some(false),
+            "NotReady",
+            format!("{of}; not Ready: {}", named(Some(false))),
+        )
+    } else if ready < inventory.len() {
+        (
+            None,
+            "Progressing",
+            format!("{of}; not reporting yet: {}", named(None)),
+        )
+    } else {
+        (Some(true), "AllReady", of)
+    }
+}
+
 impl Reconciler for GitSources {
     const KIND: &'static str = "GitSource";
 
@@ -417,6 +452,15 @@ impl Reconciler for GitSources {
                 message,
                 generation,
             );
+            let (healthy, reason, message) = health(&st.inventory);
+            status::set(
+                &mut st.common,
+                "Healthy",
+                healthy,
+                reason,
+                message,
+                generation,
+            );
         }
         st.common.observed_generation = generation;
         if st != old {
@@ -449,6 +493,42 @@ mod tests {
             .iter()
             .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn healthy_when_every_applied_resource_is_ready() {
+        let entry = |name: &str, ready: Option<bool>| InventoryEntry {
+            kind: "SharedVolume".into(),
+            name: name.into(),
+            file: format!("apps/{name}.yaml"),
+            ready,
+        };
+        assert_eq!(health(&[]).0, Some(true));
+        let all = [entry("a", Some(true)), entry("b", Some(true))];
+        assert_eq!(
+            health(&all),
+            (Some(true), "AllReady", "2 of 2 resources Ready".into())
+        );
+        let waiting = [entry("a", Some(true)), entry("b", None)];
+        assert_eq!(
+            health(&waiting),
+            (
+                None,
+                "Progressing",
+                "1 of 2 resources Ready; not reporting yet: SharedVolume/b".into()
+            )
+        );
+        let mut failing: Vec<InventoryEntry> = (0..7)
+            .map(|i| entry(&format!("v{i}"), Some(false)))
+            .collect();
+        failing.push(entry("w", None));
+        let (ok, reason, message) = health(&failing);
+        assert_eq!((ok, reason), (Some(false), "NotReady"));
+        assert!(
+            message.starts_with("0 of 8 resources Ready; not Ready: SharedVolume/v0, ")
+                && message.ends_with("SharedVolume/v4 and 2 more"),
+            "{message}"
+        );
     }
 
     #[test]
