@@ -142,11 +142,12 @@ pub struct Storage {
     /// Name of a SharedVolume resource to keep the data on; each instance uses its own folder in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_volume: Option<Name>,
-    /// What happens to the data when the resource is deleted: `Retain` (default)
-    /// keeps every volume; `Delete` erases each instance's data volume with a
-    /// one-shot job on the node that holds it, then removes the volume
-    /// definitions on the controller's node (empty ones on other nodes are
-    /// named in the `VolumesReclaimed` event).
+    /// What happens to the data when the resource is deleted, or a member is
+    /// scaled away: `Retain` (default) keeps every volume; `Delete` erases
+    /// the member's data volume with a one-shot job on the node that holds
+    /// it (at scale-down, once the member's service is gone), then removes
+    /// the volume definitions on the controller's node (empty ones on other
+    /// nodes are named in the `VolumesReclaimed` event).
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
 }

@@ -172,7 +172,9 @@ pub struct EtcdSettings {
     /// haswarm runs no etcd of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
-    /// Where each managed member keeps its data.
+    /// Where each managed member keeps its data. Its `reclaimPolicy` is not
+    /// read: `spec.storage.reclaimPolicy` decides for every volume of the
+    /// cluster, etcd's included.
     #[serde(default)]
     pub storage: Storage,
     /// CPU and memory of each managed member.
@@ -226,7 +228,10 @@ impl Default for RouterSettings {
 pub struct BootstrapUser {
     /// Role name (a PostgreSQL identifier: lowercase letters, digits, '_').
     pub name: String,
-    /// Role attributes, e.g. `CREATEDB`, `LOGIN` (LOGIN is implied).
+    /// Role attributes, e.g. `CREATEDB`, `NOLOGIN`: the role has exactly
+    /// these, each left out taking its default (LOGIN, INHERIT, and NO of
+    /// SUPERUSER, CREATEDB, CREATEROLE, REPLICATION, BYPASSRLS). A change is
+    /// made to the role (`ALTER ROLE`) by the job that sets passwords.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
     /// Existing Swarm secret with the password; generated when left out.
@@ -234,6 +239,19 @@ pub struct BootstrapUser {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretRef>,
 }
+
+/// The role attributes `bootstrap.users[].options` may name: each as
+/// `(attribute, what a role has when neither it nor NO<attribute> is
+/// given)`, in the order haswarm writes them. `true` means the attribute.
+pub const ROLE_ATTRIBUTES: [(&str, &str, bool); 7] = [
+    ("LOGIN", "a bootstrap user logs in unless NOLOGIN", true),
+    ("SUPERUSER", "PostgreSQL's default", false),
+    ("CREATEDB", "PostgreSQL's default", false),
+    ("CREATEROLE", "PostgreSQL's default", false),
+    ("INHERIT", "PostgreSQL's default", true),
+    ("REPLICATION", "PostgreSQL's default", false),
+    ("BYPASSRLS", "PostgreSQL's default", false),
+];
 
 /// The database, its owner and further roles.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -249,9 +267,10 @@ pub struct Bootstrap {
     #[serde(default = "defaults::pg_owner")]
     pub owner: String,
     /// Further roles. Each is created when it appears here, at bootstrap
-    /// or later, with its password set from its secret; options take effect
-    /// when the role is created. A role removed from the list stays in
-    /// PostgreSQL (it may own data): drop it yourself.
+    /// or later, with its password set from its secret and its options as
+    /// its attributes; a later change of either is made to the role. A
+    /// role removed from the list stays in PostgreSQL (it may own data):
+    /// drop it yourself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<BootstrapUser>,
 }
@@ -431,6 +450,10 @@ pub struct PostgresClusterStatus {
     /// The Swarm secret holding each `bootstrap.users` role's password, by role.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user_password_secrets: BTreeMap<String, String>,
+    /// The attributes haswarm last gave each `bootstrap.users` role, by role
+    /// (as written after `ALTER ROLE ... WITH`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_attributes: BTreeMap<String, String>,
     /// The overlay network applications join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
@@ -687,28 +710,30 @@ impl Kind for PostgresClusterSpec {
                 || format!("{:?} is created by haswarm already (superuser, replication user, bootstrap.owner or its alternate login)", u.name),
             );
             for (j, o) in u.options.iter().enumerate() {
-                let known = matches!(
-                    o.to_ascii_uppercase().as_str(),
-                    "SUPERUSER"
-                        | "NOSUPERUSER"
-                        | "CREATEDB"
-                        | "NOCREATEDB"
-                        | "CREATEROLE"
-                        | "NOCREATEROLE"
-                        | "INHERIT"
-                        | "NOINHERIT"
-                        | "LOGIN"
-                        | "NOLOGIN"
-                        | "REPLICATION"
-                        | "NOREPLICATION"
-                        | "BYPASSRLS"
-                        | "NOBYPASSRLS"
-                );
+                let o = o.to_ascii_uppercase();
+                let pair = ROLE_ATTRIBUTES
+                    .iter()
+                    .find(|(on, _, _)| o == *on || o.strip_prefix("NO") == Some(on));
                 report.check(
-                    known,
+                    pair.is_some(),
                     || up.key("options").index(j),
                     "role-option",
                     || format!("{o:?} is not a role attribute: use e.g. CREATEDB, CREATEROLE, NOLOGIN, REPLICATION"),
+                );
+                let opposite = pair.map(|(on, _, _)| {
+                    if o == *on {
+                        format!("NO{on}")
+                    } else {
+                        (*on).to_owned()
+                    }
+                });
+                report.check(
+                    opposite.is_none_or(|x| {
+                        !u.options.iter().any(|other| other.eq_ignore_ascii_case(&x))
+                    }),
+                    || up.key("options").index(j),
+                    "role-option-conflict",
+                    || format!("{o} and its opposite are both given"),
                 );
             }
             if let Some(s) = &u.password_secret {

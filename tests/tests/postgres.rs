@@ -431,7 +431,7 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     // Then to a secret of the user's: naming it in spec.credentials rotates
     // the app password the same way, back to login `app`; the login before
     // keeps working, the one before that is refused. A user added to the
-    // spec now is created too.
+    // spec now is created too, and a user's changed options are applied.
     let theirs = "UsersOwnPassword0123456789abcdef";
     let their_secret = format!("{name}-users-app-pw");
     cleanup.named("secret", &their_secret);
@@ -440,7 +440,7 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
         "pgc.yaml",
         &format!(
             "{}    - name: audit\n  credentials:\n    appUserSecret:\n      name: {their_secret}\n",
-            manifest(&name)
+            manifest(&name).replace("options: [CREATEDB]", "options: [CREATEROLE]")
         ),
     );
     let moved = eventually(Duration::from_secs(300), || {
@@ -473,6 +473,18 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
         &format!("psql -h {rw} -Atc 'SELECT current_user' 2>&1"),
     );
     assert_eq!(who.trim(), "audit", "{who}");
+    let attributes = run_client_as(
+        At::Local,
+        &name,
+        &["--rm"],
+        ("audit", &audit),
+        &format!("psql -h {rw} -Atc \"SELECT rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = 'reporting'\" 2>&1"),
+    );
+    assert_eq!(
+        attributes.trim(),
+        "f|t",
+        "CREATEDB taken back, CREATEROLE given"
+    );
     also_hidden.extend([pw0, pw1, before, theirs.to_owned(), audit]);
     let described = stdout(&d.ctl(&["describe", "pgc", &name]));
     assert!(described.contains("PasswordRotation"), "{described}");
@@ -795,6 +807,26 @@ fn etcd_grows_and_shrinks_one_member_at_a_time_and_the_data_stays() {
         "{services:?}"
     );
     assert!(stdout(&d.ctl(&["describe", "pgc", &name])).contains("EtcdMemberRemoved"));
+    // reclaimPolicy Delete: the volumes of the members that left go too.
+    let gone = |j: u8| {
+        docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={name}-etcd-{j}-data"),
+        ])
+        .trim()
+        .is_empty()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || gone(1) && gone(2)),
+        "{}",
+        stdout(&d.ctl(&["describe", "pgc", &name]))
+    );
+    assert!(!gone(0), "the remaining member's volume went");
+    let described = stdout(&d.ctl(&["describe", "pgc", &name]));
+    assert!(described.contains("members scaled away"), "{described}");
     assert_eq!(count(), "50");
     assert_code(
         &d.ctl(&["delete", "pgc", &name, "--wait", "--timeout=180s"]),

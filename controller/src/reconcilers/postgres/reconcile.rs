@@ -19,7 +19,7 @@ use super::observe::{self, ClusterView};
 use super::render::{self, purpose, Inputs, PasswordSecrets};
 use super::rotate;
 use crate::reconcilers::contents::{self as shared, content_names};
-use crate::reconcilers::slots::{self, Family};
+use crate::reconcilers::slots::{self, Family, Placed, Retire};
 use crate::reconcilers::{reclaim, rollout, status};
 use crate::runtime::controller::{
     decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
@@ -47,27 +47,34 @@ fn families(name: &str, instances: usize, etcd: usize) -> [Family<'_>; 2] {
             count: instances,
             slot: Box::new(move |i| render::instance_slot(name, i)),
             service: Box::new(move |i| render::instance_name(name, i)),
+            retire: None,
         },
         Family {
             count: etcd,
             slot: Box::new(move |j| render::etcd_slot(name, j)),
             service: Box::new(move |j| render::etcd_name(name, j)),
+            retire: None,
         },
     ]
 }
 
 /// Pins instances and etcd members; the leader's slot never moves (moved, it
-/// would start empty), and while no leader is known no instance moves.
+/// would start empty), and while no leader is known no instance moves. The
+/// volumes of members scaled away follow the reclaim policy.
 async fn place(
     ctx: &Context,
     (pgc, etcd): (&PostgresCluster, Option<&EtcdMembership>),
     owner: &Owner,
     leader: Option<&str>,
-) -> Result<Vec<String>, ReconcileError> {
+) -> Result<Placed, ReconcileError> {
     let name = pgc.metadata.name.as_str();
     let instances = usize::from(pgc.spec.instances);
     let etcd = etcd.map_or(0, |m| usize::from(m.members));
-    let families = families(name, instances, etcd);
+    let mut families = families(name, instances, etcd);
+    // One policy for every volume of the cluster, as at deletion.
+    let policy = pgc.spec.storage.reclaim_policy;
+    families[0].retire = Retire::of(policy, &pgc.spec.postgres.image, &pgc.spec.storage);
+    families[1].retire = Retire::of(policy, &pgc.spec.etcd.image, &pgc.spec.etcd.storage);
     let stay = slots::stay(&families[0], leader);
     slots::place(ctx, owner, &pgc.spec.placement, &families, &stay).await
 }
@@ -262,12 +269,13 @@ fn pending_logins(
     let app = pw.app.as_ref().map(|l| LoginChange::app(pgc, l));
     let users = pgc.spec.bootstrap.users.iter().filter_map(|u| {
         let secret = pw.users.get(&u.name)?;
-        (status.user_password_secrets.get(&u.name) != Some(secret)).then(|| LoginChange {
+        let attributes = render::user_attributes(u);
+        let done = status.user_password_secrets.get(&u.name) == Some(secret)
+            && status.user_attributes.get(&u.name) == Some(&attributes.join(" "));
+        (!done).then(|| LoginChange {
             role: u.name.clone(),
             secret: secret.clone(),
-            kind: RoleKind::User {
-                attributes: render::user_attributes(u),
-            },
+            kind: RoleKind::User { attributes },
         })
     });
     app.into_iter().chain(users).collect()
@@ -306,8 +314,12 @@ async fn set_logins(
             .user_password_secrets
             .retain(|u, _| pw.users.contains_key(u));
     }
+    status
+        .user_attributes
+        .retain(|u, _| pw.users.contains_key(u));
     if changes.is_empty() {
         status.user_password_secrets.clone_from(&pw.users);
+        status.user_attributes = user_attributes(pgc, pw);
         return Ok(None);
     }
     let roles: Vec<&str> = changes.iter().map(|c| c.role.as_str()).collect();
@@ -382,7 +394,20 @@ async fn set_logins(
         &format!("set the password of {}", roles.join(", ")),
     );
     status.user_password_secrets.clone_from(&pw.users);
+    status.user_attributes = user_attributes(pgc, pw);
     Ok(None)
+}
+
+/// The attributes of every bootstrap user haswarm manages, as recorded in
+/// the status once set.
+fn user_attributes(pgc: &PostgresCluster, pw: &Passwords) -> BTreeMap<String, String> {
+    pgc.spec
+        .bootstrap
+        .users
+        .iter()
+        .filter(|u| pw.users.contains_key(&u.name))
+        .map(|u| (u.name.clone(), render::user_attributes(u).join(" ")))
+        .collect()
 }
 
 /// Asks Patroni for the cluster's view.
@@ -862,8 +887,9 @@ impl Reconciler for PostgresClusters {
         let mut group = Err("not rolled out yet".to_owned());
         let mut unassigned = Vec::new();
         if !hold_if_paused(&obj, &mut status.common) {
-            unassigned =
-                place(&ctx, (&pgc, membership.as_ref()), &owner, leader.as_deref()).await?;
+            unassigned = place(&ctx, (&pgc, membership.as_ref()), &owner, leader.as_deref())
+                .await?
+                .report(&ctx, &obj);
             let rotation = rotate::start(&ctx, &obj, &pgc, &mut status).await?;
             let pw = passwords(&ctx, (&owner, &pgc), rotation.as_ref(), &status).await?;
             let contents = render::contents(&pgc, &pw.generated);
@@ -1223,11 +1249,12 @@ mod tests {
             ["app_alt", "reporting", "batch"]
         );
         assert_eq!(all[0].kind, RoleKind::Alternate { of: "app".into() });
-        assert_eq!(
-            all[1].kind,
-            RoleKind::User {
-                attributes: vec!["LOGIN".into(), "CREATEDB".into()]
-            }
+        let RoleKind::User { attributes } = &all[1].kind else {
+            panic!("{:?}", all[1].kind);
+        };
+        assert!(
+            attributes.contains(&"CREATEDB".to_owned()),
+            "{attributes:?}"
         );
         // Set already: only a user whose secret changed.
         pw.app = None;
@@ -1238,10 +1265,26 @@ mod tests {
             ),
             ("batch".to_owned(), "batch-secret-1".to_owned()),
         ]);
+        status.user_attributes = user_attributes(&pgc, &pw);
         let changed = pending_logins(&pgc, &pw, &status);
         assert_eq!(changed.len(), 1);
         assert_eq!(changed[0].role, "batch");
         assert_eq!(changed[0].secret, "batch-secret-2");
+        // Or whose options changed: CREATEDB taken back.
+        let mut fewer = pgc.clone();
+        fewer.spec.bootstrap.users[0].options.clear();
+        status.user_password_secrets.clone_from(&pw.users);
+        let changed = pending_logins(&fewer, &pw, &status);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].role, "reporting");
+        let RoleKind::User { attributes } = &changed[0].kind else {
+            panic!("{:?}", changed[0].kind);
+        };
+        assert!(
+            attributes.contains(&"NOCREATEDB".to_owned()),
+            "{attributes:?}"
+        );
+        assert!(pending_logins(&pgc, &pw, &status).is_empty());
     }
 
     fn running(names: &[&str]) -> BTreeMap<String, ServiceHealth> {

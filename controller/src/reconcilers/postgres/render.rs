@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use haswarm_crds::common::{Placement, Spread};
-use haswarm_crds::postgres::{BootstrapUser, EtcdMembership, SynchronousMode};
+use haswarm_crds::postgres::{BootstrapUser, EtcdMembership, SynchronousMode, ROLE_ATTRIBUTES};
 use haswarm_crds::{PostgresCluster, PostgresClusterSpec};
 
 use crate::reconcilers::common::{
@@ -133,21 +133,30 @@ pub fn user_purpose(user: &str) -> String {
     format!("user-{user}-password")
 }
 
-/// A bootstrap user's role attributes: LOGIN unless NOLOGIN is asked for,
-/// then the others (validated keywords: no quoting needed).
+/// A bootstrap user's role attributes, every one of them (the options
+/// given, the defaults for the rest), so that `ALTER ROLE ... WITH` them
+/// also takes back one that left the options. Validated keywords: no
+/// quoting needed.
 pub fn user_attributes(user: &BootstrapUser) -> Vec<String> {
-    let mut attrs: Vec<String> = user
-        .options
+    ROLE_ATTRIBUTES
         .iter()
-        .map(|o| o.to_ascii_uppercase())
-        .filter(|o| o != "LOGIN")
-        .collect();
-    attrs.sort();
-    attrs.dedup();
-    if !attrs.iter().any(|o| o == "NOLOGIN") {
-        attrs.insert(0, "LOGIN".to_owned());
-    }
-    attrs
+        .map(|(on, _, default)| {
+            let given = |a: &str| user.options.iter().any(|o| o.eq_ignore_ascii_case(a));
+            let off = format!("NO{on}");
+            let has = if given(on) {
+                true
+            } else if given(&off) {
+                false
+            } else {
+                *default
+            };
+            if has {
+                (*on).to_owned()
+            } else {
+                off
+            }
+        })
+        .collect()
 }
 
 /// What rendering needs besides the spec.
@@ -825,8 +834,21 @@ mod tests {
     fn bootstrap_users_get_login_and_their_attributes() {
         let c = pgc("  bootstrap:\n    users:\n    - name: reporting\n      options: [createdb, LOGIN]\n    - name: batch\n      options: [NOLOGIN]\n");
         let users = &c.spec.bootstrap.users;
-        assert_eq!(user_attributes(&users[0]), ["LOGIN", "CREATEDB"]);
-        assert_eq!(user_attributes(&users[1]), ["NOLOGIN"]);
+        assert_eq!(
+            user_attributes(&users[0]),
+            [
+                "LOGIN",
+                "NOSUPERUSER",
+                "CREATEDB",
+                "NOCREATEROLE",
+                "INHERIT",
+                "NOREPLICATION",
+                "NOBYPASSRLS"
+            ]
+        );
+        let batch = user_attributes(&users[1]);
+        assert_eq!(batch[0], "NOLOGIN");
+        assert_eq!(batch[2], "NOCREATEDB");
         assert_eq!(user_purpose("reporting"), "user-reporting-password");
     }
 

@@ -15,7 +15,8 @@ use haswarm_crds::{EventType, RedisSentinelGroup};
 use super::observe::{self, SentinelView};
 use super::render::{self, purpose, Inputs};
 use crate::reconcilers::contents::{self as shared, content_names, generate_password};
-use crate::reconcilers::slots::{self, Family};
+use crate::reconcilers::reclaim::Reclaimed;
+use crate::reconcilers::slots::{self, Family, Placed, Retire};
 use crate::reconcilers::{reclaim, rollout, status};
 use crate::runtime::controller::{
     decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
@@ -50,11 +51,13 @@ fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
             count: instances,
             slot: Box::new(move |i| render::instance_slot(name, i)),
             service: Box::new(move |i| render::instance_name(name, i)),
+            retire: None,
         },
         Family {
             count: sentinels,
             slot: Box::new(move |j| render::sentinel_slot(name, j)),
             service: Box::new(move |j| render::sentinel_name(name, j)),
+            retire: None,
         },
     ]
 }
@@ -68,10 +71,14 @@ async fn place(
     rsg: &RedisSentinelGroup,
     owner: &Owner,
     master: Option<&str>,
-) -> Result<Vec<String>, ReconcileError> {
+) -> Result<Placed, ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let instances = usize::from(rsg.spec.instances);
-    let families = families(name, instances, usize::from(rsg.spec.sentinels.count));
+    let sentinel_storage = render::sentinel_storage(&rsg.spec.storage);
+    let mut families = families(name, instances, usize::from(rsg.spec.sentinels.count));
+    let policy = rsg.spec.storage.reclaim_policy;
+    families[0].retire = Retire::of(policy, &rsg.spec.image, &rsg.spec.storage);
+    families[1].retire = Retire::of(policy, &rsg.spec.image, &sentinel_storage);
     let stay = slots::stay(&families[0], master);
     slots::place(ctx, owner, &rsg.spec.placement, &families, &stay).await
 }
@@ -660,7 +667,7 @@ impl Reconciler for RedisGroups {
         let mut group = Ok(());
         if !hold_if_paused(&obj, &mut status.common) {
             let master = views.first().and_then(|(_, v)| v.master.as_deref());
-            unassigned = place(&ctx, &rsg, &owner, master).await?;
+            unassigned = place(&ctx, &rsg, &owner, master).await?.report(&ctx, &obj);
             let phase = start_rotation(&ctx, &obj, &rsg, &mut status).await?;
             let prepared = prepare(&ctx, &rsg, &owner, status.password_rotation.as_ref()).await?;
             let rolled = roll(&ctx, &obj, &rsg, &old, &prepared, &views, &mut status).await?;
@@ -830,10 +837,15 @@ impl Reconciler for RedisGroups {
         // Data goes before the slot labels do: they say where each volume is.
         if let Ok((rsg, _)) = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj) {
             if rsg.spec.storage.reclaim_policy == haswarm_crds::common::ReclaimPolicy::Delete {
-                let volumes = slots::slot_volumes(&nodes, &families);
-                let done =
-                    reclaim::reclaim(&ctx, &owner, &rsg.spec.image, &rsg.spec.storage, &volumes)
-                        .await?;
+                let sentinel_storage = render::sentinel_storage(&rsg.spec.storage);
+                let mut done = Reclaimed::default();
+                for (family, storage) in families.iter().zip([&rsg.spec.storage, &sentinel_storage])
+                {
+                    let volumes = slots::slot_volumes(&nodes, std::slice::from_ref(family));
+                    done.merge(
+                        reclaim::reclaim(&ctx, &owner, &rsg.spec.image, storage, &volumes).await?,
+                    );
+                }
                 event(
                     &ctx,
                     &obj,

@@ -58,6 +58,15 @@ pub mod purpose {
 }
 
 /// `<name>-redis-<i>`.
+/// Where sentinels keep their state: a local volume whatever the data's
+/// storage (it is small and node-local by nature), reclaimed as the data is.
+pub fn sentinel_storage(data: &haswarm_crds::common::Storage) -> haswarm_crds::common::Storage {
+    haswarm_crds::common::Storage {
+        reclaim_policy: data.reclaim_policy,
+        ..haswarm_crds::common::Storage::default()
+    }
+}
+
 pub fn instance_name(name: &str, i: usize) -> String {
     format!("{name}-redis-{i}")
 }
@@ -252,8 +261,7 @@ fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
     let storage = if data {
         spec.storage.clone()
     } else {
-        // Sentinel state is small and node-local by nature.
-        haswarm_crds::common::Storage::default()
+        sentinel_storage(&spec.storage)
     };
     common::service(ServiceParts {
         name: role.service.clone(),
