@@ -98,10 +98,15 @@ fn a_setting_change_rolls_replicas_first_then_switches_over_then_scales_down() {
     assert_keys(&second, 100);
 
     // Scale down to two instances: redis-2 goes (after a switchover if it is
-    // the master), and the sentinels stop listing it.
+    // the master), and the sentinels stop listing it. With reclaimPolicy
+    // Delete its volume goes too.
     d.apply(
         "rsg.yaml",
-        &manifest(&name, 2, "  config:\n    maxmemory-policy: allkeys-lru\n"),
+        &manifest(
+            &name,
+            2,
+            "  config:\n    maxmemory-policy: allkeys-lru\n  storage:\n    reclaimPolicy: Delete\n",
+        ),
     );
     d.wait_for(&format!("rsg/{name}"), "condition=Ready", "300s");
     let gone = format!("{name}-redis-2");
@@ -126,6 +131,31 @@ fn a_setting_change_rolls_replicas_first_then_switches_over_then_scales_down() {
         "{v}"
     );
     assert_keys(&third, 100);
+    let volume = |i: u8| {
+        docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={name}-redis-{i}-data"),
+        ])
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || volume(2).trim().is_empty()),
+        "the volume of {gone} is still there: {:?}",
+        events(&d, &name)
+    );
+    assert!(
+        !volume(1).trim().is_empty(),
+        "a remaining member's volume went"
+    );
+    assert!(
+        events(&d, &name)
+            .iter()
+            .any(|(r, m)| r == "VolumesReclaimed" && m.contains(&format!("{gone}-data"))),
+        "{:?}",
+        events(&d, &name)
+    );
 }
 
 #[test]
