@@ -57,7 +57,9 @@ pub struct GitCredentials {
     /// Name of a Swarm secret mounted into haswarmd (read from
     /// `/run/secrets/<secret>`, or haswarmd's `--secrets-dir`). It holds an
     /// ssh private key (PEM or OpenSSH format) for ssh URLs, or one line
-    /// `user:token` for https URLs. Its content is never shown or logged.
+    /// `user:token` for https URLs (plain `http://` only to this machine:
+    /// the token would travel in clear). Its content is never shown or
+    /// logged.
     pub secret: String,
 }
 
@@ -164,6 +166,27 @@ fn url_ok(u: &str) -> bool {
         && (u.starts_with('/') || scheme || scp)
 }
 
+/// Whether credentials sent to `url` would cross a network in clear: a
+/// token over `http://` or `git://` to anything but this machine.
+fn clear_text_beyond_loopback(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("git://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    !(loopback || host.eq_ignore_ascii_case("localhost"))
+}
+
 impl Kind for GitSourceSpec {
     const KIND: &'static str = "GitSource";
     const PLURAL: &'static str = "gitsources";
@@ -212,6 +235,12 @@ impl Kind for GitSourceSpec {
             || format!("{p:?} is not a folder inside the repository: write a relative path without '..' (\".\" for the root)"),
         );
         if let Some(c) = &self.credentials {
+            report.check(
+                !clear_text_beyond_loopback(&self.url),
+                || spec.key("credentials"),
+                "git-credentials-in-clear",
+                || format!("credentials for {:?} would travel in clear: use an https:// or ssh URL (http:// is allowed to this machine only)", self.url),
+            );
             let ok = !c.secret.is_empty()
                 && c.secret.len() <= 64
                 && c.secret.starts_with(|ch: char| ch.is_ascii_alphanumeric())
@@ -325,6 +354,32 @@ mod tests {
             let e = source(spec).expect_err(spec);
             assert!(e.contains(field) && e.contains(rule), "{spec}: {e}");
         }
+        for url in [
+            "http://git.example/r.git",
+            "http://user@10.0.0.5:3000/r.git",
+            "git://git.example/r.git",
+            "http://127.0.0.1.example/r.git",
+        ] {
+            let e = source(&format!(
+                "  url: {url}\n  credentials:\n    secret: token\n"
+            ))
+            .expect_err(url);
+            assert!(e.contains("git-credentials-in-clear"), "{url}: {e}");
+        }
+        for url in [
+            "http://127.0.0.1:8080/r.git",
+            "http://localhost/r.git",
+            "http://[::1]:3000/r.git",
+            "https://git.example/r.git",
+            "git@git.example:r.git",
+        ] {
+            source(&format!(
+                "  url: {url}\n  credentials:\n    secret: token\n"
+            ))
+            .expect(url);
+        }
+        source("  url: http://git.example/public.git\n")
+            .expect("no credentials, no secret to leak");
         let e = source("  url: /r\n  ref:\n    commit: abc\n").expect_err("unknown ref kind");
         assert!(e.contains("commit"), "{e}");
     }
