@@ -9,6 +9,8 @@
 #                          every part of a PostgresCluster (instances, etcd members, router).
 #   haswarm/redis-client   debootstrap minbase + python3, with redis-py from PyPI unpacked into
 #                          it and tests/testbed/redis_client.py: a Sentinel-aware client no one here wrote.
+#   haswarm/git-ssh:bookworm debootstrap minbase + openssh-server, git: a private git server over
+#                          ssh for the GitSource credentials test.
 set -euo pipefail
 
 need_pkg() {
@@ -98,3 +100,4 @@ build_probe
 debootstrap_image haswarm/redis:bookworm redis-server,redis-sentinel,redis-tools,procps
 build_redis_client
 debootstrap_image haswarm/postgres:15 postgresql-15,postgresql-client-15,patroni,etcd-server,etcd-client,haproxy,procps
+debootstrap_image haswarm/git-ssh:bookworm openssh-server,git

@@ -5,15 +5,16 @@
 //! resources the source did not apply are left alone, and the webhook syncs
 //! without waiting for the interval. A private repository, served on loopback
 //! by git's own `http-backend` behind Basic credentials, is fetched with the
-//! secret haswarmd holds, and refused access stalls the source. Needs
-//! `tests/testbed/prepare.sh` and git.
+//! secret haswarmd holds, and refused access stalls the source; so is one
+//! behind sshd in a container, with a key, and a changed host key stops the
+//! fetches. Needs `tests/testbed/prepare.sh`, git and ssh-keygen.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use haswarm_testbed::docker::{eventually, require_swarm, Cleanup};
+use haswarm_testbed::docker::{docker, eventually, require_image, require_swarm, Cleanup};
 use haswarm_testbed::{assert_code, stdout, Daemon};
 use serde_json::Value;
 
@@ -381,6 +382,197 @@ fn a_source_behind_http_credentials_fetches_with_its_secret_and_never_shows_it()
         for secret in [&token, &wrong] {
             assert!(!text.contains(secret.as_str()), "{secret} shown: {text}");
         }
+    }
+
+    assert_code(&d.ctl(&["delete", "gs", &gs, "--wait", "--timeout=30s"]), 0);
+    assert_code(&d.ctl(&["delete", "sv", &sv, "--wait", "--timeout=60s"]), 0);
+}
+
+/// An ssh git server: sshd in a container of its own on a network of its
+/// own, accepting one public key for root, with fresh host keys.
+const GIT_SSH_IMAGE: &str = "haswarm/git-ssh:bookworm";
+const SSHD: &str = "set -e; mkdir -p /run/sshd /root/.ssh; printf '%s\\n' \"$AUTHORIZED_KEY\" > /root/.ssh/authorized_keys; chmod 700 /root/.ssh; chmod 600 /root/.ssh/authorized_keys; rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null; exec /usr/sbin/sshd -D -e -o PasswordAuthentication=no";
+
+fn keygen(path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "haswarm-test", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen runs (openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(path.with_extension("pub")).expect("public key")
+}
+
+#[test]
+fn a_source_over_ssh_fetches_with_its_key_and_holds_on_to_the_host_key() {
+    require_swarm();
+    require_image(GIT_SSH_IMAGE);
+    let id = std::process::id();
+    let gs = format!("e2e-gsssh-{id}");
+    let sv = format!("e2e-gsssh-v-{id}");
+    let server = format!("hsw-gitssh-{id}");
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("SharedVolume", &sv);
+    cleanup.named("container", &server);
+    cleanup.named("network", &server);
+    let tmp = tempfile::Builder::new()
+        .prefix("hsw-gitssh")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let (repo, served, secrets, data) = (
+        tmp.path().join("repo"),
+        tmp.path().join("served"),
+        tmp.path().join("secrets"),
+        tmp.path().join("data"),
+    );
+    for dir in [&repo, &served, &secrets, &data] {
+        std::fs::create_dir_all(dir).expect("folder");
+    }
+    let key = keygen(&secrets.join("git-key"));
+    keygen(&secrets.join("other-key"));
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let first = commit(
+        &repo,
+        &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadWriteMany")))],
+        "a volume",
+    );
+    let bare = haswarm_testbed::git_http::publish(&repo, &served, "deploy.git");
+    let publish = || {
+        let to = format!("{server}:/srv/deploy.git");
+        docker(&["exec", &server, "mkdir", "-p", "/srv/deploy.git"]);
+        let out = Command::new("docker")
+            .args(["cp", &format!("{}/.", bare.display()), &to])
+            .output()
+            .expect("docker cp");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        docker(&[
+            "exec",
+            &server,
+            "chown",
+            "-R",
+            "root:root",
+            "/srv/deploy.git",
+        ]);
+    };
+    docker(&["network", "create", &server]);
+    let authorized = format!("AUTHORIZED_KEY={}", key.trim());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &server,
+        "--network",
+        &server,
+        "-e",
+        &authorized,
+        GIT_SSH_IMAGE,
+        "sh",
+        "-c",
+        SSHD,
+    ]);
+    // sshd logs to standard error.
+    let logs = || {
+        Command::new("docker")
+            .args(["logs", &server])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || logs()
+            .contains("Server listening")),
+        "sshd did not start: {}",
+        logs()
+    );
+    publish();
+    let ip = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &server,
+    ])
+    .trim()
+    .to_owned();
+    let url = format!("ssh://root@{ip}/srv/deploy.git");
+    let secrets_dir = secrets.display().to_string();
+    let d = Daemon::start_with_controllers(&["--resync", "2s", "--secrets-dir", &secrets_dir]);
+    let manifest = |secret: &str| {
+        format!(
+            "apiVersion: haswarm.io/v1alpha1\nkind: GitSource\nmetadata:\n  name: {gs}\nspec:\n  url: {url}\n  ref:\n    branch: main\n  path: apps\n  interval: 2s\n  credentials:\n    secret: {secret}\n"
+        )
+    };
+    let stalled_with = |reason: &str, text: &str| {
+        eventually(Duration::from_secs(30), || {
+            let s = condition(&d.get_json("gs", &gs), "Stalled");
+            s["status"] == "True"
+                && s["reason"] == reason
+                && s["message"].as_str().is_some_and(|m| m.contains(text))
+        })
+    };
+
+    // A key the server does not know: refused, nothing applied.
+    d.apply("gs.yaml", &manifest("other-key"));
+    assert!(
+        stalled_with("AuthenticationFailed", "secret other-key"),
+        "{}",
+        d.get_json("gs", &gs)
+    );
+    assert_eq!(d.get_json("sv", &sv), Value::Null);
+
+    // The right key: fetched and applied.
+    d.apply("gs.yaml", &manifest("git-key"));
+    d.wait_for(&format!("gs/{gs}"), "condition=Ready", "60s");
+    assert_eq!(
+        d.get_json("gs", &gs)["status"]["lastAppliedRevision"],
+        first.as_str()
+    );
+    assert_eq!(d.get_json("sv", &sv)["kind"], "SharedVolume");
+
+    // The server's host key changes: the next commit is not fetched from
+    // it, and the source says why.
+    docker(&[
+        "exec",
+        &server,
+        "sh",
+        "-c",
+        "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null; kill -HUP 1",
+    ]);
+    commit(
+        &repo,
+        &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadOnlyMany")))],
+        "read-only",
+    );
+    git(&repo, &["push", "-q", &bare.display().to_string(), "main"]);
+    publish();
+    assert!(
+        stalled_with("HostKeyChanged", "Host key verification failed"),
+        "{}",
+        d.get_json("gs", &gs)
+    );
+    let v = d.get_json("gs", &gs);
+    assert_eq!(v["status"]["lastAppliedRevision"], first.as_str(), "{v}");
+    assert_eq!(d.get_json("sv", &sv)["spec"]["accessMode"], "ReadWriteMany");
+
+    // The private key is nowhere haswarm writes.
+    let private = std::fs::read_to_string(secrets.join("git-key")).expect("key");
+    let body = private
+        .lines()
+        .find(|l| l.len() > 40 && !l.starts_with("-----"))
+        .expect("a line of the key");
+    for text in [
+        stdout(&d.ctl(&["get", "gs", &gs, "-o", "yaml"])),
+        stdout(&d.ctl(&["describe", "gs", &gs])),
+        d.log(),
+    ] {
+        assert!(!text.contains(body), "the key is shown: {text}");
     }
 
     assert_code(&d.ctl(&["delete", "gs", &gs, "--wait", "--timeout=30s"]), 0);

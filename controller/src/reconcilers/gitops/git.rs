@@ -39,6 +39,12 @@ pub enum GitError {
 }
 
 impl GitError {
+    /// Whether ssh refused the server because its host key is not the one
+    /// pinned at the first fetch.
+    pub fn is_host_key_mismatch(&self) -> bool {
+        matches!(self, Self::Failed { message, .. } if message.contains("Host key verification failed"))
+    }
+
     /// Whether the server refused access: no credentials where it wants
     /// some, or credentials it does not accept. git says so in several ways
     /// (over https it falls back to asking for a user name, which prompts
@@ -133,6 +139,23 @@ fn command(dir: Option<&Path>, auth: Option<(&Auth, &Path)>) -> Command {
     cmd
 }
 
+/// The last lines of git's standard error that say something: git ends
+/// every failed ssh fetch with the same two-line advice, which would push
+/// out the reason (`Permission denied (publickey)`, `Host key verification
+/// failed`).
+fn summary(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("Please make sure you have the correct access rights")
+                && *l != "and the repository exists."
+        })
+        .collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
 async fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Vec<u8>, GitError> {
     run(command(dir, None), args, what).await
 }
@@ -148,11 +171,9 @@ async fn run(mut cmd: Command, args: &[&str], what: &str) -> Result<Vec<u8>, Git
     if out.status.success() {
         Ok(out.stdout)
     } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         Err(GitError::Failed {
             what: what.to_owned(),
-            message: lines[lines.len().saturating_sub(3)..].join(" / "),
+            message: summary(&String::from_utf8_lossy(&out.stderr)),
         })
     }
 }
@@ -274,6 +295,22 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reason_of_a_failed_ssh_fetch_is_kept() {
+        let err = "git@host: Permission denied (publickey).\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n";
+        let m = summary(err);
+        assert_eq!(
+            m,
+            "git@host: Permission denied (publickey). / fatal: Could not read from remote repository."
+        );
+        let refused = GitError::Failed {
+            what: "fetch".into(),
+            message: m,
+        };
+        assert!(refused.is_refused_access());
+        assert_eq!(summary("a\nb\nc\nd\n"), "b / c / d");
+    }
 
     #[test]
     fn refused_access_is_told_from_other_failures() {

@@ -40,6 +40,8 @@ enum SyncError {
     Credentials(String),
     /// The server refused access, with the secret offered (if any).
     Refused(Option<String>, git::GitError),
+    /// The ssh server's host key is not the one pinned at the first fetch.
+    HostKeyChanged(git::GitError),
     Fetch(git::GitError),
     Invalid(Vec<String>),
     Conflict(Vec<String>),
@@ -51,6 +53,7 @@ impl SyncError {
         match self {
             Self::Credentials(_) => "CredentialsInvalid",
             Self::Refused(..) => "AuthenticationFailed",
+            Self::HostKeyChanged(_) => "HostKeyChanged",
             Self::Fetch(_) => "FetchFailed",
             Self::Invalid(_) => "InvalidManifests",
             Self::Conflict(_) => "Conflict",
@@ -75,6 +78,9 @@ impl SyncError {
             }
             Self::Refused(None, e) => format!(
                 "the server wants credentials: name a secret holding them in spec.credentials.secret ({e})"
+            ),
+            Self::HostKeyChanged(e) => format!(
+                "the server's ssh host key is not the one trusted at the first fetch: someone may be in between. If the key changed on purpose, delete the GitSource and apply it again (what it applied stays) to trust the new one ({e})"
             ),
             Self::Fetch(e) => e.to_string(),
             Self::Invalid(p) => list("invalid manifests", p),
@@ -165,7 +171,9 @@ async fn sync(
         .fetch(&spec.url, &spec.reference.remote_ref(), auth.as_ref())
         .await
         .map_err(|e| {
-            if e.is_refused_access() {
+            if e.is_host_key_mismatch() {
+                SyncError::HostKeyChanged(e)
+            } else if e.is_refused_access() {
                 SyncError::Refused(spec.credentials.as_ref().map(|c| c.secret.clone()), e)
             } else {
                 SyncError::Fetch(e)
