@@ -257,70 +257,159 @@ fn a_git_folder_is_applied_pruned_guarded_and_synced_by_webhook() {
     }
 }
 
-#[test]
-fn a_source_behind_http_credentials_fetches_with_its_secret_and_never_shows_it() {
-    require_swarm();
-    let id = std::process::id();
-    let gs = format!("e2e-gsauth-{id}");
-    let sv = format!("e2e-gsauth-v-{id}");
-    let mut cleanup = Cleanup::default();
-    cleanup.owner("SharedVolume", &sv);
-    let tmp = tempfile::Builder::new()
-        .prefix("hsw-gitauth")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let (repo, served, secrets, data) = (
-        tmp.path().join("repo"),
-        tmp.path().join("served"),
-        tmp.path().join("secrets"),
-        tmp.path().join("data"),
-    );
-    for dir in [&repo, &served, &secrets, &data] {
-        std::fs::create_dir_all(dir).expect("folder");
+/// A private repository's test bed: a repository with one SharedVolume
+/// manifest committed, its bare copy to serve, a secrets folder for
+/// haswarmd, and a haswarmd reading it.
+struct Private {
+    gs: String,
+    sv: String,
+    repo: std::path::PathBuf,
+    bare: std::path::PathBuf,
+    secrets: std::path::PathBuf,
+    data: std::path::PathBuf,
+    first: String,
+    d: Daemon,
+    cleanup: Cleanup,
+    _tmp: tempfile::TempDir,
+}
+
+impl Private {
+    /// The secrets folder may be filled later: haswarmd reads a secret
+    /// when it fetches.
+    fn new(tag: &str) -> Self {
+        let id = std::process::id();
+        let (gs, sv) = (format!("e2e-{tag}-{id}"), format!("e2e-{tag}-v-{id}"));
+        let mut cleanup = Cleanup::default();
+        cleanup.owner("SharedVolume", &sv);
+        let tmp = tempfile::Builder::new()
+            .prefix("hsw-gitprivate")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let dir = |n: &str| {
+            let p = tmp.path().join(n);
+            std::fs::create_dir_all(&p).expect("folder");
+            p
+        };
+        let (repo, root, secrets, data) = (dir("repo"), dir("served"), dir("secrets"), dir("data"));
+        git(&repo, &["init", "-q", "-b", "main"]);
+        let first = commit(
+            &repo,
+            &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadWriteMany")))],
+            "a volume",
+        );
+        let bare = haswarm_testbed::git_http::publish(&repo, &root, "deploy.git");
+        let secrets_dir = secrets.display().to_string();
+        let d = Daemon::start_with_controllers(&["--resync", "2s", "--secrets-dir", &secrets_dir]);
+        Self {
+            gs,
+            sv,
+            repo,
+            bare,
+            secrets,
+            data,
+            first,
+            d,
+            cleanup,
+            _tmp: tmp,
+        }
     }
-    git(&repo, &["init", "-q", "-b", "main"]);
-    let first = commit(
-        &repo,
-        &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadWriteMany")))],
-        "a volume",
-    );
-    let bare = haswarm_testbed::git_http::publish(&repo, &served, "deploy.git");
-    let token = format!("tok-{id}-s3cr3t");
-    let wrong = format!("not-{id}-it");
-    let server = haswarm_testbed::git_http::Server::start(&served, "deploy", &token);
-    std::fs::write(secrets.join("git-token"), format!("deploy:{token}\n")).expect("secret");
-    std::fs::write(secrets.join("git-wrong"), format!("deploy:{wrong}\n")).expect("secret");
-    let secrets_dir = secrets.display().to_string();
-    let d = Daemon::start_with_controllers(&["--resync", "2s", "--secrets-dir", &secrets_dir]);
-    let manifest = |secret: Option<&str>| {
+
+    /// The GitSource for `url`, with the credentials secret named, if any.
+    fn source(&self, url: &str, secret: Option<&str>) -> String {
         let credentials = secret.map_or_else(String::new, |s| {
             format!("  credentials:\n    secret: {s}\n")
         });
         format!(
-            "apiVersion: haswarm.io/v1alpha1\nkind: GitSource\nmetadata:\n  name: {gs}\nspec:\n  url: {}\n  ref:\n    branch: main\n  path: apps\n  interval: 2s\n  prune: true\n{credentials}",
-            server.url("deploy.git")
+            "apiVersion: haswarm.io/v1alpha1\nkind: GitSource\nmetadata:\n  name: {}\nspec:\n  url: {url}\n  ref:\n    branch: main\n  path: apps\n  interval: 2s\n  prune: true\n{credentials}",
+            self.gs
         )
-    };
-    let stalled_with = |reason: &str, text: &str| {
+    }
+
+    /// Whether the source stalls, within 30 s, for `reason` with `text` in
+    /// the message.
+    fn stalls(&self, reason: &str, text: &str) -> bool {
         eventually(Duration::from_secs(30), || {
-            let s = condition(&d.get_json("gs", &gs), "Stalled");
+            let s = condition(&self.d.get_json("gs", &self.gs), "Stalled");
             s["status"] == "True"
                 && s["reason"] == reason
                 && s["message"].as_str().is_some_and(|m| m.contains(text))
         })
-    };
+    }
+
+    /// Commits a change of the volume and publishes it to the bare copy.
+    fn commit_change(&self) -> String {
+        let rev = commit(
+            &self.repo,
+            &[(
+                "apps/v.yaml",
+                Some(&volume(&self.sv, &self.data, "ReadOnlyMany")),
+            )],
+            "read-only",
+        );
+        git(
+            &self.repo,
+            &["push", "-q", &self.bare.display().to_string(), "main"],
+        );
+        rev
+    }
+
+    /// None of `secrets` in what haswarm shows or logs; then the source and
+    /// the volume are deleted.
+    fn hides_and_deletes(self, secrets: &[&str]) {
+        let shown = [
+            stdout(&self.d.ctl(&["get", "gs", &self.gs, "-o", "yaml"])),
+            stdout(&self.d.ctl(&["describe", "gs", &self.gs])),
+            self.d.log(),
+        ];
+        for text in &shown {
+            for secret in secrets {
+                assert!(!text.contains(secret), "{secret} shown: {text}");
+            }
+        }
+        assert_code(
+            &self
+                .d
+                .ctl(&["delete", "gs", &self.gs, "--wait", "--timeout=30s"]),
+            0,
+        );
+        assert_code(
+            &self
+                .d
+                .ctl(&["delete", "sv", &self.sv, "--wait", "--timeout=60s"]),
+            0,
+        );
+    }
+}
+
+#[test]
+fn a_source_behind_http_credentials_fetches_with_its_secret_and_never_shows_it() {
+    require_swarm();
+    let id = std::process::id();
+    let token = format!("tok-{id}-s3cr3t");
+    let wrong = format!("not-{id}-it");
+    let bed = Private::new("gsauth");
+    for (file, password) in [("git-token", &token), ("git-wrong", &wrong)] {
+        std::fs::write(bed.secrets.join(file), format!("deploy:{password}\n")).expect("secret");
+    }
+    let server = haswarm_testbed::git_http::Server::start(
+        bed.bare.parent().expect("served folder"),
+        "deploy",
+        &token,
+    );
+    let url = server.url("deploy.git");
+    let d = &bed.d;
 
     // Without credentials, with wrong ones, with a secret haswarmd does not
     // have: the source stalls and applies nothing.
-    d.apply("gs.yaml", &manifest(None));
+    d.apply("gs.yaml", &bed.source(&url, None));
     assert!(
-        stalled_with("AuthenticationFailed", "wants credentials"),
+        bed.stalls("AuthenticationFailed", "wants credentials"),
         "{}",
-        d.get_json("gs", &gs)
+        d.get_json("gs", &bed.gs)
     );
     let counts = server.counts();
     assert!(counts.refused.load(Ordering::SeqCst) > 0);
-    d.apply("gs.yaml", &manifest(Some("git-wrong")));
+    d.apply("gs.yaml", &bed.source(&url, Some("git-wrong")));
     assert!(
         eventually(Duration::from_secs(30), || counts
             .wrong
@@ -329,22 +418,26 @@ fn a_source_behind_http_credentials_fetches_with_its_secret_and_never_shows_it()
         "git never sent the wrong credentials"
     );
     assert!(
-        stalled_with(
+        bed.stalls(
             "AuthenticationFailed",
             "refused the credentials in secret git-wrong"
         ),
         "{}",
-        d.get_json("gs", &gs)
+        d.get_json("gs", &bed.gs)
     );
-    let described = stdout(&d.ctl(&["describe", "gs", &gs]));
+    let described = stdout(&d.ctl(&["describe", "gs", &bed.gs]));
     assert!(described.contains("AuthenticationFailed"), "{described}");
-    d.apply("gs.yaml", &manifest(Some("git-missing")));
+    d.apply("gs.yaml", &bed.source(&url, Some("git-missing")));
     assert!(
-        stalled_with("CredentialsInvalid", "git-missing"),
+        bed.stalls("CredentialsInvalid", "git-missing"),
         "{}",
-        d.get_json("gs", &gs)
+        d.get_json("gs", &bed.gs)
     );
-    assert_eq!(d.get_json("sv", &sv), Value::Null, "applied without access");
+    assert_eq!(
+        d.get_json("sv", &bed.sv),
+        Value::Null,
+        "applied without access"
+    );
     assert_eq!(
         counts.served.load(Ordering::SeqCst),
         0,
@@ -352,40 +445,25 @@ fn a_source_behind_http_credentials_fetches_with_its_secret_and_never_shows_it()
     );
 
     // With the right secret: fetched and applied, and later commits too.
-    d.apply("gs.yaml", &manifest(Some("git-token")));
-    d.wait_for(&format!("gs/{gs}"), "condition=Ready", "60s");
-    let v = d.get_json("gs", &gs);
-    assert_eq!(v["status"]["lastAppliedRevision"], first.as_str(), "{v}");
-    assert_eq!(d.get_json("sv", &sv)["kind"], "SharedVolume");
-    let next = commit(
-        &repo,
-        &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadOnlyMany")))],
-        "read-only",
+    d.apply("gs.yaml", &bed.source(&url, Some("git-token")));
+    d.wait_for(&format!("gs/{}", bed.gs), "condition=Ready", "60s");
+    let v = d.get_json("gs", &bed.gs);
+    assert_eq!(
+        v["status"]["lastAppliedRevision"],
+        bed.first.as_str(),
+        "{v}"
     );
-    git(&repo, &["push", "-q", &bare.display().to_string(), "main"]);
+    assert_eq!(d.get_json("sv", &bed.sv)["kind"], "SharedVolume");
+    let next = bed.commit_change();
     assert!(
         eventually(Duration::from_secs(30), || {
-            d.get_json("gs", &gs)["status"]["lastAppliedRevision"] == next.as_str()
-                && d.get_json("sv", &sv)["spec"]["accessMode"] == "ReadOnlyMany"
+            d.get_json("gs", &bed.gs)["status"]["lastAppliedRevision"] == next.as_str()
+                && d.get_json("sv", &bed.sv)["spec"]["accessMode"] == "ReadOnlyMany"
         }),
         "the pushed commit was not applied: {}",
-        d.get_json("gs", &gs)
+        d.get_json("gs", &bed.gs)
     );
-
-    // Neither password anywhere haswarm writes.
-    let shown = [
-        stdout(&d.ctl(&["get", "gs", &gs, "-o", "yaml"])),
-        stdout(&d.ctl(&["describe", "gs", &gs])),
-        d.log(),
-    ];
-    for text in &shown {
-        for secret in [&token, &wrong] {
-            assert!(!text.contains(secret.as_str()), "{secret} shown: {text}");
-        }
-    }
-
-    assert_code(&d.ctl(&["delete", "gs", &gs, "--wait", "--timeout=30s"]), 0);
-    assert_code(&d.ctl(&["delete", "sv", &sv, "--wait", "--timeout=60s"]), 0);
+    bed.hides_and_deletes(&[&token, &wrong]);
 }
 
 /// An ssh git server: sshd in a container of its own on a network of its
@@ -411,41 +489,20 @@ fn keygen(path: &Path) -> String {
 fn a_source_over_ssh_fetches_with_its_key_and_holds_on_to_the_host_key() {
     require_swarm();
     require_image(GIT_SSH_IMAGE);
-    let id = std::process::id();
-    let gs = format!("e2e-gsssh-{id}");
-    let sv = format!("e2e-gsssh-v-{id}");
-    let server = format!("hsw-gitssh-{id}");
-    let mut cleanup = Cleanup::default();
-    cleanup.owner("SharedVolume", &sv);
-    cleanup.named("container", &server);
-    cleanup.named("network", &server);
-    let tmp = tempfile::Builder::new()
-        .prefix("hsw-gitssh")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let (repo, served, secrets, data) = (
-        tmp.path().join("repo"),
-        tmp.path().join("served"),
-        tmp.path().join("secrets"),
-        tmp.path().join("data"),
-    );
-    for dir in [&repo, &served, &secrets, &data] {
-        std::fs::create_dir_all(dir).expect("folder");
-    }
-    let key = keygen(&secrets.join("git-key"));
-    keygen(&secrets.join("other-key"));
-    git(&repo, &["init", "-q", "-b", "main"]);
-    let first = commit(
-        &repo,
-        &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadWriteMany")))],
-        "a volume",
-    );
-    let bare = haswarm_testbed::git_http::publish(&repo, &served, "deploy.git");
+    let mut bed = Private::new("gsssh");
+    let server = format!("hsw-gitssh-{}", std::process::id());
+    bed.cleanup.named("container", &server);
+    bed.cleanup.named("network", &server);
+    let key = keygen(&bed.secrets.join("git-key"));
+    keygen(&bed.secrets.join("other-key"));
     let publish = || {
-        let to = format!("{server}:/srv/deploy.git");
         docker(&["exec", &server, "mkdir", "-p", "/srv/deploy.git"]);
         let out = Command::new("docker")
-            .args(["cp", &format!("{}/.", bare.display()), &to])
+            .args([
+                "cp",
+                &format!("{}/.", bed.bare.display()),
+                &format!("{server}:/srv/deploy.git"),
+            ])
             .output()
             .expect("docker cp");
         assert!(
@@ -498,43 +555,27 @@ fn a_source_over_ssh_fetches_with_its_key_and_holds_on_to_the_host_key() {
         "--format",
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
         &server,
-    ])
-    .trim()
-    .to_owned();
-    let url = format!("ssh://root@{ip}/srv/deploy.git");
-    let secrets_dir = secrets.display().to_string();
-    let d = Daemon::start_with_controllers(&["--resync", "2s", "--secrets-dir", &secrets_dir]);
-    let manifest = |secret: &str| {
-        format!(
-            "apiVersion: haswarm.io/v1alpha1\nkind: GitSource\nmetadata:\n  name: {gs}\nspec:\n  url: {url}\n  ref:\n    branch: main\n  path: apps\n  interval: 2s\n  credentials:\n    secret: {secret}\n"
-        )
-    };
-    let stalled_with = |reason: &str, text: &str| {
-        eventually(Duration::from_secs(30), || {
-            let s = condition(&d.get_json("gs", &gs), "Stalled");
-            s["status"] == "True"
-                && s["reason"] == reason
-                && s["message"].as_str().is_some_and(|m| m.contains(text))
-        })
-    };
+    ]);
+    let url = format!("ssh://root@{}/srv/deploy.git", ip.trim());
+    let d = &bed.d;
 
     // A key the server does not know: refused, nothing applied.
-    d.apply("gs.yaml", &manifest("other-key"));
+    d.apply("gs.yaml", &bed.source(&url, Some("other-key")));
     assert!(
-        stalled_with("AuthenticationFailed", "secret other-key"),
+        bed.stalls("AuthenticationFailed", "secret other-key"),
         "{}",
-        d.get_json("gs", &gs)
+        d.get_json("gs", &bed.gs)
     );
-    assert_eq!(d.get_json("sv", &sv), Value::Null);
+    assert_eq!(d.get_json("sv", &bed.sv), Value::Null);
 
     // The right key: fetched and applied.
-    d.apply("gs.yaml", &manifest("git-key"));
-    d.wait_for(&format!("gs/{gs}"), "condition=Ready", "60s");
+    d.apply("gs.yaml", &bed.source(&url, Some("git-key")));
+    d.wait_for(&format!("gs/{}", bed.gs), "condition=Ready", "60s");
     assert_eq!(
-        d.get_json("gs", &gs)["status"]["lastAppliedRevision"],
-        first.as_str()
+        d.get_json("gs", &bed.gs)["status"]["lastAppliedRevision"],
+        bed.first.as_str()
     );
-    assert_eq!(d.get_json("sv", &sv)["kind"], "SharedVolume");
+    assert_eq!(d.get_json("sv", &bed.sv)["kind"], "SharedVolume");
 
     // The server's host key changes: the next commit is not fetched from
     // it, and the source says why.
@@ -545,36 +586,30 @@ fn a_source_over_ssh_fetches_with_its_key_and_holds_on_to_the_host_key() {
         "-c",
         "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null; kill -HUP 1",
     ]);
-    commit(
-        &repo,
-        &[("apps/v.yaml", Some(&volume(&sv, &data, "ReadOnlyMany")))],
-        "read-only",
-    );
-    git(&repo, &["push", "-q", &bare.display().to_string(), "main"]);
+    bed.commit_change();
     publish();
     assert!(
-        stalled_with("HostKeyChanged", "Host key verification failed"),
+        bed.stalls("HostKeyChanged", "Host key verification failed"),
         "{}",
-        d.get_json("gs", &gs)
+        d.get_json("gs", &bed.gs)
     );
-    let v = d.get_json("gs", &gs);
-    assert_eq!(v["status"]["lastAppliedRevision"], first.as_str(), "{v}");
-    assert_eq!(d.get_json("sv", &sv)["spec"]["accessMode"], "ReadWriteMany");
+    let v = d.get_json("gs", &bed.gs);
+    assert_eq!(
+        v["status"]["lastAppliedRevision"],
+        bed.first.as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        d.get_json("sv", &bed.sv)["spec"]["accessMode"],
+        "ReadWriteMany"
+    );
 
     // The private key is nowhere haswarm writes.
-    let private = std::fs::read_to_string(secrets.join("git-key")).expect("key");
+    let private = std::fs::read_to_string(bed.secrets.join("git-key")).expect("key");
     let body = private
         .lines()
         .find(|l| l.len() > 40 && !l.starts_with("-----"))
-        .expect("a line of the key");
-    for text in [
-        stdout(&d.ctl(&["get", "gs", &gs, "-o", "yaml"])),
-        stdout(&d.ctl(&["describe", "gs", &gs])),
-        d.log(),
-    ] {
-        assert!(!text.contains(body), "the key is shown: {text}");
-    }
-
-    assert_code(&d.ctl(&["delete", "gs", &gs, "--wait", "--timeout=30s"]), 0);
-    assert_code(&d.ctl(&["delete", "sv", &sv, "--wait", "--timeout=60s"]), 0);
+        .expect("a line of the key")
+        .to_owned();
+    bed.hides_and_deletes(&[&body]);
 }
