@@ -251,16 +251,12 @@ fn serve(conn: TcpStream, root: &Path, expected: &str, counts: &Counts) -> std::
 /// (later commits reach it with `git push <bare> main`).
 pub fn publish(repo: &Path, root: &Path, name: &str) -> PathBuf {
     let bare = root.join(name);
-    let out = Command::new("git")
-        .args(["clone", "-q", "--bare"])
-        .arg(repo)
-        .arg(&bare)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git clone --bare: {}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::run_ok(
+        Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(repo)
+            .arg(&bare),
+        "git clone --bare",
     );
     bare
 }

@@ -15,28 +15,23 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use haswarm_testbed::docker::{docker, eventually, require_image, require_swarm, Cleanup};
-use haswarm_testbed::{assert_code, stdout, Daemon};
+use haswarm_testbed::{assert_code, run_ok, stdout, Daemon};
 use serde_json::Value;
 
 fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=haswarm test",
-            "-c",
-            "user.email=test@haswarm.invalid",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args([
+                "-c",
+                "user.name=haswarm test",
+                "-c",
+                "user.email=test@haswarm.invalid",
+            ])
+            .args(args),
+        &format!("git {args:?}"),
+    )
 }
 
 fn commit(repo: &Path, files: &[(&str, Option<&str>)], message: &str) -> String {
@@ -472,15 +467,11 @@ const GIT_SSH_IMAGE: &str = "haswarm/git-ssh:bookworm";
 const SSHD: &str = "set -e; mkdir -p /run/sshd /root/.ssh; printf '%s\\n' \"$AUTHORIZED_KEY\" > /root/.ssh/authorized_keys; chmod 700 /root/.ssh; chmod 600 /root/.ssh/authorized_keys; rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null; exec /usr/sbin/sshd -D -e -o PasswordAuthentication=no";
 
 fn keygen(path: &Path) -> String {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "haswarm-test", "-f"])
-        .arg(path)
-        .output()
-        .expect("ssh-keygen runs (openssh-client)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "haswarm-test", "-f"])
+            .arg(path),
+        "ssh-keygen (openssh-client)",
     );
     std::fs::read_to_string(path.with_extension("pub")).expect("public key")
 }
@@ -497,18 +488,13 @@ fn a_source_over_ssh_fetches_with_its_key_and_holds_on_to_the_host_key() {
     keygen(&bed.secrets.join("other-key"));
     let publish = || {
         docker(&["exec", &server, "mkdir", "-p", "/srv/deploy.git"]);
-        let out = Command::new("docker")
-            .args([
+        run_ok(
+            Command::new("docker").args([
                 "cp",
                 &format!("{}/.", bed.bare.display()),
                 &format!("{server}:/srv/deploy.git"),
-            ])
-            .output()
-            .expect("docker cp");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ]),
+            "docker cp",
         );
         docker(&[
             "exec",
