@@ -464,9 +464,9 @@ pub struct PostgresClusterStatus {
     /// The password rotation in progress, or the last one requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_rotation: Option<PgPasswordRotation>,
-    /// How many managed etcd members the cluster runs now (members
-    /// `0..etcdMembers`, a learner included); moves one at a time towards
-    /// `spec.etcd.members`.
+    /// How many managed etcd members the cluster ran, as haswarm recorded it
+    /// before `etcdMembership` existed: read once to recover that count,
+    /// then no longer written (`etcdMembership.members` says it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_members: Option<u8>,
     /// How the managed etcd cluster came to its members (what each member

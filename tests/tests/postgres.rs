@@ -756,7 +756,7 @@ fn etcd_grows_and_shrinks_one_member_at_a_time_and_the_data_stays() {
     assert!(out.contains("INSERT 0 50"), "{out}");
     let settled_at = |members: u8| {
         let v = d.get_json("pgc", &name);
-        v["status"]["etcdMembers"] == members
+        v["status"]["etcdMembership"]["members"] == members
             && v["status"]["etcdMembership"]["learner"].is_null()
             && v["status"]["conditions"]
                 .as_array()

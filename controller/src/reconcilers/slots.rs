@@ -242,6 +242,29 @@ pub async fn unpin_all(
     Ok(())
 }
 
+/// `reclaimPolicy: Delete` at deletion: erases the data volume of every slot
+/// of the families that take theirs with them ([`Family::retire`]), each
+/// with its family's image and storage. `None` when no family does. Call it
+/// after the services are gone and before the slot labels are removed.
+///
+/// # Errors
+/// Engine errors, and an erase job that fails (see [`reclaim::reclaim`]).
+pub async fn reclaim_all(
+    ctx: &Context,
+    owner: &Owner,
+    nodes: &[NodeInfo],
+    families: &[Family<'_>],
+) -> Result<Option<Reclaimed>, ReconcileError> {
+    let mut done = None;
+    for f in families {
+        let Some(retire) = f.retire else { continue };
+        let volumes = slot_volumes(nodes, std::slice::from_ref(f));
+        done.get_or_insert_with(Reclaimed::default)
+            .merge(reclaim::reclaim(ctx, owner, retire.image, retire.storage, &volumes).await?);
+    }
+    Ok(done)
+}
+
 /// The data volume (`<service>-data`) of every slot pinned on some node,
 /// with its slot label: what `reclaimPolicy: Delete` erases.
 pub fn slot_volumes(nodes: &[NodeInfo], families: &[Family<'_>]) -> Vec<SlotVolume> {

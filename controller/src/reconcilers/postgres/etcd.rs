@@ -203,7 +203,6 @@ pub async fn advance(
                 ),
             };
             event(ctx, obj, EventType::Normal, reason, &text);
-            status.etcd_members = Some(next.members);
             status.etcd_membership = Some(next);
             Ok(Some(what))
         }

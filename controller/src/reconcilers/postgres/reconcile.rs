@@ -20,7 +20,7 @@ use super::render::{self, purpose, Inputs, PasswordSecrets};
 use super::rotate;
 use crate::reconcilers::contents::{self as shared, content_names};
 use crate::reconcilers::slots::{self, Family, Placed, Retire};
-use crate::reconcilers::{reclaim, rollout, status};
+use crate::reconcilers::{rollout, status};
 use crate::runtime::controller::{
     decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
     write_status,
@@ -58,6 +58,15 @@ fn families(name: &str, instances: usize, etcd: usize) -> [Family<'_>; 2] {
     ]
 }
 
+/// The families with what becomes of a leaving member's volume: one policy
+/// for every volume of the cluster, etcd's included.
+fn retiring<'a>(mut families: [Family<'a>; 2], pgc: &'a PostgresCluster) -> [Family<'a>; 2] {
+    let policy = pgc.spec.storage.reclaim_policy;
+    families[0].retire = Retire::of(policy, &pgc.spec.postgres.image, &pgc.spec.storage);
+    families[1].retire = Retire::of(policy, &pgc.spec.etcd.image, &pgc.spec.etcd.storage);
+    families
+}
+
 /// Pins instances and etcd members; the leader's slot never moves (moved, it
 /// would start empty), and while no leader is known no instance moves. The
 /// volumes of members scaled away follow the reclaim policy.
@@ -70,11 +79,7 @@ async fn place(
     let name = pgc.metadata.name.as_str();
     let instances = usize::from(pgc.spec.instances);
     let etcd = etcd.map_or(0, |m| usize::from(m.members));
-    let mut families = families(name, instances, etcd);
-    // One policy for every volume of the cluster, as at deletion.
-    let policy = pgc.spec.storage.reclaim_policy;
-    families[0].retire = Retire::of(policy, &pgc.spec.postgres.image, &pgc.spec.storage);
-    families[1].retire = Retire::of(policy, &pgc.spec.etcd.image, &pgc.spec.etcd.storage);
+    let families = retiring(families(name, instances, etcd), pgc);
     let stay = slots::stay(&families[0], leader);
     slots::place(ctx, owner, &pgc.spec.placement, &families, &stay).await
 }
@@ -864,7 +869,7 @@ impl Reconciler for PostgresClusters {
         let etcd_wanted = pgc.spec.etcd.members;
         let membership = etcd::membership(&pgc.spec, &status);
         if let Some(m) = &membership {
-            status.etcd_members = Some(m.members);
+            status.etcd_members = None;
             status.etcd_membership = Some(m.clone());
             pgc.spec.etcd.members = m.voters();
         }
@@ -1157,36 +1162,20 @@ impl Reconciler for PostgresClusters {
         status::remove_owned(&ctx, &obj, &owner).await?;
         let name = obj.metadata.name.as_str();
         let nodes = ctx.swarm.nodes().await?;
-        let families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
+        let decoded = decode::<PostgresClusterSpec>(&obj).ok();
+        let mut families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
+        if let Some((pgc, _)) = &decoded {
+            families = retiring(families, pgc);
+        }
         // Data goes before the slot labels do: they say where each volume is.
-        if let Ok((pgc, _)) = decode::<PostgresClusterSpec>(&obj) {
-            if pgc.spec.storage.reclaim_policy == haswarm_crds::common::ReclaimPolicy::Delete {
-                let [instances, etcd] = &families;
-                let mut done = reclaim::reclaim(
-                    &ctx,
-                    &owner,
-                    &pgc.spec.postgres.image,
-                    &pgc.spec.storage,
-                    &slots::slot_volumes(&nodes, std::slice::from_ref(instances)),
-                )
-                .await?;
-                let etcd_done = reclaim::reclaim(
-                    &ctx,
-                    &owner,
-                    &pgc.spec.etcd.image,
-                    &pgc.spec.etcd.storage,
-                    &slots::slot_volumes(&nodes, std::slice::from_ref(etcd)),
-                )
-                .await?;
-                done.merge(etcd_done);
-                event(
-                    &ctx,
-                    &obj,
-                    EventType::Normal,
-                    "VolumesReclaimed",
-                    &done.summary(),
-                );
-            }
+        if let Some(done) = slots::reclaim_all(&ctx, &owner, &nodes, &families).await? {
+            event(
+                &ctx,
+                &obj,
+                EventType::Normal,
+                "VolumesReclaimed",
+                &done.summary(),
+            );
         }
         slots::unpin_all(&ctx, &nodes, &families).await?;
         Ok(())

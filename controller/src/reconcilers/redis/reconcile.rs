@@ -15,9 +15,8 @@ use haswarm_crds::{EventType, RedisSentinelGroup};
 use super::observe::{self, SentinelView};
 use super::render::{self, purpose, Inputs};
 use crate::reconcilers::contents::{self as shared, content_names, generate_password};
-use crate::reconcilers::reclaim::Reclaimed;
 use crate::reconcilers::slots::{self, Family, Placed, Retire};
-use crate::reconcilers::{reclaim, rollout, status};
+use crate::reconcilers::{rollout, status};
 use crate::runtime::controller::{
     decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
     write_status,
@@ -62,6 +61,19 @@ fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
     ]
 }
 
+/// The families with what becomes of a leaving member's volume (the
+/// sentinels' storage is `render::sentinel_storage` of the data's).
+fn retiring<'a>(
+    mut families: [Family<'a>; 2],
+    rsg: &'a RedisSentinelGroup,
+    sentinel_storage: &'a haswarm_crds::common::Storage,
+) -> [Family<'a>; 2] {
+    let policy = rsg.spec.storage.reclaim_policy;
+    families[0].retire = Retire::of(policy, &rsg.spec.image, &rsg.spec.storage);
+    families[1].retire = Retire::of(policy, &rsg.spec.image, sentinel_storage);
+    families
+}
+
 /// Pins every instance and sentinel to a node; returns the labels no node
 /// could take. The master's slot stays even on a lost node: moved, it would
 /// start empty. The sentinels fail over first; only then is it a replica
@@ -75,10 +87,11 @@ async fn place(
     let name = rsg.metadata.name.as_str();
     let instances = usize::from(rsg.spec.instances);
     let sentinel_storage = render::sentinel_storage(&rsg.spec.storage);
-    let mut families = families(name, instances, usize::from(rsg.spec.sentinels.count));
-    let policy = rsg.spec.storage.reclaim_policy;
-    families[0].retire = Retire::of(policy, &rsg.spec.image, &rsg.spec.storage);
-    families[1].retire = Retire::of(policy, &rsg.spec.image, &sentinel_storage);
+    let families = retiring(
+        families(name, instances, usize::from(rsg.spec.sentinels.count)),
+        rsg,
+        &sentinel_storage,
+    );
     let stay = slots::stay(&families[0], master);
     slots::place(ctx, owner, &rsg.spec.placement, &families, &stay).await
 }
@@ -832,28 +845,25 @@ impl Reconciler for RedisGroups {
         status::remove_owned(&ctx, &obj, &owner).await?;
         let name = obj.metadata.name.as_str();
         let nodes = ctx.swarm.nodes().await?;
+        let decoded = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj).ok();
+        let sentinel_storage = decoded
+            .as_ref()
+            .map(|(rsg, _)| render::sentinel_storage(&rsg.spec.storage))
+            .unwrap_or_default();
         // Every index any node holds a slot of, whatever the spec says now.
-        let families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
+        let mut families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
+        if let Some((rsg, _)) = &decoded {
+            families = retiring(families, rsg, &sentinel_storage);
+        }
         // Data goes before the slot labels do: they say where each volume is.
-        if let Ok((rsg, _)) = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj) {
-            if rsg.spec.storage.reclaim_policy == haswarm_crds::common::ReclaimPolicy::Delete {
-                let sentinel_storage = render::sentinel_storage(&rsg.spec.storage);
-                let mut done = Reclaimed::default();
-                for (family, storage) in families.iter().zip([&rsg.spec.storage, &sentinel_storage])
-                {
-                    let volumes = slots::slot_volumes(&nodes, std::slice::from_ref(family));
-                    done.merge(
-                        reclaim::reclaim(&ctx, &owner, &rsg.spec.image, storage, &volumes).await?,
-                    );
-                }
-                event(
-                    &ctx,
-                    &obj,
-                    EventType::Normal,
-                    "VolumesReclaimed",
-                    &done.summary(),
-                );
-            }
+        if let Some(done) = slots::reclaim_all(&ctx, &owner, &nodes, &families).await? {
+            event(
+                &ctx,
+                &obj,
+                EventType::Normal,
+                "VolumesReclaimed",
+                &done.summary(),
+            );
         }
         slots::unpin_all(&ctx, &nodes, &families).await?;
         Ok(())
