@@ -242,27 +242,38 @@ pub async fn unpin_all(
     Ok(())
 }
 
-/// `reclaimPolicy: Delete` at deletion: erases the data volume of every slot
-/// of the families that take theirs with them ([`Family::retire`]), each
-/// with its family's image and storage. `None` when no family does. Call it
-/// after the services are gone and before the slot labels are removed.
+/// A deleted resource's slots: first `reclaimPolicy: Delete` erases the
+/// data volume of every slot of the families that take theirs with them
+/// ([`Family::retire`]), each with its family's image and storage (event
+/// `VolumesReclaimed`), then every slot label goes. Data goes before the
+/// labels do: they say where each volume is. Call it once the services are
+/// gone.
 ///
 /// # Errors
 /// Engine errors, and an erase job that fails (see [`reclaim::reclaim`]).
-pub async fn reclaim_all(
+pub async fn release(
     ctx: &Context,
-    owner: &Owner,
-    nodes: &[NodeInfo],
+    (obj, owner): (&crate::store::Record, &Owner),
     families: &[Family<'_>],
-) -> Result<Option<Reclaimed>, ReconcileError> {
+) -> Result<(), ReconcileError> {
+    let nodes = ctx.swarm.nodes().await?;
     let mut done = None;
     for f in families {
         let Some(retire) = f.retire else { continue };
-        let volumes = slot_volumes(nodes, std::slice::from_ref(f));
+        let volumes = slot_volumes(&nodes, std::slice::from_ref(f));
         done.get_or_insert_with(Reclaimed::default)
             .merge(reclaim::reclaim(ctx, owner, retire.image, retire.storage, &volumes).await?);
     }
-    Ok(done)
+    if let Some(done) = done {
+        crate::runtime::controller::event(
+            ctx,
+            obj,
+            haswarm_crds::EventType::Normal,
+            "VolumesReclaimed",
+            &done.summary(),
+        );
+    }
+    unpin_all(ctx, &nodes, families).await
 }
 
 /// The data volume (`<service>-data`) of every slot pinned on some node,

@@ -1161,24 +1161,12 @@ impl Reconciler for PostgresClusters {
         let owner = owner_of(&ctx, &obj);
         status::remove_owned(&ctx, &obj, &owner).await?;
         let name = obj.metadata.name.as_str();
-        let nodes = ctx.swarm.nodes().await?;
         let decoded = decode::<PostgresClusterSpec>(&obj).ok();
         let mut families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
         if let Some((pgc, _)) = &decoded {
             families = retiring(families, pgc);
         }
-        // Data goes before the slot labels do: they say where each volume is.
-        if let Some(done) = slots::reclaim_all(&ctx, &owner, &nodes, &families).await? {
-            event(
-                &ctx,
-                &obj,
-                EventType::Normal,
-                "VolumesReclaimed",
-                &done.summary(),
-            );
-        }
-        slots::unpin_all(&ctx, &nodes, &families).await?;
-        Ok(())
+        slots::release(&ctx, (&obj, &owner), &families).await
     }
 }
 

@@ -844,7 +844,6 @@ impl Reconciler for RedisGroups {
         let owner = owner_of(&ctx, &obj);
         status::remove_owned(&ctx, &obj, &owner).await?;
         let name = obj.metadata.name.as_str();
-        let nodes = ctx.swarm.nodes().await?;
         let decoded = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj).ok();
         let sentinel_storage = decoded
             .as_ref()
@@ -855,18 +854,7 @@ impl Reconciler for RedisGroups {
         if let Some((rsg, _)) = &decoded {
             families = retiring(families, rsg, &sentinel_storage);
         }
-        // Data goes before the slot labels do: they say where each volume is.
-        if let Some(done) = slots::reclaim_all(&ctx, &owner, &nodes, &families).await? {
-            event(
-                &ctx,
-                &obj,
-                EventType::Normal,
-                "VolumesReclaimed",
-                &done.summary(),
-            );
-        }
-        slots::unpin_all(&ctx, &nodes, &families).await?;
-        Ok(())
+        slots::release(&ctx, (&obj, &owner), &families).await
     }
 }
 
