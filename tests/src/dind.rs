@@ -1,6 +1,7 @@
 //! A multi-node Docker-in-Docker Swarm for a test (`testbed/dind.sh`): up on
 //! creation, removed (nodes, volumes, network) when dropped, even when the
-//! test fails.
+//! test fails. Nodes can be restarted, stopped, or lost and restored
+//! (frozen, workloads and engine, and thawed).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -101,6 +102,25 @@ impl Bed {
         run(&["stop", &self.name, &i.to_string()]);
     }
 
+    /// Loses node `i` (1-based) the way a machine is lost: nothing on it
+    /// runs, nothing on it answers. The containers running on the node now
+    /// are frozen first, each through its own cgroup (they sit beside the
+    /// node's cgroup on this host, so pausing the node alone would leave
+    /// them running), then the node's container is paused: its engine and
+    /// Swarm agent. Containers started on the node later are not covered.
+    /// The manager marks the node down after its heartbeat timeout.
+    pub fn lose(&self, i: usize) {
+        run(&["lose", &self.name, &i.to_string()]);
+    }
+
+    /// Brings back node `i` after [`Bed::lose`]: its containers are thawed
+    /// first, then its engine and agent, so the workloads run a moment
+    /// before their node can react, as on a machine coming back. Does
+    /// nothing to a node that is not lost.
+    pub fn restore(&self, i: usize) {
+        run(&["restore", &self.name, &i.to_string()]);
+    }
+
     /// Runs `docker ARGS` against the engine of node `i` (1-based), from inside its container.
     pub fn docker_on(&self, i: usize, args: &[&str]) -> String {
         Command::new("docker")
@@ -138,6 +158,8 @@ impl Bed {
 }
 
 impl Drop for Bed {
+    /// Removes the nodes, their volumes and the network; lost nodes are
+    /// thawed first (`dind.sh down`).
     fn drop(&mut self) {
         let _ = Command::new("bash")
             .arg(script())

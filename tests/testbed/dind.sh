@@ -11,10 +11,18 @@
 #   dind.sh addr BED I            print node I's address on the test network
 #   dind.sh restart BED I         restart node I's container (its engine restarts; state is kept)
 #   dind.sh stop BED I            stop node I's container (the node is lost until `down`)
-#   dind.sh down BED              remove BED's nodes, their volumes and the network
+#   dind.sh lose BED I            node loss: freeze node I's workloads and engine. The containers running on
+#                                 node I now are frozen through their own cgroups (cgroup v1 freezer, or v2
+#                                 cgroup.freeze), as they sit beside the node's cgroup, not under it; then the
+#                                 node container is paused (its engine and Swarm agent). Containers started on
+#                                 the node later (none can start while it is paused) are not covered
+#   dind.sh restore BED I         undo `lose`: thaw those containers first, then unpause the node (its workloads
+#                                 run a moment before their engine and agent react, as on a node coming back);
+#                                 a node that is not lost is left alone
+#   dind.sh down BED              thaw what `lose` froze, remove BED's nodes, their volumes and the network
 #
 # Everything created carries the label io.haswarm.testbed=BED, and `down`
-# removes exactly that.
+# removes exactly that; `lose` records what it froze in /tmp/hsw-lost-BED-I.
 set -euo pipefail
 
 IMAGE=haswarm/dind-node:bookworm
@@ -125,11 +133,148 @@ up() {
   echo "testbed: $bed up with $count nodes; manager at tcp://$(addr "$bed" 1):2375"
 }
 
+# Node loss. With `--cgroupns host` and the host's cgroup tree mounted, a
+# node's engine puts its containers' cgroups beside the node's own (cgroupfs
+# driver: /sys/fs/cgroup/freezer/docker/ID on cgroup v1), so `docker pause`
+# of the node freezes its engine only. Each container is frozen on its own.
+
+lost_file() { echo "/tmp/hsw-lost-$1-$2"; }
+
+# The freezer control file of the cgroup of the container with full id $1:
+# freezer.state (cgroup v1) or cgroup.freeze (v2).
+freezer_of() {
+  local id=$1 dir found=()
+  if [ -d /sys/fs/cgroup/freezer ]; then
+    for dir in $(find /sys/fs/cgroup/freezer -maxdepth 4 -type d \( -name "$id" -o -name "docker-$id.scope" \) 2>/dev/null || true); do
+      if [ -f "$dir/freezer.state" ]; then found+=("$dir/freezer.state"); fi
+    done
+  fi
+  if [ "${#found[@]}" = 0 ]; then
+    for dir in $(find /sys/fs/cgroup -maxdepth 4 -type d \( -name "$id" -o -name "docker-$id.scope" \) 2>/dev/null || true); do
+      if [ -f "$dir/cgroup.freeze" ]; then found+=("$dir/cgroup.freeze"); fi
+    done
+  fi
+  [ "${#found[@]}" != 0 ] || return 1
+  printf '%s\n' "${found[@]}"
+}
+
+# Sets the freezer control file $1 to frozen ($2 = 1) or thawed ($2 = 0)
+# and waits until the kernel says so.
+set_frozen() {
+  local file=$1 on=$2 want value
+  case "$file" in
+    */freezer.state)
+      if [ "$on" = 1 ]; then value=FROZEN; want=FROZEN; else value=THAWED; want=THAWED; fi
+      ;;
+    */cgroup.freeze) value=$on want="frozen $on" ;;
+    *) echo "testbed: not a freezer file: $file" >&2; return 1 ;;
+  esac
+  for _ in $(seq 1 100); do
+    [ -e "$file" ] || return 0 # the container is gone: nothing left to freeze or thaw
+    echo "$value" >"$file" 2>/dev/null || true
+    case "$file" in
+      */freezer.state) [ "$(cat "$file" 2>/dev/null)" = "$want" ] && return 0 ;;
+      *) grep -qx "$want" "${file%/cgroup.freeze}/cgroup.events" 2>/dev/null && return 0 ;;
+    esac
+    sleep 0.1
+  done
+  [ -e "$file" ] || return 0
+  echo "testbed: $file did not become $want" >&2
+  return 1
+}
+
+lose() {
+  local bed=$1 i=$2 n record ids id files f
+  n=$(node "$bed" "$i")
+  record=$(lost_file "$bed" "$i")
+  if [ -e "$record" ]; then
+    echo "testbed: $n is lost already (restore it first)" >&2
+    return 1
+  fi
+  # The containers are listed before anything is frozen (a paused node's
+  # engine does not answer), and their cgroups found before one is frozen.
+  ids=$(docker exec "$n" docker ps -q --no-trunc)
+  : >"$record"
+  for id in $ids; do
+    if ! files=$(freezer_of "$id"); then
+      echo "testbed: no cgroup v1 freezer.state or v2 cgroup.freeze found for container $id of $n under /sys/fs/cgroup" >&2
+      rm -f "$record"
+      return 1
+    fi
+    echo "$files" >>"$record"
+  done
+  # Recorded before frozen: a failure part way leaves `restore` and `down`
+  # what to thaw.
+  while read -r f; do
+    [ -n "$f" ] || continue
+    set_frozen "$f" 1
+  done <"$record"
+  docker pause "$n" >/dev/null
+}
+
+# Thaws what `lose` froze on node $2 of bed $1 (the record stays).
+thaw() {
+  local record f
+  record=$(lost_file "$1" "$2")
+  [ -e "$record" ] || return 0
+  while read -r f; do
+    [ -n "$f" ] || continue
+    set_frozen "$f" 0
+  done <"$record"
+}
+
+restore() {
+  local bed=$1 i=$2 n record
+  n=$(node "$bed" "$i")
+  record=$(lost_file "$bed" "$i")
+  [ -e "$record" ] || return 0
+  thaw "$bed" "$i"
+  if [ "$(docker inspect -f '{{.State.Paused}}' "$n" 2>/dev/null)" = true ]; then
+    docker unpause "$n" >/dev/null
+  fi
+  rm -f "$record"
+}
+
 down() {
   local bed=$1
-  local ids
+  # A node whose containers are frozen cannot be removed: its init is
+  # killed but stays a zombie until every process of its PID namespace has
+  # died, and a frozen one cannot (`docker rm -f` gives up after 10 s). So
+  # thaw them first; `docker rm -f` handles the node's own pause.
+  # The nodes' containers die with their nodes, unknown to their engines,
+  # whose cgroups (beside the nodes') are then left behind, empty: their ids
+  # are gathered first (from running nodes' engines and from the records of
+  # lost nodes), and the cgroups removed after the nodes.
+  local record i f dir nested=()
+  for record in /tmp/hsw-lost-"$bed"-*; do
+    [ -e "$record" ] || continue
+    i=${record#/tmp/hsw-lost-"$bed"-}
+    case "$i" in
+      '' | *[!0-9]*) continue ;; # another bed's, whose name starts with "$bed-"
+    esac
+    thaw "$bed" "$i"
+    while read -r f; do
+      dir=${f%/*}
+      dir=${dir##*/docker-}
+      nested+=("${dir##*/}")
+    done <"$record"
+    rm -f "$record"
+  done
+  local ids id
   ids=$(docker ps -aq --filter "label=io.haswarm.testbed=$bed")
+  for id in $ids; do
+    if [ "$(docker inspect -f '{{.State.Running}} {{.State.Paused}}' "$id" 2>/dev/null)" = "true false" ]; then
+      # shellcheck disable=SC2207
+      nested+=($(timeout 10 docker exec "$id" docker ps -aq --no-trunc 2>/dev/null || true))
+    fi
+  done
   if [ -n "$ids" ]; then docker rm -f -v $ids >/dev/null; fi
+  for id in "${nested[@]}"; do
+    id=${id%.scope}
+    [ -n "$id" ] || continue
+    find /sys/fs/cgroup -maxdepth 4 -depth -type d \( -name "$id" -o -name "docker-$id.scope" \) \
+      -exec rmdir {} + 2>/dev/null || true
+  done
   local vols
   vols=$(docker volume ls -q --filter "label=io.haswarm.testbed=$bed")
   if [ -n "$vols" ]; then docker volume rm -f $vols >/dev/null; fi
@@ -142,6 +287,8 @@ case "${1:-}" in
   addr) addr "$2" "$3" ;;
   restart) docker restart "$(node "$2" "$3")" >/dev/null ;;
   stop) docker stop "$(node "$2" "$3")" >/dev/null ;;
+  lose) lose "$2" "$3" ;;
+  restore) restore "$2" "$3" ;;
   down) down "$2" ;;
-  *) sed -n '2,15p' "$0"; exit 2 ;;
+  *) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 2 ;;
 esac
