@@ -123,6 +123,24 @@ pub struct CommonStatus {
     /// Swarm objects the controller created for this resource.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owned_objects: Vec<OwnedObject>,
+    /// Nodes holding a member of this resource that are down or drained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable_nodes: Vec<UnavailableNode>,
+}
+
+/// A node that holds members of a resource and is down or drained: past
+/// the daemon's node-loss grace (or at once when drained) its members move
+/// to other nodes, each as a new member.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnavailableNode {
+    /// The node's host name.
+    pub node: String,
+    /// When it went down; absent for a node drained while it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// The members pinned there (their services).
+    pub members: Vec<String>,
 }
 
 impl CommonStatus {

@@ -393,8 +393,15 @@ pub enum MemberRole {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostgresMember {
-    /// Patroni member name (`<name>-pg-<i>`).
+    /// The instance's service (`<name>-pg-<i>`).
     pub name: String,
+    /// The member's incarnation: 0 for the first, one more each time its
+    /// slot moved to another node and it started there anew. Patroni knows
+    /// it as `<name>-pg-<i>` (the first) or `<name>-pg-<i>.<incarnation>`,
+    /// so a member replaced elsewhere and the old one, should it come back,
+    /// are never taken for each other.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u32,
     /// Leader, SyncStandby, Replica or Unknown.
     pub role: MemberRole,
     /// Patroni's state, e.g. `running`, `streaming`, `starting`.
@@ -495,6 +502,22 @@ pub struct EtcdMembership {
     /// Joins so far.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub joins: u32,
+    /// Members that joined in place of another (their slot moved off a lost
+    /// node), with how many members they were started to list; a member
+    /// not here that joined lists the members up to itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listed: BTreeMap<u8, u8>,
+    /// The incarnation of each member in the cluster (absent: the first).
+    /// A slot whose label names a newer one holds a member that must be
+    /// replaced: the old one is removed from etcd and the new one joins as
+    /// a learner before its service starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub incarnations: BTreeMap<u8, u32>,
+    /// A member being replaced, from its join as a learner until its vote:
+    /// Patroni keeps every member on its list meanwhile (the members do not
+    /// restart for a replacement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<u8>,
 }
 
 impl EtcdMembership {
@@ -510,6 +533,23 @@ impl EtcdMembership {
     /// Members with a vote: all but a learner.
     pub fn voters(&self) -> u8 {
         self.members - u8::from(self.learner.is_some())
+    }
+
+    /// How many members Patroni lists (`0..clients`): every one but a
+    /// learner added on top. A member being replaced stays listed: its
+    /// name is the same, and a list that changed would restart every
+    /// instance.
+    pub fn clients(&self) -> u8 {
+        if self.replacing.is_some() {
+            self.members
+        } else {
+            self.voters()
+        }
+    }
+
+    /// The incarnation of member `j` in the cluster.
+    pub fn incarnation(&self, j: u8) -> u32 {
+        self.incarnations.get(&j).copied().unwrap_or(0)
     }
 }
 

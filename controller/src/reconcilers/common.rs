@@ -28,9 +28,30 @@ pub struct DesiredContent {
 }
 
 /// The node label that pins slot `i` of a resource to a node:
-/// `io.haswarm.<kind>.<name>.slot-<i>`, value `true`.
+/// `io.haswarm.<kind>.<name>.slot-<i>`, its value the incarnation of the
+/// member pinned there (see [`crate::reconcilers::slots::plan`]).
 pub fn slot_label(kind: &str, name: &str, i: usize) -> String {
     format!("io.haswarm.{}.{name}.slot-{i}", kind.to_ascii_lowercase())
+}
+
+/// The slot a stateful task is pinned to: its label, and the incarnation of
+/// the member the service runs (the value the label must have).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pin<'a> {
+    /// The slot label.
+    pub label: &'a str,
+    /// The incarnation of the member.
+    pub incarnation: u32,
+}
+
+impl<'a> Pin<'a> {
+    /// Slot `label` at the incarnation `incarnations` records (0 when none).
+    pub fn of(label: &'a str, incarnations: &std::collections::BTreeMap<String, u32>) -> Self {
+        Self {
+            label,
+            incarnation: incarnations.get(label).copied().unwrap_or(0),
+        }
+    }
 }
 
 /// Whether a node meets placement constraints, judged on what haswarm can
@@ -70,98 +91,6 @@ pub fn user_constraints(p: &Placement) -> Vec<String> {
     c
 }
 
-/// What to change on node labels so that every slot of a family is pinned.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SlotPlan {
-    /// (node id, label) to set to `true`.
-    pub set: Vec<(String, String)>,
-    /// (node id, label) to remove: slots that no longer exist.
-    pub remove: Vec<(String, String)>,
-    /// Slot labels no eligible node can take now (e.g. Required spread, too few nodes).
-    pub unassigned: Vec<String>,
-    /// Slot label -> node host name, after the plan.
-    pub placed: std::collections::BTreeMap<String, String>,
-}
-
-/// Nodes whose slots move: lost (see [`NodeInfo::lost`]), and slots that
-/// must stay where they are whatever the node's state.
-#[derive(Clone, Debug, Default)]
-pub struct Moves<'a> {
-    /// Ids of lost nodes.
-    pub lost: std::collections::HashSet<String>,
-    /// Slot labels that never move (a master the sentinels still follow:
-    /// moving it would start it empty).
-    pub stay: &'a [String],
-}
-
-/// Plans slot labels `label(0) .. label(count-1)` of one family (say, a
-/// group's data instances): slots already on a node stay there, unless the
-/// node is lost (`moves`); a new or moved slot goes to an eligible ready
-/// node holding the fewest slots of the family, never one that holds another
-/// when spread is `Required`; slots beyond `count` are removed. `family` is
-/// the labels' common prefix.
-pub fn plan_slots(
-    family: &str,
-    count: usize,
-    label: impl Fn(usize) -> String,
-    nodes: &[NodeInfo],
-    placement: &Placement,
-    // Node -> how many slots of the whole resource it holds (to balance roles too).
-    load: &std::collections::HashMap<String, usize>,
-    moves: &Moves<'_>,
-) -> SlotPlan {
-    let constraints = user_constraints(placement);
-    let mut plan = SlotPlan::default();
-    let mut held: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for n in nodes {
-        for (k, v) in &n.labels {
-            if v != "true" || !k.starts_with(family) {
-                continue;
-            }
-            let index = k[family.len()..].parse::<usize>().ok();
-            match index {
-                Some(i) if i < count && moves.lost.contains(&n.id) && !moves.stay.contains(k) => {
-                    // Re-placed below, on a node that is there.
-                    plan.remove.push((n.id.clone(), k.clone()));
-                }
-                Some(i) if i < count => {
-                    *held.entry(n.id.clone()).or_default() += 1;
-                    plan.placed.insert(k.clone(), n.hostname.clone());
-                }
-                _ => plan.remove.push((n.id.clone(), k.clone())),
-            }
-        }
-    }
-    for i in 0..count {
-        let l = label(i);
-        if plan.placed.contains_key(&l) {
-            continue;
-        }
-        let candidate = nodes
-            .iter()
-            .filter(|n| n.ready && !n.drained && node_matches(&constraints, n))
-            .filter(|n| {
-                placement.spread != Spread::Required || held.get(&n.id).copied().unwrap_or(0) == 0
-            })
-            .min_by_key(|n| {
-                (
-                    held.get(&n.id).copied().unwrap_or(0),
-                    load.get(&n.id).copied().unwrap_or(0),
-                    n.hostname.clone(),
-                )
-            });
-        match candidate {
-            Some(n) => {
-                *held.entry(n.id.clone()).or_default() += 1;
-                plan.placed.insert(l.clone(), n.hostname.clone());
-                plan.set.push((n.id.clone(), l));
-            }
-            None => plan.unassigned.push(l),
-        }
-    }
-    plan
-}
-
 /// Task resources (Swarm's `--limit-*` and `--reserve-*`).
 pub fn resources(r: &Resources) -> TaskSpecResources {
     let amounts = |a: &haswarm_crds::common::ResourceAmounts| {
@@ -192,16 +121,21 @@ pub fn resources(r: &Resources) -> TaskSpecResources {
 }
 
 /// Placement: the user's node selector and constraints, plus the slot pin
-/// when the instance is pinned.
-pub fn placement(p: &Placement, slot: Option<&str>) -> TaskSpecPlacement {
+/// when the instance is pinned (the label at the member's incarnation: the
+/// node holding an older or newer one does not match).
+pub fn placement(p: &Placement, slot: Option<Pin<'_>>) -> TaskSpecPlacement {
     let mut constraints: Vec<String> = p
         .node_selector
         .iter()
         .map(|(k, v)| format!("node.labels.{k}=={v}"))
         .collect();
     constraints.extend(p.constraints.iter().cloned());
-    if let Some(label) = slot {
-        constraints.push(format!("node.labels.{label}==true"));
+    if let Some(pin) = slot {
+        constraints.push(format!(
+            "node.labels.{}=={}",
+            pin.label,
+            crate::reconcilers::slots::plan::label_value(pin.incarnation)
+        ));
     }
     let preferences = p.spread_by_label.as_ref().map(|l| {
         vec![TaskSpecPlacementPreferences {
@@ -340,7 +274,7 @@ pub struct ServiceParts<'a> {
     pub placement: &'a Placement,
     /// The slot label pinning a stateful task to its node; `None` for
     /// stateless services that may run anywhere.
-    pub slot: Option<&'a str>,
+    pub slot: Option<Pin<'a>>,
     /// Tasks (1 for a pinned instance).
     pub replicas: u64,
     /// Delay before Swarm restarts a task that stopped.
@@ -457,7 +391,7 @@ mod tests {
         p.spread_by_label = Some("zone".into());
         let label = slot_label("RedisSentinelGroup", "cache", 1);
         assert_eq!(label, "io.haswarm.redissentinelgroup.cache.slot-1");
-        let t = placement(&p, Some(&label));
+        let t = placement(&p, Some(Pin::of(&label, &Default::default())));
         assert_eq!(
             t.constraints,
             Some(vec![
@@ -476,119 +410,6 @@ mod tests {
             Some("node.labels.zone")
         );
         assert_eq!(placement(&Placement::default(), None).max_replicas, Some(1));
-    }
-
-    fn node(id: &str, labels: &[(&str, &str)], ready: bool) -> NodeInfo {
-        NodeInfo {
-            id: id.into(),
-            hostname: format!("host-{id}"),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-            ready,
-            down_since: None,
-            drained: false,
-            role: "worker".into(),
-        }
-    }
-
-    #[test]
-    fn slots_spread_keep_their_node_and_shrink() {
-        let label = |i: usize| format!("io.haswarm.x.r.slot-{i}");
-        let family = "io.haswarm.x.r.slot-";
-        let nodes = [
-            node("a", &[("io.haswarm.x.r.slot-1", "true")], true),
-            node("b", &[], true),
-            node("c", &[], false),
-            node("d", &[("disk", "hdd")], true),
-        ];
-        let mut p = Placement::default();
-        p.constraints.push("node.labels.disk!=hdd".into());
-        let plan = plan_slots(
-            family,
-            3,
-            label,
-            &nodes,
-            &p,
-            &HashMap::new(),
-            &Moves::default(),
-        );
-        assert_eq!(
-            plan.placed.get(&label(1)).map(String::as_str),
-            Some("host-a"),
-            "kept"
-        );
-        assert_eq!(plan.set, [("b".to_owned(), label(0))]);
-        assert_eq!(
-            plan.unassigned,
-            [label(2)],
-            "c is down, d is excluded, a and b hold one each"
-        );
-
-        p.spread = Spread::None;
-        let plan = plan_slots(
-            family,
-            3,
-            label,
-            &nodes,
-            &p,
-            &HashMap::new(),
-            &Moves::default(),
-        );
-        assert!(plan.unassigned.is_empty(), "{plan:?}");
-
-        let plan = plan_slots(
-            family,
-            1,
-            label,
-            &nodes,
-            &p,
-            &HashMap::new(),
-            &Moves::default(),
-        );
-        assert_eq!(plan.remove, [("a".to_owned(), label(1))], "scaled down");
-    }
-
-    #[test]
-    fn slots_leave_lost_nodes_unless_told_to_stay() {
-        let label = |i: usize| format!("io.haswarm.x.r.slot-{i}");
-        let family = "io.haswarm.x.r.slot-";
-        let mut gone = node("a", &[("io.haswarm.x.r.slot-0", "true")], false);
-        gone.down_since = Some(chrono::Utc::now() - chrono::Duration::seconds(300));
-        let nodes = [gone.clone(), node("b", &[], true)];
-        let p = Placement::default();
-        let grace = std::time::Duration::from_secs(60);
-        assert!(gone.lost(chrono::Utc::now(), grace));
-        assert!(!gone.lost(chrono::Utc::now(), std::time::Duration::from_secs(600)));
-        let moves = Moves {
-            lost: nodes
-                .iter()
-                .filter(|n| n.lost(chrono::Utc::now(), grace))
-                .map(|n| n.id.clone())
-                .collect(),
-            stay: &[],
-        };
-        let plan = plan_slots(family, 1, label, &nodes, &p, &HashMap::new(), &moves);
-        assert_eq!(plan.remove, [("a".to_owned(), label(0))]);
-        assert_eq!(plan.set, [("b".to_owned(), label(0))]);
-        let stay = [label(0)];
-        let plan = plan_slots(
-            family,
-            1,
-            label,
-            &nodes,
-            &p,
-            &HashMap::new(),
-            &Moves {
-                stay: &stay,
-                ..moves
-            },
-        );
-        assert!(plan.remove.is_empty() && plan.set.is_empty(), "{plan:?}");
-        let mut drained = node("b", &[], true);
-        drained.drained = true;
-        assert!(drained.lost(chrono::Utc::now(), grace));
     }
 
     #[test]

@@ -210,6 +210,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     generated_password: None,
                     extra_password_secret: None,
                     config_names: &names,
+                    incarnations: &Default::default(),
                 });
                 networks.insert(
                     rendered.network.clone(),
@@ -253,6 +254,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     secrets: &secret_names,
                     config_names: &names,
                     etcd: &haswarm_crds::postgres::EtcdMembership::created(pgc.spec.etcd.members),
+                    incarnations: &Default::default(),
                 });
                 networks.insert(
                     rendered.network.clone(),

@@ -49,9 +49,16 @@ pub fn progressing(common: &mut CommonStatus, holding: Option<&String>, generati
     }
 }
 
+/// The reason `Ready` has while the first healthy look waits for the next.
+pub const CONFIRMING: &str = "Confirming";
+
 /// `Ready`: the data plane is `healthy`, the group passes the rollout's
 /// health check (`group`), and no change waits. The message is the first
-/// reason it is not, else `summary`.
+/// reason it is not, else `summary`. A resource that was not Ready becomes
+/// Ready only when two looks in a row find it so (reason `Confirming` in
+/// between): a member that starts and crashes again, or one that Swarm
+/// reports running a moment before its node is found lost, does not make
+/// it Ready for the few seconds one look lasts.
 pub fn ready(
     common: &mut CommonStatus,
     healthy: bool,
@@ -61,13 +68,26 @@ pub fn ready(
     generation: Option<u64>,
 ) {
     let healthy = healthy && group.is_ok();
-    let ready = healthy && holding.is_none();
+    let mut ready = healthy && holding.is_none();
+    let was = common
+        .condition("Ready")
+        .map(|c| (c.status, c.reason.as_str()));
+    let confirming = ready
+        && !matches!(
+            was,
+            Some((ConditionStatus::True, _) | (ConditionStatus::False, CONFIRMING))
+        );
+    if confirming {
+        ready = false;
+    }
     set(
         common,
         "Ready",
         Some(ready),
         if ready {
             "Healthy"
+        } else if confirming {
+            CONFIRMING
         } else if healthy {
             "RollingUpdate"
         } else {
@@ -76,6 +96,7 @@ pub fn ready(
         match (holding, group) {
             (_, Err(why)) => why.clone(),
             (Some(why), _) => why.clone(),
+            _ if confirming => format!("{summary}; Ready once the next look agrees"),
             _ => summary,
         },
         generation,
@@ -133,6 +154,8 @@ mod tests {
     fn ready_says_the_first_reason_it_is_not() {
         let mut c = CommonStatus::default();
         ready(&mut c, true, &Ok(()), None, "all good".into(), Some(1));
+        assert_eq!(ready_of(&c).1, CONFIRMING, "one healthy look is not enough");
+        ready(&mut c, true, &Ok(()), None, "all good".into(), Some(1));
         assert_eq!(
             ready_of(&c),
             (ConditionStatus::True, "Healthy".into(), "all good".into())
@@ -168,6 +191,29 @@ mod tests {
         );
         progressing(&mut c, Some(&why), Some(1));
         assert!(c.condition("Progressing").is_some());
+        // Healthy again after Degraded: confirmed first, then Ready.
+        ready(&mut c, true, &Ok(()), None, "back".into(), Some(1));
+        assert_eq!(
+            ready_of(&c),
+            (
+                ConditionStatus::False,
+                CONFIRMING.into(),
+                "back; Ready once the next look agrees".into()
+            )
+        );
+        ready(&mut c, false, &Ok(()), None, "down".into(), Some(1));
+        assert_eq!(
+            ready_of(&c).1,
+            "Degraded",
+            "a look in between that fails starts over"
+        );
+        ready(&mut c, true, &Ok(()), None, "back".into(), Some(1));
+        assert_eq!(ready_of(&c).1, CONFIRMING);
+        ready(&mut c, true, &Ok(()), None, "back".into(), Some(1));
+        assert_eq!(ready_of(&c).0, ConditionStatus::True);
+        // Ready stays Ready without a second look.
+        ready(&mut c, true, &Ok(()), None, "still".into(), Some(1));
+        assert_eq!(ready_of(&c).0, ConditionStatus::True);
         progressing(&mut c, None, Some(1));
         assert!(c.condition("Progressing").is_none());
     }

@@ -4,7 +4,7 @@
 
 use haswarm_crds::postgres::{MemberRole, PostgresMember};
 
-use super::render::PATRONI_PORT;
+use super::render::{self, PATRONI_PORT};
 
 /// A script that prints the answer of `host`'s Patroni to `GET path` (or
 /// nothing). Patroni is Python, so every image that runs it has python3.
@@ -93,14 +93,45 @@ pub fn proven_dead(tasks: &[bollard::models::Task], node_ready: impl Fn(&str) ->
     ended
 }
 
-/// The cluster as Patroni's `/cluster` reports it.
+/// The cluster as Patroni's `/cluster` reports it, members named by their
+/// service (with their incarnation).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterView {
-    /// Members, by name.
+    /// Members, by service name.
     pub members: Vec<PostgresMember>,
+    /// Patroni names of members that are not the current incarnation of
+    /// their instance: left out of `members` (an old member back from a
+    /// lost node, or one Patroni has not expired yet).
+    pub stale: Vec<String>,
 }
 
 impl ClusterView {
+    /// The view without members that are not the current incarnation of
+    /// their instance (`current(service)`).
+    #[must_use]
+    pub fn current(mut self, current: impl Fn(&str) -> u32) -> Self {
+        let (now, stale): (Vec<_>, Vec<_>) = self
+            .members
+            .into_iter()
+            .partition(|m| m.incarnation == current(&m.name));
+        self.members = now;
+        self.stale.extend(
+            stale
+                .iter()
+                .map(|m| render::patroni_name(&m.name, m.incarnation)),
+        );
+        self
+    }
+
+    /// Patroni's name of the member of `service` (its service name when
+    /// the view does not list it).
+    pub fn patroni_name(&self, service: &str) -> String {
+        self.members.iter().find(|m| m.name == service).map_or_else(
+            || service.to_owned(),
+            |m| render::patroni_name(&m.name, m.incarnation),
+        )
+    }
+
     /// The leader's name.
     pub fn leader(&self) -> Option<&str> {
         self.members
@@ -125,8 +156,10 @@ pub fn parse_cluster(text: &str) -> Option<ClusterView> {
     let mut out: Vec<PostgresMember> = members
         .iter()
         .filter_map(|m| {
+            let (service, incarnation) = render::member_of(m.get("name")?.as_str()?);
             Some(PostgresMember {
-                name: m.get("name")?.as_str()?.to_owned(),
+                name: service.to_owned(),
+                incarnation,
                 role: match m.get("role").and_then(|r| r.as_str()) {
                     Some("leader" | "master" | "primary" | "standby_leader") => MemberRole::Leader,
                     Some("sync_standby") => MemberRole::SyncStandby,
@@ -150,7 +183,10 @@ pub fn parse_cluster(text: &str) -> Option<ClusterView> {
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Some(ClusterView { members: out })
+    Some(ClusterView {
+        members: out,
+        stale: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -175,6 +211,31 @@ mod tests {
         assert_eq!(v.members[2].role, MemberRole::SyncStandby);
         assert_eq!(v.members[2].lag_bytes, None);
         assert_eq!(v.members[0].timeline, Some(2));
+    }
+
+    #[test]
+    fn members_are_named_by_service_and_old_incarnations_are_left_out() {
+        let text = r#"{"members": [
+            {"name": "db-pg-1", "role": "leader", "state": "running"},
+            {"name": "db-pg-1.2", "role": "replica", "state": "streaming", "lag": 0},
+            {"name": "db-pg-0", "role": "sync_standby", "state": "streaming", "lag": 0}
+        ]}"#;
+        let raw = parse_cluster(text).expect("parsed");
+        assert_eq!(raw.members.len(), 3);
+        // db-pg-1 moved twice: the old member back from its node is no
+        // leader of this cluster.
+        let v = raw.current(|s| u32::from(s == "db-pg-1") * 2);
+        assert_eq!(v.leader(), None);
+        assert_eq!(v.stale, ["db-pg-1"]);
+        let names: Vec<(&str, u32)> = v
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.incarnation))
+            .collect();
+        assert_eq!(names, [("db-pg-0", 0), ("db-pg-1", 2)]);
+        assert_eq!(v.patroni_name("db-pg-1"), "db-pg-1.2");
+        assert_eq!(v.patroni_name("db-pg-0"), "db-pg-0");
+        assert_eq!(v.patroni_name("db-pg-9"), "db-pg-9");
     }
 
     #[test]

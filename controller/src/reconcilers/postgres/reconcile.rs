@@ -67,21 +67,66 @@ fn retiring<'a>(mut families: [Family<'a>; 2], pgc: &'a PostgresCluster) -> [Fam
     families
 }
 
-/// Pins instances and etcd members; the leader's slot never moves (moved, it
-/// would start empty), and while no leader is known no instance moves. The
+/// Pins instances and etcd members. The leader's slot never moves (moved, it
+/// would start empty), nor, while no leader is known, any instance's, nor
+/// that of an instance Patroni still sees running (its node is down to
+/// Swarm, but it serves: an engine that stopped, not a lost node). etcd
+/// members move one at a time and only while the others keep a quorum
+/// (see [`etcd::stays`]); the `Err` of the second value says why not. The
 /// volumes of members scaled away follow the reclaim policy.
 async fn place(
     ctx: &Context,
     (pgc, etcd): (&PostgresCluster, Option<&EtcdMembership>),
-    owner: &Owner,
-    leader: Option<&str>,
-) -> Result<Placed, ReconcileError> {
+    (owner, nodes): (&Owner, &[crate::swarm::NodeInfo]),
+    view: Option<&ClusterView>,
+) -> Result<(Placed, Result<(), String>), ReconcileError> {
     let name = pgc.metadata.name.as_str();
     let instances = usize::from(pgc.spec.instances);
-    let etcd = etcd.map_or(0, |m| usize::from(m.members));
-    let families = retiring(families(name, instances, etcd), pgc);
-    let stay = slots::stay(&families[0], leader);
-    slots::place(ctx, owner, &pgc.spec.placement, &families, &stay).await
+    let members = etcd.map_or(0, |m| usize::from(m.members));
+    let families = retiring(families(name, instances, members), pgc);
+    let leader = view.and_then(ClusterView::leader);
+    let mut stay = slots::stay(&families[0], leader);
+    stay.extend(
+        view.into_iter()
+            .flat_map(|v| &v.members)
+            .filter(|m| matches!(m.state.as_str(), "running" | "streaming"))
+            .filter_map(|m| families[0].index_of_service(&m.name))
+            .map(|i| render::instance_slot(name, i)),
+    );
+    let mut quorum = Ok(());
+    if let Some(m) = etcd {
+        let now = chrono::Utc::now();
+        let lost: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.lost(now, ctx.settings.node_loss_grace))
+            .map(|n| n.id.as_str())
+            .collect();
+        let current = slots::plan::incarnations(&families[1].prefix(), nodes);
+        let slot = |j: u8| {
+            current
+                .get(&render::etcd_slot(name, j.into()))
+                .copied()
+                .unwrap_or(0)
+        };
+        let on_lost: Vec<u8> = (0..m.members)
+            .filter(|j| {
+                let label = render::etcd_slot(name, usize::from(*j));
+                nodes
+                    .iter()
+                    .any(|n| lost.contains(&n.id.as_str()) && n.labels.contains_key(&label))
+            })
+            .collect();
+        let busy =
+            !etcd::moved(m, slot).is_empty() || m.learner.is_some_and(|l| !on_lost.contains(&l));
+        let (held, q) = etcd::stays(name, m, &on_lost, busy);
+        quorum = q;
+        stay.extend(
+            held.iter()
+                .map(|j| render::etcd_slot(name, usize::from(*j))),
+        );
+    }
+    let placed = slots::place(ctx, owner, (&pgc.spec.placement, nodes), &families, &stay).await?;
+    Ok((placed, quorum))
 }
 
 /// The passwords: the secrets the instances mount, the generated passwords
@@ -415,17 +460,39 @@ fn user_attributes(pgc: &PostgresCluster, pw: &Passwords) -> BTreeMap<String, St
         .collect()
 }
 
-/// Asks Patroni for the cluster's view.
+/// Asks Patroni for the cluster's view, leaving out members that are not
+/// the current incarnation of their instance (`incarnations`, by service).
 async fn observe(
     ctx: &Context,
     pgc: &PostgresCluster,
+    incarnations: &BTreeMap<String, u32>,
 ) -> Result<Option<ClusterView>, ReconcileError> {
     let script = |host: &str| observe::rest_get(host, "/cluster");
-    Ok(patroni_until(ctx, pgc, script, |out| {
+    let view = patroni_until(ctx, pgc, script, |out| {
         observe::parse_cluster(out).is_some()
     })
     .await?
-    .and_then(|out| observe::parse_cluster(&out)))
+    .and_then(|out| observe::parse_cluster(&out))
+    .map(|v| v.current(|s| incarnations.get(s).copied().unwrap_or(0)));
+    if let Some(v) = view.as_ref().filter(|v| !v.stale.is_empty()) {
+        tracing::info!(stale = ?v.stale, "Patroni lists members of an old incarnation; they are not this cluster's");
+    }
+    Ok(view)
+}
+
+/// The current incarnation of each instance, by service, as its slot label says.
+fn instance_incarnations(
+    name: &str,
+    instances: usize,
+    nodes: &[crate::swarm::NodeInfo],
+) -> BTreeMap<String, u32> {
+    let labels = slots::plan::incarnations(&families(name, instances, 0)[0].prefix(), nodes);
+    (0..instances)
+        .map(|i| {
+            let n = labels.get(&render::instance_slot(name, i)).copied();
+            (render::instance_name(name, i), n.unwrap_or(0))
+        })
+        .collect()
 }
 
 /// Runs a Patroni REST script (`script(host)`) from a container of the
@@ -590,7 +657,9 @@ async fn switchover(
         );
         return Ok(false);
     };
-    if let Some(out) = patroni(ctx, pgc, |host| observe::switchover(host, from, Some(&to))).await? {
+    let (leader, candidate) = (view.patroni_name(from), view.patroni_name(&to));
+    let script = |host: &str| observe::switchover(host, &leader, Some(&candidate));
+    if let Some(out) = patroni(ctx, pgc, script).await? {
         let ok = out.trim_start().starts_with("200");
         if ok {
             event(
@@ -795,7 +864,7 @@ async fn release_dead_leader(
     ctx: &Context,
     obj: &Record,
     pgc: &PostgresCluster,
-    leader: &str,
+    (leader, patroni_name): (&str, &str),
 ) -> Result<bool, ReconcileError> {
     if !pgc.spec.patroni.fast_failover || !pgc.spec.etcd.endpoints.is_empty() {
         return Ok(false);
@@ -807,7 +876,7 @@ async fn release_dead_leader(
         return Ok(false);
     }
     let name = pgc.metadata.name.as_str();
-    let script = observe::release_leader_key(name, leader);
+    let script = observe::release_leader_key(name, patroni_name);
     for j in 0..usize::from(pgc.spec.etcd.members) {
         let member = render::etcd_name(name, j);
         match ctx.swarm.exec_in_service(&member, &script).await {
@@ -871,20 +940,21 @@ impl Reconciler for PostgresClusters {
         if let Some(m) = &membership {
             status.etcd_members = None;
             status.etcd_membership = Some(m.clone());
-            pgc.spec.etcd.members = m.voters();
+            pgc.spec.etcd.members = m.clients();
         }
         let pgc = pgc;
         let name = pgc.metadata.name.as_str();
-        let mut view = observe(&ctx, &pgc).await?;
-        if let Some(dead) = view
+        let nodes = ctx.swarm.nodes().await?;
+        let current = instance_incarnations(name, usize::from(pgc.spec.instances), &nodes);
+        let mut view = observe(&ctx, &pgc, &current).await?;
+        if let Some((dead, patroni_name)) = view
             .as_ref()
-            .and_then(ClusterView::leader)
-            .map(str::to_owned)
+            .and_then(|v| Some((v.leader()?.to_owned(), v.patroni_name(v.leader()?))))
         {
-            if release_dead_leader(&ctx, &obj, &pgc, &dead).await? {
+            if release_dead_leader(&ctx, &obj, &pgc, (&dead, &patroni_name)).await? {
                 // The replicas race for the key now: look again.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                view = observe(&ctx, &pgc).await?;
+                view = observe(&ctx, &pgc, &current).await?;
             }
         }
         let leader = view.as_ref().and_then(|v| v.leader().map(str::to_owned));
@@ -892,9 +962,33 @@ impl Reconciler for PostgresClusters {
         let mut group = Err("not rolled out yet".to_owned());
         let mut unassigned = Vec::new();
         if !hold_if_paused(&obj, &mut status.common) {
-            unassigned = place(&ctx, (&pgc, membership.as_ref()), &owner, leader.as_deref())
-                .await?
-                .report(&ctx, &obj);
+            let (placed, quorum) = place(
+                &ctx,
+                (&pgc, membership.as_ref()),
+                (&owner, &nodes),
+                view.as_ref(),
+            )
+            .await?;
+            let incarnations;
+            (unassigned, incarnations) = placed.report(&ctx, &obj, &mut status.common);
+            if membership.is_some() {
+                let (ok, reason, why) = match quorum {
+                    Ok(()) => (
+                        true,
+                        "EtcdQuorum",
+                        "the etcd members on nodes that answer keep a quorum".to_owned(),
+                    ),
+                    Err(why) => (false, "EtcdQuorumLost", why),
+                };
+                status::set(
+                    &mut status.common,
+                    "QuorumHealthy",
+                    Some(ok),
+                    reason,
+                    why,
+                    generation,
+                );
+            }
             let rotation = rotate::start(&ctx, &obj, &pgc, &mut status).await?;
             let pw = passwords(&ctx, (&owner, &pgc), rotation.as_ref(), &status).await?;
             let contents = render::contents(&pgc, &pw.generated);
@@ -914,6 +1008,7 @@ impl Reconciler for PostgresClusters {
                 secrets: &pw.secrets,
                 config_names: &names,
                 etcd: &membership.clone().unwrap_or_default(),
+                incarnations: &incarnations,
             })
             .services;
             shared::link(&ctx, &owner, &mut services).await?;
@@ -1019,7 +1114,7 @@ impl Reconciler for PostgresClusters {
                     &obj,
                     (&owner, &pgc),
                     &mut status,
-                    etcd_wanted,
+                    (etcd_wanted, &incarnations),
                     (settled_leader.is_some(), &health),
                 )
                 .await?;
@@ -1072,8 +1167,29 @@ impl Reconciler for PostgresClusters {
                 );
             }
             Some(v) => {
-                let now = v.running_leader().map(str::to_owned);
-                if old.leader.is_some() && now.is_some() && old.leader != now {
+                status.members = with_nodes(&ctx, &v.members).await?;
+                // Patroni's word is its members' keys in etcd, which outlive
+                // a lost node by up to the ttl: a leader whose container does
+                // not run on a node that answers is not reported as one.
+                let unreachable = v.running_leader().and_then(|l| {
+                    let m = status.members.iter().find(|m| m.name == l)?;
+                    let answers = m
+                        .node
+                        .as_ref()
+                        .is_some_and(|h| nodes.iter().any(|n| &n.hostname == h && n.ready));
+                    (!answers).then(|| (l.to_owned(), m.node.clone()))
+                });
+                let now = v
+                    .running_leader()
+                    .filter(|_| unreachable.is_none())
+                    .map(str::to_owned);
+                let before = old.leader.clone().or_else(|| {
+                    old.members
+                        .iter()
+                        .find(|m| m.role == MemberRole::Leader)
+                        .map(|m| m.name.clone())
+                });
+                if before.is_some() && now.is_some() && before != now {
                     event(
                         &ctx,
                         &obj,
@@ -1081,28 +1197,38 @@ impl Reconciler for PostgresClusters {
                         "LeaderChanged",
                         &format!(
                             "leader moved from {} to {}",
-                            old.leader.as_deref().unwrap_or("?"),
+                            before.as_deref().unwrap_or("?"),
                             now.as_deref().unwrap_or("?")
                         ),
                     );
                 }
-                if now.is_some() || old.leader.is_none() {
+                if now.is_some() || old.leader.is_none() || unreachable.is_some() {
                     status.leader.clone_from(&now);
                 }
-                status.members = with_nodes(&ctx, &v.members).await?;
+                let (reason, message) = match (&now, &unreachable) {
+                    (Some(l), _) => ("LeaderRunning", format!("leader {l}")),
+                    (None, Some((l, node))) => (
+                        "LeaderUnreachable",
+                        format!(
+                            "leader {l} {}: Patroni hands its key over once the ttl ({}s) runs out",
+                            node.as_ref().map_or_else(
+                                || "has no running container".to_owned(),
+                                |n| format!("runs on node {n}, which does not answer")
+                            ),
+                            pgc.spec.patroni.ttl
+                        ),
+                    ),
+                    (None, None) => (
+                        "NoLeader",
+                        "no member holds the leader key and runs".to_owned(),
+                    ),
+                };
                 status::set(
                     &mut status.common,
                     "PrimaryAvailable",
                     Some(now.is_some()),
-                    if now.is_some() {
-                        "LeaderRunning"
-                    } else {
-                        "NoLeader"
-                    },
-                    now.as_deref().map_or_else(
-                        || "no member holds the leader key and runs".to_owned(),
-                        |l| format!("leader {l}"),
-                    ),
+                    reason,
+                    message,
                     generation,
                 );
                 let expected = usize::from(pgc.spec.instances.saturating_sub(1));

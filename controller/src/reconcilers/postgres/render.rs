@@ -16,7 +16,7 @@
 //!   the further users' passwords are not the instances' business: a job
 //!   sets them (see `logins`), and their secrets are for applications.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use haswarm_crds::common::{Placement, Spread};
 use haswarm_crds::postgres::{BootstrapUser, EtcdMembership, SynchronousMode, ROLE_ATTRIBUTES};
@@ -71,6 +71,32 @@ pub const POST_BOOTSTRAP: &str = include_str!("post-bootstrap.sh");
 /// `<name>-pg-<i>`: the service, host and Patroni member name of instance `i`.
 pub fn instance_name(name: &str, i: usize) -> String {
     format!("{name}-pg-{i}")
+}
+
+/// Patroni's name for incarnation `incarnation` of the instance whose
+/// service is `service`: the service name for the first, then
+/// `<service>.<incarnation>` (service names have no dots). A member started
+/// anew on another node is a new member to Patroni: the leader key, the
+/// synchronous standby and the replication slots of the one it replaces
+/// can never be taken for its own.
+pub fn patroni_name(service: &str, incarnation: u32) -> String {
+    if incarnation == 0 {
+        service.to_owned()
+    } else {
+        format!("{service}.{incarnation}")
+    }
+}
+
+/// The service and incarnation a Patroni member name stands for (the
+/// inverse of [`patroni_name`]).
+pub fn member_of(patroni: &str) -> (&str, u32) {
+    match patroni.rsplit_once('.') {
+        Some((service, n)) => match n.parse() {
+            Ok(n) => (service, n),
+            Err(_) => (patroni, 0),
+        },
+        None => (patroni, 0),
+    }
 }
 
 /// `<name>-etcd-<j>`.
@@ -173,6 +199,8 @@ pub struct Inputs<'a> {
     pub config_names: &'a HashMap<String, String>,
     /// The managed etcd cluster's members and how each joined.
     pub etcd: &'a EtcdMembership,
+    /// Slot label -> incarnation of the member pinned there.
+    pub incarnations: &'a BTreeMap<String, u32>,
 }
 
 /// Where Patroni finds etcd: `(hosts, protocol)`. The managed members are
@@ -464,6 +492,8 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
     let spec = &pgc.spec;
     let member = instance_name(name, i);
     let slot = instance_slot(name, i);
+    let pin = common::Pin::of(&slot, inputs.incarnations);
+    let patroni = patroni_name(&member, pin.incarnation);
     let net = network_name(name);
     let liveness = format!(
         "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PATRONI_PORT}/liveness', timeout=2)\""
@@ -474,7 +504,7 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
         image: &spec.postgres.image,
         command: vec!["/bin/sh".into(), "/etc/haswarm/patroni-start.sh".into()],
         env: vec![
-            format!("PATRONI_NAME={member}"),
+            format!("PATRONI_NAME={patroni}"),
             format!("PATRONI_RESTAPI_CONNECT_ADDRESS={member}:{PATRONI_PORT}"),
             format!("PATRONI_POSTGRESQL_CONNECT_ADDRESS={member}:{PG_PORT}"),
             format!("HASWARM_OWNER={}", spec.bootstrap.owner),
@@ -514,7 +544,7 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
         health: Some(health(&liveness, 5, 3, INSTANCE_START_PERIOD_S)),
         resources: &spec.resources,
         placement: &spec.placement,
-        slot: Some(&slot),
+        slot: Some(pin),
         replicas: 1,
         restart_delay_ms: 5_000,
         network: &net,
@@ -529,20 +559,31 @@ fn etcd_member(inputs: &Inputs<'_>, j: usize) -> DesiredService {
     let spec = &pgc.spec;
     let member = etcd_name(name, j);
     let slot = etcd_slot(name, j);
+    let pin = common::Pin::of(&slot, inputs.incarnations);
+    let index = u8::try_from(j).unwrap_or(u8::MAX);
+    // A slot that moved holds a new member: it starts only once it joined
+    // the cluster in the old one's place (see `etcd`).
+    let replicas = u64::from(inputs.etcd.incarnation(index) >= pin.incarnation);
     let net = network_name(name);
     // A member of the first cluster starts a new one listing its peers; a
     // member added later joins the members before it, in a data directory
     // of its own join (etcd reads these flags only with an empty one).
-    let join = u8::try_from(j)
-        .ok()
-        .and_then(|j| inputs.etcd.joined.get(&j).copied());
+    let join = inputs.etcd.joined.get(&index).copied();
     let (listed, state, data_dir) = match join {
         None => (
             usize::from(inputs.etcd.initial),
             "new",
             "/var/lib/etcd/data".to_owned(),
         ),
-        Some(k) => (j + 1, "existing", format!("/var/lib/etcd/join-{k}")),
+        Some(k) => (
+            inputs
+                .etcd
+                .listed
+                .get(&index)
+                .map_or(j + 1, |n| usize::from(*n)),
+            "existing",
+            format!("/var/lib/etcd/join-{k}"),
+        ),
     };
     let cluster: Vec<String> = (0..listed)
         .map(|k| {
@@ -599,8 +640,8 @@ fn etcd_member(inputs: &Inputs<'_>, j: usize) -> DesiredService {
         health: None,
         resources: &spec.etcd.resources,
         placement: &spec.placement,
-        slot: Some(&slot),
-        replicas: 1,
+        slot: Some(pin),
+        replicas,
         // etcd exits while its peers' names do not resolve yet (their tasks
         // are starting): come back soon.
         restart_delay_ms: 2_000,
@@ -757,6 +798,7 @@ mod tests {
             secrets: &secrets,
             config_names: &names,
             etcd: &EtcdMembership::created(c.spec.etcd.members),
+            incarnations: &BTreeMap::new(),
         })
     }
 
@@ -1006,6 +1048,7 @@ mod tests {
             joined: BTreeMap::from([(1, 1), (2, 4)]),
             learner: Some(2),
             joins: 4,
+            ..EtcdMembership::default()
         };
         let (generated, names) = (HashMap::new(), HashMap::new());
         let secrets = PasswordSecrets {
@@ -1019,6 +1062,7 @@ mod tests {
             secrets: &secrets,
             config_names: &names,
             etcd: &etcd,
+            incarnations: &BTreeMap::new(),
         });
         let cmd = |member: &str| {
             r.services
@@ -1045,6 +1089,86 @@ mod tests {
             "{third}"
         );
         assert_eq!(etcd.voters(), 2);
+    }
+
+    #[test]
+    fn patroni_names_carry_the_incarnation_and_read_back() {
+        assert_eq!(patroni_name("db-pg-1", 0), "db-pg-1");
+        assert_eq!(patroni_name("db-pg-1", 3), "db-pg-1.3");
+        assert_eq!(member_of("db-pg-1.3"), ("db-pg-1", 3));
+        assert_eq!(member_of("db-pg-1"), ("db-pg-1", 0));
+        assert_eq!(member_of("odd.name"), ("odd.name", 0));
+    }
+
+    #[test]
+    fn a_moved_member_is_a_new_incarnation_and_its_etcd_member_waits_to_be_replaced() {
+        let c = pgc("  instances: 3
+");
+        let (generated, names) = (HashMap::new(), HashMap::new());
+        let secrets = PasswordSecrets {
+            superuser: "s".into(),
+            replication: "r".into(),
+            api: "a".into(),
+        };
+        let incarnations = BTreeMap::from([(instance_slot("db", 1), 2), (etcd_slot("db", 1), 1)]);
+        let mut etcd = EtcdMembership::created(3);
+        let render_with = |etcd: &EtcdMembership| {
+            render(&Inputs {
+                pgc: &c,
+                generated: &generated,
+                secrets: &secrets,
+                config_names: &names,
+                etcd,
+                incarnations: &incarnations,
+            })
+        };
+        let r = render_with(&etcd);
+        let find = |r: &Rendered, n: &str| {
+            r.services
+                .iter()
+                .find(|s| s.name() == n)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {n}"))
+        };
+        let pg1 = find(&r, "db-pg-1");
+        let env = container(&pg1).env.unwrap_or_default();
+        assert!(
+            env.contains(&"PATRONI_NAME=db-pg-1.2".to_owned()),
+            "{env:?}"
+        );
+        // Reached by its service name as before.
+        assert!(env.contains(&"PATRONI_RESTAPI_CONNECT_ADDRESS=db-pg-1:8008".to_owned()));
+        assert!(
+            constraints(&pg1).contains(&format!("node.labels.{}==2", instance_slot("db", 1))),
+            "{:?}",
+            constraints(&pg1)
+        );
+        let pg0 = find(&r, "db-pg-0");
+        assert!(
+            constraints(&pg0).contains(&format!("node.labels.{}==true", instance_slot("db", 0)))
+        );
+        let replicas = |s: &DesiredService| {
+            s.spec
+                .mode
+                .as_ref()
+                .and_then(|m| m.replicated.as_ref())
+                .and_then(|r| r.replicas)
+        };
+        // Not in the cluster yet: its service does not start.
+        assert_eq!(replicas(&find(&r, "db-etcd-1")), Some(0));
+        assert_eq!(replicas(&find(&r, "db-etcd-0")), Some(1));
+        // Replaced: it joins the three, in a directory of its join.
+        etcd = crate::reconcilers::postgres::etcd::after(
+            &etcd,
+            crate::reconcilers::postgres::etcd::Step::Replace(1, 1),
+        );
+        let r = render_with(&etcd);
+        let e1 = find(&r, "db-etcd-1");
+        assert_eq!(replicas(&e1), Some(1));
+        let cmd = container(&e1).command.unwrap_or_default().join(" ");
+        assert!(cmd.contains("--initial-cluster db-etcd-0=http://db-etcd-0:2380,db-etcd-1=http://db-etcd-1:2380,db-etcd-2=http://db-etcd-2:2380 "), "{cmd}");
+        assert!(cmd.contains("--initial-cluster-state existing"), "{cmd}");
+        assert!(cmd.contains("--data-dir /var/lib/etcd/join-1 "), "{cmd}");
     }
 
     #[test]

@@ -93,7 +93,8 @@ async fn place(
         &sentinel_storage,
     );
     let stay = slots::stay(&families[0], master);
-    slots::place(ctx, owner, &rsg.spec.placement, &families, &stay).await
+    let nodes = ctx.swarm.nodes().await?;
+    slots::place(ctx, owner, (&rsg.spec.placement, &nodes), &families, &stay).await
 }
 
 /// The passwords of a pass: the one members use (secret name, and the value
@@ -303,6 +304,7 @@ async fn prepare(
     rsg: &RedisSentinelGroup,
     owner: &Owner,
     rotation: Option<&PasswordRotation>,
+    incarnations: &std::collections::BTreeMap<String, u32>,
 ) -> Result<Prepared, ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let Passwords {
@@ -331,6 +333,7 @@ async fn prepare(
         generated_password: generated.as_deref(),
         extra_password_secret: extra_secret.as_deref(),
         config_names: &names,
+        incarnations,
     });
     let mut services = rendered.services;
     shared::link(ctx, owner, &mut services).await?;
@@ -680,9 +683,20 @@ impl Reconciler for RedisGroups {
         let mut group = Ok(());
         if !hold_if_paused(&obj, &mut status.common) {
             let master = views.first().and_then(|(_, v)| v.master.as_deref());
-            unassigned = place(&ctx, &rsg, &owner, master).await?.report(&ctx, &obj);
+            let incarnations;
+            (unassigned, incarnations) =
+                place(&ctx, &rsg, &owner, master)
+                    .await?
+                    .report(&ctx, &obj, &mut status.common);
             let phase = start_rotation(&ctx, &obj, &rsg, &mut status).await?;
-            let prepared = prepare(&ctx, &rsg, &owner, status.password_rotation.as_ref()).await?;
+            let prepared = prepare(
+                &ctx,
+                &rsg,
+                &owner,
+                status.password_rotation.as_ref(),
+                &incarnations,
+            )
+            .await?;
             let rolled = roll(&ctx, &obj, &rsg, &old, &prepared, &views, &mut status).await?;
             if rolled.holding.is_none() {
                 if let Some((_, view)) = views.first() {

@@ -120,6 +120,8 @@ pub struct Inputs<'a> {
     /// Names of the configs, by purpose, as the apply step will create them
     /// (content-named); see [`content_names`].
     pub config_names: &'a HashMap<String, String>,
+    /// Slot label -> incarnation of the member pinned there.
+    pub incarnations: &'a std::collections::BTreeMap<String, u32>,
 }
 
 /// The `redis.conf` shared by every data instance: everything but the
@@ -304,7 +306,7 @@ fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
         )),
         resources: role.resources,
         placement: &spec.placement,
-        slot: Some(&role.slot),
+        slot: Some(common::Pin::of(&role.slot, inputs.incarnations)),
         replicas: 1,
         restart_delay_ms: role.restart_delay_ms,
         network: &net,
@@ -468,6 +470,7 @@ mod tests {
             generated_password: Some(PW),
             extra_password_secret: None,
             config_names: &names,
+            incarnations: &Default::default(),
         })
     }
 
@@ -595,6 +598,7 @@ mod tests {
             generated_password: Some(PW),
             extra_password_secret: Some("cache-password-extra-bbbb"),
             config_names: &names,
+            incarnations: &Default::default(),
         });
         for s in &rendered.services {
             let files: Vec<(Option<&str>, Option<&str>)> = s

@@ -1,14 +1,18 @@
 //! Pinning a resource's stateful members to nodes by slot labels: the
-//! effectful half of [`common::plan_slots`], shared by every kind.
+//! effectful half of [`plan::plan_slots`], shared by every kind.
 
-use std::collections::HashMap;
+pub mod plan;
+
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use haswarm_crds::common::{Placement, ReclaimPolicy, Storage};
+use haswarm_crds::meta::{CommonStatus, UnavailableNode};
+use haswarm_crds::EventType;
 
-use super::common::{plan_slots, Moves};
+use self::plan::{plan_slots, Moves, SlotMove};
 use super::reclaim::{self, Reclaimed, SlotVolume};
-use crate::runtime::controller::{Context, ReconcileError};
+use crate::runtime::controller::{event, Context, ReconcileError};
 use crate::swarm::{NodeInfo, Owner};
 
 /// What becomes of the data volume of a slot that leaves its family (its
@@ -37,6 +41,12 @@ pub struct Placed {
     pub unassigned: Vec<String>,
     /// Data volumes of slots that left, erased (`reclaimPolicy: Delete`).
     pub reclaimed: Reclaimed,
+    /// Slot label -> the incarnation of its member, once placed.
+    pub incarnations: BTreeMap<String, u32>,
+    /// Slots moved off lost nodes, with their member's service.
+    pub moved: Vec<(String, SlotMove)>,
+    /// Nodes holding a member that are down or drained.
+    pub unavailable: Vec<UnavailableNode>,
 }
 
 /// One family of slots: a role of the resource (data instances, sentinels,
@@ -76,17 +86,31 @@ impl Family<'_> {
     pub fn index(&self, label: &str) -> Option<usize> {
         label.strip_prefix(&self.prefix())?.parse().ok()
     }
+
+    /// The index of the member whose service is `service`.
+    pub fn index_of_service(&self, service: &str) -> Option<usize> {
+        (0..self.count).find(|i| (self.service)(*i) == service)
+    }
 }
 
 impl Placed {
-    /// Says (event `VolumesReclaimed`) which volumes of members scaled away
-    /// were erased; returns the labels no node could take.
-    pub fn report(self, ctx: &Context, obj: &crate::store::Record) -> Vec<String> {
+    /// Says what changed as events and records the unavailable nodes in
+    /// `common`: `VolumesReclaimed` (volumes of members scaled away were
+    /// erased), `NodeDown` and `NodeReturned` (a node holding a member went
+    /// away or came back: edges against the nodes `common` listed),
+    /// `SlotMoved` (a member replaced on another node). Returns the labels
+    /// no node could take and the incarnations.
+    pub fn report(
+        self,
+        ctx: &Context,
+        obj: &crate::store::Record,
+        common: &mut CommonStatus,
+    ) -> (Vec<String>, BTreeMap<String, u32>) {
         if !self.reclaimed.erased.is_empty() {
-            crate::runtime::controller::event(
+            event(
                 ctx,
                 obj,
-                haswarm_crds::EventType::Normal,
+                EventType::Normal,
                 "VolumesReclaimed",
                 &format!(
                     "members scaled away ({}): {}",
@@ -95,72 +119,210 @@ impl Placed {
                 ),
             );
         }
-        self.unassigned
+        for (type_, reason, text) in node_events(
+            &common.unavailable_nodes,
+            &self.unavailable,
+            ctx.settings.node_loss_grace,
+        ) {
+            event(ctx, obj, type_, reason, &text);
+        }
+        for (service, m) in &self.moved {
+            event(
+                ctx,
+                obj,
+                EventType::Warning,
+                "SlotMoved",
+                &format!(
+                    "{service} left the lost node {} for {}: a new member (incarnation {}) replaces it and starts from the others' data; the volume {service}-data stays on {} (not erased)",
+                    m.from, m.to, m.incarnation, m.from
+                ),
+            );
+        }
+        common.unavailable_nodes = self.unavailable;
+        (self.unassigned, self.incarnations)
     }
 }
 
+/// The events for nodes holding members that went away (`NodeDown`) or
+/// came back (`NodeReturned`) since `before` was recorded. Pure.
+pub fn node_events(
+    before: &[UnavailableNode],
+    now: &[UnavailableNode],
+    grace: std::time::Duration,
+) -> Vec<(EventType, &'static str, String)> {
+    let mut out = Vec::new();
+    for n in now
+        .iter()
+        .filter(|n| before.iter().all(|b| b.node != n.node))
+    {
+        let why = if n.since.is_some() {
+            format!(
+                "is down; its members ({}) move to other nodes unless it is back within {}s",
+                n.members.join(", "),
+                grace.as_secs()
+            )
+        } else {
+            format!(
+                "is drained; its members ({}) move to other nodes",
+                n.members.join(", ")
+            )
+        };
+        out.push((
+            EventType::Warning,
+            "NodeDown",
+            format!("node {} {why}", n.node),
+        ));
+    }
+    for b in before
+        .iter()
+        .filter(|b| now.iter().all(|n| n.node != b.node))
+    {
+        out.push((
+            EventType::Normal,
+            "NodeReturned",
+            format!(
+                "node {} answers again (it held {})",
+                b.node,
+                b.members.join(", ")
+            ),
+        ));
+    }
+    out
+}
+
+/// The nodes that hold a slot of `families` and are down or drained.
+fn unavailable(nodes: &[NodeInfo], families: &[Family<'_>]) -> Vec<UnavailableNode> {
+    let mut out: Vec<UnavailableNode> = nodes
+        .iter()
+        .filter(|n| !n.ready || n.drained)
+        .filter_map(|n| {
+            let mut members: Vec<String> = n
+                .labels
+                .keys()
+                .filter_map(|k| {
+                    families
+                        .iter()
+                        .find_map(|f| f.index(k).filter(|i| *i < f.count).map(|i| (f.service)(i)))
+                })
+                .collect();
+            members.sort();
+            (!members.is_empty()).then(|| UnavailableNode {
+                node: n.hostname.clone(),
+                since: n.down_since,
+                members,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+    out
+}
+
 /// Pins every slot of every family to a node and says which labels no node
-/// could take. Slots on lost nodes move unless listed in `stay` (a member
-/// whose data is the only copy must not restart empty elsewhere). A slot
-/// beyond the count is unpinned only once its service is gone: unpinning
-/// first would have Swarm stop the task at once, before a rollout could move
-/// its role away. Its data volume is erased first when the family says so
-/// ([`Retire`]); while that cannot be done (node down, job failed) the label
-/// stays, and the next pass tries again.
+/// could take. Slots on lost nodes move, to the next incarnation (see
+/// [`plan`]), unless listed in `stay` (a member whose data is the only copy
+/// must not restart empty elsewhere) or a task of the member still runs on
+/// a node that answers (a drained node's task that has not stopped yet):
+/// the member is not gone while Docker can see it. The moved slot's label
+/// is set on its new node, then removed from the lost one, so that one node
+/// holds each slot. A slot beyond the count is unpinned only once its
+/// service is gone: unpinning first would have Swarm stop the task at once,
+/// before a rollout could move its role away. Its data volume is erased
+/// first when the family says so ([`Retire`]); while that cannot be done
+/// (node down, job failed) the label stays, and the next pass tries again.
 ///
 /// # Errors
 /// Engine errors.
 pub async fn place(
     ctx: &Context,
     owner: &Owner,
-    placement: &Placement,
+    (placement, nodes): (&Placement, &[NodeInfo]),
     families: &[Family<'_>],
     stay: &[String],
 ) -> Result<Placed, ReconcileError> {
-    let nodes = ctx.swarm.nodes().await?;
     let now = Utc::now();
-    let moves = Moves {
-        lost: nodes
-            .iter()
-            .filter(|n| n.lost(now, ctx.settings.node_loss_grace))
-            .map(|n| n.id.clone())
-            .collect(),
-        stay,
-    };
+    let lost: std::collections::HashSet<String> = nodes
+        .iter()
+        .filter(|n| n.lost(now, ctx.settings.node_loss_grace))
+        .map(|n| n.id.clone())
+        .collect();
+    let mut stay = stay.to_vec();
+    stay.extend(still_running(ctx, nodes, families, &lost).await?);
+    let moves = Moves { lost, stay: &stay };
     let services = ctx.swarm.owned_services(owner).await?;
-    let load = load(&nodes, families);
-    let mut placed = Placed::default();
+    let load = load(nodes, families);
+    let mut placed = Placed {
+        unavailable: unavailable(nodes, families),
+        ..Placed::default()
+    };
     for f in families {
         let mut plan = plan_slots(
             &f.prefix(),
             f.count,
             &f.slot,
-            &nodes,
+            nodes,
             placement,
             &load,
             &moves,
         );
+        // A slot scaled away waits for its service to go.
         plan.remove.retain(|(_, l)| {
             f.index(l)
-                .is_none_or(|i| !services.contains_key(&(f.service)(i)))
+                .is_none_or(|i| i < f.count || !services.contains_key(&(f.service)(i)))
         });
-        for (node, label) in &plan.set {
-            ctx.swarm.set_node_label(node, label, Some("true")).await?;
+        for (node, label, value) in &plan.set {
+            ctx.swarm.set_node_label(node, label, Some(value)).await?;
         }
         for (node, label) in &plan.remove {
             let left = f.index(label).filter(|i| *i >= f.count);
             if let (Some(i), Some(retire)) = (left, f.retire) {
                 let volume = f.volume(i);
-                match erase(ctx, owner, retire, (&nodes, node), (&volume, label)).await {
+                match erase(ctx, owner, retire, (nodes, node), (&volume, label)).await {
                     Some(done) => placed.reclaimed.merge(done),
                     None => continue,
                 }
             }
             ctx.swarm.set_node_label(node, label, None).await?;
         }
+        placed.moved.extend(plan.moved.into_iter().filter_map(|m| {
+            let service = (f.service)(f.index(&m.label)?);
+            Some((service, m))
+        }));
+        placed.incarnations.extend(plan.incarnations);
         placed.unassigned.extend(plan.unassigned);
     }
     Ok(placed)
+}
+
+/// Slots on lost nodes whose member still has a running task on a node
+/// that answers: they do not move yet.
+async fn still_running(
+    ctx: &Context,
+    nodes: &[NodeInfo],
+    families: &[Family<'_>],
+    lost: &std::collections::HashSet<String>,
+) -> Result<Vec<String>, ReconcileError> {
+    let mut out = Vec::new();
+    for n in nodes.iter().filter(|n| lost.contains(&n.id)) {
+        for k in n.labels.keys() {
+            let Some((f, i)) = families
+                .iter()
+                .find_map(|f| Some((f, f.index(k).filter(|i| *i < f.count)?)))
+            else {
+                continue;
+            };
+            let tasks = ctx.swarm.tasks(&(f.service)(i)).await?;
+            let running = tasks.iter().any(|t| {
+                t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
+                    && t.node_id
+                        .as_deref()
+                        .is_some_and(|id| nodes.iter().any(|n| n.id == id && n.ready))
+            });
+            if running {
+                out.push(k.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Erases the data volume of a slot that left, on its node; `None` when it
@@ -306,6 +468,63 @@ mod tests {
         assert!(
             Retire::of(ReclaimPolicy::Delete, "img", &storage).is_some_and(|r| r.image == "img")
         );
+    }
+
+    #[test]
+    fn a_node_holding_members_is_reported_once_down_and_once_back() {
+        let families = [Family {
+            count: 2,
+            slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
+            service: Box::new(|i| format!("db-pg-{i}")),
+            retire: None,
+        }];
+        let since = Utc::now();
+        let down = NodeInfo {
+            id: "n2".into(),
+            hostname: "node2".into(),
+            labels: HashMap::from([("io.haswarm.x.db.pg.slot-1".to_owned(), "true".to_owned())]),
+            ready: false,
+            role: "worker".into(),
+            down_since: Some(since),
+            drained: false,
+        };
+        let empty_down = NodeInfo {
+            id: "n3".into(),
+            hostname: "node3".into(),
+            labels: HashMap::new(),
+            ..down.clone()
+        };
+        let now = unavailable(&[down.clone(), empty_down], &families);
+        assert_eq!(
+            now,
+            [UnavailableNode {
+                node: "node2".into(),
+                since: Some(since),
+                members: vec!["db-pg-1".into()],
+            }],
+            "a node holding nothing of this resource is not its business"
+        );
+        let grace = std::time::Duration::from_secs(30);
+        let events = node_events(&[], &now, grace);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].1, "NodeDown");
+        assert!(
+            events[0].2.contains("node node2 is down") && events[0].2.contains("within 30s"),
+            "{events:?}"
+        );
+        assert!(node_events(&now, &now, grace).is_empty(), "said once");
+        let back = node_events(&now, &[], grace);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].1, "NodeReturned");
+        assert!(back[0].2.contains("db-pg-1"), "{back:?}");
+        let drained = NodeInfo {
+            ready: true,
+            down_since: None,
+            drained: true,
+            ..down
+        };
+        let d = unavailable(&[drained], &families);
+        assert!(node_events(&[], &d, grace)[0].2.contains("is drained"));
     }
 
     #[test]
