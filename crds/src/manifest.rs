@@ -79,11 +79,10 @@ impl Position {
     /// (its error locations carry no byte offsets).
     fn with_offset_from(mut self, text: &str) -> Self {
         if self.offset == 0 && (self.line, self.column) != (1, 1) {
-            let line_start: usize = text
-                .split_inclusive('\n')
-                .take(usize::try_from(self.line.saturating_sub(1)).unwrap_or(usize::MAX))
-                .map(str::len)
-                .sum();
+            let line_start = line_start(
+                text,
+                usize::try_from(self.line.saturating_sub(1)).unwrap_or(usize::MAX),
+            );
             let col = usize::try_from(self.column.saturating_sub(1)).unwrap_or(0);
             let within: usize = text[line_start.min(text.len())..]
                 .chars()
@@ -94,6 +93,29 @@ impl Position {
         }
         self
     }
+}
+
+/// The byte offset of column 1 of the line after `breaks` line breaks (the
+/// end of the text if it has fewer), as the YAML parser counts lines and
+/// columns: lines end at LF, CR LF, or a CR alone, and byte order marks
+/// starting a line (as they may before a document) are no columns.
+fn line_start(text: &str, breaks: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut seen = 0;
+    let mut i = 0;
+    while seen < breaks && i < bytes.len() {
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                i += 1;
+                seen += 1;
+            }
+            b'\r' | b'\n' => seen += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    let rest = &text[i..];
+    i + rest.len() - rest.trim_start_matches('\u{feff}').len()
 }
 
 /// What went wrong, broadly.
@@ -721,6 +743,38 @@ mod tests {
             "{}",
             e[0].message
         );
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_right_byte_with_any_line_break() {
+        // Found by tests/fuzz.rs: the parser gives a syntax error's place by
+        // line and column only, and the byte offset worked out from them was
+        // the end of the text with CR line breaks, and a character early on a
+        // line starting with a byte order mark; the snippet underlined the
+        // wrong place.
+        for br in ["\n", "\r\n", "\r"] {
+            let text = ["a: 1", "b: 'x", "c: 3"].join(br);
+            let e = parse("t.yaml", &text, &Limits::default()).expect_err("unclosed quote");
+            let p = e[0].position.expect("position");
+            assert_eq!((p.line, p.column), (2, 4), "{br:?}: {e:?}");
+            assert_eq!(&text[p.offset..p.offset + 2], "'x", "{br:?}: {e:?}");
+        }
+        for (text, line) in [
+            ("\u{feff}a: 'x", 1),
+            ("# c\n\u{feff}a: 'x", 2),
+            ("a: 1\n...\n\u{feff}a: 'x", 3),
+            ("\u{feff}\u{feff}a: 'x", 1),
+        ] {
+            let e = parse("t.yaml", text, &Limits::default()).expect_err("unclosed quote");
+            let p = e[0].position.expect("position");
+            assert_eq!((p.line, p.column), (line, 4), "{e:?}");
+            assert_eq!(&text[p.offset..], "'x", "{e:?}");
+        }
+        assert_eq!(line_start("a\r\nb\rc\nd", 3), 7);
+        assert_eq!(line_start("a\r", 1), 2);
+        assert_eq!(line_start("a", 5), 1);
+        assert_eq!(line_start("\u{feff}a\nb", 0), 3);
+        assert_eq!(line_start("a\n\u{feff}b", 1), 5);
     }
 
     #[test]
