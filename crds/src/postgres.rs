@@ -428,9 +428,13 @@ pub struct PostgresClusterStatus {
     /// Generation, conditions and owned objects.
     #[serde(flatten)]
     pub common: CommonStatus,
-    /// The current primary's member name.
+    /// The current primary's member name; absent while none answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// The last leader, while it does not answer (its node is down, its
+    /// container gone) and no other has taken over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_leader: Option<String>,
     /// Every member with role, state, timeline and lag (as `patronictl list`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<PostgresMember>,

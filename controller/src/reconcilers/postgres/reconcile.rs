@@ -77,7 +77,11 @@ fn retiring<'a>(mut families: [Family<'a>; 2], pgc: &'a PostgresCluster) -> [Fam
 async fn place(
     ctx: &Context,
     (pgc, etcd): (&PostgresCluster, Option<&EtcdMembership>),
-    (owner, nodes): (&Owner, &[crate::swarm::NodeInfo]),
+    (owner, nodes, before): (
+        &Owner,
+        &[crate::swarm::NodeInfo],
+        &[haswarm_crds::meta::UnavailableNode],
+    ),
     view: Option<&ClusterView>,
 ) -> Result<(Placed, Result<(), String>), ReconcileError> {
     let name = pgc.metadata.name.as_str();
@@ -125,7 +129,14 @@ async fn place(
                 .map(|j| render::etcd_slot(name, usize::from(*j))),
         );
     }
-    let placed = slots::place(ctx, owner, (&pgc.spec.placement, nodes), &families, &stay).await?;
+    let placed = slots::place(
+        ctx,
+        (owner, before),
+        (&pgc.spec.placement, nodes),
+        &families,
+        &stay,
+    )
+    .await?;
     Ok((placed, quorum))
 }
 
@@ -903,7 +914,9 @@ async fn release_dead_leader(
     Ok(false)
 }
 
-/// Members with the host name of the node their running task is on.
+/// Members with the host name of the node their running task is on: the
+/// task Swarm wants running (a task it replaced on a node that went down
+/// still reads running, its node having said nothing since).
 async fn with_nodes(
     ctx: &Context,
     members: &[PostgresMember],
@@ -915,7 +928,9 @@ async fn with_nodes(
         let node = tasks
             .iter()
             .find(|t| {
-                t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
+                t.desired_state == Some(bollard::models::TaskState::RUNNING)
+                    && t.status.as_ref().and_then(|s| s.state)
+                        == Some(bollard::models::TaskState::RUNNING)
             })
             .and_then(|t| t.node_id.as_deref())
             .and_then(|id| nodes.iter().find(|n| n.id == id))
@@ -965,7 +980,7 @@ impl Reconciler for PostgresClusters {
             let (placed, quorum) = place(
                 &ctx,
                 (&pgc, membership.as_ref()),
-                (&owner, &nodes),
+                (&owner, &nodes, &old.common.unavailable_nodes),
                 view.as_ref(),
             )
             .await?;
@@ -1183,12 +1198,10 @@ impl Reconciler for PostgresClusters {
                     .running_leader()
                     .filter(|_| unreachable.is_none())
                     .map(str::to_owned);
-                let before = old.leader.clone().or_else(|| {
-                    old.members
-                        .iter()
-                        .find(|m| m.role == MemberRole::Leader)
-                        .map(|m| m.name.clone())
-                });
+                let before = old
+                    .leader
+                    .clone()
+                    .or_else(|| old.unreachable_leader.clone());
                 if before.is_some() && now.is_some() && before != now {
                     event(
                         &ctx,
@@ -1204,6 +1217,20 @@ impl Reconciler for PostgresClusters {
                 }
                 if now.is_some() || old.leader.is_none() || unreachable.is_some() {
                     status.leader.clone_from(&now);
+                }
+                if now.is_some() {
+                    status.unreachable_leader = None;
+                } else if let Some((l, _)) = &unreachable {
+                    if old.unreachable_leader.as_ref() != Some(l) {
+                        event(
+                            &ctx,
+                            &obj,
+                            EventType::Warning,
+                            "LeaderUnreachable",
+                            &format!("leader {l} does not answer: its node is down or its container gone; Patroni hands its key over once the ttl ({}s) runs out", pgc.spec.patroni.ttl),
+                        );
+                    }
+                    status.unreachable_leader = Some(l.clone());
                 }
                 let (reason, message) = match (&now, &unreachable) {
                     (Some(l), _) => ("LeaderRunning", format!("leader {l}")),

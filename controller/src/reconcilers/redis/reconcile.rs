@@ -77,12 +77,14 @@ fn retiring<'a>(
 /// Pins every instance and sentinel to a node; returns the labels no node
 /// could take. The master's slot stays even on a lost node: moved, it would
 /// start empty. The sentinels fail over first; only then is it a replica
-/// that may move. Without a known master nothing data-bearing moves.
+/// that may move. Without a known master nothing data-bearing moves; nor
+/// does a replica the master reports connected (its node is down to Swarm,
+/// but it serves: an engine that stopped, not a lost node).
 async fn place(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
-    owner: &Owner,
-    master: Option<&str>,
+    (owner, before): (&Owner, &[haswarm_crds::meta::UnavailableNode]),
+    view: Option<&observe::SentinelView>,
 ) -> Result<Placed, ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let instances = usize::from(rsg.spec.instances);
@@ -92,9 +94,24 @@ async fn place(
         rsg,
         &sentinel_storage,
     );
-    let stay = slots::stay(&families[0], master);
+    let master = view.and_then(|v| v.master.as_deref());
+    let mut stay = slots::stay(&families[0], master);
+    stay.extend(
+        view.into_iter()
+            .flat_map(|v| &v.connected)
+            .filter(|r| r.state == "online")
+            .filter_map(|r| families[0].index_of_service(&r.host))
+            .map(|i| render::instance_slot(name, i)),
+    );
     let nodes = ctx.swarm.nodes().await?;
-    slots::place(ctx, owner, (&rsg.spec.placement, &nodes), &families, &stay).await
+    slots::place(
+        ctx,
+        (owner, before),
+        (&rsg.spec.placement, &nodes),
+        &families,
+        &stay,
+    )
+    .await
 }
 
 /// The passwords of a pass: the one members use (secret name, and the value
@@ -682,12 +699,15 @@ impl Reconciler for RedisGroups {
         let mut holding = None;
         let mut group = Ok(());
         if !hold_if_paused(&obj, &mut status.common) {
-            let master = views.first().and_then(|(_, v)| v.master.as_deref());
             let incarnations;
-            (unassigned, incarnations) =
-                place(&ctx, &rsg, &owner, master)
-                    .await?
-                    .report(&ctx, &obj, &mut status.common);
+            (unassigned, incarnations) = place(
+                &ctx,
+                &rsg,
+                (&owner, &old.common.unavailable_nodes),
+                views.first().map(|(_, v)| v),
+            )
+            .await?
+            .report(&ctx, &obj, &mut status.common);
             let phase = start_rotation(&ctx, &obj, &rsg, &mut status).await?;
             let prepared = prepare(
                 &ctx,

@@ -190,12 +190,19 @@ pub fn node_events(
     out
 }
 
-/// The nodes that hold a slot of `families` and are down or drained.
-fn unavailable(nodes: &[NodeInfo], families: &[Family<'_>]) -> Vec<UnavailableNode> {
+/// The nodes that hold a slot of `families` and are down or drained, and
+/// those listed `before` that still are (their slots moved meanwhile: they
+/// are listed with what they held until they answer again).
+fn unavailable(
+    nodes: &[NodeInfo],
+    families: &[Family<'_>],
+    before: &[UnavailableNode],
+) -> Vec<UnavailableNode> {
     let mut out: Vec<UnavailableNode> = nodes
         .iter()
         .filter(|n| !n.ready || n.drained)
         .filter_map(|n| {
+            let listed = before.iter().find(|b| b.node == n.hostname);
             let mut members: Vec<String> = n
                 .labels
                 .keys()
@@ -206,7 +213,10 @@ fn unavailable(nodes: &[NodeInfo], families: &[Family<'_>]) -> Vec<UnavailableNo
                 })
                 .collect();
             members.sort();
-            (!members.is_empty()).then(|| UnavailableNode {
+            if members.is_empty() {
+                return listed.cloned();
+            }
+            Some(UnavailableNode {
                 node: n.hostname.clone(),
                 since: n.down_since,
                 members,
@@ -234,7 +244,7 @@ fn unavailable(nodes: &[NodeInfo], families: &[Family<'_>]) -> Vec<UnavailableNo
 /// Engine errors.
 pub async fn place(
     ctx: &Context,
-    owner: &Owner,
+    (owner, before): (&Owner, &[UnavailableNode]),
     (placement, nodes): (&Placement, &[NodeInfo]),
     families: &[Family<'_>],
     stay: &[String],
@@ -251,7 +261,7 @@ pub async fn place(
     let services = ctx.swarm.owned_services(owner).await?;
     let load = load(nodes, families);
     let mut placed = Placed {
-        unavailable: unavailable(nodes, families),
+        unavailable: unavailable(nodes, families, before),
         ..Placed::default()
     };
     for f in families {
@@ -494,7 +504,7 @@ mod tests {
             labels: HashMap::new(),
             ..down.clone()
         };
-        let now = unavailable(&[down.clone(), empty_down], &families);
+        let now = unavailable(&[down.clone(), empty_down.clone()], &families, &[]);
         assert_eq!(
             now,
             [UnavailableNode {
@@ -513,6 +523,16 @@ mod tests {
             "{events:?}"
         );
         assert!(node_events(&now, &now, grace).is_empty(), "said once");
+        // Its slots moved away while it is down: still listed, no return.
+        let moved = NodeInfo {
+            labels: HashMap::new(),
+            ..down.clone()
+        };
+        assert_eq!(unavailable(&[moved], &families, &now), now);
+        assert!(
+            unavailable(&[empty_down], &families, &now).is_empty(),
+            "another node"
+        );
         let back = node_events(&now, &[], grace);
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].1, "NodeReturned");
@@ -523,7 +543,7 @@ mod tests {
             drained: true,
             ..down
         };
-        let d = unavailable(&[drained], &families);
+        let d = unavailable(&[drained], &families, &[]);
         assert!(node_events(&[], &d, grace)[0].2.contains("is drained"));
     }
 
