@@ -91,9 +91,12 @@ pub struct DaemonConfig {
     #[arg(long, env = env::RESYNC, default_value = "30s", value_name = "DURATION")]
     pub resync: String,
     /// How long a node may be down (or at once, when drained) before the
-    /// instances and sentinels pinned to it move to other nodes, e.g. 60s. A
-    /// moved data instance starts empty and copies the master's data; the
-    /// instance the sentinels follow as master never moves.
+    /// members pinned to it (Redis instances and sentinels, PostgreSQL
+    /// instances and etcd members) move to other nodes, e.g. 60s. A moved
+    /// member is a new incarnation that starts empty and copies the others'
+    /// data (an etcd member is replaced in etcd's membership, only while
+    /// the others keep a quorum); the Redis master and the PostgreSQL leader
+    /// never move. Make it longer than Patroni's ttl.
     #[arg(long, env = env::NODE_LOSS_GRACE, default_value = "60s", value_name = "DURATION")]
     pub node_loss_grace: String,
     /// Folder of the Swarm secrets mounted into haswarmd, where GitSource

@@ -66,11 +66,13 @@ pub struct PostgresSettings {
     #[serde(default = "defaults::pg_version")]
     #[schemars(range(min = 13, max = 17))]
     pub version: u8,
-    /// Image holding `postgres` and `patroni` (the image's
+    /// Image holding `postgres` and `patroni` 3.0.3 or newer (the image's
     /// `/usr/lib/postgresql/<version>/bin` is used), plus `/bin/sh`, `psql`
     /// and `python3` for the one-shot jobs that set passwords. The default,
     /// `haswarm/postgres:15`, is built from Debian's packages by
-    /// `tests/testbed/build-images.sh` (no public image carries Patroni); it
+    /// `tests/testbed/build-images.sh` (no public image carries Patroni),
+    /// with Patroni 3.0.4 from PyPI: bookworm's 3.0.2 lets a leader that was
+    /// frozen past its ttl take the leader key back from its successor. It
     /// holds etcd and HAProxy too, and is the default of those parts.
     #[serde(default = "defaults::pg_image")]
     pub image: String,

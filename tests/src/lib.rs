@@ -34,6 +34,7 @@ pub mod bench;
 pub mod dind;
 pub mod docker;
 pub mod git_http;
+pub mod pg;
 
 /// The folder holding the workspace's binaries (`target/debug`), found from
 /// the running test executable (`target/debug/deps/...`).

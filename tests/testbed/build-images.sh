@@ -6,7 +6,10 @@
 #   haswarm/redis:bookworm debootstrap minbase + redis-server, redis-sentinel, redis-tools:
 #                          the data plane of RedisSentinelGroup tests (no registry image needed).
 #   haswarm/postgres:15    debootstrap minbase + postgresql-15, patroni, etcd-server, haproxy:
-#                          every part of a PostgresCluster (instances, etcd members, router).
+#                          every part of a PostgresCluster (instances, etcd members, router),
+#                          with Patroni from PyPI (PATRONI_VERSION) in place of bookworm's 3.0.2:
+#                          3.0.2 overwrites another member's leader key when its own lease
+#                          expired while it was frozen (a node lost and back), fixed in 3.0.3.
 #   haswarm/redis-client   debootstrap minbase + python3, with redis-py from PyPI unpacked into
 #                          it and tests/testbed/redis_client.py: a Sentinel-aware client no one here wrote.
 #   haswarm/git-ssh:bookworm debootstrap minbase + openssh-server, git: a private git server over
@@ -96,8 +99,38 @@ DOCKERFILE
   echo "testbed: built $image (redis-py $(docker run --rm "$image" python3 -c 'import redis; print(redis.__version__)'))"
 }
 
+# Patroni from PyPI, a pure-Python wheel unpacked over the Debian package
+# (whose dependencies stay): bookworm's 3.0.2 puts the leader key without a
+# condition after creating a new lease, so a leader frozen past its ttl
+# (its node lost, then back) takes the key from the member that replaced it
+# (Patroni pull request 2689, in 3.0.3). The image's label says which
+# Patroni it has, so an image built before is brought up to date.
+PATRONI_VERSION=3.0.4
+build_postgres() {
+  local image=haswarm/postgres:15 have
+  have=$(docker image inspect -f '{{index .Config.Labels "io.haswarm.patroni"}}' "$image" 2>/dev/null || true)
+  if [ "$have" = "$PATRONI_VERSION" ]; then
+    echo "testbed: $image present (Patroni $have)"
+    return
+  fi
+  debootstrap_image "$image" postgresql-15,postgresql-client-15,patroni,etcd-server,etcd-client,haproxy,procps
+  local ctx
+  ctx=$(mktemp -d)
+  trap 'rm -rf "${ctx:-}"; trap - RETURN' RETURN
+  python3 -m pip download -q --no-deps -d "$ctx/wheels" "patroni==$PATRONI_VERSION"
+  cat > "$ctx/Dockerfile" <<DOCKERFILE
+FROM $image
+COPY wheels /wheels
+LABEL io.haswarm.patroni=$PATRONI_VERSION
+RUN rm -rf /usr/lib/python3/dist-packages/patroni /usr/lib/python3/dist-packages/patroni-*.egg-info \
+ && for w in /wheels/*.whl; do python3 -m zipfile -e "\$w" /usr/lib/python3/dist-packages/; done && rm -rf /wheels
+DOCKERFILE
+  docker build -q -t "$image" "$ctx" >/dev/null
+  echo "testbed: built $image (Patroni $(docker run --rm "$image" patroni --version))"
+}
+
 build_probe
 debootstrap_image haswarm/redis:bookworm redis-server,redis-sentinel,redis-tools,procps
 build_redis_client
-debootstrap_image haswarm/postgres:15 postgresql-15,postgresql-client-15,patroni,etcd-server,etcd-client,haproxy,procps
+build_postgres
 debootstrap_image haswarm/git-ssh:bookworm openssh-server,git

@@ -16,18 +16,19 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use haswarm_testbed::dind::Bed;
 use haswarm_testbed::docker::{
-    create_secret, docker, eventually, require_image, require_swarm, secret_value,
-    service_container, Cleanup,
+    create_secret, docker, eventually, require_image, require_swarm, service_container, Cleanup,
 };
 use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
 use serde_json::Value;
 
-const IMAGE: &str = "haswarm/postgres:15";
+use haswarm_testbed::pg::{
+    acked, app_login, client, leader, rows_on, run_client_as, secret, start_writer, value_of, At,
+    IMAGE,
+};
 
 /// A 3-instance cluster in synchronous mode, everything on one node.
 fn manifest(name: &str) -> String {
@@ -40,118 +41,6 @@ fn manifest_with(name: &str, spread: &str, instances: u8) -> String {
     format!(
         "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {name}\nspec:\n  instances: {instances}\n  postgres:\n    image: {IMAGE}\n  etcd:\n    image: {IMAGE}\n  router:\n    image: {IMAGE}\n  placement:\n    spread: {spread}\n  patroni:\n    ttl: 20\n    loopWait: 2\n    retryTimeout: 4\n    synchronousMode: On\n  storage:\n    reclaimPolicy: Delete\n  bootstrap:\n    users:\n    - name: reporting\n      options: [CREATEDB]\n"
     )
-}
-
-/// Where the cluster's containers run: the local engine, or the nodes of a
-/// Docker-in-Docker bed (the test's clients then run on its manager).
-#[derive(Clone, Copy)]
-enum At<'a> {
-    Local,
-    Bed(&'a Bed),
-}
-
-impl At<'_> {
-    /// `docker ARGS` on the engine where the test's clients run.
-    fn docker(self, args: &[&str]) -> String {
-        match self {
-            At::Local => docker(args),
-            At::Bed(bed) => bed.docker_on(1, args),
-        }
-    }
-
-    /// `docker ARGS` on the engine that runs `service`'s task; `args` gets
-    /// that task's container.
-    fn at_service(self, service: &str, args: impl FnOnce(&str) -> Vec<String>) -> String {
-        match self {
-            At::Local => {
-                let a = args(&service_container(service));
-                docker(&a.iter().map(String::as_str).collect::<Vec<_>>())
-            }
-            At::Bed(bed) => {
-                let Some(i) = bed.node_of(service) else {
-                    return String::new();
-                };
-                let filter = format!("label=com.docker.swarm.service.name={service}");
-                let ps = bed.docker_on(i, &["ps", "-q", "--filter", &filter]);
-                let a = args(ps.lines().next().unwrap_or_default());
-                bed.docker_on(i, &a.iter().map(String::as_str).collect::<Vec<_>>())
-            }
-        }
-    }
-}
-
-/// A password as the instances read it (superuser, replication, REST API).
-fn secret(at: At, name: &str, file: &str) -> String {
-    at.at_service(&format!("{name}-pg-0"), |c| {
-        vec![
-            "exec".into(),
-            c.into(),
-            "cat".into(),
-            format!("/run/secrets/{file}"),
-        ]
-    })
-    .trim()
-    .to_owned()
-}
-
-/// The value of the Swarm secret `secret`.
-fn value_of(at: At, secret: &str) -> String {
-    secret_value(&|args: &[&str]| at.docker(args), secret, IMAGE)
-}
-
-/// The app user's login as the status names it: (role, password).
-fn app_login(d: &Daemon, at: At, name: &str) -> (String, String) {
-    let v = d.get_json("pgc", name);
-    let user = v["status"]["appUser"].as_str().unwrap_or("app").to_owned();
-    let secret = v["status"]["appPasswordSecret"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no app password secret: {v}"))
-        .to_owned();
-    (user, value_of(at, &secret))
-}
-
-/// Runs `sh -c script` in a throwaway container on the cluster's network,
-/// as an application would, with the app user's login in PGUSER/PGPASSWORD.
-fn client(d: &Daemon, at: At, name: &str, script: &str) -> String {
-    run_client(d, at, name, &["--rm"], script)
-}
-
-/// `docker run` of a psql client container on the cluster's network with
-/// the app user's credentials; `how` says how it runs (`--rm`, or `-d`
-/// and a name).
-fn run_client(d: &Daemon, at: At, name: &str, how: &[&str], script: &str) -> String {
-    let (user, password) = app_login(d, at, name);
-    run_client_as(at, name, how, (&user, &password), script)
-}
-
-/// `run_client` with the given user and password.
-fn run_client_as(
-    at: At,
-    name: &str,
-    how: &[&str],
-    (user, password): (&str, &str),
-    script: &str,
-) -> String {
-    let env = format!("PGPASSWORD={password}");
-    let pguser = format!("PGUSER={user}");
-    let network = format!("{name}-net");
-    let mut args = vec!["run"];
-    args.extend_from_slice(how);
-    args.extend_from_slice(&[
-        "--network",
-        &network,
-        "-e",
-        &env,
-        "-e",
-        &pguser,
-        "-e",
-        "PGDATABASE=app",
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
-    at.docker(&args)
 }
 
 #[test]
@@ -520,21 +409,6 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     assert_eq!(volumes.trim(), "", "volumes left after delete");
 }
 
-fn leader(d: &Daemon, name: &str) -> String {
-    d.get_json("pgc", name)["status"]["leader"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// The numbers a writer printed: each one's INSERT was acknowledged.
-fn acked(at: At, writer: &str) -> BTreeSet<u64> {
-    at.docker(&["logs", writer])
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 #[test]
 fn a_killed_leader_is_replaced_without_losing_a_commit_then_the_cluster_scales() {
     let _one = one_at_a_time();
@@ -633,26 +507,7 @@ fn a_cluster_spread_over_three_nodes_fails_over_to_another_node() {
 /// leader comes back as a replica. Returns the old and the new leader.
 fn fail_over(d: &Daemon, name: &str, at: At) -> (String, String) {
     let rw = format!("{name}-rw");
-    let out = client(
-        d,
-        at,
-        name,
-        &format!(
-            "psql -h {rw} -v ON_ERROR_STOP=1 -Atc 'CREATE TABLE acked(i int primary key)' 2>&1"
-        ),
-    );
-    assert!(out.contains("CREATE TABLE"), "{out}");
-
-    // A number is printed only once its commit was acknowledged; a failed
-    // attempt is retried with the same number.
-    let writer = format!("{name}-writer");
-    let script = format!(
-        "i=1; while :; do if psql -h {rw} -Atq -c \"INSERT INTO acked VALUES ($i) ON CONFLICT DO NOTHING\" >/dev/null 2>&1; then echo $i; i=$((i+1)); else sleep 0.2; fi; done"
-    );
-    run_client(d, at, name, &["-d", "--name", &writer], &script);
-    assert!(eventually(Duration::from_secs(60), || acked(at, &writer)
-        .len()
-        >= 30));
+    let writer = start_writer(d, at, name);
 
     let old = leader(d, name);
     let killed_at = Instant::now();
@@ -678,15 +533,7 @@ fn fail_over(d: &Daemon, name: &str, at: At) -> (String, String) {
     at.docker(&["kill", &writer]);
     let acknowledged = acked(at, &writer);
     at.docker(&["rm", &writer]);
-    let present: BTreeSet<u64> = client(
-        d,
-        at,
-        name,
-        &format!("psql -h {rw} -Atc 'SELECT i FROM acked'"),
-    )
-    .lines()
-    .filter_map(|l| l.trim().parse().ok())
-    .collect();
+    let present = rows_on(d, at, name, &rw);
     let lost: Vec<&u64> = acknowledged.difference(&present).collect();
     assert!(
         lost.is_empty(),

@@ -1,0 +1,186 @@
+//! PostgresCluster test helpers shared by the end-to-end tests: where the
+//! cluster's containers run, psql clients on its network with the app
+//! user's login, and a writer's acknowledged commits.
+
+use std::collections::BTreeSet;
+
+use std::time::Duration;
+
+use crate::dind::Bed;
+use crate::docker::{docker, eventually, secret_value, service_container};
+use crate::Daemon;
+
+/// The image with every part of a PostgresCluster (`prepare.sh` builds it).
+pub const IMAGE: &str = "haswarm/postgres:15";
+
+/// Where the cluster's containers run: the local engine, or the nodes of a
+/// Docker-in-Docker bed (the test's clients then run on its manager).
+#[derive(Clone, Copy, Debug)]
+pub enum At<'a> {
+    /// The local engine.
+    Local,
+    /// The nodes of a bed; clients run on its manager.
+    Bed(&'a Bed),
+}
+
+impl At<'_> {
+    /// `docker ARGS` on the engine where the test's clients run.
+    pub fn docker(self, args: &[&str]) -> String {
+        match self {
+            At::Local => docker(args),
+            At::Bed(bed) => bed.docker_on(1, args),
+        }
+    }
+
+    /// `docker ARGS` on the engine that runs `service`'s task; `args` gets
+    /// that task's container.
+    pub fn at_service(self, service: &str, args: impl FnOnce(&str) -> Vec<String>) -> String {
+        match self {
+            At::Local => {
+                let a = args(&service_container(service));
+                docker(&a.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            At::Bed(bed) => {
+                let Some(i) = bed.node_of(service) else {
+                    return String::new();
+                };
+                let filter = format!("label=com.docker.swarm.service.name={service}");
+                let ps = bed.docker_on(i, &["ps", "-q", "--filter", &filter]);
+                let a = args(ps.lines().next().unwrap_or_default());
+                bed.docker_on(i, &a.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+        }
+    }
+}
+
+/// A password as the instances read it (superuser, replication, REST API).
+pub fn secret(at: At, name: &str, file: &str) -> String {
+    at.at_service(&format!("{name}-pg-0"), |c| {
+        vec![
+            "exec".into(),
+            c.into(),
+            "cat".into(),
+            format!("/run/secrets/{file}"),
+        ]
+    })
+    .trim()
+    .to_owned()
+}
+
+/// The value of the Swarm secret `secret`.
+pub fn value_of(at: At, secret: &str) -> String {
+    secret_value(&|args: &[&str]| at.docker(args), secret, IMAGE)
+}
+
+/// The app user's login as the status names it: (role, password).
+pub fn app_login(d: &Daemon, at: At, name: &str) -> (String, String) {
+    let v = d.get_json("pgc", name);
+    let user = v["status"]["appUser"].as_str().unwrap_or("app").to_owned();
+    let secret = v["status"]["appPasswordSecret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no app password secret: {v}"))
+        .to_owned();
+    (user, value_of(at, &secret))
+}
+
+/// Runs `sh -c script` in a throwaway container on the cluster's network,
+/// as an application would, with the app user's login in PGUSER/PGPASSWORD.
+pub fn client(d: &Daemon, at: At, name: &str, script: &str) -> String {
+    run_client(d, at, name, &["--rm"], script)
+}
+
+/// `docker run` of a psql client container on the cluster's network with
+/// the app user's credentials; `how` says how it runs (`--rm`, or `-d`
+/// and a name).
+pub fn run_client(d: &Daemon, at: At, name: &str, how: &[&str], script: &str) -> String {
+    let (user, password) = app_login(d, at, name);
+    run_client_as(at, name, how, (&user, &password), script)
+}
+
+/// `run_client` with the given user and password.
+pub fn run_client_as(
+    at: At,
+    name: &str,
+    how: &[&str],
+    (user, password): (&str, &str),
+    script: &str,
+) -> String {
+    let env = format!("PGPASSWORD={password}");
+    let pguser = format!("PGUSER={user}");
+    let network = format!("{name}-net");
+    let mut args = vec!["run"];
+    args.extend_from_slice(how);
+    args.extend_from_slice(&[
+        "--network",
+        &network,
+        "-e",
+        &env,
+        "-e",
+        &pguser,
+        "-e",
+        "PGDATABASE=app",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    at.docker(&args)
+}
+
+pub fn leader(d: &Daemon, name: &str) -> String {
+    d.get_json("pgc", name)["status"]["leader"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The numbers a writer printed: each one's INSERT was acknowledged.
+pub fn acked(at: At, writer: &str) -> BTreeSet<u64> {
+    at.docker(&["logs", writer])
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Creates the table `acked` and starts a writer, the container
+/// `<name>-writer` on the manager, that commits numbered rows through the
+/// rw endpoint, one connection per commit (in synchronous mode a standby
+/// has each acknowledged one too). A number is printed only once its commit
+/// was acknowledged; a failed attempt is retried with the same number, and
+/// a connection gives up after 2 s (a router on a lost node). Returns the
+/// container's name once 30 commits went through.
+pub fn start_writer(d: &Daemon, at: At, name: &str) -> String {
+    let rw = format!("{name}-rw");
+    let out = client(
+        d,
+        at,
+        name,
+        &format!(
+            "psql -h {rw} -v ON_ERROR_STOP=1 -Atc 'CREATE TABLE acked(i int primary key)' 2>&1"
+        ),
+    );
+    assert!(out.contains("CREATE TABLE"), "{out}");
+    let writer = format!("{name}-writer");
+    let script = format!(
+        "i=1; while :; do if PGCONNECT_TIMEOUT=2 psql -h {rw} -Atq -c \"INSERT INTO acked VALUES ($i) ON CONFLICT DO NOTHING\" >/dev/null 2>&1; then echo $i; i=$((i+1)); else sleep 0.2; fi; done"
+    );
+    run_client(d, at, name, &["-d", "--name", &writer], &script);
+    assert!(
+        eventually(Duration::from_secs(60), || acked(at, &writer).len() >= 30),
+        "the writer does not commit"
+    );
+    writer
+}
+
+/// The rows of `acked` as `host` (the rw endpoint or an instance) serves them.
+pub fn rows_on(d: &Daemon, at: At, name: &str, host: &str) -> BTreeSet<u64> {
+    client(
+        d,
+        at,
+        name,
+        &format!("psql -h {host} -Atc 'SELECT i FROM acked'"),
+    )
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .collect()
+}
