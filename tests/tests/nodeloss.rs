@@ -226,7 +226,8 @@ fn a_node_back_within_the_grace_keeps_its_members(d: &Daemon, bed: &Bed, name: &
 }
 
 #[test]
-fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committing_and_a_short_loss_moves_nothing() {
+fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committing_and_a_short_loss_moves_nothing(
+) {
     let _one = one_at_a_time();
     require_swarm();
     require_image(IMAGE);
