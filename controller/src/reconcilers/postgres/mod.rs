@@ -5,6 +5,7 @@
 pub mod etcd;
 pub mod logins;
 pub mod observe;
+mod placement;
 pub mod reconcile;
 pub mod render;
 pub mod rotate;

@@ -1,0 +1,133 @@
+//! PostgresCluster placement: its slot families (instances, etcd
+//! members), which of them may move off lost nodes, and the incarnation of
+//! each instance.
+
+use std::collections::BTreeMap;
+
+use haswarm_crds::postgres::EtcdMembership;
+use haswarm_crds::PostgresCluster;
+
+use super::etcd;
+use super::observe::ClusterView;
+use super::render;
+use crate::reconcilers::slots::{self, Family, Placed, Retire};
+use crate::runtime::{Context, ReconcileError};
+use crate::swarm::Owner;
+
+/// The cluster's slot families: instances, then managed etcd members.
+pub(super) fn families(name: &str, instances: usize, etcd: usize) -> [Family<'_>; 2] {
+    [
+        Family {
+            count: instances,
+            slot: Box::new(move |i| render::instance_slot(name, i)),
+            service: Box::new(move |i| render::instance_name(name, i)),
+            retire: None,
+        },
+        Family {
+            count: etcd,
+            slot: Box::new(move |j| render::etcd_slot(name, j)),
+            service: Box::new(move |j| render::etcd_name(name, j)),
+            retire: None,
+        },
+    ]
+}
+
+/// The families with what becomes of a leaving member's volume: one policy
+/// for every volume of the cluster, etcd's included.
+pub(super) fn retiring<'a>(
+    mut families: [Family<'a>; 2],
+    pgc: &'a PostgresCluster,
+) -> [Family<'a>; 2] {
+    let policy = pgc.spec.storage.reclaim_policy;
+    families[0].retire = Retire::of(policy, &pgc.spec.postgres.image, &pgc.spec.storage);
+    families[1].retire = Retire::of(policy, &pgc.spec.etcd.image, &pgc.spec.etcd.storage);
+    families
+}
+
+/// Pins instances and etcd members. The leader's slot never moves (moved, it
+/// would start empty), nor, while no leader is known, any instance's, nor
+/// that of an instance Patroni still sees running (its node is down to
+/// Swarm, but it serves: an engine that stopped, not a lost node). etcd
+/// members move one at a time and only while the others keep a quorum
+/// (see [`etcd::stays`]); the `Err` of the second value says why not. The
+/// volumes of members scaled away follow the reclaim policy.
+pub(super) async fn place(
+    ctx: &Context,
+    (pgc, etcd): (&PostgresCluster, Option<&EtcdMembership>),
+    (owner, nodes, before): (
+        &Owner,
+        &[crate::swarm::NodeInfo],
+        &[haswarm_crds::meta::UnavailableNode],
+    ),
+    view: Option<&ClusterView>,
+) -> Result<(Placed, Result<(), String>), ReconcileError> {
+    let name = pgc.metadata.name.as_str();
+    let instances = usize::from(pgc.spec.instances);
+    let members = etcd.map_or(0, |m| usize::from(m.members));
+    let families = retiring(families(name, instances, members), pgc);
+    let leader = view.and_then(ClusterView::leader);
+    let mut stay = slots::stay(&families[0], leader);
+    stay.extend(
+        view.into_iter()
+            .flat_map(|v| &v.members)
+            .filter(|m| matches!(m.state.as_str(), "running" | "streaming"))
+            .filter_map(|m| families[0].index_of_service(&m.name))
+            .map(|i| render::instance_slot(name, i)),
+    );
+    let mut quorum = Ok(());
+    if let Some(m) = etcd {
+        let now = chrono::Utc::now();
+        let lost: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.lost(now, ctx.settings.node_loss_grace))
+            .map(|n| n.id.as_str())
+            .collect();
+        let current = slots::plan::incarnations(&families[1].prefix(), nodes);
+        let slot = |j: u8| {
+            current
+                .get(&render::etcd_slot(name, j.into()))
+                .copied()
+                .unwrap_or(0)
+        };
+        let on_lost: Vec<u8> = (0..m.members)
+            .filter(|j| {
+                let label = render::etcd_slot(name, usize::from(*j));
+                nodes
+                    .iter()
+                    .any(|n| lost.contains(&n.id.as_str()) && n.labels.contains_key(&label))
+            })
+            .collect();
+        let busy =
+            !etcd::moved(m, slot).is_empty() || m.learner.is_some_and(|l| !on_lost.contains(&l));
+        let (held, q) = etcd::stays(name, m, &on_lost, busy);
+        quorum = q;
+        stay.extend(
+            held.iter()
+                .map(|j| render::etcd_slot(name, usize::from(*j))),
+        );
+    }
+    let placed = slots::place(
+        ctx,
+        (owner, before),
+        (&pgc.spec.placement, nodes),
+        &families,
+        &stay,
+    )
+    .await?;
+    Ok((placed, quorum))
+}
+
+/// The current incarnation of each instance, by service, as its slot label says.
+pub(super) fn instance_incarnations(
+    name: &str,
+    instances: usize,
+    nodes: &[crate::swarm::NodeInfo],
+) -> BTreeMap<String, u32> {
+    let labels = slots::plan::incarnations(&families(name, instances, 0)[0].prefix(), nodes);
+    (0..instances)
+        .map(|i| {
+            let n = labels.get(&render::instance_slot(name, i)).copied();
+            (render::instance_name(name, i), n.unwrap_or(0))
+        })
+        .collect()
+}
