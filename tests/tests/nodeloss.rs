@@ -354,6 +354,13 @@ fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committi
     );
     let roles = which(&answers, |w| w.first().is_some_and(|r| r == "f"));
     let acknowledged_by = which(&answers, |w| w.iter().any(|r| r == "w"));
+    // The check below means something only if the poller's commits went
+    // through at all.
+    let commits = acknowledged_by.iter().filter(|a| a.2).count();
+    assert!(
+        commits > 100,
+        "the poller's commits were acknowledged only {commits} times"
+    );
     let writers = two_primaries(&acknowledged_by);
     let both = two_primaries(&roles);
     let new_primary_s = first_new_primary(&roles, lost_unix, u8::try_from(instance).unwrap_or(0))
