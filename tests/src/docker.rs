@@ -152,6 +152,33 @@ fn ls(what: &str, filter: &str) -> Vec<String> {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // A failing test shows what Swarm did with the resource's tasks
+        // (the harness prints captured output only when a test fails), so a
+        // task that never ran in CI says why, before its service goes.
+        if std::thread::panicking() {
+            for (kind, name) in &self.owners {
+                let filter = format!("label=io.haswarm.owner={kind}/{name}");
+                for s in ls("service", &filter) {
+                    eprintln!(
+                        "---- docker service ps {s} ----\n{}",
+                        docker(&[
+                            "service",
+                            "ps",
+                            "--no-trunc",
+                            "--format",
+                            "{{.Name}} {{.Node}} desired={{.DesiredState}} {{.CurrentState}} {{.Error}}",
+                            &s,
+                        ])
+                    );
+                    let logs = service_logs(&s);
+                    let lines: Vec<&str> = logs.lines().collect();
+                    eprintln!(
+                        "---- last lines its containers wrote ----\n{}",
+                        lines[lines.len().saturating_sub(12)..].join("\n")
+                    );
+                }
+            }
+        }
         for (kind, name) in &self.owners {
             let filter = format!("label=io.haswarm.owner={kind}/{name}");
             for what in ["service", "network", "secret", "config"] {

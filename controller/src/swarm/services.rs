@@ -435,7 +435,7 @@ impl Swarm {
                         .and_then(|u| u.message.clone())
                         .unwrap_or_default()
                 )),
-                _ if !running => ServiceHealth::NotReady("no running, healthy task".into()),
+                _ if !running => ServiceHealth::NotReady(not_running(&tasks, s.id.as_deref())),
                 _ => ServiceHealth::Running,
             };
             out.insert(name, health);
@@ -444,11 +444,40 @@ impl Swarm {
     }
 }
 
+/// Why a service has no running, healthy task, in Swarm's words: the state
+/// of its newest task meant to run, and that task's error or message (a
+/// constraint no node meets, a health check that has not passed yet).
+fn not_running(tasks: &[bollard::models::Task], service: Option<&str>) -> String {
+    let newest = tasks
+        .iter()
+        .filter(|t| t.service_id.is_some() && t.service_id.as_deref() == service)
+        .filter_map(|t| {
+            let at = t.created_at.as_deref().and_then(super::parse_time);
+            t.status.as_ref().map(|st| (at, st))
+        })
+        .max_by_key(|(at, _)| *at);
+    let Some((_, st)) = newest else {
+        return "no running, healthy task".into();
+    };
+    let state = st
+        .state
+        .map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+    let why = st
+        .err
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .or(st.message.as_deref().filter(|m| !m.is_empty()));
+    match why {
+        Some(why) => format!("no running, healthy task (newest task {state}: {why})"),
+        None => format!("no running, healthy task (newest task {state})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bollard::models::{TaskSpec, TaskSpecContainerSpec};
 
-    use super::runs_template;
+    use super::{not_running, runs_template};
 
     fn template(env: &str) -> TaskSpec {
         TaskSpec {
@@ -481,5 +510,44 @@ mod tests {
             ..Default::default()
         });
         assert!(runs_template(Some(&task), Some(&moved)));
+    }
+
+    #[test]
+    fn why_a_service_does_not_run_quotes_its_newest_task() {
+        use bollard::models::{Task, TaskState, TaskStatus};
+        let task = |at: &str, state, err: Option<&str>| Task {
+            service_id: Some("s1".into()),
+            created_at: Some(at.into()),
+            status: Some(TaskStatus {
+                state: Some(state),
+                err: err.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let tasks = vec![
+            task("2026-12-01T10:00:00.9Z", TaskState::REJECTED, Some("old")),
+            task(
+                "2026-12-01T10:00:01.05Z",
+                TaskState::PENDING,
+                Some("no suitable node (scheduling constraints not satisfied on 1 node)"),
+            ),
+        ];
+        assert_eq!(
+            not_running(&tasks, Some("s1")),
+            "no running, healthy task (newest task pending: no suitable node \
+             (scheduling constraints not satisfied on 1 node))"
+        );
+        assert_eq!(
+            not_running(
+                &[task("2026-12-01T10:00:00Z", TaskState::STARTING, None)],
+                Some("s1")
+            ),
+            "no running, healthy task (newest task starting)"
+        );
+        assert_eq!(
+            not_running(&tasks, Some("other")),
+            "no running, healthy task"
+        );
     }
 }
