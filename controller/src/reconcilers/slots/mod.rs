@@ -190,6 +190,29 @@ pub fn node_events(
     out
 }
 
+/// The nodes with their down time as first recorded in status: Swarm's
+/// only clock for a down node is its object's `UpdatedAt`, which moves when
+/// haswarm edits its labels (a slot moving off it), and would start the
+/// grace again for the node's other slots. A node seen answering leaves the
+/// status list, so a later loss starts a fresh grace; one that came back
+/// and went down again between two looks keeps its first time.
+fn down_since_first_seen(nodes: &[NodeInfo], before: &[UnavailableNode]) -> Vec<NodeInfo> {
+    nodes
+        .iter()
+        .cloned()
+        .map(|mut n| {
+            let first = before
+                .iter()
+                .find(|b| b.node == n.hostname)
+                .and_then(|b| b.since);
+            if let (Some(now), Some(first)) = (n.down_since, first) {
+                n.down_since = Some(now.min(first));
+            }
+            n
+        })
+        .collect()
+}
+
 /// The nodes that hold a slot of `families` and are down or drained, and
 /// those listed `before` that still are (their slots moved meanwhile: they
 /// are listed with what they held until they answer again).
@@ -250,6 +273,7 @@ pub async fn place(
     stay: &[String],
 ) -> Result<Placed, ReconcileError> {
     let now = Utc::now();
+    let nodes = &down_since_first_seen(nodes, before);
     let lost: std::collections::HashSet<String> = nodes
         .iter()
         .filter(|n| n.lost(now, ctx.settings.node_loss_grace))
@@ -545,6 +569,41 @@ mod tests {
         };
         let d = unavailable(&[drained], &families, &[]);
         assert!(node_events(&[], &d, grace)[0].2.contains("is drained"));
+    }
+
+    #[test]
+    fn a_node_keeps_the_down_time_first_recorded_when_haswarm_edits_it() {
+        let first = Utc::now() - chrono::Duration::seconds(40);
+        let edited = Utc::now() - chrono::Duration::seconds(5);
+        let node = |hostname: &str, down_since: Option<chrono::DateTime<Utc>>| NodeInfo {
+            id: hostname.into(),
+            hostname: hostname.into(),
+            labels: HashMap::new(),
+            ready: down_since.is_none(),
+            role: "worker".into(),
+            down_since,
+            drained: false,
+        };
+        let recorded = |node: &str| UnavailableNode {
+            node: node.into(),
+            since: Some(first),
+            members: vec!["db-pg-1".into()],
+        };
+        let grace = std::time::Duration::from_secs(30);
+        let nodes = [
+            node("node2", Some(edited)),
+            node("node3", Some(edited)),
+            node("node4", None),
+        ];
+        let seen = down_since_first_seen(&nodes, &[recorded("node2"), recorded("node4")]);
+        // The label edit 5 s ago does not restart node2's 30 s grace.
+        assert_eq!(seen[0].down_since, Some(first));
+        assert!(seen[0].lost(Utc::now(), grace));
+        // A node no status recorded: Swarm's time.
+        assert_eq!(seen[1].down_since, Some(edited));
+        assert!(!seen[1].lost(Utc::now(), grace));
+        // A node that answers is not down, whatever status said.
+        assert_eq!(seen[2].down_since, None);
     }
 
     #[test]
