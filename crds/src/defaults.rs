@@ -65,6 +65,11 @@ pub(crate) fn redis_instances() -> u8 {
 pub(crate) fn redis_image() -> String {
     "redis:7.2".into()
 }
+/// One replica in sync when a group has two to spare: a master cut off
+/// from its replicas refuses writes, and one replica down stops nothing.
+pub(crate) fn min_replicas_to_write(instances: u8) -> u8 {
+    u8::from(instances >= 3)
+}
 pub(crate) fn sentinel_count() -> u8 {
     3
 }

@@ -33,6 +33,22 @@ pub struct RedisSentinelGroupSpec {
     /// The sentinels: how many, quorum, and failover timing.
     #[serde(default)]
     pub sentinels: SentinelSettings,
+    /// Replicas that must be in sync for the master to take a write: it
+    /// refuses writes (`NOREPLICAS`) unless this many replicas acknowledged
+    /// its stream within the last `sentinels.downAfter` less a second (at
+    /// least 1 s). Redis's `min-replicas-to-write` and `min-replicas-max-lag`.
+    ///
+    /// This is the fence for a master cut off from its replicas: one whose
+    /// node was lost, then comes back after the sentinels promoted another,
+    /// refuses writes the new master would never see, instead of taking
+    /// them until the sentinels demote it. The price: with fewer replicas in
+    /// sync than this, the master takes no writes.
+    ///
+    /// Defaults to 1 with 3 or more instances (a replica can be down and
+    /// writes go on) and 0 with fewer (the only replica's restart would stop
+    /// every write). At most `instances - 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas_to_write: Option<u8>,
     /// Existing Swarm secret holding the password. Left out, a password is
     /// generated once. The same password is used for the default user of
     /// every instance and sentinel, `masterauth` and `sentinel auth-pass`.
@@ -248,6 +264,10 @@ const MANAGED_DIRECTIVES: &[&str] = &[
     "replica-announce-port",
     "aclfile",
     "user",
+    "min-replicas-to-write",
+    "min-replicas-max-lag",
+    "min-slaves-to-write",
+    "min-slaves-max-lag",
 ];
 
 impl RedisSentinelGroupSpec {
@@ -256,6 +276,12 @@ impl RedisSentinelGroupSpec {
         self.master_group_name
             .clone()
             .unwrap_or_else(|| meta.name.to_string())
+    }
+
+    /// Replicas in sync needed for a write (after defaults it is always set).
+    pub fn min_replicas_to_write(&self) -> u8 {
+        self.min_replicas_to_write
+            .unwrap_or_else(|| defaults::min_replicas_to_write(self.instances))
     }
 
     /// The quorum (after defaults it is always set).
@@ -279,6 +305,9 @@ impl Kind for RedisSentinelGroupSpec {
         if self.sentinels.quorum.is_none() {
             self.sentinels.quorum = Some(defaults::quorum_for(self.sentinels.count));
         }
+        if self.min_replicas_to_write.is_none() {
+            self.min_replicas_to_write = Some(defaults::min_replicas_to_write(self.instances));
+        }
     }
 
     fn validate(&self, meta: &ObjectMeta, report: &mut Report, catalog: &dyn Catalog) {
@@ -295,6 +324,14 @@ impl Kind for RedisSentinelGroupSpec {
             },
         );
         validate::check_image(report, spec.key("image"), &self.image);
+        if let Some(n) = self.min_replicas_to_write {
+            report.check(
+                n < self.instances.max(1),
+                || spec.key("minReplicasToWrite"),
+                "min-replicas-below-instances",
+                || format!("minReplicasToWrite {n} with {} instances: the master has at most {} replicas, so it would refuse every write", self.instances, self.instances.saturating_sub(1)),
+            );
+        }
         let group = self.master_group(meta);
         report.check(
             !group.is_empty()

@@ -35,6 +35,7 @@ pub mod dind;
 pub mod docker;
 pub mod git_http;
 pub mod pg;
+pub mod redis;
 
 /// The folder holding the workspace's binaries (`target/debug`), found from
 /// the running test executable (`target/debug/deps/...`).

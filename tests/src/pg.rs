@@ -21,6 +21,9 @@ pub enum At<'a> {
     Local,
     /// The nodes of a bed; clients run on its manager.
     Bed(&'a Bed),
+    /// The nodes of a bed; clients run on node `i` (1-based): one whose
+    /// engine the test does not restart.
+    Node(&'a Bed, usize),
 }
 
 impl At<'_> {
@@ -29,6 +32,7 @@ impl At<'_> {
         match self {
             At::Local => docker(args),
             At::Bed(bed) => bed.docker_on(1, args),
+            At::Node(bed, i) => bed.docker_on(i, args),
         }
     }
 
@@ -40,7 +44,7 @@ impl At<'_> {
                 let a = args(&service_container(service));
                 docker(&a.iter().map(String::as_str).collect::<Vec<_>>())
             }
-            At::Bed(bed) => {
+            At::Bed(bed) | At::Node(bed, _) => {
                 let Some(i) = bed.node_of(service) else {
                     return String::new();
                 };

@@ -2,7 +2,7 @@
 //! (the password never leaves it), and parsed here. Parsing is pure.
 
 /// The script run in a sentinel container: the master as Sentinel sees it,
-/// its replicas, and the master's replication offset. Every call is bounded:
+/// its replicas, the other sentinels, and the master's replication offset. Every call is bounded:
 /// a sentinel resolving the name of a member that is gone blocks for
 /// seconds, and a missing answer only leaves its section empty.
 pub fn sentinel_query(group: &str) -> String {
@@ -11,6 +11,7 @@ pub fn sentinel_query(group: &str) -> String {
          echo '#sentinel'; $c -p 26379 INFO sentinel; \
          echo '#master'; $c -p 26379 SENTINEL master {group}; \
          echo '#replicas'; $c -p 26379 SENTINEL replicas {group}; \
+         echo '#sentinels'; $c -p 26379 SENTINEL sentinels {group}; \
          m=$($c -p 26379 SENTINEL get-master-addr-by-name {group} | head -n 1); \
          echo '#info'; [ -n \"$m\" ] && $c -h \"$m\" -p 6379 INFO replication",
         pw = super::render::PASSWORD_FILE
@@ -79,10 +80,29 @@ pub struct SentinelView {
     /// Replicas connected to the master, as the master itself reports them
     /// now (Sentinel's replica table is refreshed only every 10 s).
     pub connected: Vec<ConnectedReplica>,
+    /// The other sentinels this one knows, as it sees them.
+    pub peers: Vec<PeerView>,
     /// Whether this sentinel is in TILT mode: its event loop stalled (slow
     /// DNS answers, a starved CPU, a clock jump), so for 30 s it neither
     /// votes nor fails anything over.
     pub tilt: bool,
+}
+
+/// Another sentinel, as a sentinel sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerView {
+    /// Host it announces (the sentinel's service name).
+    pub host: String,
+    /// Sentinel flags (`sentinel`, `s_down`, `disconnected`).
+    pub flags: String,
+}
+
+impl PeerView {
+    /// Whether it answers this sentinel's pings: a sentinel that does serves,
+    /// whatever Swarm says of its node.
+    pub fn answers(&self) -> bool {
+        !self.flags.contains("s_down") && !self.flags.contains("disconnected")
+    }
 }
 
 /// A replica in the master's `INFO replication`.
@@ -128,10 +148,26 @@ fn pairs(lines: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A list of entries as `redis-cli --raw` prints it (`SENTINEL replicas`,
+/// `SENTINEL sentinels`): key and value lines, each entry opening with `name`.
+fn entries(lines: &[&str]) -> Vec<Vec<(String, String)>> {
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    for (k, v) in pairs(lines) {
+        if k == "name" {
+            out.push(Vec::new());
+        }
+        if let Some(e) = out.last_mut() {
+            e.push((k, v));
+        }
+    }
+    out
+}
+
 /// Parses the output of [`sentinel_query`].
 pub fn parse(output: &str) -> SentinelView {
     let mut section = "";
     let (mut master, mut replicas, mut info) = (Vec::new(), Vec::new(), Vec::new());
+    let mut peers = Vec::new();
     let mut tilt = false;
     for line in output.lines() {
         match line.trim() {
@@ -139,9 +175,11 @@ pub fn parse(output: &str) -> SentinelView {
             "#master" => section = "master",
             "#replicas" => section = "replicas",
             "#info" => section = "info",
+            "#sentinels" => section = "sentinels",
             l => match section {
                 "master" => master.push(l),
                 "replicas" => replicas.push(l),
+                "sentinels" => peers.push(l),
                 "info" => info.push(l),
                 "sentinel" => tilt |= l.strip_prefix("sentinel_tilt:") == Some("1"),
                 _ => {}
@@ -162,15 +200,9 @@ pub fn parse(output: &str) -> SentinelView {
             _ => {}
         }
     }
-    let mut current: Option<ReplicaView> = None;
-    for (k, v) in pairs(&replicas) {
-        if k == "name" {
-            if let Some(r) = current.take() {
-                view.replicas.push(r);
-            }
-            current = Some(ReplicaView::default());
-        }
-        if let Some(r) = current.as_mut() {
+    for entry in entries(&replicas) {
+        let mut r = ReplicaView::default();
+        for (k, v) in entry {
             match k.as_str() {
                 "ip" => r.host = v,
                 "flags" => r.flags = v,
@@ -179,9 +211,18 @@ pub fn parse(output: &str) -> SentinelView {
                 _ => {}
             }
         }
-    }
-    if let Some(r) = current {
         view.replicas.push(r);
+    }
+    for entry in entries(&peers) {
+        let mut p = PeerView::default();
+        for (k, v) in entry {
+            match k.as_str() {
+                "ip" => p.host = v,
+                "flags" => p.flags = v,
+                _ => {}
+            }
+        }
+        view.peers.push(p);
     }
     view.master_offset = info
         .iter()
@@ -232,6 +273,37 @@ mod tests {
                 offset: 1200
             }]
         );
+    }
+
+    #[test]
+    fn the_other_sentinels_parse_with_whether_they_answer() {
+        let text = format!(
+            "{SAMPLE}#sentinels\nname\nabc\nip\ncache-sentinel-1\nport\n26379\nrunid\nabc\nflags\nsentinel\nname\ndef\nip\ncache-sentinel-2\nport\n26379\nrunid\ndef\nflags\ns_down,sentinel\n"
+        );
+        let v = parse(&text);
+        assert_eq!(
+            v.peers,
+            [
+                PeerView {
+                    host: "cache-sentinel-1".into(),
+                    flags: "sentinel".into()
+                },
+                PeerView {
+                    host: "cache-sentinel-2".into(),
+                    flags: "s_down,sentinel".into()
+                }
+            ]
+        );
+        assert!(v.peers[0].answers());
+        assert!(!v.peers[1].answers());
+        assert!(!PeerView {
+            host: "x".into(),
+            flags: "sentinel,disconnected".into()
+        }
+        .answers());
+        // The sections around it still parse.
+        assert_eq!(v.replicas.len(), 2);
+        assert_eq!(v.master.as_deref(), Some("cache-redis-1"));
     }
 
     #[test]

@@ -78,8 +78,9 @@ fn retiring<'a>(
 /// could take. The master's slot stays even on a lost node: moved, it would
 /// start empty. The sentinels fail over first; only then is it a replica
 /// that may move. Without a known master nothing data-bearing moves; nor
-/// does a replica the master reports connected (its node is down to Swarm,
-/// but it serves: an engine that stopped, not a lost node).
+/// does a replica the master reports connected, or a sentinel the others
+/// reach (its node is down to Swarm, but it serves: an engine that
+/// stopped, not a lost node).
 async fn place(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
@@ -102,6 +103,14 @@ async fn place(
             .filter(|r| r.state == "online")
             .filter_map(|r| families[0].index_of_service(&r.host))
             .map(|i| render::instance_slot(name, i)),
+    );
+    // Nor does a sentinel the others still reach.
+    stay.extend(
+        view.into_iter()
+            .flat_map(|v| &v.peers)
+            .filter(|p| p.answers())
+            .filter_map(|p| families[1].index_of_service(&p.host))
+            .map(|j| render::sentinel_slot(name, j)),
     );
     let nodes = ctx.swarm.nodes().await?;
     slots::place(

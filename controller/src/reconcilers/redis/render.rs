@@ -163,11 +163,29 @@ pub fn redis_conf(spec: &RedisSentinelGroupSpec) -> String {
     if let Some(m) = &spec.max_memory {
         c.push(format!("maxmemory {}", m.bytes()));
     }
+    let fence = spec.min_replicas_to_write();
+    if fence > 0 {
+        c.push(format!("min-replicas-to-write {fence}"));
+        c.push(format!(
+            "min-replicas-max-lag {}",
+            min_replicas_max_lag_s(spec)
+        ));
+    }
     for (k, v) in &spec.config {
         c.push(format!("{k} {}", v.0));
     }
     c.push(String::new());
     c.join("\n")
+}
+
+/// Seconds a replica's last acknowledgement may be old and still count for
+/// `min-replicas-to-write`: below `downAfter`, so a master frozen long
+/// enough for the sentinels to replace it counts no replica when it thaws
+/// (replicas acknowledge every second, so 1 s is the floor).
+pub fn min_replicas_max_lag_s(spec: &RedisSentinelGroupSpec) -> u64 {
+    (spec.sentinels.down_after.as_millis() / 1000)
+        .saturating_sub(1)
+        .max(1)
 }
 
 /// The fixed part of `sentinel.conf`; the start script adds the monitored
@@ -655,6 +673,38 @@ mod tests {
         assert!(
             c.contains("appendonly no") && c.contains("save 60 1000"),
             "{c}"
+        );
+    }
+
+    #[test]
+    fn a_master_without_replicas_in_sync_refuses_writes_by_default_from_three_instances() {
+        let lines = |spec: &str| -> Vec<String> {
+            redis_conf(&rsg(spec).spec)
+                .lines()
+                .filter(|l| l.starts_with("min-replicas"))
+                .map(str::to_owned)
+                .collect()
+        };
+        // Default downAfter 5 s: an acknowledgement 4 s old still counts.
+        assert_eq!(
+            lines("  instances: 3\n"),
+            ["min-replicas-to-write 1", "min-replicas-max-lag 4"]
+        );
+        assert_eq!(
+            lines("  sentinels:\n    downAfter: 3s\n"),
+            ["min-replicas-to-write 1", "min-replicas-max-lag 2"]
+        );
+        // The floor: replicas acknowledge once a second.
+        assert_eq!(
+            lines("  sentinels:\n    downAfter: 1500ms\n    failoverTimeout: 10s\n"),
+            ["min-replicas-to-write 1", "min-replicas-max-lag 1"]
+        );
+        // Two instances: the only replica's restart would stop every write.
+        assert!(lines("  instances: 2\n").is_empty());
+        assert!(lines("  minReplicasToWrite: 0\n").is_empty());
+        assert_eq!(
+            lines("  instances: 5\n  minReplicasToWrite: 2\n")[0],
+            "min-replicas-to-write 2"
         );
     }
 
