@@ -121,6 +121,18 @@ impl Bed {
         run(&["restore", &self.name, &i.to_string()]);
     }
 
+    /// Cuts node `i` (1-based) off the Swarm's control plane only: its
+    /// engine and agent are paused, its containers keep running and
+    /// serving. To the manager, the node is down.
+    pub fn partition(&self, i: usize) {
+        run(&["partition", &self.name, &i.to_string()]);
+    }
+
+    /// Ends [`Bed::partition`] of node `i`.
+    pub fn heal(&self, i: usize) {
+        run(&["heal", &self.name, &i.to_string()]);
+    }
+
     /// Runs `docker ARGS` against the engine of node `i` (1-based), from inside its container.
     pub fn docker_on(&self, i: usize, args: &[&str]) -> String {
         Command::new("docker")

@@ -36,6 +36,15 @@ impl At<'_> {
         }
     }
 
+    /// `docker ARGS` on the manager's engine (a secret is read there, by a
+    /// one-shot service).
+    pub fn manager(self, args: &[&str]) -> String {
+        match self {
+            At::Local => docker(args),
+            At::Bed(bed) | At::Node(bed, _) => bed.docker_on(1, args),
+        }
+    }
+
     /// `docker ARGS` on the engine that runs `service`'s task; `args` gets
     /// that task's container.
     pub fn at_service(self, service: &str, args: impl FnOnce(&str) -> Vec<String>) -> String {
@@ -73,7 +82,7 @@ pub fn secret(at: At, name: &str, file: &str) -> String {
 
 /// The value of the Swarm secret `secret`.
 pub fn value_of(at: At, secret: &str) -> String {
-    secret_value(&|args: &[&str]| at.docker(args), secret, IMAGE)
+    secret_value(&|args: &[&str]| at.manager(args), secret, IMAGE)
 }
 
 /// The app user's login as the status names it: (role, password).

@@ -42,7 +42,7 @@ pub fn password(d: &Daemon, at: At, name: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no password secret: {}", d.get_json("rsg", name)))
         .to_owned();
-    let password = secret_value(&|a: &[&str]| at.docker(a), &secret, IMAGE);
+    let password = secret_value(&|a: &[&str]| at.manager(a), &secret, IMAGE);
     assert!(!password.is_empty(), "the password was not read");
     password
 }

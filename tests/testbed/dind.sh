@@ -19,10 +19,14 @@
 #   dind.sh restore BED I         undo `lose`: thaw those containers first, then unpause the node (its workloads
 #                                 run a moment before their engine and agent react, as on a node coming back);
 #                                 a node that is not lost is left alone
+#   dind.sh partition BED I       engine-only partition: pause node I's container (its engine and Swarm agent)
+#                                 and leave its containers running and serving
+#   dind.sh heal BED I            undo `partition`
 #   dind.sh down BED              thaw what `lose` froze, remove BED's nodes, their volumes and the network
 #
 # Everything created carries the label io.haswarm.testbed=BED, and `down`
-# removes exactly that; `lose` records what it froze in /tmp/hsw-lost-BED-I.
+# removes exactly that; `lose` records what it froze in /tmp/hsw-lost-BED-I,
+# `partition` the containers it left running in /tmp/hsw-cut-BED-I.
 set -euo pipefail
 
 IMAGE=haswarm/dind-node:bookworm
@@ -235,6 +239,26 @@ restore() {
   rm -f "$record"
 }
 
+# An engine-only partition: node $2's engine and Swarm agent are paused,
+# its containers keep running and serving (with `--cgroupns host` they sit
+# beside the node's cgroup, so `docker pause` of the node leaves them be).
+# Their ids are recorded for `down`, which cannot ask a paused engine.
+cut_file() { echo "/tmp/hsw-cut-$1-$2"; }
+partition() {
+  local bed=$1 i=$2 n
+  n=$(node "$bed" "$i")
+  docker exec "$n" docker ps -q --no-trunc >"$(cut_file "$bed" "$i")"
+  docker pause "$n" >/dev/null
+}
+heal() {
+  local bed=$1 i=$2 n
+  n=$(node "$bed" "$i")
+  if [ "$(docker inspect -f '{{.State.Paused}}' "$n" 2>/dev/null)" = true ]; then
+    docker unpause "$n" >/dev/null
+  fi
+  rm -f "$(cut_file "$bed" "$i")"
+}
+
 down() {
   local bed=$1
   # A node whose containers are frozen cannot be removed: its init is
@@ -258,6 +282,16 @@ down() {
       dir=${dir##*/docker-}
       nested+=("${dir##*/}")
     done <"$record"
+    rm -f "$record"
+  done
+  for record in /tmp/hsw-cut-"$bed"-*; do
+    [ -e "$record" ] || continue
+    i=${record#/tmp/hsw-cut-"$bed"-}
+    case "$i" in
+      '' | *[!0-9]*) continue ;;
+    esac
+    # shellcheck disable=SC2207
+    nested+=($(cat "$record"))
     rm -f "$record"
   done
   local ids id
@@ -289,6 +323,8 @@ case "${1:-}" in
   stop) docker stop "$(node "$2" "$3")" >/dev/null ;;
   lose) lose "$2" "$3" ;;
   restore) restore "$2" "$3" ;;
+  partition) partition "$2" "$3" ;;
+  heal) heal "$2" "$3" ;;
   down) down "$2" ;;
   *) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 2 ;;
 esac

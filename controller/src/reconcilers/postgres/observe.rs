@@ -14,6 +14,29 @@ pub fn rest_get(host: &str, path: &str) -> String {
     )
 }
 
+/// A script that prints the index of each of cluster `name`'s first
+/// `members` etcd members that answers a health check now (with the
+/// `etcdctl` of the container it runs in; nothing when there is none).
+pub fn etcd_health(name: &str, members: u8) -> String {
+    let checks: Vec<String> = (0..usize::from(members))
+        .map(|j| {
+            format!(
+                "etcdctl --endpoints=http://{}:{} --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1 && echo {j}",
+                render::etcd_name(name, j),
+                render::ETCD_CLIENT_PORT
+            )
+        })
+        .collect();
+    format!("{{ {}; }} 2>/dev/null; true", checks.join("; "))
+}
+
+/// The member indexes [`etcd_health`] printed.
+pub fn parse_etcd_health(out: &str) -> Vec<u8> {
+    out.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
 /// Whether a script's output is Patroni's answer: `rest_get` prints nothing
 /// and `rest_call` prints status 0 when the member could not be reached.
 pub fn answered(out: &str) -> bool {
@@ -192,6 +215,25 @@ pub fn parse_cluster(text: &str) -> Option<ClusterView> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_etcd_members_that_answer_are_listed_by_index() {
+        let script = etcd_health("db", 3);
+        for j in 0..3 {
+            assert!(
+                script.contains(&format!(
+                    "--endpoints=http://db-etcd-{j}:2379 --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1 && echo {j}"
+                )),
+                "{script}"
+            );
+        }
+        assert!(
+            script.ends_with("; true"),
+            "a failed check is no failed exec: {script}"
+        );
+        assert_eq!(parse_etcd_health("0\n2\n"), [0, 2]);
+        assert!(parse_etcd_health("sh: etcdctl: not found").is_empty());
+    }
 
     const CLUSTER: &str = r#"{"members": [
         {"name": "db-pg-1", "role": "replica", "state": "streaming", "api_url": "http://db-pg-1:8008/patroni", "host": "db-pg-1", "port": 5432, "timeline": 2, "lag": 0},

@@ -1,6 +1,6 @@
 //! PostgresCluster placement: its slot families (instances, etcd
 //! members), which of them may move off lost nodes, and the incarnation of
-//! each instance.
+//! each instance (an etcd member on a lost node that answers stays).
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,7 @@ use haswarm_crds::postgres::EtcdMembership;
 use haswarm_crds::PostgresCluster;
 
 use super::etcd;
-use super::observe::ClusterView;
+use super::observe::{self, ClusterView};
 use super::render;
 use crate::reconcilers::slots::{self, Family, Placed, Retire};
 use crate::runtime::{Context, ReconcileError};
@@ -49,7 +49,8 @@ pub(super) fn retiring<'a>(
 /// that of an instance Patroni still sees running (its node is down to
 /// Swarm, but it serves: an engine that stopped, not a lost node). etcd
 /// members move one at a time and only while the others keep a quorum
-/// (see [`etcd::stays`]); the `Err` of the second value says why not. The
+/// (see [`etcd::stays`]); the `Err` of the second value says why not. An
+/// etcd member on a lost node that answers a health check stays too. The
 /// volumes of members scaled away follow the reclaim policy.
 pub(super) async fn place(
     ctx: &Context,
@@ -62,6 +63,9 @@ pub(super) async fn place(
     view: Option<&ClusterView>,
 ) -> Result<(Placed, Result<(), String>), ReconcileError> {
     let name = pgc.metadata.name.as_str();
+    // Down times as status first recorded them, as `slots::place` counts
+    // them: the etcd quorum guard must see the same lost nodes.
+    let nodes = &slots::down_since_first_seen(nodes, before);
     let instances = usize::from(pgc.spec.instances);
     let members = etcd.map_or(0, |m| usize::from(m.members));
     let families = retiring(families(name, instances, members), pgc);
@@ -89,7 +93,7 @@ pub(super) async fn place(
                 .copied()
                 .unwrap_or(0)
         };
-        let on_lost: Vec<u8> = (0..m.members)
+        let mut on_lost: Vec<u8> = (0..m.members)
             .filter(|j| {
                 let label = render::etcd_slot(name, usize::from(*j));
                 nodes
@@ -97,6 +101,28 @@ pub(super) async fn place(
                     .any(|n| lost.contains(&n.id.as_str()) && n.labels.contains_key(&label))
             })
             .collect();
+        // A member on a lost node that still answers serves: its engine
+        // stopped, not its node. It stays, and counts for the quorum.
+        if !on_lost.is_empty() {
+            let health = observe::etcd_health(name, m.members);
+            let out = super::reconcile::patroni_until(
+                ctx,
+                pgc,
+                |_| health.clone(),
+                |o| !o.trim().is_empty(),
+            )
+            .await?;
+            let answering = out
+                .map(|o| observe::parse_etcd_health(&o))
+                .unwrap_or_default();
+            stay.extend(
+                on_lost
+                    .iter()
+                    .filter(|j| answering.contains(j))
+                    .map(|j| render::etcd_slot(name, usize::from(*j))),
+            );
+            on_lost.retain(|j| !answering.contains(j));
+        }
         let busy =
             !etcd::moved(m, slot).is_empty() || m.learner.is_some_and(|l| !on_lost.contains(&l));
         let (held, q) = etcd::stays(name, m, &on_lost, busy);

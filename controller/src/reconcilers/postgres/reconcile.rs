@@ -409,7 +409,7 @@ async fn patroni(
 
 /// [`patroni`], taking the first output `accept` takes (a member in the
 /// middle of a promotion may answer something else).
-async fn patroni_until(
+pub(super) async fn patroni_until(
     ctx: &Context,
     pgc: &PostgresCluster,
     script: impl Fn(&str) -> String,

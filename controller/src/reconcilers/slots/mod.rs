@@ -196,7 +196,7 @@ pub fn node_events(
 /// grace again for the node's other slots. A node seen answering leaves the
 /// status list, so a later loss starts a fresh grace; one that came back
 /// and went down again between two looks keeps its first time.
-fn down_since_first_seen(nodes: &[NodeInfo], before: &[UnavailableNode]) -> Vec<NodeInfo> {
+pub fn down_since_first_seen(nodes: &[NodeInfo], before: &[UnavailableNode]) -> Vec<NodeInfo> {
     nodes
         .iter()
         .cloned()
