@@ -133,6 +133,20 @@ impl Bed {
         run(&["heal", &self.name, &i.to_string()]);
     }
 
+    /// Node `i`'s labels (1-based), as the manager has them; panics when
+    /// they cannot be read, so that a comparison cannot pass on nothing.
+    pub fn labels(&self, i: usize) -> std::collections::BTreeMap<String, String> {
+        let json = self.docker(&[
+            "node",
+            "inspect",
+            &self.node(i),
+            "-f",
+            "{{json .Spec.Labels}}",
+        ]);
+        serde_json::from_str(json.trim())
+            .unwrap_or_else(|e| panic!("labels of node {i} ({json:?}): {e}"))
+    }
+
     /// Runs `docker ARGS` against the engine of node `i` (1-based), from inside its container.
     pub fn docker_on(&self, i: usize, args: &[&str]) -> String {
         Command::new("docker")

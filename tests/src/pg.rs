@@ -45,6 +45,27 @@ impl At<'_> {
         }
     }
 
+    /// `docker run` of `image` running `sh -c script` on `network`, on the
+    /// engine where the test's clients run, with `env` (`NAME=value`) in its
+    /// environment (a test's own container: never a command line of a
+    /// member); `how` says how it runs (`--rm`, or `-d` and a name).
+    pub fn run(
+        self,
+        how: &[&str],
+        (network, env): (&str, &[String]),
+        image: &str,
+        script: &str,
+    ) -> String {
+        let mut args = vec!["run"];
+        args.extend_from_slice(how);
+        args.extend_from_slice(&["--network", network]);
+        for e in env {
+            args.extend_from_slice(&["-e", e]);
+        }
+        args.extend_from_slice(&[image, "sh", "-c", script]);
+        self.docker(&args)
+    }
+
     /// `docker ARGS` on the engine that runs `service`'s task; `args` gets
     /// that task's container.
     pub fn at_service(self, service: &str, args: impl FnOnce(&str) -> Vec<String>) -> String {
@@ -118,26 +139,12 @@ pub fn run_client_as(
     (user, password): (&str, &str),
     script: &str,
 ) -> String {
-    let env = format!("PGPASSWORD={password}");
-    let pguser = format!("PGUSER={user}");
-    let network = format!("{name}-net");
-    let mut args = vec!["run"];
-    args.extend_from_slice(how);
-    args.extend_from_slice(&[
-        "--network",
-        &network,
-        "-e",
-        &env,
-        "-e",
-        &pguser,
-        "-e",
-        "PGDATABASE=app",
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
-    at.docker(&args)
+    let env = [
+        format!("PGPASSWORD={password}"),
+        format!("PGUSER={user}"),
+        "PGDATABASE=app".to_owned(),
+    ];
+    at.run(how, (&format!("{name}-net"), &env), IMAGE, script)
 }
 
 pub fn leader(d: &Daemon, name: &str) -> String {

@@ -19,21 +19,8 @@ pub const CLI: &str = "timeout 1 redis-cli --no-auth-warning --raw";
 /// variable of a test's own container, never a command line); `how` says
 /// how it runs (`--rm`, or `-d` and a name).
 pub fn shell(at: At, name: &str, password: &str, how: &[&str], script: &str) -> String {
-    let auth = format!("REDISCLI_AUTH={password}");
-    let network = format!("{name}-net");
-    let mut args = vec!["run"];
-    args.extend_from_slice(how);
-    args.extend_from_slice(&[
-        "--network",
-        &network,
-        "-e",
-        &auth,
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
-    at.docker(&args)
+    let env = [format!("REDISCLI_AUTH={password}")];
+    at.run(how, (&format!("{name}-net"), &env), IMAGE, script)
 }
 
 /// Group `name`'s password, read from the secret its status names.

@@ -57,15 +57,7 @@ fn objects(bed: &Bed, kind: &str, name: &str) -> BTreeMap<String, String> {
         }
     }
     for i in 1..=bed.len() {
-        let labels = bed.docker(&[
-            "node",
-            "inspect",
-            &bed.node(i),
-            "-f",
-            "{{json .Spec.Labels}}",
-        ]);
-        assert!(!labels.trim().is_empty(), "node {i}'s labels not read");
-        out.insert(format!("node {i} labels"), labels.trim().to_owned());
+        out.insert(format!("node {i} labels"), format!("{:?}", bed.labels(i)));
     }
     out
 }

@@ -41,15 +41,7 @@ fn slot_labels(bed: &Bed, name: &str) -> BTreeMap<String, Vec<usize>> {
     let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let prefix = format!("io.haswarm.postgrescluster.{name}.");
     for i in 1..=bed.len() {
-        let json = bed.docker(&[
-            "node",
-            "inspect",
-            &bed.node(i),
-            "-f",
-            "{{json .Spec.Labels}}",
-        ]);
-        let labels: BTreeMap<String, String> = serde_json::from_str(json.trim())
-            .unwrap_or_else(|e| panic!("labels of node {i} ({json:?}): {e}"));
+        let labels = bed.labels(i);
         for k in labels.keys().filter(|k| k.starts_with(&prefix)) {
             out.entry(k.clone()).or_default().push(i);
         }
@@ -120,6 +112,42 @@ fn two_primaries(roles: &[(f64, u8, bool)]) -> Vec<(f64, u8, u8)> {
         }
     }
     out
+}
+
+/// What a role poller saw: how many answers, each answer as (time,
+/// instance, whether it named itself primary), and the moments when two
+/// instances acknowledged writes, or answered as primaries, at once.
+struct Moments {
+    answers: usize,
+    roles: Vec<(f64, u8, bool)>,
+    writers: Vec<(f64, u8, u8)>,
+    both: Vec<(f64, u8, u8)>,
+}
+
+/// Reads the poller `container` (see [`start_role_poller`] and the Redis
+/// one): an answer whose first word is `primary` is a primary's, one with a
+/// `w` acknowledged a write. Panics when the poller answered too rarely or
+/// its writes never went through, so that "never two" cannot hold vacuously.
+fn moments(bed: &Bed, container: &str, primary: &str) -> Moments {
+    let answers = polled(bed, container);
+    assert!(
+        answers.len() > 300,
+        "the role poller answered only {} times",
+        answers.len()
+    );
+    let roles = which(&answers, |w| w.first().is_some_and(|r| r == primary));
+    let acknowledged_by = which(&answers, |w| w.iter().any(|r| r == "w"));
+    let taken = acknowledged_by.iter().filter(|a| a.2).count();
+    assert!(
+        taken > 100,
+        "the poller's writes were acknowledged only {taken} times"
+    );
+    Moments {
+        answers: answers.len(),
+        writers: two_primaries(&acknowledged_by),
+        both: two_primaries(&roles),
+        roles,
+    }
 }
 
 /// The first time after `since` an instance other than `old` answered as primary.
@@ -347,23 +375,12 @@ fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committi
 
     bed.docker_on(1, &["kill", &writer]);
     bed.docker_on(1, &["kill", &poller]);
-    let answers = polled(&bed, &poller);
-    assert!(
-        answers.len() > 300,
-        "the role poller answered only {} times",
-        answers.len()
-    );
-    let roles = which(&answers, |w| w.first().is_some_and(|r| r == "f"));
-    let acknowledged_by = which(&answers, |w| w.iter().any(|r| r == "w"));
-    // The check below means something only if the poller's commits went
-    // through at all.
-    let commits = acknowledged_by.iter().filter(|a| a.2).count();
-    assert!(
-        commits > 100,
-        "the poller's commits were acknowledged only {commits} times"
-    );
-    let writers = two_primaries(&acknowledged_by);
-    let both = two_primaries(&roles);
+    let Moments {
+        answers,
+        roles,
+        writers,
+        both,
+    } = moments(&bed, &poller, "f");
     let new_primary_s = first_new_primary(&roles, lost_unix, u8::try_from(instance).unwrap_or(0))
         .map(|t| t - lost_unix);
     let acknowledged = acked(at, &writer);
@@ -389,7 +406,7 @@ fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committi
         new_primary_s.map_or_else(|| "?".to_owned(), |s| format!("{s:.1} s")),
         direct.len(),
         acknowledged.len(),
-        answers.len(),
+        answers,
         writers.len(),
         both.len()
     );
@@ -537,23 +554,12 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
 
     bed.docker_on(1, &["kill", &writer]);
     bed.docker_on(1, &["kill", &poller]);
-    let answers = polled(&bed, &poller);
-    assert!(
-        answers.len() > 300,
-        "the role poller answered only {} times",
-        answers.len()
-    );
-    let roles = which(&answers, |w| w.first().is_some_and(|r| r == "master"));
-    let acknowledged_by = which(&answers, |w| w.iter().any(|r| r == "w"));
-    // The check below means something only if the poller's writes went
-    // through at all.
-    let taken = acknowledged_by.iter().filter(|a| a.2).count();
-    assert!(
-        taken > 100,
-        "the poller's writes were acknowledged only {taken} times"
-    );
-    let writers = two_primaries(&acknowledged_by);
-    let both = two_primaries(&roles);
+    let Moments {
+        answers,
+        writers,
+        both,
+        ..
+    } = moments(&bed, &poller, "master");
     let direct_master = direct.iter().filter(|(r, _)| r == "master").count();
     let direct_writes = direct.iter().filter(|(_, w)| w == "OK").count();
     let writes = redis::acked(At::Bed(&bed), &writer);
@@ -574,7 +580,7 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
         "[figures] Redis master's node lost: no write acknowledged for {outage:.1} s, rebuilt on the free node and Ready after {rebuilt_s:.1} s (grace {GRACE_S} s); node back, Ready {back_s:.1} s later; the old master's own container answered as master {direct_master} of {} times in the 15 s after its return and took {direct_writes} writes ({direct:?}); {} writes acknowledged (WAIT 1), all on the master; {} role answers by service name, {} moments with two masters taking writes, {} with two answering as master ({both:?})",
         direct.len(),
         writes.len(),
-        answers.len(),
+        answers,
         writers.len(),
         both.len()
     );
