@@ -1,14 +1,15 @@
 //! PostgresCluster test helpers shared by the end-to-end tests: where the
 //! cluster's containers run, psql clients on its network with the app
-//! user's login, and a writer's acknowledged commits.
+//! user's login, a writer's acknowledged commits, and a leader killed under
+//! that writer.
 
 use std::collections::BTreeSet;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::dind::Bed;
 use crate::docker::{docker, eventually, secret_value, service_container};
-use crate::Daemon;
+use crate::{stdout, Daemon};
 
 /// The image with every part of a PostgresCluster (`prepare.sh` builds it).
 pub const IMAGE: &str = "haswarm/postgres:15";
@@ -203,4 +204,62 @@ pub fn rows_on(d: &Daemon, at: At, name: &str, host: &str) -> BTreeSet<u64> {
     .lines()
     .filter_map(|l| l.trim().parse().ok())
     .collect()
+}
+
+/// A writer commits numbered rows through the rw endpoint, one connection
+/// per commit (synchronous mode: a standby has each acknowledged one too);
+/// the leader's container is killed; a replica takes over, the writer goes
+/// on through the same endpoint, no acknowledged row is missing, and the old
+/// leader comes back as a replica. Returns the old and the new leader.
+pub fn fail_over(d: &Daemon, name: &str, at: At) -> (String, String) {
+    let rw = format!("{name}-rw");
+    let writer = start_writer(d, at, name);
+
+    let old = leader(d, name);
+    let killed_at = Instant::now();
+    let killed = at.at_service(&old, |c| {
+        vec!["kill".into(), "-s".into(), "KILL".into(), c.into()]
+    });
+    assert!(
+        !killed.trim().is_empty(),
+        "the leader {old}'s container was not killed (no container found)"
+    );
+    let before = acked(at, &writer).len();
+    let moved = eventually(Duration::from_secs(60), || {
+        let l = leader(d, name);
+        !l.is_empty() && l != old
+    });
+    assert!(moved, "no failover: {}", d.get_json("pgc", name));
+    eprintln!("new leader seen after {:?}", killed_at.elapsed());
+    assert!(
+        eventually(Duration::from_secs(60), || acked(at, &writer).len()
+            >= before + 30),
+        "the writer did not resume"
+    );
+    at.docker(&["kill", &writer]);
+    let acknowledged = acked(at, &writer);
+    at.docker(&["rm", &writer]);
+    let present = rows_on(d, at, name, &rw);
+    let lost: Vec<&u64> = acknowledged.difference(&present).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged commits lost: {lost:?} (of {})",
+        acknowledged.len()
+    );
+
+    // The old leader comes back as a replica; status and events tell.
+    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "180s");
+    let v = d.get_json("pgc", name);
+    let role = v["status"]["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == old.as_str()))
+        .map(|m| m["role"].clone());
+    assert!(
+        role.as_ref().is_some_and(|r| r != "Leader"),
+        "{old} is back as {role:?}: {v}"
+    );
+    let described = stdout(&d.ctl(&["describe", "pgc", name]));
+    assert!(described.contains("LeaderChanged"), "{described}");
+    assert!(described.contains("LeaderReleased"), "{described}");
+    (old, leader(d, name))
 }

@@ -1,5 +1,6 @@
 //! SharedVolume on a 3-node Docker-in-Docker Swarm, and the controller riding
-//! out an engine restart. Needs `tests/testbed/prepare.sh`; builds the node
+//! out an engine restart; a Redis group and a PostgresCluster spread one
+//! member per node fail over to another node. Needs `tests/testbed/prepare.sh`; builds the node
 //! image on first use (about a minute).
 //!
 //! The tests run one at a time: three 3-node beds at once on 2 cores starve
@@ -8,7 +9,8 @@
 use std::time::Duration;
 
 use haswarm_testbed::dind::Bed;
-use haswarm_testbed::docker::{eventually, require_swarm};
+use haswarm_testbed::docker::{eventually, require_image, require_swarm};
+use haswarm_testbed::pg::{fail_over, At, IMAGE};
 use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
 use serde_json::Value;
 
@@ -245,4 +247,43 @@ fn instances_on_a_lost_node_move_to_the_others() {
             .is_some_and(|n| n != on)
     });
     assert!(sentinels_elsewhere, "every sentinel runs on a live node");
+}
+
+/// The controller reaches Patroni through whichever of the cluster's
+/// containers runs on its manager's node.
+#[test]
+fn a_cluster_spread_over_three_nodes_fails_over_to_another_node() {
+    let _one = one_at_a_time();
+    require_swarm();
+    require_image(IMAGE);
+    let bed = Bed::up_with_images("hsp", 3, &[IMAGE]);
+    let host = bed.docker_host();
+    let d = Daemon::start_with_env(&["--resync", "5s"], &[("DOCKER_HOST", host.as_str())]);
+    let name = "spread";
+    d.apply("pgc.yaml", &pg_manifest(name));
+    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "420s");
+    // One instance and one etcd member per node.
+    for family in ["pg", "etcd"] {
+        let mut nodes: Vec<Option<usize>> = (0..3)
+            .map(|i| bed.node_of(&format!("{name}-{family}-{i}")))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        assert_eq!(nodes.len(), 3, "{family} members on {nodes:?}");
+    }
+    let (old, new) = fail_over(&d, name, At::Bed(&bed));
+    assert_ne!(
+        bed.node_of(&old),
+        bed.node_of(&new),
+        "the new leader runs on another node"
+    );
+    let described = stdout(&d.ctl(&["describe", "pgc", name]));
+    assert!(described.contains(&new), "{described}");
+}
+
+/// A cluster spread one instance per node (`spread: Required`).
+fn pg_manifest(name: &str) -> String {
+    format!(
+        "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {name}\nspec:\n  instances: 3\n  postgres:\n    image: {IMAGE}\n  etcd:\n    image: {IMAGE}\n  router:\n    image: {IMAGE}\n  placement:\n    spread: Required\n  patroni:\n    ttl: 20\n    loopWait: 2\n    retryTimeout: 4\n    synchronousMode: On\n  storage:\n    reclaimPolicy: Delete\n"
+    )
 }

@@ -5,10 +5,8 @@
 //! through the read-write endpoint, writes reach the replicas through the
 //! read-only one, no password shows anywhere it should not, and deleting the
 //! cluster with reclaimPolicy Delete leaves nothing behind. A killed leader
-//! is replaced without losing an acknowledged commit, on the local Swarm and
-//! on a 3-node Docker-in-Docker Swarm with one instance per node (there the
-//! controller reaches Patroni through whichever of the cluster's containers
-//! runs on its manager's node). Scaled up, a new instance clones the
+//! is replaced without losing an acknowledged commit (on a 3-node bed too:
+//! multinode.rs). Scaled up, a new instance clones the
 //! leader; scaled down, the highest instances go and every row stays. The
 //! app user's password rotates with no window (its two logins alternate,
 //! the previous password works until the next rotation), the superuser's
@@ -16,9 +14,6 @@
 
 use std::time::Duration;
 
-use std::time::Instant;
-
-use haswarm_testbed::dind::Bed;
 use haswarm_testbed::docker::{
     create_secret, docker, eventually, require_image, require_swarm, service_container, Cleanup,
 };
@@ -26,8 +21,7 @@ use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
 use serde_json::Value;
 
 use haswarm_testbed::pg::{
-    acked, app_login, client, leader, rows_on, run_client_as, secret, start_writer, value_of, At,
-    IMAGE,
+    app_login, client, fail_over, leader, run_client_as, secret, value_of, At, IMAGE,
 };
 
 /// A 3-instance cluster in synchronous mode, everything on one node.
@@ -468,94 +462,6 @@ fn a_killed_leader_is_replaced_without_losing_a_commit_then_the_cluster_scales()
         &d.ctl(&["delete", "pgc", &name, "--wait", "--timeout=180s"]),
         0,
     );
-}
-
-#[test]
-fn a_cluster_spread_over_three_nodes_fails_over_to_another_node() {
-    let _one = one_at_a_time();
-    require_swarm();
-    require_image(IMAGE);
-    let bed = Bed::up_with_images("hsp", 3, &[IMAGE]);
-    let host = bed.docker_host();
-    let d = Daemon::start_with_env(&["--resync", "5s"], &[("DOCKER_HOST", host.as_str())]);
-    let name = "spread";
-    d.apply("pgc.yaml", &manifest_with(name, "Required", 3));
-    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "420s");
-    // One instance and one etcd member per node.
-    for family in ["pg", "etcd"] {
-        let mut nodes: Vec<Option<usize>> = (0..3)
-            .map(|i| bed.node_of(&format!("{name}-{family}-{i}")))
-            .collect();
-        nodes.sort();
-        nodes.dedup();
-        assert_eq!(nodes.len(), 3, "{family} members on {nodes:?}");
-    }
-    let (old, new) = fail_over(&d, name, At::Bed(&bed));
-    assert_ne!(
-        bed.node_of(&old),
-        bed.node_of(&new),
-        "the new leader runs on another node"
-    );
-    let described = stdout(&d.ctl(&["describe", "pgc", name]));
-    assert!(described.contains(&new), "{described}");
-}
-
-/// A writer commits numbered rows through the rw endpoint, one connection
-/// per commit (synchronous mode: a standby has each acknowledged one too);
-/// the leader's container is killed; a replica takes over, the writer goes
-/// on through the same endpoint, no acknowledged row is missing, and the old
-/// leader comes back as a replica. Returns the old and the new leader.
-fn fail_over(d: &Daemon, name: &str, at: At) -> (String, String) {
-    let rw = format!("{name}-rw");
-    let writer = start_writer(d, at, name);
-
-    let old = leader(d, name);
-    let killed_at = Instant::now();
-    let killed = at.at_service(&old, |c| {
-        vec!["kill".into(), "-s".into(), "KILL".into(), c.into()]
-    });
-    assert!(
-        !killed.trim().is_empty(),
-        "the leader {old}'s container was not killed (no container found)"
-    );
-    let before = acked(at, &writer).len();
-    let moved = eventually(Duration::from_secs(60), || {
-        let l = leader(d, name);
-        !l.is_empty() && l != old
-    });
-    assert!(moved, "no failover: {}", d.get_json("pgc", name));
-    eprintln!("new leader seen after {:?}", killed_at.elapsed());
-    assert!(
-        eventually(Duration::from_secs(60), || acked(at, &writer).len()
-            >= before + 30),
-        "the writer did not resume"
-    );
-    at.docker(&["kill", &writer]);
-    let acknowledged = acked(at, &writer);
-    at.docker(&["rm", &writer]);
-    let present = rows_on(d, at, name, &rw);
-    let lost: Vec<&u64> = acknowledged.difference(&present).collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged commits lost: {lost:?} (of {})",
-        acknowledged.len()
-    );
-
-    // The old leader comes back as a replica; status and events tell.
-    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "180s");
-    let v = d.get_json("pgc", name);
-    let role = v["status"]["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["name"] == old.as_str()))
-        .map(|m| m["role"].clone());
-    assert!(
-        role.as_ref().is_some_and(|r| r != "Leader"),
-        "{old} is back as {role:?}: {v}"
-    );
-    let described = stdout(&d.ctl(&["describe", "pgc", name]));
-    assert!(described.contains("LeaderChanged"), "{described}");
-    assert!(described.contains("LeaderReleased"), "{described}");
-    (old, leader(d, name))
 }
 
 /// etcd's members as etcd lists them: (name, is learner), from a member's

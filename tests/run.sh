@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite in two lanes at once: the tests on the local engine's
+# swarm, and those on Docker-in-Docker beds (the files under tests/tests that
+# use `Bed`), which have engines and swarms of their own. Either lane spends
+# most of its time waiting on timers rather than on the cores, so running
+# them side by side takes about as long as the longer one. Each output line
+# names its lane; arguments go to every cargo call (e.g. --locked). Exits
+# non-zero when either lane fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# Build once, so that the lanes do not wait on each other's build.
+cargo test --workspace --no-run "$@" || exit $?
+
+beds=()
+local=()
+for f in tests/tests/*.rs; do
+  t=$(basename "$f" .rs)
+  if grep -q 'Bed::' "$f"; then beds+=(--test "$t"); else local+=(--test "$t"); fi
+done
+
+# Runs a command with its output prefixed by the lane's name.
+lane() {
+  local name=$1
+  shift
+  "$@" 2>&1 | sed -u "s/^/[$name] /"
+  return "${PIPESTATUS[0]}"
+}
+
+# The local lane goes on past a failure, so that one run shows them all.
+local_lane() {
+  local status=0
+  cargo test --workspace --exclude haswarm-testbed "$@" || status=$?
+  cargo test -p haswarm-testbed --lib "${local[@]}" "$@" || status=$?
+  return "$status"
+}
+
+lane beds cargo test -p haswarm-testbed "${beds[@]}" "$@" &
+beds_pid=$!
+lane local local_lane "$@" &
+local_pid=$!
+wait "$local_pid"
+local_status=$?
+wait "$beds_pid"
+beds_status=$?
+echo "lanes: local exited ${local_status}, beds exited ${beds_status}"
+[ "$local_status" -eq 0 ] && [ "$beds_status" -eq 0 ]
