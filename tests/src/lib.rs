@@ -33,6 +33,7 @@ pub fn repo() -> PathBuf {
 pub mod bench;
 pub mod dind;
 pub mod docker;
+pub mod faults;
 pub mod git_http;
 pub mod pg;
 pub mod redis;

@@ -44,13 +44,15 @@ pub fn ask_master(name: &str) -> String {
 
 /// Starts a writer, the container `<name>-writer`, that sets numbered keys
 /// `k<i>` on the master the sentinels name, each followed by `WAIT 1`: a
-/// number is printed (with the time) only once a replica acknowledged it;
-/// a failed attempt is retried with the same number. Returns the
+/// number is printed (with the time) only once the master took it (`OK`:
+/// a refused write, `NOREPLICAS` or `READONLY`, leaves nothing for `WAIT`
+/// to wait on, so `WAIT` alone would count it) and a replica acknowledged
+/// it; a failed attempt is retried with the same number. Returns the
 /// container's name once 30 writes went through.
 pub fn start_writer(at: At, name: &str, password: &str) -> String {
     let writer = format!("{name}-writer");
     let script = format!(
-        "{}; i=1; while :; do m=$(master); if [ -n \"$m\" ] && [ \"$(printf 'SET k%s %s\\nWAIT 1 1000\\n' $i $i | {CLI} -h $m 2>/dev/null | tail -1)\" -ge 1 ] 2>/dev/null; then echo \"$i $(date +%s.%N)\"; i=$((i+1)); else sleep 0.1; fi; done",
+        "{}; i=1; while :; do m=$(master); r=''; [ -n \"$m\" ] && r=$(printf 'SET k%s %s\\nWAIT 1 1000\\n' $i $i | {CLI} -h $m 2>/dev/null); if [ \"$(echo \"$r\" | head -1)\" = OK ] && [ \"$(echo \"$r\" | tail -1)\" -ge 1 ] 2>/dev/null; then echo \"$i $(date +%s.%N)\"; i=$((i+1)); else sleep 0.1; fi; done",
         ask_master(name)
     );
     shell(at, name, password, &["-d", "--name", &writer], &script);
@@ -90,4 +92,31 @@ pub fn present(
         &format!("{CLI} -h {host} EXISTS {}", keys.join(" ")),
     );
     (out.trim().parse().unwrap_or(0), writes.len())
+}
+
+/// The acknowledged writes the instance `host` lacks.
+pub fn missing(
+    at: At,
+    name: &str,
+    password: &str,
+    host: &str,
+    writes: &[(u64, f64)],
+) -> Vec<(u64, f64)> {
+    let numbers: Vec<String> = writes.iter().map(|(i, _)| i.to_string()).collect();
+    let out = shell(
+        at,
+        name,
+        password,
+        &["--rm"],
+        &format!(
+            "for i in {}; do [ \"$({CLI} -h {host} EXISTS k$i)\" = 1 ] || echo $i; done",
+            numbers.join(" ")
+        ),
+    );
+    let gone: Vec<u64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    writes
+        .iter()
+        .filter(|(i, _)| gone.contains(i))
+        .copied()
+        .collect()
 }

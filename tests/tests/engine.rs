@@ -11,23 +11,11 @@ use std::time::{Duration, Instant};
 
 use haswarm_testbed::dind::Bed;
 use haswarm_testbed::docker::{eventually, require_image, require_swarm};
+use haswarm_testbed::faults::{both_ready, members, nothing_acknowledged_lost, running_on};
 use haswarm_testbed::pg::{self, At, IMAGE};
 use haswarm_testbed::redis;
 use haswarm_testbed::{one_at_a_time, stdout, Daemon};
 use serde_json::Value;
-
-fn postgres(name: &str) -> String {
-    format!(
-        "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {name}\nspec:\n  instances: 3\n  postgres:\n    image: {IMAGE}\n  etcd:\n    image: {IMAGE}\n  router:\n    image: {IMAGE}\n  placement:\n    spread: Required\n  patroni:\n    ttl: 20\n    loopWait: 2\n    retryTimeout: 4\n    synchronousMode: On\n  storage:\n    reclaimPolicy: Delete\n"
-    )
-}
-
-fn redis_group(name: &str) -> String {
-    format!(
-        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: {name}\nspec:\n  image: {}\n  instances: 3\n  sentinels:\n    downAfter: 3s\n    failoverTimeout: 10s\n  storage:\n    reclaimPolicy: Delete\n",
-        redis::IMAGE
-    )
-}
 
 /// What haswarm made for the resource `kind/name`, as the manager lists it:
 /// each service, secret, config and network with its id (and a service's
@@ -85,78 +73,6 @@ fn ready_reason(d: &Daemon, kind: &str, name: &str) -> (String, String) {
             )
         })
         .unwrap_or_default()
-}
-
-/// Applies the cluster and the group and waits until both are Ready.
-fn both_ready(d: &Daemon, (pgc, rsg): (&str, &str)) {
-    d.apply("pgc.yaml", &postgres(pgc));
-    d.apply("rsg.yaml", &redis_group(rsg));
-    d.wait_for(&format!("pgc/{pgc}"), "condition=Ready", "480s");
-    d.wait_for(&format!("rsg/{rsg}"), "condition=Ready", "300s");
-}
-
-/// The pinned members of both (not the routers: Swarm places those).
-fn members((pgc, rsg): (&str, &str)) -> Vec<String> {
-    (0..3)
-        .flat_map(|i| {
-            [
-                format!("{pgc}-pg-{i}"),
-                format!("{pgc}-etcd-{i}"),
-                format!("{rsg}-redis-{i}"),
-                format!("{rsg}-sentinel-{i}"),
-            ]
-        })
-        .collect()
-}
-
-/// The nodes where a task of `service` runs and is meant to, as the
-/// manager lists them (the node's host name); `None` when the manager lists
-/// no task at all (it did not answer).
-fn running_on(bed: &Bed, service: &str) -> Option<Vec<String>> {
-    let out = bed.docker(&[
-        "service",
-        "ps",
-        service,
-        "--format",
-        "{{.Node}} {{.DesiredState}} {{.CurrentState}}",
-    ]);
-    if out.trim().is_empty() {
-        return None;
-    }
-    let on = out
-        .lines()
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(1) == Some(&"Running") && f.get(2) == Some(&"Running")
-        })
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect();
-    Some(on)
-}
-
-/// Stops both writers and checks that every commit they saw acknowledged
-/// is on every instance, and every acknowledged Redis write on the master;
-/// returns how many there were.
-fn nothing_acknowledged_lost(
-    d: &Daemon,
-    at: At,
-    (pgc, rsg): (&str, &str),
-    (pg_writer, redis_writer): (&str, &str),
-    password: &str,
-) -> (usize, usize) {
-    at.docker(&["kill", pg_writer]);
-    at.docker(&["kill", redis_writer]);
-    let commits = pg::acked(at, pg_writer);
-    for i in 0..3 {
-        let member = format!("{pgc}-pg-{i}");
-        let rows = pg::rows_on(d, at, pgc, &member);
-        let lost: Vec<&u64> = commits.difference(&rows).collect();
-        assert!(lost.is_empty(), "{member} lacks acknowledged rows {lost:?}");
-    }
-    let writes = redis::acked(at, redis_writer);
-    let (present, written) = redis::present(at, rsg, password, &d.redis_master(rsg), &writes);
-    assert_eq!(present, written as u64, "acknowledged writes lost");
-    (commits.len(), writes.len())
 }
 
 #[test]
