@@ -65,6 +65,10 @@ pub enum Command {
     /// PostgresCluster operations.
     #[command(subcommand)]
     Pg(PgCommand),
+    /// Swarm nodes and the members haswarm pins to them; drain a node for
+    /// maintenance without a failover.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Wait until a resource meets a condition (or is deleted).
     #[command(
         after_help = "Examples:\n  haswarmctl wait rsg/dify-redis --for=condition=Ready --timeout=5m\n  haswarmctl wait pgc/dify-db --for=delete"
@@ -297,6 +301,45 @@ pub enum PgCommand {
         after_help = "To keep a preferred leader declaratively (GitOps), set spec.targetPrimary instead.\n\nExamples:\n  haswarmctl pg switchover dify-db\n  haswarmctl pg switchover dify-db --to 2 --wait"
     )]
     Switchover(PgSwitchoverArgs),
+}
+
+/// `haswarmctl node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the nodes: role, status, availability and how many haswarm
+    /// members each holds.
+    Ls,
+    /// Move every haswarm member off a node, then set its availability to
+    /// drain. A PostgreSQL leader or Redis master there is switched over to
+    /// a replica on another node first, so no commit or acknowledged write
+    /// is lost and no failover happens; replicas, etcd members (one at a
+    /// time, while a quorum remains) and sentinels are then rebuilt on other
+    /// nodes. Waits until the node holds no member. Without haswarm (a bare
+    /// docker node update --availability drain) Swarm stops them at once and
+    /// a leader there fails over instead. The node whose engine haswarmd
+    /// talks to is refused: haswarm reads Patroni and the sentinels through
+    /// the containers there.
+    #[command(
+        after_help = "The node takes no new members while it drains. Members that moved stay where they are after haswarmctl node uncordon.\n\nExamples:\n  haswarmctl node drain worker-2\n  haswarmctl node drain worker-2 --timeout 30m\n  haswarmctl node uncordon worker-2"
+    )]
+    Drain(NodeDrainArgs),
+    /// Let a node take members again: the drain mark goes and its
+    /// availability becomes active (members that moved off stay where they
+    /// are).
+    Uncordon {
+        /// The node's host name or id.
+        node: String,
+    },
+}
+
+/// `haswarmctl node drain`.
+#[derive(Debug, Args)]
+pub struct NodeDrainArgs {
+    /// The node's host name or id.
+    pub node: String,
+    /// Give up waiting after this long, e.g. 30m (the drain goes on).
+    #[arg(long, default_value = "20m", value_name = "DURATION")]
+    pub timeout: String,
 }
 
 /// `haswarmctl pg switchover`.

@@ -8,6 +8,7 @@ mod diff;
 mod explain;
 mod get;
 mod install;
+mod node;
 mod pg;
 mod render;
 mod rotate;
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Wait(a) => online(|| wait::run(&conn, &a)),
         Command::RotatePassword(a) => online(|| rotate::run(&conn, &a)),
         Command::Pg(crate::cli::PgCommand::Switchover(a)) => online(|| pg::switchover(&conn, &a)),
+        Command::Node(c) => online(|| node::run(&conn, &c)),
         Command::Up(a) => up::run(&a),
         Command::Render(a) => render::run(&a),
         Command::Install(a) => install::run_install(&a),

@@ -6,9 +6,11 @@
 //! - `POST /{plural}`: create; `GET|PUT|DELETE /{plural}/{name}`: get, replace, delete
 //! - `PUT /{plural}/{name}/status`, `PUT /{plural}/{name}/finalizers`: the controller's subresources
 //! - `GET|POST /{plural}/{name}/events`
+//! - `GET /nodes`, `POST /nodes/{node}/drain`, `POST /nodes/{node}/uncordon`: `haswarmctl node`
 //! - `POST /hooks/gitsources/{name}`: a webhook (a git server's push hook) asking a GitSource to sync now
 //! - `GET /livez`, `GET /readyz` (store, and Docker when the controllers run), `GET /metrics`
 
+mod nodes;
 pub mod types;
 
 use std::convert::Infallible;
@@ -127,6 +129,9 @@ fn kind_of(plural: &str) -> ApiResult<&'static KindInfo> {
 pub fn router(state: AppState) -> Router {
     let resources = Router::new()
         .route("/apply", post(apply))
+        .route("/nodes", get(nodes::list))
+        .route("/nodes/{node}/drain", post(nodes::drain))
+        .route("/nodes/{node}/uncordon", post(nodes::uncordon))
         .route("/{plural}", get(list_or_watch).post(create))
         .route(
             "/{plural}/{name}",

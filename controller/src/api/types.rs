@@ -172,3 +172,24 @@ pub struct WriteQuery {
     /// Validate and compute the result, write nothing.
     pub dry_run: Option<bool>,
 }
+
+/// A Swarm node as `haswarmctl node` shows it (`GET /nodes`, and the answer
+/// of `POST /nodes/{node}/drain` and `/uncordon`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    /// Host name.
+    pub name: String,
+    /// Node id.
+    pub id: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// Whether Swarm sees it ready.
+    pub ready: bool,
+    /// Swarm's availability: `active`, `pause` or `drain`.
+    pub availability: String,
+    /// Whether `haswarmctl node drain` is moving haswarm's members off it.
+    pub draining: bool,
+    /// The member slots it holds (`<kind>/<name> <family> <index>`).
+    pub members: Vec<String>,
+}

@@ -34,6 +34,17 @@ pub fn slot_label(kind: &str, name: &str, i: usize) -> String {
     format!("io.haswarm.{}.{name}.slot-{i}", kind.to_ascii_lowercase())
 }
 
+/// `<kind>/<name> <family> <index>` of a [`slot_label`] (`name` being
+/// `<resource>.<family>`), `None` for other labels.
+pub fn slot_member(label: &str) -> Option<String> {
+    let rest = label.strip_prefix("io.haswarm.")?;
+    let (rest, index) = rest.rsplit_once(".slot-")?;
+    index.parse::<usize>().ok()?;
+    let (kind, rest) = rest.split_once('.')?;
+    let (name, family) = rest.rsplit_once('.')?;
+    Some(format!("{kind}/{name} {family} {index}"))
+}
+
 /// The slot a stateful task is pinned to: its label, and the incarnation of
 /// the member the service runs (the value the label must have).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -370,6 +381,22 @@ mod tests {
     use haswarm_crds::quantity::{ByteQuantity, CpuQuantity};
 
     use super::*;
+
+    #[test]
+    fn slot_labels_name_their_member_and_other_labels_nothing() {
+        let label = slot_label("PostgresCluster", "db.pg", 1);
+        assert_eq!(
+            slot_member(&label).as_deref(),
+            Some("postgrescluster/db pg 1")
+        );
+        assert_eq!(
+            slot_member("io.haswarm.redissentinelgroup.cache.sentinel.slot-12").as_deref(),
+            Some("redissentinelgroup/cache sentinel 12")
+        );
+        assert_eq!(slot_member("io.haswarm.drain"), None);
+        assert_eq!(slot_member("io.haswarm.pg.slot-x"), None);
+        assert_eq!(slot_member("zone"), None);
+    }
 
     #[test]
     fn resources_convert_to_swarm_units() {

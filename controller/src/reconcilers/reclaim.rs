@@ -165,6 +165,7 @@ mod tests {
             role: "worker".into(),
             down_since: None,
             drained: false,
+            leaving: false,
         }
     }
 

@@ -19,6 +19,7 @@ use bollard::query_parameters::{ListNodesOptions, ListTasksOptions};
 use bollard::Docker;
 
 pub use labels::Owner;
+pub use objects::DRAIN_LABEL;
 /// How long a script run in a service's container may take, from start to
 /// the end of its output.
 const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -133,6 +134,11 @@ pub struct NodeInfo {
     pub down_since: Option<chrono::DateTime<chrono::Utc>>,
     /// Whether the operator drained or paused it (availability not active).
     pub drained: bool,
+    /// Whether `haswarmctl node drain` is moving haswarm's members off it
+    /// (the [`DRAIN_LABEL`] node label): it takes no new members, and its
+    /// members move one role at a time, leaders and masters switched over
+    /// first, while Swarm's availability stays active until they have gone.
+    pub leaving: bool,
 }
 
 /// A handle on the engine; cheap to clone.
@@ -200,10 +206,12 @@ impl Swarm {
             .map(|n| {
                 let spec = n.spec.unwrap_or_default();
                 let ready = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
+                let labels = spec.labels.unwrap_or_default();
                 NodeInfo {
                     id: n.id.unwrap_or_default(),
                     hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
-                    labels: spec.labels.unwrap_or_default(),
+                    leaving: labels.contains_key(DRAIN_LABEL),
+                    labels,
                     ready,
                     down_since: (!ready)
                         .then(|| n.updated_at.as_deref().and_then(parse_time))
@@ -246,14 +254,28 @@ fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 
 impl NodeInfo {
     /// Whether slots on this node should move elsewhere: drained by the
-    /// operator, or not ready for `grace` (a node that reboots keeps them).
+    /// operator (with Swarm or haswarm), or not ready for `grace` (a node
+    /// that reboots keeps them).
     pub fn lost(&self, now: chrono::DateTime<chrono::Utc>, grace: std::time::Duration) -> bool {
         self.drained
+            || self.leaving
             || self.down_since.is_some_and(|since| {
                 now.signed_duration_since(since)
                     .to_std()
                     .is_ok_and(|d| d >= grace)
             })
+    }
+
+    /// Whether a member may be placed here: ready, active, not leaving.
+    pub fn takes_members(&self) -> bool {
+        self.ready && !self.drained && !self.leaving
+    }
+
+    /// Whether haswarm moves its members off this node on purpose (`haswarmctl
+    /// node drain`) while the node still answers: its members serve until
+    /// they have been replaced, so serving does not keep them there.
+    pub fn draining(&self) -> bool {
+        self.leaving && self.ready
     }
 }
 

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use bollard::models::{ConfigSpec, NetworkCreateRequest, SecretSpec};
+use bollard::models::{
+    ConfigSpec, NetworkCreateRequest, NodeSpec, NodeSpecAvailabilityEnum, SecretSpec,
+};
 use bollard::query_parameters::{
     InspectNetworkOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
     ListSecretsOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
@@ -24,6 +26,10 @@ pub const PURPOSE: &str = "io.haswarm.purpose";
 
 /// Node labels haswarm may write all start with this; others are never touched.
 pub const NODE_LABEL_PREFIX: &str = "io.haswarm.";
+
+/// The node label `haswarmctl node drain` sets: haswarm moves its members
+/// off the node, then sets Swarm's availability to drain.
+pub const DRAIN_LABEL: &str = "io.haswarm.drain";
 
 /// Secrets and configs share one mechanism; this says which API to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +160,55 @@ impl Swarm {
                 "refusing to change node label {key:?}: haswarm only writes labels under {NODE_LABEL_PREFIX}"
             )));
         }
+        self.update_node(node, |spec| {
+            let l = spec.labels.get_or_insert_with(Default::default);
+            match value {
+                Some(v) => l.insert(key.to_owned(), v.to_owned()).as_deref() != Some(v),
+                None => l.remove(key).is_some(),
+            }
+        })
+        .await
+    }
+
+    /// Sets a node's availability (`active`, `pause` or `drain`).
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn set_node_availability(
+        &self,
+        node: &str,
+        availability: NodeSpecAvailabilityEnum,
+    ) -> Result<(), SwarmError> {
+        self.update_node(node, |spec| {
+            spec.availability.replace(availability) != Some(availability)
+        })
+        .await
+    }
+
+    /// A node's availability as Swarm words it (`active`, `pause`, `drain`).
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn node_availability(&self, node: &str) -> Result<String, SwarmError> {
+        let n = self
+            .docker()
+            .inspect_node(node)
+            .await
+            .map_err(|e| SwarmError::from_bollard(e, || format!("node {node}")))?;
+        Ok(n.spec
+            .and_then(|s| s.availability)
+            .map(|a| a.to_string())
+            .unwrap_or_default())
+    }
+
+    /// Changes a node's spec with `change` (which says whether it changed
+    /// anything), at the node's version index, retrying when another writer
+    /// got there first.
+    async fn update_node(
+        &self,
+        node: &str,
+        change: impl Fn(&mut NodeSpec) -> bool,
+    ) -> Result<(), SwarmError> {
         for _ in 0..5 {
             let n = self
                 .docker()
@@ -162,15 +217,9 @@ impl Swarm {
                 .map_err(|e| SwarmError::from_bollard(e, || format!("node {node}")))?;
             let version = n.version.and_then(|v| v.index).unwrap_or(0);
             let mut spec = n.spec.unwrap_or_default();
-            let mut l = spec.labels.take().unwrap_or_default();
-            let changed = match value {
-                Some(v) => l.insert(key.to_owned(), v.to_owned()).as_deref() != Some(v),
-                None => l.remove(key).is_some(),
-            };
-            if !changed {
+            if !change(&mut spec) {
                 return Ok(());
             }
-            spec.labels = Some(l);
             let options = UpdateNodeOptions {
                 version: i64::try_from(version).unwrap_or(i64::MAX),
             };

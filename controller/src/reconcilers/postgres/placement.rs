@@ -10,7 +10,7 @@ use haswarm_crds::PostgresCluster;
 use super::etcd;
 use super::observe::{self, ClusterView};
 use super::render;
-use crate::reconcilers::slots::{self, Family, Placed, Retire};
+use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
 use crate::runtime::{Context, ReconcileError};
 use crate::swarm::Owner;
 
@@ -47,7 +47,8 @@ pub(super) fn retiring<'a>(
 /// Pins instances and etcd members. The leader's slot never moves (moved, it
 /// would start empty), nor, while no leader is known, any instance's, nor
 /// that of an instance Patroni still sees running (its node is down to
-/// Swarm, but it serves: an engine that stopped, not a lost node). etcd
+/// Swarm, but it serves: an engine that stopped, not a lost node) unless
+/// haswarm drains its node. etcd
 /// members move one at a time and only while the others keep a quorum
 /// (see [`etcd::stays`]); the `Err` of the second value says why not. An
 /// etcd member on a lost node that answers a health check stays too. The
@@ -70,8 +71,11 @@ pub(super) async fn place(
     let members = etcd.map_or(0, |m| usize::from(m.members));
     let families = retiring(families(name, instances, members), pgc);
     let leader = view.and_then(ClusterView::leader);
-    let mut stay = slots::stay(&families[0], leader);
-    stay.extend(
+    let mut stay = Stay {
+        always: slots::stay(&families[0], leader),
+        serving: Vec::new(),
+    };
+    stay.serving.extend(
         view.into_iter()
             .flat_map(|v| &v.members)
             .filter(|m| matches!(m.state.as_str(), "running" | "streaming"))
@@ -93,17 +97,24 @@ pub(super) async fn place(
                 .copied()
                 .unwrap_or(0)
         };
+        let on = |j: &u8, which: &dyn Fn(&crate::swarm::NodeInfo) -> bool| {
+            let label = render::etcd_slot(name, usize::from(*j));
+            nodes
+                .iter()
+                .any(|n| which(n) && n.labels.contains_key(&label))
+        };
         let mut on_lost: Vec<u8> = (0..m.members)
-            .filter(|j| {
-                let label = render::etcd_slot(name, usize::from(*j));
-                nodes
-                    .iter()
-                    .any(|n| lost.contains(&n.id.as_str()) && n.labels.contains_key(&label))
-            })
+            .filter(|j| on(j, &|n| lost.contains(&n.id.as_str())))
             .collect();
         // A member on a lost node that still answers serves: its engine
-        // stopped, not its node. It stays, and counts for the quorum.
-        if !on_lost.is_empty() {
+        // stopped, not its node. It stays, and counts for the quorum. On a
+        // node haswarm drains it is replaced on purpose.
+        let on_down: Vec<u8> = on_lost
+            .iter()
+            .copied()
+            .filter(|j| !on(j, &|n| n.draining()))
+            .collect();
+        if !on_down.is_empty() {
             let health = observe::etcd_health(name, m.members);
             let out = super::reconcile::patroni_until(
                 ctx,
@@ -115,19 +126,22 @@ pub(super) async fn place(
             let answering = out
                 .map(|o| observe::parse_etcd_health(&o))
                 .unwrap_or_default();
-            stay.extend(
-                on_lost
+            let serving: Vec<u8> = on_down
+                .into_iter()
+                .filter(|j| answering.contains(j))
+                .collect();
+            stay.always.extend(
+                serving
                     .iter()
-                    .filter(|j| answering.contains(j))
                     .map(|j| render::etcd_slot(name, usize::from(*j))),
             );
-            on_lost.retain(|j| !answering.contains(j));
+            on_lost.retain(|j| !serving.contains(j));
         }
         let busy =
             !etcd::moved(m, slot).is_empty() || m.learner.is_some_and(|l| !on_lost.contains(&l));
         let (held, q) = etcd::stays(name, m, &on_lost, busy);
         quorum = q;
-        stay.extend(
+        stay.always.extend(
             held.iter()
                 .map(|j| render::etcd_slot(name, usize::from(*j))),
         );

@@ -525,11 +525,13 @@ fn synchronous_standby_missing(spec: &PostgresClusterSpec, view: &ClusterView) -
             .any(|m| m.role == MemberRole::SyncStandby)
 }
 
-/// The replica a switchover should hand the leadership to: in sync, least lag.
-fn switchover_candidate(view: &ClusterView, leader: &str) -> Option<String> {
+/// The replica a switchover should hand the leadership to: in sync, least
+/// lag, not one of `avoid` (members on a node haswarm drains).
+fn switchover_candidate(view: &ClusterView, leader: &str, avoid: &[&str]) -> Option<String> {
     view.members
         .iter()
         .filter(|m| m.name != leader && m.role != MemberRole::Unknown)
+        .filter(|m| !avoid.contains(&m.name.as_str()))
         .filter(|m| m.lag_bytes.is_some_and(|l| l <= MAX_LAG_BYTES))
         .min_by_key(|m| (m.role != MemberRole::SyncStandby, m.lag_bytes))
         .map(|m| m.name.clone())
@@ -544,7 +546,7 @@ async fn switchover(
     to: Option<String>,
     why: &str,
 ) -> Result<bool, ReconcileError> {
-    let Some(to) = to.or_else(|| switchover_candidate(view, from)) else {
+    let Some(to) = to.or_else(|| switchover_candidate(view, from, &[])) else {
         event(
             ctx,
             obj,
@@ -943,6 +945,10 @@ impl Reconciler for PostgresClusters {
                 .filter(|r| old.switchover_handled.as_ref() != Some(*r))
                 .cloned();
             let mut switched = false;
+            let draining = slots::draining(
+                &nodes,
+                &families(name, usize::from(pgc.spec.instances), 0)[0],
+            );
             if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
                 // Asked from the CLI: once per request.
                 if let Some(request) = request {
@@ -969,10 +975,27 @@ impl Reconciler for PostgresClusters {
                         .await?;
                     }
                     status.switchover_handled = Some(request);
+                } else if let Some(node) = draining.get(l) {
+                    // `haswarmctl node drain`: the leader leaves first, by a
+                    // switchover to a replica on a node that stays.
+                    let avoid: Vec<&str> = draining.keys().map(String::as_str).collect();
+                    let why = format!("its node {node} is being drained");
+                    if let Some(to) = switchover_candidate(v, l, &avoid) {
+                        switched = switchover(&ctx, &obj, &pgc, v, l, Some(to), &why).await?;
+                    } else {
+                        event(
+                            &ctx,
+                            &obj,
+                            EventType::Warning,
+                            "SwitchoverSkipped",
+                            &format!("no replica on a node that stays is in sync to take over from {l} ({why}); the drain waits"),
+                        );
+                    }
                 } else if let Some(t) = pgc.spec.target_primary {
-                    // Declared in the spec: a switchover GitOps can drive.
+                    // Declared in the spec: a switchover GitOps can drive
+                    // (never onto a node being drained).
                     let target = render::instance_name(name, usize::from(t));
-                    if target != l {
+                    if target != l && !draining.contains_key(&target) {
                         switched =
                             switchover(&ctx, &obj, &pgc, v, l, Some(target), "spec.targetPrimary")
                                 .await?;
@@ -1406,7 +1429,7 @@ mod tests {
             ("db-pg-2", "replica", "streaming", Some(10)),
         ]);
         assert_eq!(
-            switchover_candidate(&v, "db-pg-0").as_deref(),
+            switchover_candidate(&v, "db-pg-0", &[]).as_deref(),
             Some("db-pg-2")
         );
         let v = view(&[
@@ -1415,13 +1438,18 @@ mod tests {
             ("db-pg-2", "replica", "streaming", Some(10)),
         ]);
         assert_eq!(
-            switchover_candidate(&v, "db-pg-0").as_deref(),
+            switchover_candidate(&v, "db-pg-0", &[]).as_deref(),
             Some("db-pg-1")
         );
         let lagging = view(&[
             ("db-pg-0", "leader", "running", None),
             ("db-pg-1", "replica", "streaming", Some(1 << 30)),
         ]);
-        assert_eq!(switchover_candidate(&lagging, "db-pg-0"), None);
+        assert_eq!(switchover_candidate(&lagging, "db-pg-0", &[]), None);
+        // Draining a node: never onto a member there.
+        assert_eq!(
+            switchover_candidate(&v, "db-pg-0", &["db-pg-1"]).as_deref(),
+            Some("db-pg-2")
+        );
     }
 }

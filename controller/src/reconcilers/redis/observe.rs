@@ -27,6 +27,43 @@ pub fn sentinel_command(command: &str) -> String {
     )
 }
 
+/// A switchover that loses no acknowledged write, run in a sentinel
+/// container: the master the sentinels name stops taking writes (`CLIENT
+/// PAUSE WRITE`, for at most `pause_ms`: it also stops the pings that move
+/// the replication offset), every online replica catches up with its
+/// offset (5 s at most, else the pause is lifted and nothing happens), then
+/// `SENTINEL FAILOVER`. Whichever replica the sentinels promote then has
+/// every write the master took. The pause is lifted once the old master
+/// says it is a replica (the writes it held are then refused), or after
+/// 6 s (a write it takes then has no replica left to acknowledge it, and
+/// `min-replicas-to-write` refuses it). A Redis without `CLIENT PAUSE
+/// WRITE` (before 6.2) fails over unpaused. Prints what happened, the
+/// sentinel's answer (`OK`) last.
+pub fn graceful_failover(group: &str, pause_ms: u64) -> String {
+    format!(
+        "export REDISCLI_AUTH=\"$(cat {pw})\"; c='timeout 3 redis-cli --no-auth-warning --raw'; \
+         m=$($c -p 26379 SENTINEL get-master-addr-by-name {group} | head -n 1); \
+         [ -n \"$m\" ] || {{ echo 'no master known'; exit 0; }}; \
+         if [ \"$($c -h \"$m\" -p 6379 CLIENT PAUSE {pause_ms} WRITE)\" = OK ]; then \
+           i=0; while :; do \
+             info=$($c -h \"$m\" -p 6379 INFO replication | tr -d '\\r'); \
+             off=$(echo \"$info\" | sed -n 's/^master_repl_offset://p'); \
+             online=$(echo \"$info\" | grep '^slave[0-9]*:.*state=online'); \
+             [ -n \"$off\" ] && [ -n \"$online\" ] && ! echo \"$online\" | grep -qv \"offset=$off,\" && break; \
+             i=$((i+1)); [ $i -ge 50 ] && {{ $c -h \"$m\" -p 6379 CLIENT UNPAUSE >/dev/null; echo 'replicas did not catch up'; exit 0; }}; \
+             sleep 0.1; \
+           done; echo \"paused $m at offset $off\"; \
+         else echo 'no CLIENT PAUSE WRITE: failing over unpaused'; fi; \
+         a=$($c -p 26379 SENTINEL FAILOVER {group}); \
+         if [ \"$a\" = OK ]; then j=0; while [ $j -lt 60 ]; do \
+           r=$($c -h \"$m\" -p 6379 INFO replication | tr -d '\\r' | sed -n 's/^role://p'); \
+           [ \"$r\" = slave ] && {{ echo \"$m is a replica now\"; break; }}; j=$((j+1)); sleep 0.1; \
+         done; fi; \
+         $c -h \"$m\" -p 6379 CLIENT UNPAUSE >/dev/null; echo \"$a\"",
+        pw = super::render::PASSWORD_FILE
+    )
+}
+
 /// The sentinel that remembers members which left the group (more sentinels
 /// than there are, or replicas that are not instances), when it is safe to
 /// reset it: no sentinel is still rediscovering the group after a reset.
@@ -95,13 +132,24 @@ pub struct PeerView {
     pub host: String,
     /// Sentinel flags (`sentinel`, `s_down`, `disconnected`).
     pub flags: String,
+    /// Milliseconds since its last hello reached this sentinel (hellos go
+    /// out every 2 s, over the sender's own connection to the master).
+    pub last_hello_ms: Option<u64>,
 }
 
+/// A hello younger than this says its sender is alive: more than two of
+/// Sentinel's 2 s hello periods.
+const HELLO_FRESH_MS: u64 = 5_000;
+
 impl PeerView {
-    /// Whether it answers this sentinel's pings: a sentinel that does serves,
-    /// whatever Swarm says of its node.
+    /// Whether it serves, whatever Swarm says of its node: it answers this
+    /// sentinel's pings, or its hellos still arrive. The second matters
+    /// when a node's engine alone stopped: the manager takes the node's
+    /// tasks out of service discovery, so the others can no longer reach
+    /// it by name, while the connections it opened itself carry on.
     pub fn answers(&self) -> bool {
-        !self.flags.contains("s_down") && !self.flags.contains("disconnected")
+        let reached = !self.flags.contains("s_down") && !self.flags.contains("disconnected");
+        reached || self.last_hello_ms.is_some_and(|ms| ms < HELLO_FRESH_MS)
     }
 }
 
@@ -219,6 +267,7 @@ pub fn parse(output: &str) -> SentinelView {
             match k.as_str() {
                 "ip" => p.host = v,
                 "flags" => p.flags = v,
+                "last-hello-message" => p.last_hello_ms = v.parse().ok(),
                 _ => {}
             }
         }
@@ -244,6 +293,24 @@ pub fn parse(output: &str) -> SentinelView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_switchover_script_is_valid_shell() {
+        let script = graceful_failover("cache", 8000);
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            script.contains("CLIENT PAUSE 8000 WRITE")
+                && script.contains("SENTINEL FAILOVER cache")
+        );
+    }
 
     const SAMPLE: &str = "#master\nname\ncache\nip\ncache-redis-1\nport\n6379\nflags\nmaster\nnum-slaves\n2\nnum-other-sentinels\n2\nquorum\n2\n#replicas\nname\ncache-redis-0:6379\nip\ncache-redis-0\nport\n6379\nflags\nslave\nmaster-link-status\nok\nslave-repl-offset\n1200\nname\ncache-redis-2:6379\nip\ncache-redis-2\nport\n6379\nflags\nslave,s_down\nmaster-link-status\nerr\nslave-repl-offset\n900\n#info\n# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=cache-redis-0,port=6379,state=online,offset=1200,lag=0\r\nmaster_repl_offset:1250\r\n";
 
@@ -278,7 +345,7 @@ mod tests {
     #[test]
     fn the_other_sentinels_parse_with_whether_they_answer() {
         let text = format!(
-            "{SAMPLE}#sentinels\nname\nabc\nip\ncache-sentinel-1\nport\n26379\nrunid\nabc\nflags\nsentinel\nname\ndef\nip\ncache-sentinel-2\nport\n26379\nrunid\ndef\nflags\ns_down,sentinel\n"
+            "{SAMPLE}#sentinels\nname\nabc\nip\ncache-sentinel-1\nport\n26379\nrunid\nabc\nflags\nsentinel\nlast-hello-message\n800\nname\ndef\nip\ncache-sentinel-2\nport\n26379\nrunid\ndef\nflags\ns_down,sentinel\nlast-hello-message\n31000\n"
         );
         let v = parse(&text);
         assert_eq!(
@@ -286,21 +353,27 @@ mod tests {
             [
                 PeerView {
                     host: "cache-sentinel-1".into(),
-                    flags: "sentinel".into()
+                    flags: "sentinel".into(),
+                    last_hello_ms: Some(800),
                 },
                 PeerView {
                     host: "cache-sentinel-2".into(),
-                    flags: "s_down,sentinel".into()
+                    flags: "s_down,sentinel".into(),
+                    last_hello_ms: Some(31000),
                 }
             ]
         );
         assert!(v.peers[0].answers());
         assert!(!v.peers[1].answers());
-        assert!(!PeerView {
+        let peer = |flags: &str, last_hello_ms| PeerView {
             host: "x".into(),
-            flags: "sentinel,disconnected".into()
-        }
-        .answers());
+            flags: flags.into(),
+            last_hello_ms,
+        };
+        assert!(!peer("sentinel,disconnected", None).answers());
+        // Out of reach by name, but its hellos still arrive: it serves.
+        assert!(peer("s_down,sentinel,disconnected", Some(1500)).answers());
+        assert!(!peer("s_down,sentinel", Some(5000)).answers());
         // The sections around it still parse.
         assert_eq!(v.replicas.len(), 2);
         assert_eq!(v.master.as_deref(), Some("cache-redis-1"));

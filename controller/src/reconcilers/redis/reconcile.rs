@@ -15,7 +15,7 @@ use haswarm_crds::{EventType, RedisSentinelGroup};
 use super::observe::{self, SentinelView};
 use super::render::{self, purpose, Inputs};
 use crate::reconcilers::contents::{self as shared, content_names, generate_password};
-use crate::reconcilers::slots::{self, Family, Placed, Retire};
+use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
 use crate::reconcilers::{rollout, status};
 use crate::runtime::controller::{
     decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
@@ -39,6 +39,11 @@ pub struct RedisGroups {
 const DETACHED_GRACE: Duration = Duration::from_secs(30);
 
 const KIND: &str = "RedisSentinelGroup";
+
+/// How long a switchover holds the master's writes at most: while the
+/// replicas catch up (a second) and the sentinels promote one (about 2 s).
+/// The whole script must end within the exec limit (20 s).
+const SWITCHOVER_PAUSE_MS: u64 = 8_000;
 
 /// A replica more than this many bytes behind counts as out of sync.
 const MAX_LAG_BYTES: u64 = 1 << 20;
@@ -80,7 +85,7 @@ fn retiring<'a>(
 /// that may move. Without a known master nothing data-bearing moves; nor
 /// does a replica the master reports connected, or a sentinel the others
 /// reach (its node is down to Swarm, but it serves: an engine that
-/// stopped, not a lost node).
+/// stopped, not a lost node), unless haswarm drains its node.
 async fn place(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
@@ -96,8 +101,11 @@ async fn place(
         &sentinel_storage,
     );
     let master = view.and_then(|v| v.master.as_deref());
-    let mut stay = slots::stay(&families[0], master);
-    stay.extend(
+    let mut stay = Stay {
+        always: slots::stay(&families[0], master),
+        serving: Vec::new(),
+    };
+    stay.serving.extend(
         view.into_iter()
             .flat_map(|v| &v.connected)
             .filter(|r| r.state == "online")
@@ -105,7 +113,7 @@ async fn place(
             .map(|i| render::instance_slot(name, i)),
     );
     // Nor does a sentinel the others still reach.
-    stay.extend(
+    stay.serving.extend(
         view.into_iter()
             .flat_map(|v| &v.peers)
             .filter(|p| p.answers())
@@ -496,7 +504,7 @@ async fn roll(
         tracing::info!(?members, ?step, ?group, "rollout step");
     }
     if let Some(from) = &step.switchover {
-        switchover(ctx, obj, rsg, from, views).await?;
+        switchover(ctx, obj, rsg, from, views, "before changing it").await?;
     }
     let report = ctx.swarm.apply_changes(&plan, &step.apply).await?;
     report_services(ctx, obj, &report);
@@ -521,27 +529,30 @@ async fn roll(
     })
 }
 
-/// Asks the sentinels to hand the master role to a replica (`SENTINEL
-/// FAILOVER`: no data is lost, the master is demoted once a replica caught up).
+/// Hands the master role to a replica with no acknowledged write lost: the
+/// master's writes held until the replicas caught up, then `SENTINEL
+/// FAILOVER` (see [`observe::graceful_failover`]).
 async fn switchover(
     ctx: &Context,
     obj: &Record,
     rsg: &RedisSentinelGroup,
     from: &str,
     views: &[(String, SentinelView)],
+    why: &str,
 ) -> Result<(), ReconcileError> {
     let group = rsg.spec.master_group(&rsg.metadata);
-    let script = observe::sentinel_command(&format!("SENTINEL FAILOVER {group}"));
+    let script = observe::graceful_failover(&group, SWITCHOVER_PAUSE_MS);
     for (sentinel, _) in views {
         if let Some(out) = ctx.swarm.exec_in_service(sentinel, &script).await? {
             let out = out.trim();
-            if out == "OK" {
+            tracing::info!(sentinel, steps = out, "switchover");
+            if out.lines().last() == Some("OK") {
                 event(
                     ctx,
                     obj,
                     EventType::Normal,
                     "Switchover",
-                    &format!("asked the sentinels to move the master role away from {from} before changing it"),
+                    &format!("asked the sentinels to move the master role away from {from} {why}"),
                 );
             } else {
                 tracing::info!(sentinel, answer = out, "switchover not started");
@@ -550,6 +561,30 @@ async fn switchover(
         }
     }
     Ok(())
+}
+
+/// `haswarmctl node drain`: a master on a node haswarm drains hands its
+/// role over before its slot may move (the sentinels choose the replica;
+/// one on the same node moves too, and is handed over from in turn).
+/// Returns what is in progress.
+async fn drain_master(
+    ctx: &Context,
+    obj: &Record,
+    rsg: &RedisSentinelGroup,
+    views: &[(String, SentinelView)],
+) -> Result<Option<String>, ReconcileError> {
+    let Some(master) = views.first().and_then(|(_, v)| v.master.as_deref()) else {
+        return Ok(None);
+    };
+    let nodes = ctx.swarm.nodes().await?;
+    let name = rsg.metadata.name.as_str();
+    let data = &families(name, usize::from(rsg.spec.instances), 0)[0];
+    let Some(node) = slots::draining(&nodes, data).remove(master) else {
+        return Ok(None);
+    };
+    let why = format!("because its node {node} is being drained");
+    switchover(ctx, obj, rsg, master, views, &why).await?;
+    Ok(Some(format!("switching the master over: {node} drains")))
 }
 
 /// Sentinels never forget a sentinel or replica they once saw; after a scale
@@ -735,6 +770,9 @@ impl Reconciler for RedisGroups {
             }
             holding = rolled.holding;
             group = rolled.group;
+            if holding.is_none() && group.is_ok() {
+                holding = drain_master(&ctx, &obj, &rsg, &views).await?;
+            }
             if phase.is_some() && holding.is_none() && group.is_ok() {
                 advance_rotation(&ctx, &obj, &rsg, &mut status).await?;
             }

@@ -49,6 +49,19 @@ pub struct Placed {
     pub unavailable: Vec<UnavailableNode>,
 }
 
+/// The slots of lost nodes that do not move (yet), and why.
+#[derive(Debug, Default)]
+pub struct Stay {
+    /// Wherever they are: the primary's (moved, it would start empty while
+    /// it holds the only current copy), every data slot while no primary is
+    /// known, etcd members a quorum needs.
+    pub always: Vec<String>,
+    /// Members the data plane sees serving although Swarm calls their node
+    /// down: an engine that stopped, not a lost node. On a node haswarm
+    /// drains they move all the same: it replaces them on purpose.
+    pub serving: Vec<String>,
+}
+
 /// One family of slots: a role of the resource (data instances, sentinels,
 /// etcd members), each slot pinning the service of the same index.
 pub struct Family<'a> {
@@ -252,10 +265,11 @@ fn unavailable(
 
 /// Pins every slot of every family to a node and says which labels no node
 /// could take. Slots on lost nodes move, to the next incarnation (see
-/// [`plan`]), unless listed in `stay` (a member whose data is the only copy
-/// must not restart empty elsewhere) or a task of the member still runs on
-/// a node that answers (a drained node's task that has not stopped yet):
-/// the member is not gone while Docker can see it. The moved slot's label
+/// [`plan`]), unless `stay` keeps them (see [`Stay`]) or a task of the
+/// member still runs on a node that answers (a drained node's task that has
+/// not stopped yet): the member is not gone while Docker can see it. On a
+/// node haswarm drains (`NodeInfo::draining`) only `stay.always` holds:
+/// its running members are moved on purpose. The moved slot's label
 /// is set on its new node, then removed from the lost one, so that one node
 /// holds each slot. A slot beyond the count is unpinned only once its
 /// service is gone: unpinning first would have Swarm stop the task at once,
@@ -270,7 +284,7 @@ pub async fn place(
     (owner, before): (&Owner, &[UnavailableNode]),
     (placement, nodes): (&Placement, &[NodeInfo]),
     families: &[Family<'_>],
-    stay: &[String],
+    stay: &Stay,
 ) -> Result<Placed, ReconcileError> {
     let now = Utc::now();
     let nodes = &down_since_first_seen(nodes, before);
@@ -279,8 +293,11 @@ pub async fn place(
         .filter(|n| n.lost(now, ctx.settings.node_loss_grace))
         .map(|n| n.id.clone())
         .collect();
-    let mut stay = stay.to_vec();
-    stay.extend(still_running(ctx, nodes, families, &lost).await?);
+    let stay = kept(
+        nodes,
+        stay,
+        still_running(ctx, nodes, families, &lost).await?,
+    );
     let moves = Moves { lost, stay: &stay };
     let services = ctx.swarm.owned_services(owner).await?;
     let load = load(nodes, families);
@@ -325,6 +342,25 @@ pub async fn place(
         placed.unassigned.extend(plan.unassigned);
     }
     Ok(placed)
+}
+
+/// The slots that stay: `stay.always`, and the members seen serving or
+/// running (`running`) unless haswarm drains their node.
+fn kept(nodes: &[NodeInfo], stay: &Stay, running: Vec<String>) -> Vec<String> {
+    let draining = |label: &String| {
+        nodes
+            .iter()
+            .any(|n| n.draining() && n.labels.contains_key(label))
+    };
+    let mut out = stay.always.clone();
+    out.extend(
+        stay.serving
+            .iter()
+            .cloned()
+            .chain(running)
+            .filter(|l| !draining(l)),
+    );
+    out
 }
 
 /// Slots on lost nodes whose member still has a running task on a node
@@ -397,6 +433,20 @@ pub fn stay(data: &Family<'_>, primary: Option<&str>) -> Vec<String> {
     (0..data.count)
         .filter(|i| primary.is_none_or(|p| (data.service)(*i) == p))
         .map(|i| (data.slot)(i))
+        .collect()
+}
+
+/// The members of `family` on a node haswarm drains, with that node's name:
+/// a primary among them is handed over before its slot may move.
+pub fn draining(nodes: &[NodeInfo], family: &Family<'_>) -> BTreeMap<String, String> {
+    (0..family.count)
+        .filter_map(|i| {
+            let slot = (family.slot)(i);
+            let node = nodes
+                .iter()
+                .find(|n| n.draining() && n.labels.contains_key(&slot))?;
+            Some(((family.service)(i), node.hostname.clone()))
+        })
         .collect()
 }
 
@@ -521,6 +571,7 @@ mod tests {
             role: "worker".into(),
             down_since: Some(since),
             drained: false,
+            leaving: false,
         };
         let empty_down = NodeInfo {
             id: "n3".into(),
@@ -565,6 +616,7 @@ mod tests {
             ready: true,
             down_since: None,
             drained: true,
+            leaving: false,
             ..down
         };
         let d = unavailable(&[drained], &families, &[]);
@@ -583,6 +635,7 @@ mod tests {
             role: "worker".into(),
             down_since,
             drained: false,
+            leaving: false,
         };
         let recorded = |node: &str| UnavailableNode {
             node: node.into(),
@@ -628,6 +681,7 @@ mod tests {
             role: "worker".into(),
             down_since: None,
             drained: false,
+            leaving: false,
         };
         assert_eq!(f.volume(4), "db-pg-4-data");
         assert_eq!(stay(&f, Some("db-pg-1")), ["io.haswarm.x.db.pg.slot-1"]);
@@ -635,5 +689,59 @@ mod tests {
         let v = slot_volumes(&[node], &[f]);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].volume, "db-pg-1-data");
+    }
+
+    #[test]
+    fn on_a_node_haswarm_drains_only_the_primary_and_quorum_stay() {
+        let f = Family {
+            count: 3,
+            slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
+            service: Box::new(|i| format!("db-pg-{i}")),
+            retire: None,
+        };
+        let node = |id: &str, slots: &[usize], ready: bool, leaving: bool| NodeInfo {
+            id: id.into(),
+            hostname: format!("host-{id}"),
+            labels: slots
+                .iter()
+                .map(|i| ((f.slot)(*i), "1".to_owned()))
+                .collect(),
+            ready,
+            role: "worker".into(),
+            down_since: (!ready).then(Utc::now),
+            drained: false,
+            leaving,
+        };
+        // Slot 0 on a node haswarm drains, 1 on a node whose engine stopped.
+        let nodes = [node("a", &[0], true, true), node("b", &[1], false, false)];
+        assert!(nodes[0].draining() && !nodes[0].takes_members());
+        assert!(nodes[0].lost(Utc::now(), std::time::Duration::from_secs(600)));
+        assert!(!nodes[1].draining());
+        let all = vec![(f.slot)(0), (f.slot)(1)];
+        let seen_serving = Stay {
+            always: Vec::new(),
+            serving: all.clone(),
+        };
+        // Serving keeps a member on a node that stopped answering Swarm, not
+        // on one being drained; a running task counts the same way.
+        assert_eq!(kept(&nodes, &seen_serving, Vec::new()), [(f.slot)(1)]);
+        assert_eq!(kept(&nodes, &Stay::default(), all.clone()), [(f.slot)(1)]);
+        // The primary (or a quorum's member) stays wherever it is.
+        let primary = Stay {
+            always: vec![(f.slot)(0)],
+            serving: Vec::new(),
+        };
+        assert_eq!(kept(&nodes, &primary, Vec::new()), [(f.slot)(0)]);
+        assert_eq!(
+            draining(&nodes, &f),
+            BTreeMap::from([("db-pg-0".to_owned(), "host-a".to_owned())])
+        );
+        // A node marked for draining that is down is simply down.
+        let down_marked = [node("c", &[2], false, true)];
+        assert!(draining(&down_marked, &f).is_empty());
+        assert_eq!(
+            kept(&down_marked, &Stay::default(), vec![(f.slot)(2)]),
+            [(f.slot)(2)]
+        );
     }
 }

@@ -147,7 +147,7 @@ pub fn plan_slots(
     let candidate = |held: &HashMap<String, usize>| {
         nodes
             .iter()
-            .filter(|n| n.ready && !n.drained && node_matches(&constraints, n))
+            .filter(|n| n.takes_members() && node_matches(&constraints, n))
             .filter(|n| {
                 placement.spread != Spread::Required || held.get(&n.id).copied().unwrap_or(0) == 0
             })
@@ -214,6 +214,7 @@ mod tests {
             ready,
             down_since: None,
             drained: false,
+            leaving: false,
             role: "worker".into(),
         }
     }
@@ -390,5 +391,27 @@ mod tests {
             &lost(&["a"]),
         );
         assert_eq!(plan.set, [set("d", 0, "1")]);
+    }
+
+    #[test]
+    fn a_node_being_drained_gives_its_slot_up_and_takes_none() {
+        let mut leaving = node("a", &[("io.haswarm.x.r.slot-0", "true")], true);
+        leaving.leaving = true;
+        let nodes = [leaving, node("b", &[], true), node("c", &[], true)];
+        let plan = plan_slots(
+            FAMILY,
+            2,
+            label,
+            &nodes,
+            &Placement::default(),
+            &HashMap::new(),
+            &lost(&["a"]),
+        );
+        assert!(
+            plan.set.iter().all(|(n, _, _)| n != "a"),
+            "nothing lands on the node being drained: {plan:?}"
+        );
+        assert_eq!(plan.remove, [("a".to_owned(), label(0))]);
+        assert_eq!(plan.set.len(), 2, "{plan:?}");
     }
 }

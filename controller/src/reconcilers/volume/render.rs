@@ -303,6 +303,7 @@ mod tests {
             ready,
             down_since: None,
             drained: false,
+            leaving: false,
             role: role.into(),
         }
     }
