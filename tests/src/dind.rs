@@ -136,15 +136,22 @@ impl Bed {
     /// Node `i`'s labels (1-based), as the manager has them; panics when
     /// they cannot be read, so that a comparison cannot pass on nothing.
     pub fn labels(&self, i: usize) -> std::collections::BTreeMap<String, String> {
-        let json = self.docker(&[
-            "node",
-            "inspect",
-            &self.node(i),
-            "-f",
-            "{{json .Spec.Labels}}",
-        ]);
+        let json = self.inspect_node(i, "{{json .Spec.Labels}}");
         serde_json::from_str(json.trim())
             .unwrap_or_else(|e| panic!("labels of node {i} ({json:?}): {e}"))
+    }
+
+    /// Node `i`'s availability (1-based: `active`, `pause` or `drain`) as
+    /// the manager has it.
+    pub fn availability(&self, i: usize) -> String {
+        self.inspect_node(i, "{{.Spec.Availability}}")
+            .trim()
+            .to_owned()
+    }
+
+    /// `docker node inspect -f FORMAT` of node `i` on the manager.
+    fn inspect_node(&self, i: usize, format: &str) -> String {
+        self.docker(&["node", "inspect", &self.node(i), "-f", format])
     }
 
     /// Runs `docker ARGS` against the engine of node `i` (1-based), from inside its container.

@@ -36,14 +36,7 @@ fn drain(d: &Daemon, bed: &Bed, i: usize) -> f64 {
         !labels.keys().any(|k| k.contains(".slot-")),
         "node {i} still holds slots: {labels:?}"
     );
-    let availability = bed.docker(&[
-        "node",
-        "inspect",
-        &bed.node(i),
-        "--format",
-        "{{.Spec.Availability}}",
-    ]);
-    assert_eq!(availability.trim(), "drain");
+    assert_eq!(bed.availability(i), "drain");
     took
 }
 
@@ -153,14 +146,7 @@ fn draining_a_node_hands_the_leader_and_the_master_over_before_their_members_mov
         events.contains(&format!("away from {master} because its node")),
         "the master was not switched over: {events}"
     );
-    let back = bed.docker(&[
-        "node",
-        "inspect",
-        &bed.node(master_on),
-        "--format",
-        "{{.Spec.Availability}}",
-    ]);
-    assert_eq!(back.trim(), "active", "uncordon");
+    assert_eq!(bed.availability(master_on), "active", "uncordon");
 
     let gap = longest_gap(&redis::acked(at, &redis_writer));
     let (commits, writes) =

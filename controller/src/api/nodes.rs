@@ -105,12 +105,17 @@ pub async fn drain(
         tracing::info!(node = %n.hostname, "drain requested: moving haswarm's members off");
     }
     let n = find(&swarm, &node).await?;
-    let left = view(&n, "");
-    if left.members.is_empty() {
+    if view(&n, "").members.is_empty() {
         swarm
             .set_node_availability(&n.id, NodeSpecAvailabilityEnum::DRAIN)
             .await?;
     }
+    answer(&swarm, &node).await
+}
+
+/// The node as it is now.
+async fn answer(swarm: &Swarm, node: &str) -> ApiResult<Json<NodeView>> {
+    let n = find(swarm, node).await?;
     let a = swarm.node_availability(&n.id).await?;
     Ok(Json(view(&n, &a)))
 }
@@ -128,7 +133,5 @@ pub async fn uncordon(
     swarm
         .set_node_availability(&n.id, NodeSpecAvailabilityEnum::ACTIVE)
         .await?;
-    let n = find(&swarm, &node).await?;
-    let a = swarm.node_availability(&n.id).await?;
-    Ok(Json(view(&n, &a)))
+    answer(&swarm, &node).await
 }
