@@ -1,0 +1,201 @@
+//! Unit tests of slot pinning: families, stays, node events, down times.
+
+use super::*;
+
+#[test]
+fn only_reclaim_policy_delete_takes_a_leaving_members_volume() {
+    let storage = Storage::default();
+    assert!(Retire::of(ReclaimPolicy::Retain, "img", &storage).is_none());
+    assert!(Retire::of(ReclaimPolicy::Delete, "img", &storage).is_some_and(|r| r.image == "img"));
+}
+
+#[test]
+fn a_node_holding_members_is_reported_once_down_and_once_back() {
+    let families = [Family {
+        count: 2,
+        slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
+        service: Box::new(|i| format!("db-pg-{i}")),
+        retire: None,
+    }];
+    let since = Utc::now();
+    let down = NodeInfo {
+        id: "n2".into(),
+        hostname: "node2".into(),
+        labels: HashMap::from([("io.haswarm.x.db.pg.slot-1".to_owned(), "true".to_owned())]),
+        ready: false,
+        role: "worker".into(),
+        down_since: Some(since),
+        drained: false,
+        leaving: false,
+    };
+    let empty_down = NodeInfo {
+        id: "n3".into(),
+        hostname: "node3".into(),
+        labels: HashMap::new(),
+        ..down.clone()
+    };
+    let now = unavailable(&[down.clone(), empty_down.clone()], &families, &[]);
+    assert_eq!(
+        now,
+        [UnavailableNode {
+            node: "node2".into(),
+            since: Some(since),
+            members: vec!["db-pg-1".into()],
+        }],
+        "a node holding nothing of this resource is not its business"
+    );
+    let grace = std::time::Duration::from_secs(30);
+    let events = node_events(&[], &now, grace);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1, "NodeDown");
+    assert!(
+        events[0].2.contains("node node2 is down") && events[0].2.contains("within 30s"),
+        "{events:?}"
+    );
+    assert!(node_events(&now, &now, grace).is_empty(), "said once");
+    // Its slots moved away while it is down: still listed, no return.
+    let moved = NodeInfo {
+        labels: HashMap::new(),
+        ..down.clone()
+    };
+    assert_eq!(unavailable(&[moved], &families, &now), now);
+    assert!(
+        unavailable(&[empty_down], &families, &now).is_empty(),
+        "another node"
+    );
+    let back = node_events(&now, &[], grace);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].1, "NodeReturned");
+    assert!(back[0].2.contains("db-pg-1"), "{back:?}");
+    let drained = NodeInfo {
+        ready: true,
+        down_since: None,
+        drained: true,
+        leaving: false,
+        ..down
+    };
+    let d = unavailable(&[drained], &families, &[]);
+    assert!(node_events(&[], &d, grace)[0].2.contains("is drained"));
+}
+
+#[test]
+fn a_node_keeps_the_down_time_first_recorded_when_haswarm_edits_it() {
+    let first = Utc::now() - chrono::Duration::seconds(40);
+    let edited = Utc::now() - chrono::Duration::seconds(5);
+    let node = |hostname: &str, down_since: Option<chrono::DateTime<Utc>>| NodeInfo {
+        id: hostname.into(),
+        hostname: hostname.into(),
+        labels: HashMap::new(),
+        ready: down_since.is_none(),
+        role: "worker".into(),
+        down_since,
+        drained: false,
+        leaving: false,
+    };
+    let recorded = |node: &str| UnavailableNode {
+        node: node.into(),
+        since: Some(first),
+        members: vec!["db-pg-1".into()],
+    };
+    let grace = std::time::Duration::from_secs(30);
+    let nodes = [
+        node("node2", Some(edited)),
+        node("node3", Some(edited)),
+        node("node4", None),
+    ];
+    let seen = down_since_first_seen(&nodes, &[recorded("node2"), recorded("node4")]);
+    // The label edit 5 s ago does not restart node2's 30 s grace.
+    assert_eq!(seen[0].down_since, Some(first));
+    assert!(seen[0].lost(Utc::now(), grace));
+    // A node no status recorded: Swarm's time.
+    assert_eq!(seen[1].down_since, Some(edited));
+    assert!(!seen[1].lost(Utc::now(), grace));
+    // A node that answers is not down, whatever status said.
+    assert_eq!(seen[2].down_since, None);
+}
+
+#[test]
+fn a_family_knows_its_labels() {
+    let f = Family {
+        count: 3,
+        slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
+        service: Box::new(|i| format!("db-pg-{i}")),
+        retire: None,
+    };
+    assert_eq!(f.prefix(), "io.haswarm.x.db.pg.slot-");
+    assert_eq!(f.index("io.haswarm.x.db.pg.slot-12"), Some(12));
+    assert_eq!(f.index("io.haswarm.x.db.etcd.slot-1"), None);
+    let node = NodeInfo {
+        id: "n".into(),
+        hostname: "h".into(),
+        labels: HashMap::from([
+            ("io.haswarm.x.db.pg.slot-1".to_owned(), "true".to_owned()),
+            ("other".to_owned(), "true".to_owned()),
+        ]),
+        ready: true,
+        role: "worker".into(),
+        down_since: None,
+        drained: false,
+        leaving: false,
+    };
+    assert_eq!(f.volume(4), "db-pg-4-data");
+    assert_eq!(stay(&f, Some("db-pg-1")), ["io.haswarm.x.db.pg.slot-1"]);
+    assert_eq!(stay(&f, None).len(), 3);
+    let v = slot_volumes(&[node], &[f]);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].volume, "db-pg-1-data");
+}
+
+#[test]
+fn on_a_node_haswarm_drains_only_the_primary_and_quorum_stay() {
+    let f = Family {
+        count: 3,
+        slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
+        service: Box::new(|i| format!("db-pg-{i}")),
+        retire: None,
+    };
+    let node = |id: &str, slots: &[usize], ready: bool, leaving: bool| NodeInfo {
+        id: id.into(),
+        hostname: format!("host-{id}"),
+        labels: slots
+            .iter()
+            .map(|i| ((f.slot)(*i), "1".to_owned()))
+            .collect(),
+        ready,
+        role: "worker".into(),
+        down_since: (!ready).then(Utc::now),
+        drained: false,
+        leaving,
+    };
+    // Slot 0 on a node haswarm drains, 1 on a node whose engine stopped.
+    let nodes = [node("a", &[0], true, true), node("b", &[1], false, false)];
+    assert!(nodes[0].draining() && !nodes[0].takes_members());
+    assert!(nodes[0].lost(Utc::now(), std::time::Duration::from_secs(600)));
+    assert!(!nodes[1].draining());
+    let all = vec![(f.slot)(0), (f.slot)(1)];
+    let seen_serving = Stay {
+        always: Vec::new(),
+        serving: all.clone(),
+    };
+    // Serving keeps a member on a node that stopped answering Swarm, not
+    // on one being drained; a running task counts the same way.
+    assert_eq!(kept(&nodes, &seen_serving, Vec::new()), [(f.slot)(1)]);
+    assert_eq!(kept(&nodes, &Stay::default(), all.clone()), [(f.slot)(1)]);
+    // The primary (or a quorum's member) stays wherever it is.
+    let primary = Stay {
+        always: vec![(f.slot)(0)],
+        serving: Vec::new(),
+    };
+    assert_eq!(kept(&nodes, &primary, Vec::new()), [(f.slot)(0)]);
+    assert_eq!(
+        draining(&nodes, &f),
+        BTreeMap::from([("db-pg-0".to_owned(), "host-a".to_owned())])
+    );
+    // A node marked for draining that is down is simply down.
+    let down_marked = [node("c", &[2], false, true)];
+    assert!(draining(&down_marked, &f).is_empty());
+    assert_eq!(
+        kept(&down_marked, &Stay::default(), vec![(f.slot)(2)]),
+        [(f.slot)(2)]
+    );
+}
