@@ -30,9 +30,11 @@ pub fn sentinel_command(command: &str) -> String {
 /// A switchover that loses no acknowledged write, run in a sentinel
 /// container: the master the sentinels name stops taking writes (`CLIENT
 /// PAUSE WRITE`, for at most `pause_ms`: it also stops the pings that move
-/// the replication offset), every online replica catches up with its
-/// offset (5 s at most, else the pause is lifted and nothing happens), then
-/// `SENTINEL FAILOVER`. Whichever replica the sentinels promote then has
+/// the replication offset), then as many replicas as the sentinels could
+/// promote (flags just `slave`) are online at the master's offset (5 s at
+/// most, else the pause is lifted and nothing happens: a replica the master
+/// does not list, or lists behind, would be promoted without the last
+/// writes), then `SENTINEL FAILOVER`. Whichever replica the sentinels promote then has
 /// every write the master took. The pause is lifted once the old master
 /// says it is a replica (the writes it held are then refused), or after
 /// 6 s (a write it takes then has no replica left to acknowledge it, and
@@ -48,8 +50,9 @@ pub fn graceful_failover(group: &str, pause_ms: u64) -> String {
            i=0; while :; do \
              info=$($c -h \"$m\" -p 6379 INFO replication | tr -d '\\r'); \
              off=$(echo \"$info\" | sed -n 's/^master_repl_offset://p'); \
-             online=$(echo \"$info\" | grep '^slave[0-9]*:.*state=online'); \
-             [ -n \"$off\" ] && [ -n \"$online\" ] && ! echo \"$online\" | grep -qv \"offset=$off,\" && break; \
+             caught=$(echo \"$info\" | grep -c \"^slave[0-9]*:.*state=online,offset=$off,\"); \
+             eligible=$($c -p 26379 SENTINEL replicas {group} | awk 'p {{ if ($0 == \"slave\") n++; p = 0 }} $0 == \"flags\" {{ p = 1 }} END {{ print n + 0 }}'); \
+             [ -n \"$off\" ] && [ \"$eligible\" -ge 1 ] && [ \"$caught\" -ge \"$eligible\" ] && break; \
              i=$((i+1)); [ $i -ge 50 ] && {{ $c -h \"$m\" -p 6379 CLIENT UNPAUSE >/dev/null; echo 'replicas did not catch up'; exit 0; }}; \
              sleep 0.1; \
            done; echo \"paused $m at offset $off\"; \
