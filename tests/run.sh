@@ -27,15 +27,16 @@ lane() {
   return "${PIPESTATUS[0]}"
 }
 
-# The local lane goes on past a failure, so that one run shows them all.
+# Every lane goes on past a failing test binary (--no-fail-fast), so that
+# one run shows every failure: without it, cargo stops a lane at the first.
 local_lane() {
   local status=0
-  cargo test --workspace --exclude haswarm-testbed "$@" || status=$?
-  cargo test -p haswarm-testbed --lib "${local[@]}" "$@" || status=$?
+  cargo test --no-fail-fast --workspace --exclude haswarm-testbed "$@" || status=$?
+  cargo test --no-fail-fast -p haswarm-testbed --lib "${local[@]}" "$@" || status=$?
   return "$status"
 }
 
-lane beds cargo test -p haswarm-testbed "${beds[@]}" "$@" &
+lane beds cargo test --no-fail-fast -p haswarm-testbed "${beds[@]}" "$@" &
 beds_pid=$!
 lane local local_lane "$@" &
 local_pid=$!
