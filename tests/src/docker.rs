@@ -96,6 +96,74 @@ pub fn owned_services(kind: &str, name: &str) -> Vec<String> {
     .collect()
 }
 
+/// `docker ARGS` that must succeed: its standard output. A check built on
+/// a listing must fail when the listing did, not pass on an empty answer.
+#[track_caller]
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Secrets and configs owned by `kind/name` that none of its services uses
+/// and its status does not name (a secret for applications is named
+/// there): what a flow left behind. Empty once the owner is tidy.
+pub fn orphans(kind: &str, name: &str, status: &serde_json::Value) -> Vec<String> {
+    let owner = format!("label=io.haswarm.owner={kind}/{name}");
+    let mut used = String::new();
+    for s in owned_services(kind, name) {
+        used.push_str(&docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec}}",
+            &s,
+        ]));
+    }
+    let named = status.to_string();
+    let mut out = Vec::new();
+    for what in ["secret", "config"] {
+        let listed = docker_ok(&[what, "ls", "--filter", &owner, "--format", "{{.Name}}"]);
+        for n in listed.lines().filter(|l| !l.is_empty()) {
+            let quoted = format!("\"{n}\"");
+            if !used.contains(&quoted) && !named.contains(&quoted) {
+                out.push(format!("{what} {n}"));
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that `kind/name` owns exactly `services` (no duplicate, no
+/// leftover one-shot job) and, within a minute (pruning follows the
+/// rollout), no orphan secret or config; `status` reads its status.
+#[track_caller]
+pub fn assert_tidy(
+    kind: &str,
+    name: &str,
+    services: &[String],
+    status: impl Fn() -> serde_json::Value,
+) {
+    let mut owned = owned_services(kind, name);
+    owned.sort();
+    let mut expected = services.to_vec();
+    expected.sort();
+    assert_eq!(owned, expected, "the services {kind}/{name} owns");
+    assert!(
+        eventually(Duration::from_secs(60), || orphans(kind, name, &status())
+            .is_empty()),
+        "{kind}/{name} left {:?}",
+        orphans(kind, name, &status())
+    );
+}
+
 /// Whether a service exists.
 pub fn service_exists(name: &str) -> bool {
     !docker(&["service", "inspect", "--format", "{{.ID}}", name])

@@ -81,10 +81,16 @@ pub fn haswarmctl_bin() -> PathBuf {
 /// A running daemon.
 #[derive(Debug)]
 pub struct Daemon {
-    child: Child,
+    /// The running haswarmd (a restart replaces it).
+    child: std::sync::Mutex<Child>,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub tcp: Option<String>,
+    /// Flags and environment it was started with, for a restart.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Its process id, which the watchdog kills (a restart changes it).
+    pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
     _watchdog: Option<Watchdog>,
 }
 
@@ -127,7 +133,11 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn start(budget: Duration, log: PathBuf, daemon: u32) -> Self {
+    fn start(
+        budget: Duration,
+        log: PathBuf,
+        daemon: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    ) -> Self {
         let (done, rx) = std::sync::mpsc::channel::<()>();
         let test = std::thread::current()
             .name()
@@ -150,8 +160,9 @@ impl Watchdog {
                 );
                 let _ = err.flush();
                 // The daemon is this test's own child: stop it by its id.
+                let pid = daemon.load(std::sync::atomic::Ordering::Relaxed);
                 let _ = Command::new("kill")
-                    .args(["-KILL", &daemon.to_string()])
+                    .args(["-KILL", &pid.to_string()])
                     .status();
                 std::process::exit(124);
             }
@@ -201,57 +212,23 @@ impl Daemon {
             .tempdir_in("/tmp")
             .expect("tempdir");
         let socket = dir.path().join("d.sock");
-        let mut child = Command::new(haswarmd_bin())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .env("HASWARM_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("haswarmd.log")).expect("log file"))
-            .spawn()
-            .expect("haswarmd starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut tcp = None;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut ready = false;
-        while Instant::now() < deadline {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if let Some(a) = line.strip_prefix("haswarmd ready on http://") {
-                        tcp = Some(a.to_owned());
-                    }
-                    if line.starts_with("haswarmd ready on unix://") {
-                        ready = true;
-                        if !extra.contains(&"--listen") {
-                            break;
-                        }
-                    }
-                    if ready && tcp.is_some() {
-                        break;
-                    }
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(_) => break,
-            }
-        }
+        let args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (child, tcp, ready) = spawn(dir.path(), &socket, &args, &env);
+        let pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(child.id()));
         let _watchdog =
-            budget().map(|b| Watchdog::start(b, dir.path().join("haswarmd.log"), child.id()));
-        let mut d = Self {
-            child,
+            budget().map(|b| Watchdog::start(b, dir.path().join("haswarmd.log"), pid.clone()));
+        let d = Self {
+            child: std::sync::Mutex::new(child),
             dir,
             socket,
             tcp,
+            args,
+            env,
+            pid,
             _watchdog,
         };
         if !ready {
@@ -259,6 +236,33 @@ impl Daemon {
             panic!("haswarmd did not become ready");
         }
         d
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or an OOM kill would (no
+    /// shutdown path runs), then starts it again on the same data folder
+    /// with the same flags and environment, and waits until it serves.
+    /// A daemon given `--listen` on port 0 would come back on another
+    /// port: that is refused rather than followed.
+    pub fn kill_and_restart(&self) {
+        self.stop();
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("haswarmd.log"))
+        {
+            let _ = writeln!(
+                log,
+                "==== the test killed haswarmd with SIGKILL; starting it again ===="
+            );
+        }
+        let (child, tcp, ready) = spawn(self.dir.path(), &self.socket, &self.args, &self.env);
+        self.pid
+            .store(child.id(), std::sync::atomic::Ordering::Relaxed);
+        *self
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = child;
+        assert!(ready, "haswarmd did not become ready after its restart");
+        assert_eq!(tcp, self.tcp, "the restarted daemon listens where it did");
     }
 
     /// `GET path` on the daemon's unix socket, as a scraper or a health
@@ -378,6 +382,20 @@ impl Daemon {
         ))
     }
 
+    /// Events of resource `plural/name` as (reason, message), by when they
+    /// first happened; panics when the daemon does not answer.
+    pub fn events(&self, plural: &str, name: &str) -> Vec<(String, String)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut ev = rt
+            .block_on(self.client().events(plural, name))
+            .expect("events");
+        ev.sort_by_key(|e| e.first_timestamp);
+        ev.into_iter().map(|e| (e.reason, e.message)).collect()
+    }
+
     /// Asserts that none of `secrets` shows where a secret must never be:
     /// the specs, logs, environment and command lines of every service of
     /// resource `kind/name` (`short` is its short kind for haswarmctl),
@@ -421,10 +439,73 @@ impl Daemon {
     }
 
     /// Kills the daemon (only this child) and reaps it.
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn stop(&self) {
+        let mut child = self
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = child.kill();
+        let _ = child.wait();
     }
+}
+
+/// Starts haswarmd on `dir`'s data folder, its log appended to
+/// `dir/haswarmd.log`; the child, its TCP address when `--listen` was
+/// given, and whether it said it serves within 20 s.
+fn spawn(
+    dir: &Path,
+    socket: &Path,
+    extra: &[String],
+    env: &[(String, String)],
+) -> (Child, Option<String>, bool) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("haswarmd.log"))
+        .expect("log file");
+    let mut child = Command::new(haswarmd_bin())
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--socket")
+        .arg(socket)
+        .args(extra)
+        .env("HASWARM_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("haswarmd starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let listens = extra.iter().any(|a| a == "--listen");
+    let mut tcp = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if let Some(a) = line.strip_prefix("haswarmd ready on http://") {
+                    tcp = Some(a.to_owned());
+                }
+                if line.starts_with("haswarmd ready on unix://") {
+                    ready = true;
+                }
+                if ready && (!listens || tcp.is_some()) {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    (child, tcp, ready)
 }
 
 impl Drop for Daemon {
@@ -436,6 +517,16 @@ impl Drop for Daemon {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
             let tail = &lines[lines.len().saturating_sub(120)..];
+            // Swarm's view first: CI's summary of a failure keeps the start.
+            eprintln!(
+                "---- haswarm's services on the daemon's engine ----\n{}",
+                swarm_state(
+                    self.env
+                        .iter()
+                        .find(|(k, _)| k == "DOCKER_HOST")
+                        .map(|(_, v)| v.as_str())
+                )
+            );
             eprintln!(
                 "---- last {} lines of haswarmd's log ----\n{}",
                 tail.len(),
@@ -443,6 +534,65 @@ impl Drop for Daemon {
             );
         }
     }
+}
+
+/// What Swarm says of every haswarm-owned service on an engine: each task
+/// meant to run or lately ended, and on the local engine the last lines of
+/// each service's newest container. A failed wait names a member "not
+/// running"; this says whether Swarm had no task, a pending one, or one
+/// that kept failing its health check, and why.
+fn swarm_state(docker_host: Option<&str>) -> String {
+    let run = |args: &[&str]| {
+        let mut c = Command::new("timeout");
+        c.arg("30").arg("docker").args(args);
+        if let Some(h) = docker_host {
+            c.env("DOCKER_HOST", h);
+        }
+        c.output().map_or_else(
+            |e| format!("docker {args:?}: {e}\n"),
+            |o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            },
+        )
+    };
+    let services = run(&[
+        "service",
+        "ls",
+        "--filter",
+        "label=io.haswarm.owner",
+        "--format",
+        "{{.Name}}",
+    ]);
+    let names: Vec<&str> = services.lines().filter(|l| !l.is_empty()).collect();
+    let mut out = run(&["node", "ls"]);
+    if names.is_empty() {
+        out.push_str("(no haswarm-owned service)\n");
+        return out;
+    }
+    let mut ps = vec![
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.Name}}\t{{.Node}}\tdesired {{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}",
+    ];
+    ps.extend(&names);
+    out.push_str(&run(&ps));
+    if docker_host.is_none() {
+        for name in &names {
+            let filter = format!("label=com.docker.swarm.service.name={name}");
+            let newest = run(&["ps", "-aq", "-n", "1", "--filter", &filter]);
+            if let Some(id) = newest.lines().next().filter(|l| !l.is_empty()) {
+                out.push_str(&format!("-- {name}: last lines of container {id}\n"));
+                out.push_str(&run(&["logs", "--tail", "8", id]));
+            }
+        }
+    }
+    out
 }
 
 /// Standard output as text.
