@@ -326,6 +326,18 @@ pub enum RotatedUser {
     Superuser,
 }
 
+/// A switchover haswarm asked Patroni for, for a `haswarm.io/switchover`
+/// request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SwitchoverStarted {
+    /// The annotation's value.
+    pub request: String,
+    /// The leader asked to hand over: once another member leads, the
+    /// request is done.
+    pub from: String,
+}
+
 /// Where a password rotation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum PgRotationPhase {
@@ -474,6 +486,11 @@ pub struct PostgresClusterStatus {
     /// unnecessary); see the events for what happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover_handled: Option<String>,
+    /// A `haswarm.io/switchover` request haswarm asked Patroni to carry out,
+    /// recorded before asking: a haswarmd restarted in the middle finishes
+    /// that request once, instead of switching over a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover_started: Option<SwitchoverStarted>,
     /// The password rotation in progress, or the last one requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_rotation: Option<PgPasswordRotation>,

@@ -9,5 +9,6 @@ mod placement;
 pub mod reconcile;
 pub mod render;
 pub mod rotate;
+mod switchover;
 
 pub use reconcile::PostgresClusters;

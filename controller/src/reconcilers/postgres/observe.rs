@@ -212,6 +212,18 @@ pub fn parse_cluster(text: &str) -> Option<ClusterView> {
     })
 }
 
+/// A view of members given as (name, role, state, lag), as Patroni's
+/// `/cluster` would list them: for the reconcilers' table tests.
+#[cfg(test)]
+pub fn test_view(members: &[(&str, &str, &str, Option<u64>)]) -> ClusterView {
+    let json = serde_json::json!({
+        "members": members.iter().map(|(n, r, s, l)| serde_json::json!({
+            "name": n, "role": r, "state": s, "timeline": 1, "lag": l
+        })).collect::<Vec<_>>()
+    });
+    parse_cluster(&json.to_string()).expect("view")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

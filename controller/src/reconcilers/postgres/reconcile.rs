@@ -19,6 +19,7 @@ use super::observe::{self, ClusterView};
 use super::placement::{families, instance_incarnations, place, retiring};
 use super::render::{self, purpose, Inputs, PasswordSecrets};
 use super::rotate;
+use super::switchover::{self, switchover};
 use crate::reconcilers::contents::{self as shared, content_names};
 use crate::reconcilers::slots;
 use crate::reconcilers::{rollout, status};
@@ -35,7 +36,7 @@ pub(super) const KIND: &str = "PostgresCluster";
 
 /// A replica further behind than this is not in sync (and is no candidate
 /// for a planned switchover).
-const MAX_LAG_BYTES: u64 = 16 << 20;
+pub(super) const MAX_LAG_BYTES: u64 = 16 << 20;
 
 /// The PostgresCluster reconciler.
 #[derive(Debug, Default)]
@@ -399,7 +400,7 @@ async fn observe(
 /// node, as when instances are spread over more nodes, or the one here is
 /// down) an etcd member here asks each instance by its service name. `None`
 /// when nothing here got an answer.
-async fn patroni(
+pub(super) async fn patroni(
     ctx: &Context,
     pgc: &PostgresCluster,
     script: impl Fn(&str) -> String,
@@ -523,66 +524,6 @@ fn synchronous_standby_missing(spec: &PostgresClusterSpec, view: &ClusterView) -
             .members
             .iter()
             .any(|m| m.role == MemberRole::SyncStandby)
-}
-
-/// The replica a switchover should hand the leadership to: in sync, least
-/// lag, not one of `avoid` (members on a node haswarm drains).
-fn switchover_candidate(view: &ClusterView, leader: &str, avoid: &[&str]) -> Option<String> {
-    view.members
-        .iter()
-        .filter(|m| m.name != leader && m.role != MemberRole::Unknown)
-        .filter(|m| !avoid.contains(&m.name.as_str()))
-        .filter(|m| m.lag_bytes.is_some_and(|l| l <= MAX_LAG_BYTES))
-        .min_by_key(|m| (m.role != MemberRole::SyncStandby, m.lag_bytes))
-        .map(|m| m.name.clone())
-}
-
-async fn switchover(
-    ctx: &Context,
-    obj: &Record,
-    pgc: &PostgresCluster,
-    view: &ClusterView,
-    from: &str,
-    to: Option<String>,
-    why: &str,
-) -> Result<bool, ReconcileError> {
-    let Some(to) = to.or_else(|| switchover_candidate(view, from, &[])) else {
-        event(
-            ctx,
-            obj,
-            EventType::Warning,
-            "SwitchoverSkipped",
-            &format!("no replica is in sync to take over from {from} ({why})"),
-        );
-        return Ok(false);
-    };
-    let (leader, candidate) = (view.patroni_name(from), view.patroni_name(&to));
-    let script = |host: &str| observe::switchover(host, &leader, Some(&candidate));
-    if let Some(out) = patroni(ctx, pgc, script).await? {
-        let ok = out.trim_start().starts_with("200");
-        if ok {
-            event(
-                ctx,
-                obj,
-                EventType::Normal,
-                "Switchover",
-                &format!("switched the leader over from {from} to {to}: {why}"),
-            );
-        } else {
-            event(
-                ctx,
-                obj,
-                EventType::Warning,
-                "SwitchoverFailed",
-                &format!(
-                    "Patroni refused the switchover from {from} to {to}: {}",
-                    out.trim()
-                ),
-            );
-        }
-        return Ok(ok);
-    }
-    Ok(false)
 }
 
 /// Keeps Patroni's dynamic configuration equal to the spec (parameters,
@@ -746,14 +687,6 @@ async fn advance_rotation(
             Ok(None)
         }
     }
-}
-
-/// The instance a `haswarm.io/switchover` request names (`... to=<i>`).
-fn requested_target(request: &str) -> Option<u8> {
-    request
-        .split_whitespace()
-        .find_map(|p| p.strip_prefix("to="))
-        .and_then(|i| i.parse().ok())
 }
 
 /// Releases the leader key of a leader whose container is proven dead (see
@@ -952,35 +885,22 @@ impl Reconciler for PostgresClusters {
             if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
                 // Asked from the CLI: once per request.
                 if let Some(request) = request {
-                    let target = requested_target(&request)
-                        .map(|i| render::instance_name(name, usize::from(i)));
-                    if target.as_deref() == Some(l) {
-                        event(
-                            &ctx,
-                            &obj,
-                            EventType::Normal,
-                            "SwitchoverSkipped",
-                            &format!("{l} is the leader already"),
-                        );
-                    } else {
-                        switched = switchover(
-                            &ctx,
-                            &obj,
-                            &pgc,
-                            v,
-                            l,
-                            target,
-                            "requested with haswarmctl pg switchover",
-                        )
-                        .await?;
-                    }
-                    status.switchover_handled = Some(request);
+                    switched = switchover::handle_request(
+                        &ctx,
+                        &obj,
+                        &pgc,
+                        v,
+                        l,
+                        request,
+                        (&old, &mut status),
+                    )
+                    .await?;
                 } else if let Some(node) = draining.get(l) {
                     // `haswarmctl node drain`: the leader leaves first, by a
                     // switchover to a replica on a node that stays.
                     let avoid: Vec<&str> = draining.keys().map(String::as_str).collect();
                     let why = format!("its node {node} is being drained");
-                    if let Some(to) = switchover_candidate(v, l, &avoid) {
+                    if let Some(to) = switchover::candidate(v, l, &avoid) {
                         switched = switchover(&ctx, &obj, &pgc, v, l, Some(to), &why).await?;
                     } else {
                         event(
@@ -1236,14 +1156,7 @@ impl Reconciler for PostgresClusters {
 mod tests {
     use super::*;
 
-    fn view(members: &[(&str, &str, &str, Option<u64>)]) -> ClusterView {
-        let json = serde_json::json!({
-            "members": members.iter().map(|(n, r, s, l)| serde_json::json!({
-                "name": n, "role": r, "state": s, "timeline": 1, "lag": l
-            })).collect::<Vec<_>>()
-        });
-        observe::parse_cluster(&json.to_string()).expect("view")
-    }
+    use super::observe::test_view as view;
 
     fn spec(instances: u8) -> PostgresClusterSpec {
         serde_json::from_value(serde_json::json!({ "instances": instances })).expect("spec")
@@ -1412,44 +1325,5 @@ mod tests {
             ("db-pg-1", "sync_standby", "streaming", Some(0)),
         ]);
         assert!(!synchronous_standby_missing(&sync, &with_standby));
-    }
-
-    #[test]
-    fn a_switchover_request_may_name_its_target() {
-        assert_eq!(requested_target("2026-11-28T04:00:00.000Z to=2"), Some(2));
-        assert_eq!(requested_target("2026-11-28T04:00:00.000Z"), None);
-        assert_eq!(requested_target("t to=x"), None);
-    }
-
-    #[test]
-    fn a_switchover_goes_to_the_sync_standby_or_the_replica_with_least_lag() {
-        let v = view(&[
-            ("db-pg-0", "leader", "running", None),
-            ("db-pg-1", "replica", "streaming", Some(100)),
-            ("db-pg-2", "replica", "streaming", Some(10)),
-        ]);
-        assert_eq!(
-            switchover_candidate(&v, "db-pg-0", &[]).as_deref(),
-            Some("db-pg-2")
-        );
-        let v = view(&[
-            ("db-pg-0", "leader", "running", None),
-            ("db-pg-1", "sync_standby", "streaming", Some(100)),
-            ("db-pg-2", "replica", "streaming", Some(10)),
-        ]);
-        assert_eq!(
-            switchover_candidate(&v, "db-pg-0", &[]).as_deref(),
-            Some("db-pg-1")
-        );
-        let lagging = view(&[
-            ("db-pg-0", "leader", "running", None),
-            ("db-pg-1", "replica", "streaming", Some(1 << 30)),
-        ]);
-        assert_eq!(switchover_candidate(&lagging, "db-pg-0", &[]), None);
-        // Draining a node: never onto a member there.
-        assert_eq!(
-            switchover_candidate(&v, "db-pg-0", &["db-pg-1"]).as_deref(),
-            Some("db-pg-2")
-        );
     }
 }
