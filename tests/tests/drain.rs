@@ -128,6 +128,20 @@ fn draining_a_node_hands_the_leader_and_the_master_over_before_their_members_mov
         "the leader was not switched over: {events}"
     );
     assert!(!events.contains("LeaderReleased"), "a failover: {events}");
+    // The drained node is named as such: in status and in the events.
+    let drained = bed.node(leader_on);
+    let unavailable = d.get_json("pgc", pgc)["status"]["unavailableNodes"].clone();
+    assert!(
+        unavailable
+            .as_array()
+            .is_some_and(|l| l.iter().any(|n| n["node"] == drained.as_str())),
+        "{drained} not in status.unavailableNodes: {unavailable}"
+    );
+    assert!(
+        events.contains(&format!("node {drained} is drained"))
+            && events.contains(&format!("left the drained node {drained}")),
+        "{events}"
+    );
     assert_code(&d.ctl(&["node", "uncordon", &bed.node(leader_on)]), 0);
 
     // The Redis master's node: drained now, unless it was the same node.

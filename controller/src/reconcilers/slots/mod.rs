@@ -140,13 +140,20 @@ impl Placed {
             event(ctx, obj, type_, reason, &text);
         }
         for (service, m) in &self.moved {
+            // A node listed without a down time is drained (by Swarm or by
+            // haswarmctl node drain): it answers, it is not lost.
+            let drained = self
+                .unavailable
+                .iter()
+                .any(|u| u.node == m.from && u.since.is_none());
+            let node = if drained { "drained" } else { "lost" };
             event(
                 ctx,
                 obj,
                 EventType::Warning,
                 "SlotMoved",
                 &format!(
-                    "{service} left the lost node {} for {}: a new member (incarnation {}) replaces it and starts from the others' data; the volume {service}-data stays on {} (not erased)",
+                    "{service} left the {node} node {} for {}: a new member (incarnation {}) replaces it and starts from the others' data; the volume {service}-data stays on {} (not erased)",
                     m.from, m.to, m.incarnation, m.from
                 ),
             );
@@ -190,14 +197,15 @@ pub fn node_events(
         .iter()
         .filter(|b| now.iter().all(|n| n.node != b.node))
     {
+        let how = if b.since.is_some() {
+            "answers again"
+        } else {
+            "takes members again (uncordoned)"
+        };
         out.push((
             EventType::Normal,
             "NodeReturned",
-            format!(
-                "node {} answers again (it held {})",
-                b.node,
-                b.members.join(", ")
-            ),
+            format!("node {} {how} (it held {})", b.node, b.members.join(", ")),
         ));
     }
     out
@@ -226,7 +234,8 @@ pub fn down_since_first_seen(nodes: &[NodeInfo], before: &[UnavailableNode]) -> 
         .collect()
 }
 
-/// The nodes that hold a slot of `families` and are down or drained, and
+/// The nodes that hold a slot of `families` and are down or drained (by
+/// Swarm, or marked by `haswarmctl node drain`), and
 /// those listed `before` that still are (their slots moved meanwhile: they
 /// are listed with what they held until they answer again).
 fn unavailable(
@@ -236,7 +245,7 @@ fn unavailable(
 ) -> Vec<UnavailableNode> {
     let mut out: Vec<UnavailableNode> = nodes
         .iter()
-        .filter(|n| !n.ready || n.drained)
+        .filter(|n| !n.ready || n.drained || n.leaving)
         .filter_map(|n| {
             let listed = before.iter().find(|b| b.node == n.hostname);
             let mut members: Vec<String> = n

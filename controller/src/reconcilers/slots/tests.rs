@@ -74,7 +74,18 @@ fn a_node_holding_members_is_reported_once_down_and_once_back() {
         leaving: false,
         ..down
     };
-    let d = unavailable(&[drained], &families, &[]);
+    let d = unavailable(std::slice::from_ref(&drained), &families, &[]);
+    assert!(node_events(&[], &d, grace)[0].2.contains("is drained"));
+    // Marked by haswarmctl node drain (Swarm's availability still active):
+    // listed the same way, with no down time.
+    let marked = NodeInfo {
+        drained: false,
+        leaving: true,
+        ..drained
+    };
+    let d = unavailable(&[marked], &families, &[]);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].since, None);
     assert!(node_events(&[], &d, grace)[0].2.contains("is drained"));
 }
 
