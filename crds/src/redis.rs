@@ -222,9 +222,14 @@ pub struct RedisSentinelGroupStatus {
     /// Generation, conditions and owned objects.
     #[serde(flatten)]
     pub common: CommonStatus,
-    /// The master as a quorum of sentinels reports it (`host:port`).
+    /// The master as the sentinels report it (its service name), while it
+    /// answers: absent while they flag it down or cannot reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<String>,
+    /// The last master, while the sentinels flag it down (or cannot reach
+    /// it) and no other has taken over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_master: Option<String>,
     /// Each replica's link state and lag.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<RedisReplicaStatus>,

@@ -191,6 +191,49 @@ impl SentinelView {
     }
 }
 
+/// The master as status reports it, from what it reported before.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportedMaster {
+    /// The master, only while it answers.
+    pub master: Option<String>,
+    /// The last master, while it does not answer and none took over.
+    pub unreachable: Option<String>,
+    /// (from, to) when another master took over.
+    pub changed: Option<(String, String)>,
+    /// Set when the master has just stopped answering.
+    pub went_unreachable: Option<String>,
+}
+
+/// What status says of the master, given what it said (`before`: master,
+/// unreachable master) and the master the sentinels name now, `up` when
+/// they see it answering. A master they flag down is not reported: status
+/// never names a master that does not answer. Pure.
+pub fn reported_master(
+    before: (Option<&str>, Option<&str>),
+    named: Option<&str>,
+    up: bool,
+) -> ReportedMaster {
+    let master = named.filter(|_| up).map(str::to_owned);
+    let last = before.0.or(before.1);
+    let changed = match (last, &master) {
+        (Some(b), Some(n)) if b != n => Some((b.to_owned(), n.clone())),
+        _ => None,
+    };
+    let unreachable = match (&master, named) {
+        (Some(_), _) => None,
+        (None, Some(n)) => Some(n.to_owned()),
+        // No sentinel names one: the last one still does not answer.
+        (None, None) => last.map(str::to_owned),
+    };
+    let went_unreachable = unreachable.clone().filter(|u| before.1 != Some(u.as_str()));
+    ReportedMaster {
+        master,
+        unreachable,
+        changed,
+        went_unreachable,
+    }
+}
+
 fn pairs(lines: &[&str]) -> Vec<(String, String)> {
     lines
         .chunks(2)
@@ -448,5 +491,48 @@ mod tests {
         let q = sentinel_query("dify-master-group");
         assert!(q.contains("cat /run/secrets/redis-password"));
         assert!(q.contains("SENTINEL master dify-master-group"));
+    }
+
+    #[test]
+    fn status_names_only_a_master_that_answers() {
+        let r = |before: (Option<&str>, Option<&str>), named: Option<&str>, up: bool| {
+            reported_master(before, named, up)
+        };
+        let some = |s: &str| Some(s.to_owned());
+        // Up: reported; a new one is a change from the last one known.
+        assert_eq!(
+            r((None, None), Some("g-redis-0"), true).master,
+            some("g-redis-0")
+        );
+        assert_eq!(r((None, None), Some("g-redis-0"), true).changed, None);
+        let moved = r((Some("g-redis-0"), None), Some("g-redis-1"), true);
+        assert_eq!(
+            moved.changed,
+            Some(("g-redis-0".into(), "g-redis-1".into()))
+        );
+        // Flagged down: not reported, remembered as unreachable once.
+        let down = r((Some("g-redis-0"), None), Some("g-redis-0"), false);
+        assert_eq!(down.master, None);
+        assert_eq!(down.unreachable, some("g-redis-0"));
+        assert_eq!(down.went_unreachable, some("g-redis-0"));
+        assert_eq!(down.changed, None);
+        let still = r((None, Some("g-redis-0")), Some("g-redis-0"), false);
+        assert_eq!(still.unreachable, some("g-redis-0"));
+        assert_eq!(still.went_unreachable, None);
+        // No sentinel names one: the last one stays unreachable.
+        assert_eq!(
+            r((None, Some("g-redis-0")), None, false).unreachable,
+            some("g-redis-0")
+        );
+        // The failover: the change is from the unreachable one.
+        let over = r((None, Some("g-redis-0")), Some("g-redis-2"), true);
+        assert_eq!(over.master, some("g-redis-2"));
+        assert_eq!(over.unreachable, None);
+        assert_eq!(over.changed, Some(("g-redis-0".into(), "g-redis-2".into())));
+        // It came back itself (a full restart): no change.
+        assert_eq!(
+            r((None, Some("g-redis-0")), Some("g-redis-0"), true).changed,
+            None
+        );
     }
 }

@@ -818,20 +818,35 @@ impl Reconciler for RedisGroups {
             }
             Some((_, view)) => {
                 let master = view.master.clone();
-                if old.master.is_some() && old.master != master {
+                let reported = observe::reported_master(
+                    (old.master.as_deref(), old.unreachable_master.as_deref()),
+                    master.as_deref(),
+                    view.master_up(),
+                );
+                if let Some((from, to)) = &reported.changed {
                     event(
                         &ctx,
                         &obj,
                         EventType::Warning,
                         "MasterChanged",
+                        &format!("master moved from {from} to {to}"),
+                    );
+                }
+                if let Some(m) = &reported.went_unreachable {
+                    event(
+                        &ctx,
+                        &obj,
+                        EventType::Warning,
+                        "MasterUnreachable",
                         &format!(
-                            "master moved from {} to {}",
-                            old.master.as_deref().unwrap_or("?"),
-                            master.as_deref().unwrap_or("?")
+                            "master {m} does not answer ({}): the sentinels fail over once it has been down for {} ms",
+                            view.master_flags,
+                            rsg.spec.sentinels.down_after.as_millis()
                         ),
                     );
                 }
-                status.master = master.clone();
+                status.master = reported.master;
+                status.unreachable_master = reported.unreachable;
                 let seen = u8::try_from(view.other_sentinels + 1).unwrap_or(u8::MAX);
                 status.sentinels_seen = Some(seen);
                 status.replicas = replica_status(&rsg, view);
