@@ -254,7 +254,14 @@ impl Daemon {
                 "==== the test killed haswarmd with SIGKILL; starting it again ===="
             );
         }
+        let started = Instant::now();
         let (child, tcp, ready) = spawn(self.dir.path(), &self.socket, &self.args, &self.env);
+        // Past the harness's capture, so CI's output has the figure.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "[figures] haswarmd killed with SIGKILL; serving again {:.1} s after its restart",
+            started.elapsed().as_secs_f64()
+        );
         self.pid
             .store(child.id(), std::sync::atomic::Ordering::Relaxed);
         *self

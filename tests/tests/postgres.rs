@@ -10,12 +10,16 @@
 //! leader; scaled down, the highest instances go and every row stays. The
 //! app user's password rotates with no window (its two logins alternate,
 //! the previous password works until the next rotation), the superuser's
-//! rotates in place, and bootstrap users log in, one added later too.
+//! rotates in place, and bootstrap users log in, one added later too. A
+//! switchover, a superuser rotation and an etcd member's join go on through
+//! a haswarmd killed with SIGKILL in their middle, leaving no duplicate or
+//! orphan Swarm object.
 
 use std::time::Duration;
 
 use haswarm_testbed::docker::{
-    create_secret, docker, eventually, require_image, require_swarm, service_container, Cleanup,
+    assert_tidy, create_secret, docker, eventually, require_image, require_swarm,
+    service_container, Cleanup,
 };
 use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
 use serde_json::Value;
@@ -154,18 +158,34 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
         "--timeout=2m",
     ]);
     assert_code(&refused, 1);
-    let o = d.ctl(&[
-        "pg",
-        "switchover",
-        &name,
-        "--to",
-        &target.to_string(),
-        "--wait",
-        "--timeout=3m",
-    ]);
+    // haswarmd dies with SIGKILL just after the request (Patroni's
+    // switchover likely in flight) and starts again on the same data: the
+    // switchover happens, once.
+    let switched = |d: &Daemon| {
+        d.events("postgresclusters", &name)
+            .iter()
+            .filter(|(r, m)| r == "Switchover" && m.contains("requested with haswarmctl"))
+            .count()
+    };
+    let switched_before = switched(&d);
+    let o = d.ctl(&["pg", "switchover", &name, "--to", &target.to_string()]);
     assert_code(&o, 0);
-    let now = d.get_json("pgc", &name)["status"]["leader"].clone();
-    assert_eq!(now, format!("{name}-pg-{target}"), "{}", stdout(&o));
+    std::thread::sleep(Duration::from_secs(2));
+    d.kill_and_restart();
+    let new_leader = format!("{name}-pg-{target}");
+    assert!(
+        eventually(Duration::from_secs(180), || {
+            d.get_json("pgc", &name)["status"]["leader"] == new_leader.as_str()
+        }),
+        "{}",
+        d.get_json("pgc", &name)
+    );
+    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "180s");
+    assert!(
+        switched(&d) <= switched_before + 1,
+        "one request, one switchover: {:?}",
+        d.events("postgresclusters", &name)
+    );
     let on_new = eventually(Duration::from_secs(30), || {
         client(
             &d,
@@ -288,19 +308,45 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     assert!(acts.lines().any(|l| l == "app"), "{acts}");
 
     // The superuser's rotates in place: PostgreSQL takes the new one, the
-    // instances move to its secret, the old one is refused.
+    // instances move to its secret, the old one is refused. haswarmd dies
+    // with SIGKILL as soon as the rotation is under way (the job that sets
+    // the password in flight) and starts again on the same data: the
+    // rotation goes on from its stored phase.
     let before = secret(At::Local, &name, "pg-superuser-password");
-    let o = d.ctl(&[
-        "rotate-password",
-        &format!("pgc/{name}"),
-        "--user",
-        "superuser",
-        "--wait",
-        "--timeout",
-        "8m",
-    ]);
-    assert_code(&o, 0);
+    let rotation = || d.get_json("pgc", &name)["status"]["passwordRotation"].clone();
+    let asked_before = rotation()["requested"].clone();
+    assert_code(
+        &d.ctl(&[
+            "rotate-password",
+            &format!("pgc/{name}"),
+            "--user",
+            "superuser",
+        ]),
+        0,
+    );
+    assert!(
+        eventually(Duration::from_secs(120), || !rotation()["phase"].is_null()),
+        "{}",
+        rotation()
+    );
+    d.kill_and_restart();
+    assert!(
+        eventually(Duration::from_secs(480), || {
+            let r = rotation();
+            r["requested"] != asked_before && r["phase"].is_null()
+        }),
+        "{}",
+        d.get_json("pgc", &name)
+    );
     d.wait_for(&format!("pgc/{name}"), "condition=Ready", "180s");
+    let members: Vec<String> = (0..3)
+        .map(|i| format!("{name}-pg-{i}"))
+        .chain((0..3).map(|j| format!("{name}-etcd-{j}")))
+        .chain([format!("{name}-rw"), format!("{name}-ro")])
+        .collect();
+    assert_tidy("PostgresCluster", &name, &members, || {
+        d.get_json("pgc", &name)["status"].clone()
+    });
     let after = secret(At::Local, &name, "pg-superuser-password");
     assert_eq!(after.len(), 32, "a new generated password");
     assert_ne!(after, before, "the instances use the new password");
@@ -484,7 +530,7 @@ fn etcd_members_listed(name: &str) -> Vec<(String, bool)> {
 }
 
 #[test]
-fn etcd_grows_and_shrinks_one_member_at_a_time_and_the_data_stays() {
+fn etcd_grows_through_a_killed_daemon_and_shrinks_one_member_at_a_time_and_the_data_stays() {
     let _one = one_at_a_time();
     require_swarm();
     require_image(IMAGE);
@@ -517,8 +563,18 @@ fn etcd_grows_and_shrinks_one_member_at_a_time_and_the_data_stays() {
                 .is_some_and(|c| c["status"] == "True")
     };
 
-    // 1 -> 3: each new member joins as a learner, then votes.
+    // 1 -> 3: each new member joins as a learner, then votes. haswarmd dies
+    // with SIGKILL while the first learner is in etcd but not yet voting,
+    // and starts again on the same data: the join goes on, and no member is
+    // added twice or left behind.
     d.apply("pgc.yaml", &manifest(3));
+    let learner = || d.get_json("pgc", &name)["status"]["etcdMembership"]["learner"].clone();
+    assert!(
+        eventually(Duration::from_secs(300), || !learner().is_null()),
+        "{}",
+        d.get_json("pgc", &name)
+    );
+    d.kill_and_restart();
     assert!(
         eventually(Duration::from_secs(420), || settled_at(3)),
         "{}",
@@ -527,6 +583,13 @@ fn etcd_grows_and_shrinks_one_member_at_a_time_and_the_data_stays() {
     let listed = etcd_members_listed(&name);
     assert_eq!(listed.len(), 3, "{listed:?}");
     assert!(listed.iter().all(|(_, learner)| !learner), "{listed:?}");
+    let members: Vec<String> = std::iter::once(format!("{name}-pg-0"))
+        .chain((0..3).map(|j| format!("{name}-etcd-{j}")))
+        .chain([format!("{name}-rw"), format!("{name}-ro")])
+        .collect();
+    assert_tidy("PostgresCluster", &name, &members, || {
+        d.get_json("pgc", &name)["status"].clone()
+    });
     let described = stdout(&d.ctl(&["describe", "pgc", &name]));
     for reason in ["EtcdMemberAdded", "EtcdMemberPromoted"] {
         assert!(described.contains(reason), "{described}");
