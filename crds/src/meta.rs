@@ -126,6 +126,23 @@ pub struct CommonStatus {
     /// Nodes holding a member of this resource that are down or drained.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable_nodes: Vec<UnavailableNode>,
+    /// Data volumes that members left on a node when their slot moved away
+    /// (a lost or drained node): stale copies, not erased then. Deleting
+    /// the resource with `reclaimPolicy: Delete` erases those on nodes that
+    /// answer and names the rest. An entry goes when its slot comes back to
+    /// that node (the volume is the member's again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_volumes: Vec<LeftVolume>,
+}
+
+/// A data volume a member left on a node its slot moved away from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeftVolume {
+    /// The volume's name.
+    pub volume: String,
+    /// The host name of the node it is on.
+    pub node: String,
 }
 
 /// A node that holds members of a resource and is down or drained: past

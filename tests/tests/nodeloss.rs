@@ -373,6 +373,40 @@ fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committi
     let back_s = returned_at.elapsed().as_secs_f64();
     assert_eq!(leader(&d, name), new, "the leader stays");
 
+    // The node keeps stale copies of what moved away: named in status, and
+    // erased at deletion (reclaimPolicy Delete) now that the node answers.
+    let stale = format!("{old}-data");
+    let left = status(&d, name)["leftVolumes"].clone();
+    assert!(
+        left.as_array().is_some_and(|l| l
+            .iter()
+            .any(|v| v["volume"] == stale.as_str() && v["node"] == bed.node(victim).as_str())),
+        "{stale} on node {victim} not in status.leftVolumes: {left}"
+    );
+    let files_in_stale = || {
+        let count = bed.docker_on(
+            victim,
+            &[
+                "run",
+                "--rm",
+                "-v",
+                &format!("{stale}:/v:ro"),
+                IMAGE,
+                "sh",
+                "-c",
+                "find /v -mindepth 1 | wc -l",
+            ],
+        );
+        count
+            .trim()
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("files in {stale}: {count:?}"))
+    };
+    assert!(
+        files_in_stale() > 0,
+        "the stale copy {stale} holds data before the delete"
+    );
+
     bed.docker_on(1, &["kill", &writer]);
     bed.docker_on(1, &["kill", &poller]);
     let Moments {
@@ -421,6 +455,7 @@ fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committi
         &d.ctl(&["delete", "pgc", name, "--wait", "--timeout=240s"]),
         0,
     );
+    assert_eq!(files_in_stale(), 0, "the stale copy {stale} was not erased");
 }
 
 /// What the Redis instance in container `id` on node `i` says to `ROLE`

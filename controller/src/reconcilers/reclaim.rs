@@ -5,12 +5,16 @@
 //! volume is erased by a one-shot job on the node its slot is pinned to (with
 //! the instance's own image, already there), then the definitions on the
 //! manager's node are removed. Definitions left (empty) on other nodes are
-//! named in the outcome, for the operator to remove there.
+//! named in the outcome, for the operator to remove there. Stale copies (a
+//! member's volume on a node its slot moved away from, recorded in
+//! `status.leftVolumes`) are erased the same way where their node answers,
+//! and named where it does not.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use haswarm_crds::common::Storage;
+use haswarm_crds::meta::LeftVolume;
 
 use crate::runtime::controller::{Context, ReconcileError};
 use crate::swarm::jobs::{JobOutcome, NodeJob};
@@ -41,6 +45,10 @@ pub struct Reclaimed {
     pub removed: Vec<String>,
     /// Nodes (host names) that keep empty definitions, with the volumes.
     pub left: Vec<(String, String)>,
+    /// Stale copies (a member's volume on a node its slot moved away from)
+    /// on nodes that do not answer or take no task (drained): not erased,
+    /// with their node.
+    pub stale: Vec<(String, String)>,
 }
 
 impl Reclaimed {
@@ -50,6 +58,7 @@ impl Reclaimed {
         self.unplaced.extend(other.unplaced);
         self.removed.extend(other.removed);
         self.left.extend(other.left);
+        self.stale.extend(other.stale);
     }
 
     /// One line for an event.
@@ -68,6 +77,17 @@ impl Reclaimed {
             s.push_str(&format!(
                 "; empty definitions remain (on that node, `docker container prune` then `docker volume rm`): {}",
                 left.join(", ")
+            ));
+        }
+        if !self.stale.is_empty() {
+            let stale: Vec<String> = self
+                .stale
+                .iter()
+                .map(|(n, v)| format!("{v} on {n}"))
+                .collect();
+            s.push_str(&format!(
+                "; NOT erased, stale copies on nodes that do not answer or are drained (members moved away from them; on that node, `docker volume rm`): {}",
+                stale.join(", ")
             ));
         }
         if !self.unplaced.is_empty() {
@@ -116,35 +136,100 @@ pub async fn reclaim(
             done.unplaced.push(v.volume.clone());
             continue;
         };
-        let job = NodeJob {
-            name: format!("{}-reclaim", v.volume),
-            node: node.id.clone(),
-            image: image.to_owned(),
-            script: ERASE.to_owned(),
-            mounts: vec![data_mount(storage, &v.volume, "/reclaim")],
-            secrets: Vec::new(),
-            networks: Vec::new(),
-        };
-        match ctx.swarm.run_job(owner, &job, ERASE_LIMIT).await? {
-            JobOutcome::Completed => done.erased.push(v.volume.clone()),
-            JobOutcome::Failed(why) => {
-                return Err(SwarmError::Api(format!(
-                    "erasing volume {} on node {}: {why}",
-                    v.volume, node.hostname
-                ))
-                .into())
+        erase(
+            ctx,
+            owner,
+            (image, storage),
+            &v.volume,
+            (node, &here),
+            &mut done,
+        )
+        .await?;
+    }
+    let unique: BTreeSet<_> = done.left.iter().cloned().collect();
+    done.left = unique.into_iter().collect();
+    Ok(done)
+}
+
+/// Erases the stale copies `left` (volumes members left on nodes their
+/// slots moved away from) on the nodes that answer and take tasks; those
+/// on other nodes are named in [`Reclaimed::stale`].
+///
+/// # Errors
+/// As [`reclaim`].
+pub async fn reclaim_left(
+    ctx: &Context,
+    owner: &Owner,
+    (image, storage): (&str, &Storage),
+    left: &[LeftVolume],
+) -> Result<Reclaimed, ReconcileError> {
+    let mut done = Reclaimed::default();
+    if left.is_empty() {
+        return Ok(done);
+    }
+    let nodes = ctx.swarm.nodes().await?;
+    let here = ctx.swarm.info().await?.node_id;
+    for l in left {
+        // A job runs only where Swarm places tasks: not on a drained node.
+        match nodes
+            .iter()
+            .find(|n| n.hostname == l.node && n.ready && !n.drained)
+        {
+            Some(node) => {
+                erase(
+                    ctx,
+                    owner,
+                    (image, storage),
+                    &l.volume,
+                    (node, &here),
+                    &mut done,
+                )
+                .await?;
             }
-        }
-        if node.id == here {
-            ctx.swarm.remove_volume_if_present(&v.volume).await?;
-            done.removed.push(v.volume.clone());
-        } else {
-            done.left.push((node.hostname.clone(), v.volume.clone()));
+            None => done.stale.push((l.node.clone(), l.volume.clone())),
         }
     }
     let unique: BTreeSet<_> = done.left.iter().cloned().collect();
     done.left = unique.into_iter().collect();
     Ok(done)
+}
+
+/// Erases `volume`'s data on `node` by a one-shot job, then removes its
+/// definition when `node` is this one (`here`), recording it in `done`.
+async fn erase(
+    ctx: &Context,
+    owner: &Owner,
+    (image, storage): (&str, &Storage),
+    volume: &str,
+    (node, here): (&NodeInfo, &str),
+    done: &mut Reclaimed,
+) -> Result<(), ReconcileError> {
+    let job = NodeJob {
+        name: format!("{volume}-reclaim"),
+        node: node.id.clone(),
+        image: image.to_owned(),
+        script: ERASE.to_owned(),
+        mounts: vec![data_mount(storage, volume, "/reclaim")],
+        secrets: Vec::new(),
+        networks: Vec::new(),
+    };
+    match ctx.swarm.run_job(owner, &job, ERASE_LIMIT).await? {
+        JobOutcome::Completed => done.erased.push(volume.to_owned()),
+        JobOutcome::Failed(why) => {
+            return Err(SwarmError::Api(format!(
+                "erasing volume {volume} on node {}: {why}",
+                node.hostname
+            ))
+            .into())
+        }
+    }
+    if node.id == here {
+        ctx.swarm.remove_volume_if_present(volume).await?;
+        done.removed.push(volume.to_owned());
+    } else {
+        done.left.push((node.hostname.clone(), volume.to_owned()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -203,10 +288,15 @@ mod tests {
             unplaced: vec!["v2".into()],
             removed: vec!["v0".into()],
             left: vec![("host-b".into(), "v1".into())],
+            stale: vec![("host-c".into(), "v3".into())],
         };
         let s = r.summary();
         assert!(s.contains("erased the data of 2 volume(s)"), "{s}");
         assert!(s.contains("v1 on host-b"), "{s}");
         assert!(s.contains("no node held v2"), "{s}");
+        assert!(
+            s.contains("NOT erased") && s.contains("v3 on host-c"),
+            "{s}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use haswarm_crds::common::{Placement, ReclaimPolicy, Storage};
-use haswarm_crds::meta::{CommonStatus, UnavailableNode};
+use haswarm_crds::meta::{CommonStatus, LeftVolume, UnavailableNode};
 use haswarm_crds::EventType;
 
 use self::plan::{plan_slots, Moves, SlotMove};
@@ -158,9 +158,29 @@ impl Placed {
                 ),
             );
         }
+        common.left_volumes = left_after_moves(&common.left_volumes, &self.moved);
         common.unavailable_nodes = self.unavailable;
         (self.unassigned, self.incarnations)
     }
+}
+
+/// The stale volumes after `moved`: each moved member's volume is left on
+/// the node it left, and is no longer stale on the node it moved to (the
+/// slot came back there: the volume is the member's again). Pure.
+pub fn left_after_moves(before: &[LeftVolume], moved: &[(String, SlotMove)]) -> Vec<LeftVolume> {
+    let mut out = before.to_vec();
+    for (service, m) in moved {
+        let volume = format!("{service}-data");
+        out.retain(|l| !(l.volume == volume && l.node == m.to));
+        let left = LeftVolume {
+            volume,
+            node: m.from.clone(),
+        };
+        if !out.contains(&left) {
+            out.push(left);
+        }
+    }
+    out
 }
 
 /// The events for nodes holding members that went away (`NodeDown`) or
@@ -512,12 +532,22 @@ pub async fn release(
     families: &[Family<'_>],
 ) -> Result<(), ReconcileError> {
     let nodes = ctx.swarm.nodes().await?;
+    let left: Vec<LeftVolume> = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.get("leftVolumes"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
     let mut done = None;
     for f in families {
         let Some(retire) = f.retire else { continue };
         let volumes = slot_volumes(&nodes, std::slice::from_ref(f));
-        done.get_or_insert_with(Reclaimed::default)
-            .merge(reclaim::reclaim(ctx, owner, retire.image, retire.storage, &volumes).await?);
+        let stale = stale_copies(&left, f, &reclaim::locate(&volumes, &nodes));
+        let done = done.get_or_insert_with(Reclaimed::default);
+        done.merge(reclaim::reclaim(ctx, owner, retire.image, retire.storage, &volumes).await?);
+        done.merge(
+            reclaim::reclaim_left(ctx, owner, (retire.image, retire.storage), &stale).await?,
+        );
     }
     if let Some(done) = done {
         crate::runtime::controller::event(
@@ -529,6 +559,30 @@ pub async fn release(
         );
     }
     unpin_all(ctx, &nodes, families).await
+}
+
+/// The stale copies of `family`'s volumes (from `left`): not on the node
+/// that holds the slot now (`current`: each slot volume and its node),
+/// which the ordinary reclaim erases. Pure.
+pub fn stale_copies(
+    left: &[LeftVolume],
+    family: &Family<'_>,
+    current: &[(&SlotVolume, Option<&NodeInfo>)],
+) -> Vec<LeftVolume> {
+    left.iter()
+        .filter(|l| {
+            l.volume
+                .strip_suffix("-data")
+                .and_then(|service| family.index_of_service(service))
+                .is_some()
+        })
+        .filter(|l| {
+            !current
+                .iter()
+                .any(|(v, n)| v.volume == l.volume && n.is_some_and(|n| n.hostname == l.node))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The data volume (`<service>-data`) of every slot pinned on some node,

@@ -210,3 +210,69 @@ fn on_a_node_haswarm_drains_only_the_primary_and_quorum_stay() {
         [(f.slot)(2)]
     );
 }
+
+#[test]
+fn a_moved_members_volume_is_stale_on_the_node_it_left_until_the_slot_returns() {
+    let moved = |service: &str, from: &str, to: &str| {
+        (
+            service.to_owned(),
+            SlotMove {
+                label: format!("slot-of-{service}"),
+                from: from.into(),
+                to: to.into(),
+                incarnation: 1,
+            },
+        )
+    };
+    let left = |volume: &str, node: &str| LeftVolume {
+        volume: volume.into(),
+        node: node.into(),
+    };
+    let after = left_after_moves(&[], &[moved("db-pg-1", "node2", "node4")]);
+    assert_eq!(after, [left("db-pg-1-data", "node2")]);
+    // Recorded once, however often the pass repeats.
+    let again = left_after_moves(&after, &[moved("db-pg-1", "node2", "node4")]);
+    assert_eq!(again, after);
+    // It moves on, then back to node2: stale on node4, current on node2.
+    let back = left_after_moves(&after, &[moved("db-pg-1", "node4", "node2")]);
+    assert_eq!(back, [left("db-pg-1-data", "node4")]);
+}
+
+#[test]
+fn stale_copies_are_those_of_the_family_not_on_the_slots_node() {
+    let family = Family {
+        count: 3,
+        slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
+        service: Box::new(|i| format!("db-pg-{i}")),
+        retire: None,
+    };
+    let node = |host: &str| NodeInfo {
+        id: host.into(),
+        hostname: host.into(),
+        labels: HashMap::new(),
+        ready: true,
+        role: "worker".into(),
+        down_since: None,
+        drained: false,
+        leaving: false,
+    };
+    let (node2, node4) = (node("node2"), node("node4"));
+    let current = SlotVolume {
+        volume: "db-pg-1-data".into(),
+        slot: "io.haswarm.x.db.pg.slot-1".into(),
+    };
+    let left = |volume: &str, node: &str| LeftVolume {
+        volume: volume.into(),
+        node: node.into(),
+    };
+    let recorded = [
+        left("db-pg-1-data", "node2"),
+        left("db-pg-1-data", "node4"),
+        left("db-etcd-1-data", "node2"),
+    ];
+    // The slot is on node4 now: its volume there is the member's.
+    let stale = stale_copies(&recorded, &family, &[(&current, Some(&node4))]);
+    assert_eq!(stale, [left("db-pg-1-data", "node2")]);
+    let stale = stale_copies(&recorded, &family, &[(&current, Some(&node2))]);
+    assert_eq!(stale, [left("db-pg-1-data", "node4")]);
+}
