@@ -68,26 +68,21 @@ impl Reclaimed {
             self.erased.len(),
             self.removed.len()
         );
+        // (node, volume) pairs as "volume on node, ...".
+        let on = |pairs: &[(String, String)]| {
+            let listed: Vec<String> = pairs.iter().map(|(n, v)| format!("{v} on {n}")).collect();
+            listed.join(", ")
+        };
         if !self.left.is_empty() {
-            let left: Vec<String> = self
-                .left
-                .iter()
-                .map(|(n, v)| format!("{v} on {n}"))
-                .collect();
             s.push_str(&format!(
                 "; empty definitions remain (on that node, `docker container prune` then `docker volume rm`): {}",
-                left.join(", ")
+                on(&self.left)
             ));
         }
         if !self.stale.is_empty() {
-            let stale: Vec<String> = self
-                .stale
-                .iter()
-                .map(|(n, v)| format!("{v} on {n}"))
-                .collect();
             s.push_str(&format!(
                 "; NOT erased, stale copies on nodes that do not answer or are drained (members moved away from them; on that node, `docker volume rm`): {}",
-                stale.join(", ")
+                on(&self.stale)
             ));
         }
         if !self.unplaced.is_empty() {

@@ -125,14 +125,19 @@ fn a_node_keeps_the_down_time_first_recorded_when_haswarm_edits_it() {
     assert_eq!(seen[2].down_since, None);
 }
 
-#[test]
-fn a_family_knows_its_labels() {
-    let f = Family {
-        count: 3,
+/// Instances `db-pg-<i>` pinned by `io.haswarm.x.db.pg.slot-<i>`.
+fn pg_family(count: usize) -> Family<'static> {
+    Family {
+        count,
         slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
         service: Box::new(|i| format!("db-pg-{i}")),
         retire: None,
-    };
+    }
+}
+
+#[test]
+fn a_family_knows_its_labels() {
+    let f = pg_family(3);
     assert_eq!(f.prefix(), "io.haswarm.x.db.pg.slot-");
     assert_eq!(f.index("io.haswarm.x.db.pg.slot-12"), Some(12));
     assert_eq!(f.index("io.haswarm.x.db.etcd.slot-1"), None);
@@ -240,12 +245,7 @@ fn a_moved_members_volume_is_stale_on_the_node_it_left_until_the_slot_returns() 
 
 #[test]
 fn stale_copies_are_those_of_the_family_not_on_the_slots_node() {
-    let family = Family {
-        count: 3,
-        slot: Box::new(|i| format!("io.haswarm.x.db.pg.slot-{i}")),
-        service: Box::new(|i| format!("db-pg-{i}")),
-        retire: None,
-    };
+    let family = pg_family(3);
     let node = |host: &str| NodeInfo {
         id: host.into(),
         hostname: host.into(),
