@@ -1,7 +1,9 @@
 //! The fault suite's shared fixtures: a PostgresCluster and a
 //! RedisSentinelGroup spread one member per node, their pinned members,
-//! where a task runs, and the check that nothing their writers saw
-//! acknowledged was lost.
+//! where a task runs, the check that nothing their writers saw
+//! acknowledged was lost, and random points of a flow to crash haswarmd at.
+
+use std::time::Duration;
 
 use crate::dind::Bed;
 use crate::pg::{self, At, IMAGE};
@@ -101,4 +103,22 @@ pub fn nothing_acknowledged_lost(
         );
     }
     (commits.len(), writes.len())
+}
+
+/// A random point of a flow to kill haswarmd at: one of `phases` (by
+/// index) and a delay below `within` into it. Each run may pick another;
+/// the choice is printed past the harness's capture, so a failing run
+/// says where it struck.
+pub fn kill_point(flow: &str, phases: &[&str], within: Duration) -> (usize, Duration) {
+    use std::io::Write;
+    let phase = fastrand::usize(..phases.len().max(1));
+    let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+    let delay = Duration::from_millis(fastrand::u64(..ms.max(1)));
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "[figures] {flow}: haswarmd is killed {:.1} s into {}",
+        delay.as_secs_f64(),
+        phases.get(phase).copied().unwrap_or("the flow")
+    );
+    (phase, delay)
 }

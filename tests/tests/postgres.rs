@@ -21,6 +21,7 @@ use haswarm_testbed::docker::{
     assert_tidy, create_secret, docker, eventually, require_image, require_swarm,
     service_container, Cleanup,
 };
+use haswarm_testbed::faults::kill_point;
 use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
 use serde_json::Value;
 
@@ -158,9 +159,9 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
         "--timeout=2m",
     ]);
     assert_code(&refused, 1);
-    // haswarmd dies with SIGKILL just after the request (Patroni's
-    // switchover likely in flight) and starts again on the same data: the
-    // switchover happens, once.
+    // haswarmd dies with SIGKILL up to 4 s after the request (before,
+    // during or after Patroni's switchover) and starts again on the same
+    // data: the switchover happens, once.
     let switched = |d: &Daemon| {
         d.events("postgresclusters", &name)
             .iter()
@@ -170,7 +171,8 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     let switched_before = switched(&d);
     let o = d.ctl(&["pg", "switchover", &name, "--to", &target.to_string()]);
     assert_code(&o, 0);
-    std::thread::sleep(Duration::from_secs(2));
+    let (_, delay) = kill_point("switchover", &["the request"], Duration::from_secs(4));
+    std::thread::sleep(delay);
     d.kill_and_restart();
     let new_leader = format!("{name}-pg-{target}");
     assert!(
@@ -309,9 +311,9 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
 
     // The superuser's rotates in place: PostgreSQL takes the new one, the
     // instances move to its secret, the old one is refused. haswarmd dies
-    // with SIGKILL as soon as the rotation is under way (the job that sets
-    // the password in flight) and starts again on the same data: the
-    // rotation goes on from its stored phase.
+    // with SIGKILL at a random point (up to 5 s into the phase that sets the
+    // password, or into the one that moves the instances) and starts again
+    // on the same data: the rotation goes on from its stored phase.
     let before = secret(At::Local, &name, "pg-superuser-password");
     let rotation = || d.get_json("pgc", &name)["status"]["passwordRotation"].clone();
     let asked_before = rotation()["requested"].clone();
@@ -324,11 +326,22 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
         ]),
         0,
     );
+    let (phase, delay) = kill_point(
+        "superuser rotation",
+        &[
+            "Alter (the job sets the password)",
+            "Use (the instances move)",
+        ],
+        Duration::from_secs(5),
+    );
+    // Alter may be over before a look sees it: Use is past it too.
+    let reached = |p: &Value| p == "Use" || (phase == 0 && p == "Alter");
     assert!(
-        eventually(Duration::from_secs(120), || !rotation()["phase"].is_null()),
+        eventually(Duration::from_secs(240), || reached(&rotation()["phase"])),
         "{}",
         rotation()
     );
+    std::thread::sleep(delay);
     d.kill_and_restart();
     assert!(
         eventually(Duration::from_secs(480), || {
@@ -564,9 +577,9 @@ fn etcd_grows_through_a_killed_daemon_and_shrinks_one_member_at_a_time_and_the_d
     };
 
     // 1 -> 3: each new member joins as a learner, then votes. haswarmd dies
-    // with SIGKILL while the first learner is in etcd but not yet voting,
-    // and starts again on the same data: the join goes on, and no member is
-    // added twice or left behind.
+    // with SIGKILL up to 5 s after the first learner is in etcd (not voting
+    // yet), and starts again on the same data: the join goes on, and no
+    // member is added twice or left behind.
     d.apply("pgc.yaml", &manifest(3));
     let learner = || d.get_json("pgc", &name)["status"]["etcdMembership"]["learner"].clone();
     assert!(
@@ -574,6 +587,12 @@ fn etcd_grows_through_a_killed_daemon_and_shrinks_one_member_at_a_time_and_the_d
         "{}",
         d.get_json("pgc", &name)
     );
+    let (_, delay) = kill_point(
+        "etcd grow",
+        &["the first learner's join"],
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(delay);
     d.kill_and_restart();
     assert!(
         eventually(Duration::from_secs(420), || settled_at(3)),

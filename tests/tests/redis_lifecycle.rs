@@ -15,6 +15,7 @@ use haswarm_testbed::docker::{
     assert_keys, assert_tidy, create_secret, docker, eventually, owned_services, redis_cli,
     require_swarm, service_container, service_logs, write_keys, Cleanup,
 };
+use haswarm_testbed::faults::kill_point;
 use haswarm_testbed::{assert_code, one_at_a_time, Daemon};
 use serde_json::Value;
 
@@ -237,22 +238,27 @@ fn a_rotated_password_reaches_every_member_without_a_wrong_password_through_a_ki
     let old = secret_file(&format!("{name}-redis-0"));
     let old_secret = get(&d, &name)["status"]["passwordSecret"].clone();
 
-    // haswarmd dies with SIGKILL (a crash, an OOM kill) in the middle of the
-    // rotation, as its second phase rolls out, and starts again on the same
-    // data: the rotation goes on from its stored phase, and no member is
-    // ever given a password another member does not accept.
+    // haswarmd dies with SIGKILL (a crash, an OOM kill) at a random point of
+    // the rotation: in one of its three phases, up to 15 s into it. It
+    // starts again on the same data: the rotation goes on from its stored
+    // phase, and no member is ever given a password another does not accept.
     assert_code(&d.ctl(&["rotate-password", &format!("rsg/{name}")]), 0);
-    let second_phase = |e: &(String, String)| {
-        e.0 == "PasswordRotation" && e.1.contains("switching every member to it")
-    };
+    let phases = [
+        ("its first phase (accept)", "first learns to accept"),
+        ("its second phase (use)", "switching every member to it"),
+        ("its third phase (forget)", "making them forget the old one"),
+    ];
+    let names: Vec<&str> = phases.iter().map(|p| p.0).collect();
+    let (phase, delay) = kill_point("Redis password rotation", &names, Duration::from_secs(15));
+    let started = |e: &(String, String)| e.0 == "PasswordRotation" && e.1.contains(phases[phase].1);
     assert!(
-        eventually(Duration::from_secs(300), || events(&d, &name)
+        eventually(Duration::from_secs(480), || events(&d, &name)
             .iter()
-            .any(second_phase)),
+            .any(started)),
         "{:?}",
         events(&d, &name)
     );
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(delay);
     d.kill_and_restart();
     let rotated = || {
         let status = &get(&d, &name)["status"];
