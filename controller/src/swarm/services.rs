@@ -303,9 +303,10 @@ impl Swarm {
 
     /// Updates with the inspected version index; on "update out of sequence"
     /// inspects again and retries.
-    async fn update_service(&self, name: &str, spec: ServiceSpec) -> Result<(), SwarmError> {
+    async fn update_service(&self, name: &str, mut spec: ServiceSpec) -> Result<(), SwarmError> {
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.inspect_service(name).await?;
+            keep_force_counter(&mut spec, current.spec.as_ref());
             let options = UpdateServiceOptions {
                 version: i32::try_from(version_of(&current)).unwrap_or(i32::MAX),
                 ..Default::default()
@@ -444,6 +445,21 @@ impl Swarm {
     }
 }
 
+/// Keeps the live force counter (`TaskTemplate.ForceUpdate`) in a spec
+/// about to be written, unless the spec raises it: Swarm replaces every
+/// task when the counter changes, down as well as up, so writing back a
+/// spec without it (a drift repair after haswarm's own restart of a
+/// replica, whose new version was not recorded before a pass failed)
+/// would restart the member a second time. Pure.
+fn keep_force_counter(spec: &mut ServiceSpec, live: Option<&ServiceSpec>) {
+    let live = live
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.force_update);
+    if let Some(t) = spec.task_template.as_mut() {
+        t.force_update = t.force_update.max(live);
+    }
+}
+
 /// Why a service has no running, healthy task, in Swarm's words: the state
 /// of its newest task meant to run, and that task's error or message (a
 /// constraint no node meets, a health check that has not passed yet).
@@ -477,7 +493,8 @@ fn not_running(tasks: &[bollard::models::Task], service: Option<&str>) -> String
 mod tests {
     use bollard::models::{TaskSpec, TaskSpecContainerSpec};
 
-    use super::{not_running, runs_template};
+    use super::{keep_force_counter, not_running, runs_template};
+    use bollard::models::ServiceSpec;
 
     fn template(env: &str) -> TaskSpec {
         TaskSpec {
@@ -549,5 +566,29 @@ mod tests {
             not_running(&tasks, Some("other")),
             "no running, healthy task"
         );
+    }
+
+    #[test]
+    fn a_written_spec_keeps_the_live_force_counter_unless_it_raises_it() {
+        let with = |force: Option<u64>| ServiceSpec {
+            task_template: Some(TaskSpec {
+                force_update: force,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let force = |s: &ServiceSpec| s.task_template.as_ref().and_then(|t| t.force_update);
+        // A desired spec (no counter) over a service haswarm restarted once.
+        let mut desired = with(None);
+        keep_force_counter(&mut desired, Some(&with(Some(1))));
+        assert_eq!(force(&desired), Some(1), "no second restart");
+        // A restart raises it.
+        let mut restart = with(Some(2));
+        keep_force_counter(&mut restart, Some(&with(Some(1))));
+        assert_eq!(force(&restart), Some(2));
+        // A new service, or one never restarted.
+        let mut fresh = with(None);
+        keep_force_counter(&mut fresh, None);
+        assert_eq!(force(&fresh), None);
     }
 }

@@ -120,6 +120,10 @@ pub struct SentinelView {
     /// Replicas connected to the master, as the master itself reports them
     /// now (Sentinel's replica table is refreshed only every 10 s).
     pub connected: Vec<ConnectedReplica>,
+    /// Whether the master itself answered, as a master (`role:master` in
+    /// its `INFO replication`): without that, `connected` is empty because
+    /// nobody answered, not because no replica is connected.
+    pub master_answered: bool,
     /// The other sentinels this one knows, as it sees them.
     pub peers: Vec<PeerView>,
     /// Whether this sentinel is in TILT mode: its event loop stalled (slow
@@ -319,6 +323,7 @@ pub fn parse(output: &str) -> SentinelView {
         }
         view.peers.push(p);
     }
+    view.master_answered = info.iter().any(|l| l.trim() == "role:master");
     view.master_offset = info
         .iter()
         .find_map(|l| l.trim().strip_prefix("master_repl_offset:"))

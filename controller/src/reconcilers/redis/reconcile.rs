@@ -644,8 +644,10 @@ async fn observe(
         }
     }
     // Right after a failover some sentinels still follow the old master:
-    // the highest configuration epoch is the current truth.
-    views.sort_by_key(|(_, v)| std::cmp::Reverse(v.config_epoch));
+    // the highest configuration epoch is the current truth. Among equals, a
+    // sentinel in TILT mode comes last: it flags nothing down while in it,
+    // so it calls a master up that stopped answering.
+    views.sort_by_key(|(_, v)| (std::cmp::Reverse(v.config_epoch), v.tilt));
     Ok(views)
 }
 
@@ -717,7 +719,11 @@ fn detached_instances(
     health: &BTreeMap<String, ServiceHealth>,
     view: &SentinelView,
 ) -> Vec<String> {
-    if !view.master_up() {
+    // Only the master's own list says who is detached: a master that did
+    // not answer (restarting, on an engine that restarts; a sentinel in
+    // TILT still calls it up) lists nobody, and restarting every replica
+    // then would only add churn.
+    if !view.master_up() || !view.master_answered {
         return Vec::new();
     }
     let instance_prefix = format!("{prefix}-redis-");
@@ -972,7 +978,7 @@ mod tests {
             "#master\nip\nc-redis-0\nflags\nmaster\n\
              #replicas\nname\nc-redis-1:6379\nip\nc-redis-1\nflags\nslave\n\
              name\nc-redis-2:6379\nip\nc-redis-2\nflags\nslave\n\
-             #info\nmaster_repl_offset:100\r\n\
+             #info\nrole:master\r\nmaster_repl_offset:100\r\n\
              slave0:ip=c-redis-1,port=6379,state=online,offset=100,lag=0\r\n\
              slave1:ip=c-redis-2,port=6379,state=online,offset=90,lag=0\r\n",
         )
@@ -1066,6 +1072,13 @@ mod tests {
         assert!(
             detached_instances("c", &all_running(), &view).is_empty(),
             "nothing is restarted while the master itself is down"
+        );
+        view.master_flags = "master".into();
+        view.master_answered = false;
+        view.connected.clear();
+        assert!(
+            detached_instances("c", &all_running(), &view).is_empty(),
+            "nor while the master does not answer (the sentinel calls it up)"
         );
     }
 
