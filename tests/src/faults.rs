@@ -110,12 +110,10 @@ pub fn nothing_acknowledged_lost(
 /// the choice is printed past the harness's capture, so a failing run
 /// says where it struck.
 pub fn kill_point(flow: &str, phases: &[&str], within: Duration) -> (usize, Duration) {
-    use std::io::Write;
     let phase = fastrand::usize(..phases.len().max(1));
     let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
     let delay = Duration::from_millis(fastrand::u64(..ms.max(1)));
-    let _ = writeln!(
-        std::io::stderr().lock(),
+    crate::figure!(
         "[figures] {flow}: haswarmd is killed {:.1} s into {}",
         delay.as_secs_f64(),
         phases.get(phase).copied().unwrap_or("the flow")

@@ -30,6 +30,17 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Writes a line to the process's standard error past the test harness's
+/// capture, so CI's output keeps a passing test's figures too
+/// (`[figures] ...` lines), not only a failing one's.
+#[macro_export]
+macro_rules! figure {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod dind;
 pub mod docker;
@@ -256,9 +267,7 @@ impl Daemon {
         }
         let started = Instant::now();
         let (child, tcp, ready) = spawn(self.dir.path(), &self.socket, &self.args, &self.env);
-        // Past the harness's capture, so CI's output has the figure.
-        let _ = writeln!(
-            std::io::stderr().lock(),
+        figure!(
             "[figures] haswarmd killed with SIGKILL; serving again {:.1} s after its restart",
             started.elapsed().as_secs_f64()
         );

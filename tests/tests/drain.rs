@@ -165,7 +165,7 @@ fn draining_a_node_hands_the_leader_and_the_master_over_before_their_members_mov
     let gap = longest_gap(&redis::acked(at, &redis_writer));
     let (commits, writes) =
         nothing_acknowledged_lost(&d, at, names, (&pg_writer, &redis_writer), &password);
-    eprintln!(
+    haswarm_testbed::figure!(
         "[figures] drain of the leader's node {leader_on}: {pg_drain_s:.1} s ({leader} -> {new_leader}); drain of the master's node {master_on}: {redis_drain_s:.1} s ({master} -> {new_master}); longest gap between acknowledged Redis writes {gap:.1} s; {commits} commits and {writes} Redis writes acknowledged, none lost"
     );
     for c in [&pg_writer, &redis_writer] {

@@ -144,7 +144,7 @@ fn the_managers_engine_restarting_under_a_cluster_and_a_group_recreates_nothing(
         nothing_acknowledged_lost(&d, at, (pgc, rsg), (&pg_writer, &redis_writer), &password);
     let events = stdout(&d.ctl(&["describe", "pgc", pgc]));
     assert!(events.contains("DockerUnreachable"), "{events}");
-    eprintln!(
+    haswarm_testbed::figure!(
         "[figures] manager's engine restarted (leader {leader} on node {leader_on:?}, master {master} on node {master_on:?}): DockerUnreachable on both after {reported_s:.1} s; both Ready again after {ready_s:.1} s; nothing recreated; {} commits and {} Redis writes acknowledged, none lost (master now {master_now})",
         commits,
         writes
@@ -337,7 +337,7 @@ fn a_node_whose_engine_alone_is_cut_off_past_the_grace_keeps_its_data_members_an
 
     let (commits, writes) =
         nothing_acknowledged_lost(&d, at, names, (&pg_writer, &redis_writer), &password);
-    eprintln!(
+    haswarm_testbed::figure!(
         "[figures] engine of node {victim} (holding {held:?}; leader {leader}, master {master}) cut off for {} s (grace {grace_s} s): reported unavailable after {reported_s:.1} s, no data member ran elsewhere or moved (replaced: {replaced:?}); Ready again {healed_s:.1} s after the cut; writers went on through it ({pg_during} commits and {redis_during} Redis writes by the heal, {} and {} in all, none lost)",
         grace_s + 40,
         commits,

@@ -249,7 +249,7 @@ fn a_node_back_within_the_grace_keeps_its_members(d: &Daemon, bed: &Bed, name: &
         events.contains("NodeReturned") && !events.contains("SlotMoved"),
         "{events}"
     );
-    eprintln!(
+    haswarm_testbed::figure!(
         "[figures] node {host} back within the grace: reported down after {down_s:.1} s, restored, Ready {back_s:.1} s after the loss; no slot moved"
     );
 }
@@ -435,7 +435,7 @@ fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committi
         assert!(events.contains(reason), "no {reason} event: {events}");
     }
     let direct_primary = direct.iter().filter(|r| *r == "f").count();
-    eprintln!(
+    haswarm_testbed::figure!(
         "[figures] leader's node lost: reported unreachable after {unreachable_s:.1} s; a new primary answered after {} (ttl {TTL_S} s; status named {new} after {status_leader_s:.1} s); rebuilt on the free node and Ready after {rebuilt_s:.1} s (grace {GRACE_S} s); node back, Ready {back_s:.1} s later; the old leader's own container answered as primary {direct_primary} of {} times in the 15 s after its return ({direct:?}); {} writes acknowledged, all on 3 members; {} role answers by service name, {} moments with two acknowledging a commit, {} with two answering as primary ({both:?})",
         new_primary_s.map_or_else(|| "?".to_owned(), |s| format!("{s:.1} s")),
         direct.len(),
@@ -611,7 +611,7 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
     for reason in ["NodeDown", "SlotMoved", "NodeReturned", "MasterChanged"] {
         assert!(described.contains(reason), "no {reason} event: {described}");
     }
-    eprintln!(
+    haswarm_testbed::figure!(
         "[figures] Redis master's node lost: no write acknowledged for {outage:.1} s, rebuilt on the free node and Ready after {rebuilt_s:.1} s (grace {GRACE_S} s); node back, Ready {back_s:.1} s later; the old master's own container answered as master {direct_master} of {} times in the 15 s after its return and took {direct_writes} writes ({direct:?}); {} writes acknowledged (WAIT 1), all on the master; {} role answers by service name, {} moments with two masters taking writes, {} with two answering as master ({both:?})",
         direct.len(),
         writes.len(),

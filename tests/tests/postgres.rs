@@ -286,8 +286,8 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
         "{failed} of {} connections failed during the rotation",
         ok + failed
     );
-    eprintln!(
-        "rotation: {ok} connections with the previous login during and after it, none refused"
+    haswarm_testbed::figure!(
+        "[figures] app user rotation: {ok} connections with the previous login during and after it, none refused"
     );
     let v = d.get_json("pgc", &name);
     assert_eq!(v["status"]["previousAppLogin"]["user"], "app", "{v}");
