@@ -8,8 +8,9 @@
 # onto a command line or into the environment of the service.
 #
 # The role is decided here, at every start:
-#   1. a sentinel that knows the group names the master: replicate it (or be
-#      it, when it names this instance); while the sentinels see the master
+#   1. the sentinels name the master (the one with the highest configuration
+#      epoch is believed): replicate it (or be it, when it names this
+#      instance); while the sentinels see the master
 #      down or fail over, wait for their verdict, for at most
 #      HASWARM_DOWN_WAIT_S seconds: a master that stays down that long with
 #      no failover has no replica to fail over to (every member restarted at
@@ -43,24 +44,44 @@ ask() {
   REDISCLI_AUTH="$pw" timeout 2 redis-cli --no-auth-warning --raw -h "$h" -p "$p" "$@" 2>/dev/null | head -n 1 || true
 }
 
-# The master a sentinel names; while that sentinel sees the master down or
-# is failing over, "wait" instead (then "down:MASTER" once the wait is over):
-# a restarted master must not take its role back while the sentinels are
-# replacing it.
+# What sentinel $1 says of the group, as "EPOCH TILT MASTER FLAGS" (its
+# configuration epoch, 1 while it is in TILT mode or did not say, the master
+# it names and that master's flags); nothing when it does not answer.
+sentinel_view() {
+  reply=$(REDISCLI_AUTH="$pw" timeout 2 redis-cli --no-auth-warning --raw -h "$1" -p 26379 \
+    SENTINEL master "$HASWARM_GROUP" 2>/dev/null || true)
+  [ -n "$reply" ] || return 0
+  tilt=$(REDISCLI_AUTH="$pw" timeout 2 redis-cli --no-auth-warning --raw -h "$1" -p 26379 \
+    INFO sentinel 2>/dev/null | tr -d '\r' | sed -n 's/^sentinel_tilt://p' || true)
+  printf '%s\n' "$reply" | tr -d '\r' | awk -v tilt="${tilt:-1}" '
+    NR % 2 == 1 { k = $0; next }
+    { v[k] = $0 }
+    END { if (v["ip"] != "") print (v["config-epoch"] == "" ? 0 : v["config-epoch"]), tilt, v["ip"], v["flags"] }'
+}
+
+# The master the sentinels name; while they see it down or fail over,
+# "down:MASTER" instead (the caller waits for their verdict): a restarted
+# master must not take its role back while the sentinels are replacing it.
+# Every sentinel is asked and the one with the highest configuration epoch
+# is believed: a sentinel that restarted with this instance (the same
+# engine) still names the master it knew, and in TILT mode it flags
+# nothing down. Never the first to answer: that once brought a replaced
+# master back as a second master. Among equal epochs one not in TILT is
+# believed; when only sentinels in TILT answer, their word is "down:".
 sentinel_master() {
+  best=""
   for j in 0 1 2 3 4 5 6 7 8; do
-    s="$HASWARM_PREFIX-sentinel-$j"
-    m=$(ask "$s" 26379 SENTINEL get-master-addr-by-name "$HASWARM_GROUP")
-    if [ -n "$m" ]; then
-      flags=$(REDISCLI_AUTH="$pw" timeout 2 redis-cli --no-auth-warning --raw -h "$s" -p 26379 \
-        SENTINEL master "$HASWARM_GROUP" 2>/dev/null | awk 'p { print; exit } $0 == "flags" { p = 1 }' || true)
-      case "$flags" in
-        *down* | *failover* | *promoted*) echo "down:$m" ;;
-        *) echo "$m" ;;
-      esac
-      return
-    fi
+    v=$(sentinel_view "$HASWARM_PREFIX-sentinel-$j")
+    [ -n "$v" ] || continue
+    best=$(printf '%s\n%s\n' "$best" "$v" | awk 'NF == 4' | sort -k1,1nr -k2,2n | head -n 1)
   done
+  [ -n "$best" ] || return 0
+  # shellcheck disable=SC2086 # four words: epoch, tilt, master, flags
+  set -- $best
+  case "$4" in
+    *down* | *failover* | *promoted*) echo "down:$3" ;;
+    *) if [ "$2" = 0 ]; then echo "$3"; else echo "down:$3"; fi ;;
+  esac
 }
 
 peer_master() {
