@@ -24,7 +24,7 @@
 # So a former master that restarts after a failover comes back as a replica.
 set -eu
 : "${HASWARM_SELF:?}" "${HASWARM_PREFIX:?}" "${HASWARM_GROUP:?}" "${HASWARM_INDEX:?}"
-: "${HASWARM_DOWN_WAIT_S:=30}"
+: "${HASWARM_DOWN_WAIT_S:=30}" "${HASWARM_SENTINELS:=3}"
 
 umask 077
 pw=$(cat /run/secrets/redis-password)
@@ -70,8 +70,12 @@ sentinel_view() {
 # believed; when only sentinels in TILT answer, their word is "down:".
 sentinel_master() {
   best=""
-  for j in 0 1 2 3 4 5 6 7 8; do
+  # Only the group's sentinels: a name no task answers to costs a DNS
+  # timeout, and this runs every second while the instance waits.
+  j=0
+  while [ "$j" -lt "$HASWARM_SENTINELS" ]; do
     v=$(sentinel_view "$HASWARM_PREFIX-sentinel-$j")
+    j=$((j + 1))
     [ -n "$v" ] || continue
     best=$(printf '%s\n%s\n' "$best" "$v" | awk 'NF == 4' | sort -k1,1nr -k2,2n | head -n 1)
   done
@@ -102,10 +106,13 @@ while :; do
   master=$(sentinel_master)
   case "$master" in
     down:*)
-      if [ "$down_waited" -lt "$HASWARM_DOWN_WAIT_S" ]; then
-        [ "$down_waited" = 0 ] && echo "haswarm: the sentinels see ${master#down:} down or are failing over; waiting for their verdict"
+      # Counted in seconds, not rounds: asking sentinels that do not
+      # answer takes time of its own.
+      [ "$down_waited" = 0 ] && down_since=$(date +%s) &&
+        echo "haswarm: the sentinels see ${master#down:} down or are failing over; waiting for their verdict"
+      down_waited=$(($(date +%s) - down_since + 1))
+      if [ "$down_waited" -le "$HASWARM_DOWN_WAIT_S" ]; then
         sleep 1
-        down_waited=$((down_waited + 1))
         continue
       fi
       master=${master#down:}
