@@ -598,6 +598,7 @@ fn swarm_state(docker_host: Option<&str>) -> String {
     ];
     ps.extend(&names);
     out.push_str(&run(&ps));
+    out.push_str(&redis_timeline(&names, &run));
     if docker_host.is_none() {
         for name in &names {
             let filter = format!("label=com.docker.swarm.service.name={name}");
@@ -609,6 +610,50 @@ fn swarm_state(docker_host: Option<&str>) -> String {
         }
     }
     out
+}
+
+/// The Redis role changes of every group on the engine, merged in time
+/// order: the sentinels' verdicts (`+sdown`, `+switch-master`, TILT...) and
+/// what each instance's start script and replication said. A lost write or
+/// a second master is read from this, whichever node the tasks ran on.
+fn redis_timeline(names: &[&str], run: &dyn Fn(&[&str]) -> String) -> String {
+    const SAID: [&str; 9] = [
+        " # ",
+        "haswarm:",
+        "MASTER MODE",
+        "Connecting to MASTER",
+        "MASTER <-> REPLICA sync: Finished",
+        "Discarding previously cached master state",
+        "REPLICAOF",
+        "CONFIG REWRITE",
+        "Setting secondary replication ID",
+    ];
+    let mut lines: Vec<String> = Vec::new();
+    for name in names {
+        if !name.contains("-redis-") && !name.contains("-sentinel-") {
+            continue;
+        }
+        let logs = run(&["service", "logs", "--timestamps", "--no-trunc", name]);
+        lines.extend(
+            logs.lines()
+                .filter(|l| SAID.iter().any(|s| l.contains(s)))
+                .map(|l| {
+                    // "TIME SERVICE.1.TASK@NODE | TEXT": time first sorts.
+                    let l = l.replacen(" | ", " ", 1);
+                    l.chars().take(240).collect()
+                }),
+        );
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    lines.sort();
+    let tail = &lines[lines.len().saturating_sub(80)..];
+    format!(
+        "-- Redis roles, last {} lines of every instance and sentinel --\n{}\n",
+        tail.len(),
+        tail.join("\n")
+    )
 }
 
 /// Standard output as text.
