@@ -28,42 +28,17 @@ pub fn sentinel_command(command: &str) -> String {
 }
 
 /// A switchover that loses no acknowledged write, run in a sentinel
-/// container: the master the sentinels name stops taking writes (`CLIENT
-/// PAUSE WRITE`, for at most `pause_ms`: it also stops the pings that move
-/// the replication offset), then as many replicas as the sentinels could
-/// promote (flags just `slave`) are online at the master's offset (5 s at
-/// most, else the pause is lifted and nothing happens: a replica the master
-/// does not list, or lists behind, would be promoted without the last
-/// writes), then `SENTINEL FAILOVER`. Whichever replica the sentinels promote then has
-/// every write the master took. The pause is lifted once the old master
-/// says it is a replica (the writes it held are then refused), or after
-/// 6 s (a write it takes then has no replica left to acknowledge it, and
-/// `min-replicas-to-write` refuses it). A Redis without `CLIENT PAUSE
-/// WRITE` (before 6.2) fails over unpaused. Prints what happened, the
-/// sentinel's answer (`OK`) last.
+/// container (`switchover.sh` says why each step): the master's writes are
+/// held until the replicas the sentinels could promote are at its offset,
+/// then `SENTINEL FAILOVER`; the hold lasts until the old master follows
+/// the promoted replica, which it is told to as soon as one is master.
+/// `pause_ms` is how long one renewal of the hold lasts if this script
+/// dies. Prints what happened, the sentinel's answer (`OK`) last.
 pub fn graceful_failover(group: &str, pause_ms: u64) -> String {
     format!(
-        "export REDISCLI_AUTH=\"$(cat {pw})\"; c='timeout 3 redis-cli --no-auth-warning --raw'; \
-         m=$($c -p 26379 SENTINEL get-master-addr-by-name {group} | head -n 1); \
-         [ -n \"$m\" ] || {{ echo 'no master known'; exit 0; }}; \
-         if [ \"$($c -h \"$m\" -p 6379 CLIENT PAUSE {pause_ms} WRITE)\" = OK ]; then \
-           i=0; while :; do \
-             info=$($c -h \"$m\" -p 6379 INFO replication | tr -d '\\r'); \
-             off=$(echo \"$info\" | sed -n 's/^master_repl_offset://p'); \
-             caught=$(echo \"$info\" | grep -c \"^slave[0-9]*:.*state=online,offset=$off,\"); \
-             eligible=$($c -p 26379 SENTINEL replicas {group} | awk 'p {{ if ($0 == \"slave\") n++; p = 0 }} $0 == \"flags\" {{ p = 1 }} END {{ print n + 0 }}'); \
-             [ -n \"$off\" ] && [ \"$eligible\" -ge 1 ] && [ \"$caught\" -ge \"$eligible\" ] && break; \
-             i=$((i+1)); [ $i -ge 50 ] && {{ $c -h \"$m\" -p 6379 CLIENT UNPAUSE >/dev/null; echo 'replicas did not catch up'; exit 0; }}; \
-             sleep 0.1; \
-           done; echo \"paused $m at offset $off\"; \
-         else echo 'no CLIENT PAUSE WRITE: failing over unpaused'; fi; \
-         a=$($c -p 26379 SENTINEL FAILOVER {group}); \
-         if [ \"$a\" = OK ]; then j=0; while [ $j -lt 60 ]; do \
-           r=$($c -h \"$m\" -p 6379 INFO replication | tr -d '\\r' | sed -n 's/^role://p'); \
-           [ \"$r\" = slave ] && {{ echo \"$m is a replica now\"; break; }}; j=$((j+1)); sleep 0.1; \
-         done; fi; \
-         $c -h \"$m\" -p 6379 CLIENT UNPAUSE >/dev/null; echo \"$a\"",
-        pw = super::render::PASSWORD_FILE
+        "G='{group}' P={pause_ms} PW='{pw}'\n{script}",
+        pw = super::render::PASSWORD_FILE,
+        script = include_str!("switchover.sh")
     )
 }
 
@@ -358,9 +333,13 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            script.contains("CLIENT PAUSE 8000 WRITE")
-                && script.contains("SENTINEL FAILOVER cache")
+            script.starts_with("G='cache' P=8000 ")
+                && script.contains("CLIENT PAUSE \"$P\" WRITE")
+                && script.contains("SENTINEL FAILOVER \"$G\"")
         );
+        // The old master follows the promoted replica itself: the sentinels
+        // would tell it only after the hold could have lapsed.
+        assert!(script.contains("REPLICAOF \"$h\" 6379"));
     }
 
     const SAMPLE: &str = "#master\nname\ncache\nip\ncache-redis-1\nport\n6379\nflags\nmaster\nnum-slaves\n2\nnum-other-sentinels\n2\nquorum\n2\n#replicas\nname\ncache-redis-0:6379\nip\ncache-redis-0\nport\n6379\nflags\nslave\nmaster-link-status\nok\nslave-repl-offset\n1200\nname\ncache-redis-2:6379\nip\ncache-redis-2\nport\n6379\nflags\nslave,s_down\nmaster-link-status\nerr\nslave-repl-offset\n900\n#info\n# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=cache-redis-0,port=6379,state=online,offset=1200,lag=0\r\nmaster_repl_offset:1250\r\n";

@@ -40,9 +40,11 @@ const DETACHED_GRACE: Duration = Duration::from_secs(30);
 
 const KIND: &str = "RedisSentinelGroup";
 
-/// How long a switchover holds the master's writes at most: while the
-/// replicas catch up (a second) and the sentinels promote one (about 2 s).
-/// The whole script must end within the exec limit (20 s).
+/// How long one hold of the master's writes lasts during a switchover. The
+/// script renews it until the old master follows the promoted replica, so
+/// this bounds the hold only if the script dies; the first one also covers
+/// the replicas catching up (5 s at most). The whole script must end within
+/// the exec limit (20 s).
 const SWITCHOVER_PAUSE_MS: u64 = 8_000;
 
 /// A replica more than this many bytes behind counts as out of sync.

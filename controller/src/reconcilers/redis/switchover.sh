@@ -1,0 +1,70 @@
+# A switchover that loses no acknowledged write, run in a sentinel's container
+# by haswarmd. Set before this text: G (the monitored group), P (how long a
+# pause lasts, ms) and PW (the password file). Prints what happened, the
+# sentinel's answer to SENTINEL FAILOVER (OK) on the last line.
+#
+# Why each step:
+# - The master stops taking writes (CLIENT PAUSE WRITE) and every replica the
+#   sentinels could promote must be online at its offset, else nothing
+#   happens: a replica behind would be promoted without the last writes.
+# - The pause is renewed until the old master is a replica. A write the old
+#   master took after a lapse, acknowledged by a replica the sentinels had not
+#   moved yet, would be lost when that replica resyncs from the new master.
+# - The old master follows the promoted replica as soon as one says it is
+#   master: the sentinels reconfigure it only 8 s or more after the failover
+#   ends, too late for a pause. A replica of the new master refuses the writes
+#   it held (READONLY), and its own replicas are cut off from it.
+# - A Redis without CLIENT PAUSE WRITE (before 6.2) fails over unpaused.
+export REDISCLI_AUTH="$(cat "$PW")"
+c='timeout 3 redis-cli --no-auth-warning --raw'
+role() { $c -h "$1" -p 6379 INFO replication | tr -d '\r' | sed -n 's/^role://p'; }
+
+m=$($c -p 26379 SENTINEL get-master-addr-by-name "$G" | head -n 1)
+[ -n "$m" ] || { echo 'no master known'; exit 0; }
+paused=0
+replicas=""
+if [ "$($c -h "$m" -p 6379 CLIENT PAUSE "$P" WRITE)" = OK ]; then
+  paused=1
+  i=0
+  while :; do
+    info=$($c -h "$m" -p 6379 INFO replication | tr -d '\r')
+    off=$(echo "$info" | sed -n 's/^master_repl_offset://p')
+    caught=$(echo "$info" | grep -c "^slave[0-9]*:.*state=online,offset=$off,")
+    eligible=$($c -p 26379 SENTINEL replicas "$G" |
+      awk 'p { if ($0 == "slave") n++; p = 0 } $0 == "flags" { p = 1 } END { print n + 0 }')
+    [ -n "$off" ] && [ "$eligible" -ge 1 ] && [ "$caught" -ge "$eligible" ] && break
+    i=$((i + 1))
+    if [ $i -ge 50 ]; then
+      $c -h "$m" -p 6379 CLIENT UNPAUSE >/dev/null
+      echo 'replicas did not catch up'
+      exit 0
+    fi
+    sleep 0.1
+  done
+  replicas=$(echo "$info" | sed -n 's/^slave[0-9]*:ip=\([^,]*\),.*/\1/p')
+  # A fresh pause from here: catching up may have used most of the first.
+  $c -h "$m" -p 6379 CLIENT PAUSE "$P" WRITE >/dev/null
+  echo "paused $m at offset $off"
+else
+  replicas=$($c -h "$m" -p 6379 INFO replication | tr -d '\r' |
+    sed -n 's/^slave[0-9]*:ip=\([^,]*\),.*/\1/p')
+  echo 'no CLIENT PAUSE WRITE: failing over unpaused'
+fi
+
+a=$($c -p 26379 SENTINEL FAILOVER "$G")
+if [ "$a" = OK ]; then
+  deadline=$(($(date +%s) + 8))
+  while [ "$(date +%s)" -le "$deadline" ]; do
+    [ "$(role "$m")" = slave ] && { echo "$m is a replica now"; break; }
+    [ $paused = 1 ] && $c -h "$m" -p 6379 CLIENT PAUSE "$P" WRITE >/dev/null
+    for h in $replicas; do
+      if [ "$(role "$h")" = master ]; then
+        $c -h "$m" -p 6379 REPLICAOF "$h" 6379 >/dev/null && echo "$m follows $h, promoted"
+        break
+      fi
+    done
+    sleep 0.1
+  done
+fi
+[ $paused = 1 ] && $c -h "$m" -p 6379 CLIENT UNPAUSE >/dev/null
+echo "$a"
