@@ -24,7 +24,9 @@
 # So a former master that restarts after a failover comes back as a replica.
 set -eu
 : "${HASWARM_SELF:?}" "${HASWARM_PREFIX:?}" "${HASWARM_GROUP:?}" "${HASWARM_INDEX:?}"
-: "${HASWARM_DOWN_WAIT_S:=30}" "${HASWARM_SENTINELS:=3}"
+: "${HASWARM_DOWN_WAIT_S:=30}"
+# Every index a member may have (the resource allows 9 of each).
+ALL="0 1 2 3 4 5 6 7 8"
 
 umask 077
 pw=$(cat /run/secrets/redis-password)
@@ -69,16 +71,16 @@ sentinel_view() {
 # master back as a second master. Among equal epochs one not in TILT is
 # believed; when only sentinels in TILT answer, their word is "down:".
 sentinel_master() {
-  best=""
-  # Only the group's sentinels: a name no task answers to costs a DNS
-  # timeout, and this runs every second while the instance waits.
-  j=0
-  while [ "$j" -lt "$HASWARM_SENTINELS" ]; do
-    v=$(sentinel_view "$HASWARM_PREFIX-sentinel-$j")
-    j=$((j + 1))
-    [ -n "$v" ] || continue
-    best=$(printf '%s\n%s\n' "$best" "$v" | awk 'NF == 4' | sort -k1,1nr -k2,2n | head -n 1)
+  # Every possible sentinel at once: a name no task answers to may cost a
+  # DNS timeout (Swarm forwards it to the host's resolvers), and this runs
+  # every second while the instance waits.
+  d=$(mktemp -d)
+  for j in $ALL; do
+    sentinel_view "$HASWARM_PREFIX-sentinel-$j" >"$d/$j" &
   done
+  wait
+  best=$(cat "$d"/* | awk 'NF == 4' | sort -k1,1nr -k2,2n | head -n 1)
+  rm -rf "$d"
   [ -n "$best" ] || return 0
   # shellcheck disable=SC2086 # four words: epoch, tilt, master, flags
   set -- $best
@@ -88,15 +90,17 @@ sentinel_master() {
   esac
 }
 
+# The lowest-numbered peer that says it is master, all asked at once.
 peer_master() {
-  for i in 0 1 2 3 4 5 6 7 8; do
+  d=$(mktemp -d)
+  for i in $ALL; do
     peer="$HASWARM_PREFIX-redis-$i"
     [ "$peer" = "$HASWARM_SELF" ] && continue
-    if [ "$(ask "$peer" 6379 ROLE)" = master ]; then
-      echo "$peer"
-      return
-    fi
+    { [ "$(ask "$peer" 6379 ROLE)" = master ] && echo "$peer"; } >"$d/$i" &
   done
+  wait
+  cat "$d"/* | head -n 1
+  rm -rf "$d"
 }
 
 master=""

@@ -380,7 +380,6 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
                 env: vec![
                     format!("HASWARM_INDEX={i}"),
                     format!("HASWARM_DOWN_WAIT_S={}", down_wait_s(spec)),
-                    format!("HASWARM_SENTINELS={}", spec.sentinels.count),
                 ],
                 volume: format!("{service_name}-data"),
                 health_port: REDIS_PORT,
