@@ -31,18 +31,22 @@ ask() {
 # volume) monitors the master the other sentinels follow, else a peer that
 # says it is master, else instance 0 (a new group): never blindly instance 0,
 # which may be a replica by now.
+# Every possible peer is asked at once: a name no task answers to may cost
+# a DNS timeout. A wrong pick among the sentinels' answers heals itself: the
+# others' hello messages carry a newer configuration epoch.
 first_master() {
+  d=$(mktemp -d)
   for j in 0 1 2 3 4 5 6 7 8; do
     s="$HASWARM_PREFIX-sentinel-$j"
-    [ "$s" = "$HASWARM_SELF" ] && continue
-    m=$(ask "$s" 26379 SENTINEL get-master-addr-by-name "$g")
-    if [ -n "$m" ]; then echo "$m"; return; fi
+    [ "$s" = "$HASWARM_SELF" ] || ask "$s" 26379 SENTINEL get-master-addr-by-name "$g" >"$d/s$j" &
+    peer="$HASWARM_PREFIX-redis-$j"
+    { [ "$(ask "$peer" 6379 ROLE)" = master ] && echo "$peer"; } >"$d/r$j" &
   done
-  for i in 0 1 2 3 4 5 6 7 8; do
-    peer="$HASWARM_PREFIX-redis-$i"
-    if [ "$(ask "$peer" 6379 ROLE)" = master ]; then echo "$peer"; return; fi
-  done
-  echo "$HASWARM_PREFIX-redis-0"
+  wait
+  m=$(cat "$d"/s* | awk 'NF { print; exit }')
+  [ -n "$m" ] || m=$(cat "$d"/r* | awk 'NF { print; exit }')
+  rm -rf "$d"
+  echo "${m:-$HASWARM_PREFIX-redis-0}"
 }
 
 if [ ! -s "$conf" ]; then
@@ -53,6 +57,13 @@ if [ ! -s "$conf" ]; then
   } >"$conf"
 fi
 
+# Sentinel's own CONFIG REWRITE can write one known-replica line twice: it
+# writes the monitored master's address in place of every replica whose
+# address equals it, and replica names that did not resolve (a group
+# restarted all at once, dnsrr names without tasks) all do. Redis then
+# refuses the file it wrote ("Duplicate hostname and port for replica")
+# and the sentinel crash-loops. Duplicates are dropped here; the replicas
+# are rediscovered from the master's INFO anyway.
 tmp="$conf.haswarm"
 grep -v \
   -e '^requirepass ' \
@@ -64,7 +75,10 @@ grep -v \
   -e "^sentinel failover-timeout $g " \
   -e "^sentinel parallel-syncs $g " \
   "$conf" |
-  sed "s/^\(sentinel monitor $g [^ ]* [0-9]*\) [0-9]*\$/\1 $HASWARM_QUORUM/" >"$tmp" || true
+  sed "s/^\(sentinel monitor $g [^ ]* [0-9]*\) [0-9]*\$/\1 $HASWARM_QUORUM/" |
+  awk '/^sentinel known-replica / { if (seen[$0]++) next }
+       /^sentinel known-sentinel / { if (runid[$3 " " $6]++) next }
+       { print }' >"$tmp" || true
 {
   echo "sentinel announce-ip $HASWARM_SELF"
   echo "user default on $accept ~* &* +@all"
