@@ -76,8 +76,9 @@ grep -v \
   -e "^sentinel parallel-syncs $g " \
   "$conf" |
   sed "s/^\(sentinel monitor $g [^ ]* [0-9]*\) [0-9]*\$/\1 $HASWARM_QUORUM/" |
-  awk '/^sentinel known-replica / { if (seen[$0]++) next }
-       /^sentinel known-sentinel / { if (runid[$3 " " $6]++) next }
+  awk '/^sentinel known-replica / { dup = seen[$0]++ }
+       /^sentinel known-sentinel / { dup = runid[$3 " " $6]++ }
+       dup { print "haswarm: dropped a duplicate Sentinel wrote: " $0 > "/dev/stderr"; dup = 0; next }
        { print }' >"$tmp" || true
 {
   echo "sentinel announce-ip $HASWARM_SELF"
