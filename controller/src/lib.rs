@@ -1,5 +1,6 @@
-//! haswarmd's library: the store, the API server, and the daemon's
-//! configuration. The reconcilers join in later issues.
+//! haswarmd's library: the store, the API server, the Swarm layer, the
+//! reconcilers and the runtime that drives them, and the daemon's
+//! configuration.
 
 pub mod api;
 pub mod client;

@@ -1,3 +1,6 @@
+//! `haswarmctl apply`: loads, parses and validates manifests, then stores them
+//! through the API (`--dry-run=client|server` only checks them).
+
 use std::cell::RefCell;
 
 use haswarm_controller::client::ClientError;

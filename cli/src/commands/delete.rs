@@ -1,3 +1,6 @@
+//! `haswarmctl delete`: removes objects through the API and, with `--wait`,
+//! waits until the controller's cleanup is done.
+
 use std::time::Duration;
 
 use haswarm_controller::api::types::Reason;

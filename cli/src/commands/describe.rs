@@ -1,3 +1,6 @@
+//! `haswarmctl describe`: an object's status, conditions and members as text,
+//! followed by its events.
+
 use chrono::Utc;
 use serde_json::Value;
 

@@ -1,3 +1,6 @@
+//! `haswarmctl diff`: what applying a manifest would change in the part of an
+//! object its user owns (metadata and spec).
+
 use haswarm_controller::api::types::Reason;
 use serde_json::{json, Value};
 use similar::TextDiff;

@@ -1,3 +1,5 @@
+//! `haswarmctl explain`: the documentation of a field path, from the schemas.
+
 use crate::cli::ExplainArgs;
 use crate::exit::ExitCode;
 use crate::report;

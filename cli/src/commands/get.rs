@@ -1,3 +1,6 @@
+//! `haswarmctl get`: lists or shows objects in an output format (`-o`), and
+//! with `--watch` follows their changes.
+
 use futures::StreamExt;
 use serde_json::Value;
 

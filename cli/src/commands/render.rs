@@ -1,3 +1,6 @@
+//! `haswarmctl render`: prints the Swarm objects haswarm would create for a
+//! manifest, as a stack file, without a daemon.
+
 use haswarm_controller::reconcilers::stack::render_stack;
 use haswarm_crds::AnyResource;
 

@@ -1,3 +1,6 @@
+//! `haswarmctl schema`: prints a kind's JSON Schema, or writes every schema
+//! file into a folder.
+
 use crate::cli::SchemaArgs;
 use crate::exit::ExitCode;
 use crate::report;

@@ -1,3 +1,6 @@
+//! `haswarmctl validate`: parses and validates manifests offline and prints
+//! every problem with its position.
+
 use haswarm_crds::manifest::{self, Limits};
 use haswarm_crds::validate::EmptyCatalog;
 

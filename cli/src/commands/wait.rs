@@ -1,3 +1,6 @@
+//! `haswarmctl wait`: polls objects until a condition holds or they are
+//! deleted, or the timeout passes.
+
 use futures::StreamExt;
 use haswarm_controller::api::types::Reason;
 use serde_json::Value;
