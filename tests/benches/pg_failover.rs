@@ -66,7 +66,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use haswarm_testbed::bench::{median, secs, Client};
+use haswarm_testbed::bench::{median, secs, unix_time, Client};
 use haswarm_testbed::docker::{
     docker, eventually, require_image, require_swarm, service_container, Cleanup,
 };
@@ -170,27 +170,6 @@ fn settled(d: &Daemon, name: &str) -> Option<String> {
         })
         && role("sync_standby").count() == 1;
     (healthy && status["leader"].as_str() == Some(leader.as_str())).then_some(leader)
-}
-
-/// Unix time of an RFC 3339 UTC timestamp as `docker logs -t` prints it (`2026-11-23T14:15:42.123456789Z`).
-fn unix_time(ts: &str) -> Option<f64> {
-    let (date, time) = ts.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.splitn(3, '-').map(str::parse::<i64>);
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.splitn(3, ':');
-    let (h, min) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let sec: f64 = t.next()?.parse().ok()?;
-    // Days from 1970-01-01 to y-m-d (Howard Hinnant's days_from_civil).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3_600 + min * 60) as f64 + sec)
 }
 
 /// Unix times of the cluster's `LeaderReleased` events (the last time each

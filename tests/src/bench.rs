@@ -72,6 +72,13 @@ impl<A> Drop for Client<A> {
     }
 }
 
+/// Unix time of an RFC 3339 timestamp as `docker logs -t` prints it
+/// (`2026-11-23T14:15:42.123456789Z`).
+pub fn unix_time(ts: &str) -> Option<f64> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
+    Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9)
+}
+
 /// Seconds with milliseconds, e.g. `1.299 s`.
 pub fn secs(d: f64) -> String {
     format!("{d:.3} s")
@@ -97,5 +104,13 @@ mod tests {
         assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), 3.0);
         assert_eq!(median(&[]), 0.0);
         assert_eq!(secs(1.2994), "1.299 s");
+    }
+
+    #[test]
+    fn docker_log_timestamps_are_unix_times() {
+        assert_eq!(unix_time("1970-01-01T00:00:01.5Z"), Some(1.5));
+        let t = unix_time("2026-11-23T14:15:42.123456789Z").expect("parses");
+        assert!((t - 1_795_443_342.123_457).abs() < 1e-5, "{t}");
+        assert_eq!(unix_time("14:15:42"), None);
     }
 }
