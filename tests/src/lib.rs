@@ -132,15 +132,21 @@ fn budget() -> Option<Duration> {
     }
 }
 
-/// Ends the whole test process when a test outlives its budget, after
-/// printing the test's name and the tail of its daemon's log (written to
-/// the process's stderr directly: the harness captures only the test
-/// thread's print macros).
+/// Stops a test that outlives its budget: prints the test's name and the
+/// tail of its daemon's log (to the process's stderr directly: the harness
+/// captures only the test thread's print macros), then kills the daemon. A
+/// test waiting on its daemon then fails and unwinds, so its cleanup guards
+/// still remove what it created; one stuck elsewhere ends the whole test
+/// process after [`UNWIND_GRACE`].
+/// How long a test past its budget has to unwind once its daemon is gone.
+const UNWIND_GRACE: Duration = Duration::from_secs(120);
+
 #[derive(Debug)]
 struct Watchdog {
     _done: std::sync::mpsc::Sender<()>,
     test: String,
     started: Instant,
+    overran: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Watchdog {
@@ -155,8 +161,11 @@ impl Watchdog {
             .unwrap_or("an unnamed test")
             .to_owned();
         let name = test.clone();
+        let overran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = overran.clone();
         std::thread::spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(budget) {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(150)..];
@@ -164,24 +173,36 @@ impl Watchdog {
                 let _ = writeln!(
                     err,
                     "\n==== {test} ran past its budget of {} s (HASWARM_TEST_BUDGET); \
-                     ending the test process ====\n---- last {} lines of haswarmd's log ----\n{}",
+                     killing its daemon ====\n---- last {} lines of haswarmd's log ----\n{}",
                     budget.as_secs(),
                     tail.len(),
                     tail.join("\n")
                 );
                 let _ = err.flush();
+                drop(err);
                 // The daemon is this test's own child: stop it by its id.
                 let pid = daemon.load(std::sync::atomic::Ordering::Relaxed);
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
-                std::process::exit(124);
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(UNWIND_GRACE)
+                {
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "==== {test} did not end within {} s of its daemon's kill; \
+                         ending the test process ====",
+                        UNWIND_GRACE.as_secs()
+                    );
+                    std::process::exit(124);
+                }
             }
         });
         Self {
             _done: done,
             test: name,
             started: Instant::now(),
+            overran,
         }
     }
 }
@@ -196,6 +217,10 @@ impl Drop for Watchdog {
             self.test,
             self.started.elapsed().as_secs()
         );
+        // A test that got through once its daemon was killed still failed.
+        if self.overran.load(std::sync::atomic::Ordering::Relaxed) && !std::thread::panicking() {
+            panic!("{} ran past its budget (HASWARM_TEST_BUDGET)", self.test);
+        }
     }
 }
 
