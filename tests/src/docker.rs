@@ -5,13 +5,27 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Runs `docker ARGS` and returns its standard output (empty on failure).
+/// Runs `docker ARGS` and returns its standard output: empty when the
+/// engine answered with an error ("No such service", say). Panics when the
+/// CLI does not run or the engine does not answer: a check that something
+/// is absent must not pass because nothing looked.
 pub fn docker(args: &[&str]) -> String {
-    Command::new("docker")
+    let o = Command::new("docker")
         .args(args)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("docker {args:?} does not run: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !engine_unreachable(&err),
+        "docker {args:?}: the engine does not answer: {err}"
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Whether the docker CLI's error output says the engine did not answer.
+pub fn engine_unreachable(stderr: &str) -> bool {
+    stderr.contains("Cannot connect to the Docker daemon")
+        || stderr.contains("error during connect")
 }
 
 /// What every task container of `service` on the local engine wrote, on

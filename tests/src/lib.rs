@@ -368,10 +368,21 @@ impl Daemon {
         format!("unix://{}", self.socket.display())
     }
 
-    /// `haswarmctl get KIND NAME -o json`, parsed (`Null` when it fails).
+    /// `haswarmctl get KIND NAME -o json`, parsed; `Null` when the daemon
+    /// says there is no such object. Any other failure panics: a check that
+    /// an object or a field of it is absent must not pass because the
+    /// daemon did not answer.
     pub fn get_json(&self, kind: &str, name: &str) -> serde_json::Value {
-        serde_json::from_str(&stdout(&self.ctl(&["get", kind, name, "-o", "json"])))
-            .unwrap_or(serde_json::Value::Null)
+        let o = self.ctl(&["get", kind, name, "-o", "json"]);
+        match o.status.code() {
+            Some(0) => serde_json::from_str(&stdout(&o))
+                .unwrap_or_else(|e| panic!("get {kind} {name}: not JSON ({e}): {}", stdout(&o))),
+            Some(5) if stderr(&o).contains("not found") => serde_json::Value::Null,
+            code => panic!(
+                "haswarmctl get {kind} {name} failed ({code:?}): {}",
+                stderr(&o)
+            ),
+        }
     }
 
     /// A RedisSentinelGroup's master as its status reports it (empty when unknown).
