@@ -57,13 +57,16 @@ if [ ! -s "$conf" ]; then
   } >"$conf"
 fi
 
-# Sentinel's own CONFIG REWRITE can write one known-replica line twice: it
-# writes the monitored master's address in place of every replica whose
-# address equals it, and replica names that did not resolve (a group
-# restarted all at once, dnsrr names without tasks) all do. Redis then
-# refuses the file it wrote ("Duplicate hostname and port for replica")
-# and the sentinel crash-loops. Duplicates are dropped here; the replicas
-# are rediscovered from the master's INFO anyway.
+# Sentinel's own CONFIG REWRITE can list the monitored master as its own
+# replica, once or several times: it writes the master's address in place
+# of every replica whose address equals it, and replica names that did not
+# resolve (a group restarted all at once, dnsrr names without tasks) all
+# do. Twice, Redis refuses the file it wrote ("Duplicate hostname and port
+# for replica") and the sentinel crash-loops; once, the sentinel sees that
+# "replica" report role master and tells the master to replicate from
+# itself, which leaves the group without one. Those lines are dropped here
+# (duplicates too); the replicas are rediscovered from the master's INFO.
+mon=$(sed -n "s/^sentinel monitor $g \([^ ]*\) \([0-9]*\) .*/\1 \2/p" "$conf" | head -n 1)
 tmp="$conf.haswarm"
 grep -v \
   -e '^requirepass ' \
@@ -76,9 +79,9 @@ grep -v \
   -e "^sentinel parallel-syncs $g " \
   "$conf" |
   sed "s/^\(sentinel monitor $g [^ ]* [0-9]*\) [0-9]*\$/\1 $HASWARM_QUORUM/" |
-  awk '/^sentinel known-replica / { dup = seen[$0]++ }
+  awk -v mon="$mon" '/^sentinel known-replica / { dup = seen[$0]++ || $4 " " $5 == mon }
        /^sentinel known-sentinel / { dup = runid[$3 " " $6]++ }
-       dup { print "haswarm: dropped a duplicate Sentinel wrote: " $0 > "/dev/stderr"; dup = 0; next }
+       dup { print "haswarm: dropped a line Sentinel wrote: " $0 > "/dev/stderr"; dup = 0; next }
        { print }' >"$tmp" || true
 {
   echo "sentinel announce-ip $HASWARM_SELF"
