@@ -477,6 +477,54 @@ fn redis_in_container(bed: &Bed, i: usize, id: &str, password: &str) -> (String,
     (ask(&["ROLE"]), ask(&["SET", "fence-direct", "x"]))
 }
 
+/// The group's tables by announced name, each list sorted: `s<j>` each
+/// sentinel's replicas, `p<j>` the sentinels it knows, `m` the replicas the
+/// master lists connected. A section whose command failed is missing.
+fn tables(bed: &Bed, name: &str, password: &str, master: &str) -> BTreeMap<String, Vec<String>> {
+    let ips = "awk 'p == \"ip\" { print } { p = $0 }'";
+    let script = format!(
+        "for j in 0 1 2; do s={name}-sentinel-$j; \
+         r=$({CLI} -h $s -p 26379 SENTINEL replicas {name}) && echo \"#s$j\" && echo \"$r\" | {ips}; \
+         r=$({CLI} -h $s -p 26379 SENTINEL sentinels {name}) && echo \"#p$j\" && echo \"$r\" | {ips}; done; \
+         r=$({CLI} -h {master} INFO replication) && echo '#m' && echo \"$r\" | sed -n 's/^slave[0-9]*:ip=\\([^,]*\\),.*/\\1/p'"
+    );
+    let out = redis::shell(At::Bed(bed), name, password, &["--rm"], &script);
+    let mut t: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut section = None;
+    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(s) = line.strip_prefix('#') {
+            section = Some(s.to_owned());
+            t.entry(s.to_owned()).or_default();
+        } else if let Some(s) = &section {
+            t.entry(s.clone()).or_default().push(line.to_owned());
+        }
+    }
+    t.values_mut().for_each(|v| v.sort());
+    t
+}
+
+/// The tables every sentinel and the master should hold: one entry per
+/// live member, moved ones (`moved`) by their incarnation's alias.
+fn wanted_tables(name: &str, master: &str, moved: &[String]) -> BTreeMap<String, Vec<String>> {
+    let announced = |s: String| if moved.contains(&s) { format!("{s}-i1") } else { s };
+    let replicas: Vec<String> = (0..3)
+        .map(|i| format!("{name}-redis-{i}"))
+        .filter(|s| s != master)
+        .map(announced)
+        .collect();
+    let mut t = BTreeMap::from([("m".to_owned(), replicas.clone())]);
+    for j in 0..3 {
+        t.insert(format!("s{j}"), replicas.clone());
+        let peers = (0..3)
+            .filter(|k| *k != j)
+            .map(|k| announced(format!("{name}-sentinel-{k}")))
+            .collect();
+        t.insert(format!("p{j}"), peers);
+    }
+    t.values_mut().for_each(|v| v.sort());
+    t
+}
+
 /// The Redis master's node is lost: the sentinels fail over, the lost
 /// instance and sentinel are rebuilt on the fourth node past the grace, and
 /// when the node comes back two masters never acknowledge writes.
@@ -548,6 +596,11 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
         &roles_script,
     );
 
+    // What moves: every member on the lost node.
+    let moved: Vec<String> = (0..3)
+        .flat_map(|i| [format!("{name}-redis-{i}"), format!("{name}-sentinel-{i}")])
+        .filter(|s| bed.node_of(s) == Some(victim))
+        .collect();
     let old_container = container_on(&bed, victim, &master);
     let lost_unix = unix_now();
     let lost_at = Instant::now();
@@ -573,6 +626,17 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
         "not rebuilt on node {free}: {}",
         d.get_json("rsg", name)
     );
+    // One identity per incarnation: the rebuilt members announce their
+    // incarnation's alias, and once the sentinels forgot the ones they
+    // replaced, every table names each live member exactly once.
+    let wanted = wanted_tables(name, &new_master, &moved);
+    let mut seen = BTreeMap::new();
+    let forgotten = eventually(Duration::from_secs(90), || {
+        seen = tables(&bed, name, &password, &new_master);
+        seen == wanted
+    });
+    let forgotten_s = lost_at.elapsed().as_secs_f64();
+    assert!(forgotten, "tables {seen:?}, wanted {wanted:?}");
 
     // The node comes back: its old master's own container is asked too,
     // by id on that node, for its role and to take a write.
@@ -586,6 +650,12 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
     d.wait_for(&format!("rsg/{name}"), "condition=Ready", "180s");
     let back_s = returned_at.elapsed().as_secs_f64();
     assert_eq!(d.redis_master(name), new_master, "the master stays");
+    // The old incarnations came back and were stopped: none is in a table.
+    let settled = eventually(Duration::from_secs(60), || {
+        seen = tables(&bed, name, &password, &new_master);
+        seen == wanted
+    });
+    assert!(settled, "after the return: tables {seen:?}, wanted {wanted:?}");
 
     bed.docker_on(1, &["kill", &writer]);
     bed.docker_on(1, &["kill", &poller]);
@@ -612,7 +682,7 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
         assert!(described.contains(reason), "no {reason} event: {described}");
     }
     haswarm_testbed::figure!(
-        "[figures] Redis master's node lost: no write acknowledged for {outage:.1} s, rebuilt on the free node and Ready after {rebuilt_s:.1} s (grace {GRACE_S} s); node back, Ready {back_s:.1} s later; the old master's own container answered as master {direct_master} of {} times in the 15 s after its return and took {direct_writes} writes ({direct:?}); {} writes acknowledged (WAIT 1), all on the master; {} role answers by service name, {} moments with two masters taking writes, {} with two answering as master ({both:?})",
+        "[figures] Redis master's node lost: no write acknowledged for {outage:.1} s, rebuilt on the free node and Ready after {rebuilt_s:.1} s (grace {GRACE_S} s), every table naming each live member once after {forgotten_s:.1} s ({moved:?} by their incarnation's alias); node back, Ready {back_s:.1} s later; the old master's own container answered as master {direct_master} of {} times in the 15 s after its return and took {direct_writes} writes ({direct:?}); {} writes acknowledged (WAIT 1), all on the master; {} role answers by service name, {} moments with two masters taking writes, {} with two answering as master ({both:?})",
         direct.len(),
         writes.len(),
         answers,

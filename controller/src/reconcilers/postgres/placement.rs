@@ -163,11 +163,5 @@ pub(super) fn instance_incarnations(
     instances: usize,
     nodes: &[crate::swarm::NodeInfo],
 ) -> BTreeMap<String, u32> {
-    let labels = slots::plan::incarnations(&families(name, instances, 0)[0].prefix(), nodes);
-    (0..instances)
-        .map(|i| {
-            let n = labels.get(&render::instance_slot(name, i)).copied();
-            (render::instance_name(name, i), n.unwrap_or(0))
-        })
-        .collect()
+    families(name, instances, 0)[0].incarnations(nodes)
 }

@@ -170,6 +170,38 @@ impl SentinelView {
     }
 }
 
+/// What a host the sentinels or the master name stands for, given the
+/// current incarnation of each member (`current(service)`, `None` for a
+/// name that is no member's): the member's service name when it is the
+/// current incarnation's announced name, `"<host> (replaced)"` for an
+/// incarnation that was replaced (back from a lost node, or remembered by
+/// a sentinel), which names no member, and anything else as it is.
+pub fn member_name(host: &str, current: impl Fn(&str) -> Option<u32>) -> String {
+    let (service, incarnation) = super::render::member_of_announced(host);
+    match current(service) {
+        Some(n) if n == incarnation => service.to_owned(),
+        Some(_) => format!("{host} (replaced)"),
+        None => host.to_owned(),
+    }
+}
+
+impl SentinelView {
+    /// The view with its hosts named as [`member_name`] says: members by
+    /// their service, as status names them, and replaced incarnations as
+    /// no member at all (so they count as departed).
+    #[must_use]
+    pub fn resolve(mut self, current: impl Fn(&str) -> Option<u32>) -> Self {
+        let name = |h: &mut String| *h = member_name(h, &current);
+        if let Some(m) = &mut self.master {
+            name(m);
+        }
+        self.replicas.iter_mut().for_each(|r| name(&mut r.host));
+        self.connected.iter_mut().for_each(|r| name(&mut r.host));
+        self.peers.iter_mut().for_each(|p| name(&mut p.host));
+        self
+    }
+}
+
 /// The master as status reports it, from what it reported before.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReportedMaster {
@@ -458,6 +490,58 @@ mod tests {
         // A replica that is no instance any more (scaled down from 3 to 2).
         assert_eq!(
             stale_sentinel(&views([2, 2, 2]), 3, &instances[..2]).as_deref(),
+            Some("cache-sentinel-0")
+        );
+    }
+
+    #[test]
+    fn hosts_are_named_by_member_and_replaced_incarnations_by_none() {
+        // cache-redis-2 moved once, cache-sentinel-1 twice.
+        let current = |s: &str| match s {
+            "cache-redis-2" | "cache-sentinel-1" => Some(if s.contains("redis") { 1 } else { 2 }),
+            s if s.starts_with("cache-redis-") || s.starts_with("cache-sentinel-") => Some(0),
+            _ => None,
+        };
+        for (host, named) in [
+            ("cache-redis-0", "cache-redis-0"),
+            ("cache-redis-2-i1", "cache-redis-2"),
+            ("cache-redis-2", "cache-redis-2 (replaced)"),
+            ("cache-sentinel-1-i1", "cache-sentinel-1-i1 (replaced)"),
+            ("cache-sentinel-1-i2", "cache-sentinel-1"),
+            ("cache-redis-0-i1", "cache-redis-0-i1 (replaced)"),
+            ("10.0.0.9", "10.0.0.9"),
+        ] {
+            assert_eq!(member_name(host, current), named, "{host}");
+        }
+        // cache-redis-2 moved: the master lists its new incarnation and its
+        // old one, back from a lost node; a sentinel remembers the old one.
+        let text = SAMPLE.replace("ip=cache-redis-0,", "ip=cache-redis-2-i1,");
+        let text = format!(
+            "{}slave1:ip=cache-redis-2,port=6379,state=online,offset=1200,lag=0\r\n#sentinels\nname\nabc\nip\ncache-sentinel-1-i2\nflags\nsentinel\n",
+            text.trim_end_matches("master_repl_offset:1250\r\n")
+        );
+        let v = parse(&text).resolve(current);
+        assert_eq!(v.master.as_deref(), Some("cache-redis-1"));
+        let connected: Vec<&str> = v.connected.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(connected, ["cache-redis-2", "cache-redis-2 (replaced)"]);
+        let replicas: Vec<&str> = v.replicas.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(replicas, ["cache-redis-0", "cache-redis-2 (replaced)"]);
+        assert_eq!(v.peers[0].host, "cache-sentinel-1");
+        // The sentinel remembering the replaced incarnation is reset.
+        let instances: Vec<String> = (0..3).map(|i| format!("cache-redis-{i}")).collect();
+        let views: Vec<(String, SentinelView)> = (0..3)
+            .map(|j| {
+                (
+                    format!("cache-sentinel-{j}"),
+                    SentinelView {
+                        other_sentinels: 2,
+                        ..v.clone()
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(
+            stale_sentinel(&views, 3, &instances).as_deref(),
             Some("cache-sentinel-0")
         );
     }

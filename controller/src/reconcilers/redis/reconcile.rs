@@ -618,12 +618,22 @@ async fn forget_departed(
 }
 
 /// Asks every sentinel (those running on this engine's node) about the
-/// group; the views of those that know a master.
+/// group; the views of those that know a master, hosts named by member
+/// (see [`observe::member_name`]: an incarnation that was replaced is none).
 async fn observe(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
 ) -> Result<Vec<(String, SentinelView)>, ReconcileError> {
     let name = rsg.metadata.name.as_str();
+    let nodes = ctx.swarm.nodes().await?;
+    let current: BTreeMap<String, u32> = families(
+        name,
+        usize::from(rsg.spec.instances),
+        usize::from(rsg.spec.sentinels.count),
+    )
+    .iter()
+    .flat_map(|f| f.incarnations(&nodes))
+    .collect();
     let query = observe::sentinel_query(&rsg.spec.master_group(&rsg.metadata));
     let mut views = Vec::new();
     for j in 0..usize::from(rsg.spec.sentinels.count) {
@@ -639,7 +649,7 @@ async fn observe(
             Err(e) => return Err(e.into()),
         };
         if let Some(out) = out {
-            let view = observe::parse(&out);
+            let view = observe::parse(&out).resolve(|s| current.get(s).copied());
             if view.master.is_some() {
                 views.push((sentinel, view));
             }

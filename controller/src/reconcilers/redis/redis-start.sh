@@ -22,9 +22,15 @@
 #   4. else wait for one of the above; after a minute start as a replica of
 #      instance 0 and let the sentinels fix the topology. Never a master.
 # So a former master that restarts after a failover comes back as a replica.
+#
+# The instance announces HASWARM_ANNOUNCE (its service name until its slot
+# first moves, then a network alias of that incarnation alone): the master
+# the sentinels name is this instance only when they name that, never when
+# they name an incarnation it replaced.
 set -eu
 : "${HASWARM_SELF:?}" "${HASWARM_PREFIX:?}" "${HASWARM_GROUP:?}" "${HASWARM_INDEX:?}"
-: "${HASWARM_DOWN_WAIT_S:=30}"
+: "${HASWARM_DOWN_WAIT_S:=30}" "${HASWARM_ANNOUNCE:=$HASWARM_SELF}"
+me=$HASWARM_ANNOUNCE
 # Every index a member may have (the resource allows 9 of each).
 ALL="0 1 2 3 4 5 6 7 8"
 
@@ -127,7 +133,7 @@ while :; do
   master=$(peer_master)
   [ -n "$master" ] && break
   if [ "$HASWARM_INDEX" = 0 ] && [ ! -e "$marker" ]; then
-    master=$HASWARM_SELF
+    master=$me
     echo "haswarm: new group: starting as its first master"
     break
   fi
@@ -142,17 +148,17 @@ done
 
 {
   cat /etc/haswarm/redis.conf
-  echo "replica-announce-ip $HASWARM_SELF"
+  echo "replica-announce-ip $me"
   echo "user default on $accept ~* &* +@all"
   echo "masterauth $pw"
-  if [ "$master" != "$HASWARM_SELF" ]; then
+  if [ "$master" != "$me" ]; then
     echo "replicaof $master 6379"
   fi
 } >"$conf"
 : >"$marker"
-if [ "$master" = "$HASWARM_SELF" ]; then
-  echo "haswarm: starting $HASWARM_SELF as master of $HASWARM_GROUP"
+if [ "$master" = "$me" ]; then
+  echo "haswarm: starting $me as master of $HASWARM_GROUP"
 else
-  echo "haswarm: starting $HASWARM_SELF as a replica of $master"
+  echo "haswarm: starting $me as a replica of $master"
 fi
 exec redis-server "$conf"

@@ -38,6 +38,9 @@ pub const PASSWORD_FILE: &str = "/run/secrets/redis-password";
 pub const REDIS_PORT: u16 = 6379;
 /// Sentinel's port.
 pub const SENTINEL_PORT: u16 = 26379;
+/// The environment variable naming what a moved member announces (see
+/// [`announced_name`]); the start scripts default it to `HASWARM_SELF`.
+pub const ANNOUNCE_ENV: &str = "HASWARM_ANNOUNCE";
 
 /// Content purposes (they are part of the objects' names).
 pub mod purpose {
@@ -74,6 +77,37 @@ pub fn instance_name(name: &str, i: usize) -> String {
 /// `<name>-sentinel-<j>`.
 pub fn sentinel_name(name: &str, j: usize) -> String {
     format!("{name}-sentinel-{j}")
+}
+
+/// The name incarnation `incarnation` of the member whose service is
+/// `service` announces to the others (`replica-announce-ip`, `sentinel
+/// announce-ip`): the service name for the first, then
+/// `<service>-i<incarnation>`, a network alias only the tasks of that
+/// incarnation carry. A member rebuilt on another node is then a new entry
+/// in the master's and the sentinels' tables: the old one, back from a lost
+/// node, can never be taken for it, and a name the sentinels hand out
+/// reaches only the incarnation they mean. (Patroni's names use a dot; a
+/// DNS name with one would be a subdomain.)
+pub fn announced_name(service: &str, incarnation: u32) -> String {
+    if incarnation == 0 {
+        service.to_owned()
+    } else {
+        format!("{service}-i{incarnation}")
+    }
+}
+
+/// The service and incarnation an announced name stands for (the inverse
+/// of [`announced_name`]; a name without the suffix is incarnation 0).
+pub fn member_of_announced(host: &str) -> (&str, u32) {
+    host.rsplit_once("-i")
+        .and_then(|(service, n)| {
+            let digits =
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0');
+            digits
+                .then(|| n.parse().ok().map(|n| (service, n)))
+                .flatten()
+        })
+        .unwrap_or((host, 0))
 }
 
 /// `<name>-net`: the network applications join.
@@ -272,11 +306,20 @@ fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
     let spec = &rsg.spec;
     let net = network_name(rsg.metadata.name.as_str());
     let data = role.health_port == REDIS_PORT;
+    let pin = common::Pin::of(&role.slot, inputs.incarnations);
     let mut env = vec![
         format!("HASWARM_SELF={}", role.service),
         format!("HASWARM_PREFIX={}", rsg.metadata.name),
         format!("HASWARM_GROUP={}", spec.master_group(&rsg.metadata)),
     ];
+    // Only from the first move on: a member never moved keeps the spec it
+    // always had, so upgrading haswarm restarts nothing.
+    let mut aliases = Vec::new();
+    if pin.incarnation > 0 {
+        let announced = announced_name(&role.service, pin.incarnation);
+        env.push(format!("{ANNOUNCE_ENV}={announced}"));
+        aliases.push(announced);
+    }
     env.extend(role.env);
     let storage = if data {
         spec.storage.clone()
@@ -324,11 +367,11 @@ fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
         )),
         resources: role.resources,
         placement: &spec.placement,
-        slot: Some(common::Pin::of(&role.slot, inputs.incarnations)),
+        slot: Some(pin),
         replicas: 1,
         restart_delay_ms: role.restart_delay_ms,
         network: &net,
-        aliases: Vec::new(),
+        aliases,
         endpoint_mode: spec.network.endpoint_mode,
     })
 }
@@ -649,6 +692,91 @@ mod tests {
         }
         assert!(REDIS_START.contains("/run/secrets/redis-password-extra"));
         assert!(SENTINEL_START.contains("/run/secrets/redis-password-extra"));
+    }
+
+    #[test]
+    fn announced_names_carry_the_incarnation_and_read_back() {
+        assert_eq!(announced_name("cache-redis-1", 0), "cache-redis-1");
+        assert_eq!(announced_name("cache-redis-1", 2), "cache-redis-1-i2");
+        for (host, member) in [
+            ("cache-redis-1", ("cache-redis-1", 0)),
+            ("cache-redis-1-i2", ("cache-redis-1", 2)),
+            ("cache-sentinel-0-i13", ("cache-sentinel-0", 13)),
+            // Not ours: read as they are.
+            ("cache-redis-1-i", ("cache-redis-1-i", 0)),
+            ("cache-redis-1-i02", ("cache-redis-1-i02", 0)),
+            ("cache-redis-1-ix", ("cache-redis-1-ix", 0)),
+            ("10.0.1.7", ("10.0.1.7", 0)),
+        ] {
+            assert_eq!(member_of_announced(host), member, "{host}");
+        }
+        for n in [0, 1, 9, 4_000_000] {
+            assert_eq!(
+                member_of_announced(&announced_name("g-sentinel-3", n)),
+                ("g-sentinel-3", n)
+            );
+        }
+    }
+
+    #[test]
+    fn a_moved_member_announces_an_alias_of_its_incarnation_and_others_are_unchanged() {
+        let r = rsg("  instances: 3\n");
+        let names = content_names("cache", &contents(&r.spec, Some(PW)));
+        let incarnations = std::collections::BTreeMap::from([
+            (instance_slot("cache", 1), 2),
+            (sentinel_slot("cache", 2), 1),
+        ]);
+        let inputs = |incarnations| Inputs {
+            rsg: &r,
+            password_secret: "cache-password-aaaa",
+            generated_password: Some(PW),
+            extra_password_secret: None,
+            config_names: &names,
+            incarnations,
+        };
+        let moved = render(&inputs(&incarnations));
+        let never = render(&inputs(&Default::default()));
+        let aliases = |s: &DesiredService| {
+            s.spec
+                .task_template
+                .as_ref()
+                .and_then(|t| t.networks.as_ref())
+                .and_then(|n| n.first())
+                .and_then(|n| n.aliases.clone())
+                .unwrap_or_default()
+        };
+        let announce = |s: &DesiredService| {
+            container(s)
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|e| {
+                    e.strip_prefix(&format!("{ANNOUNCE_ENV}="))
+                        .map(str::to_owned)
+                })
+        };
+        for (a, b) in moved.services.iter().zip(&never.services) {
+            let name = a.spec.name.as_deref().unwrap_or_default();
+            let wanted = match name {
+                "cache-redis-1" => Some("cache-redis-1-i2"),
+                "cache-sentinel-2" => Some("cache-sentinel-2-i1"),
+                _ => None,
+            };
+            assert_eq!(announce(a).as_deref(), wanted, "{name}");
+            assert_eq!(
+                aliases(a),
+                wanted.map(str::to_owned).into_iter().collect::<Vec<_>>()
+            );
+            // A member that never moved keeps its spec: upgrading haswarm
+            // restarts nothing.
+            if wanted.is_none() {
+                assert_eq!(a, b, "{name}");
+            }
+            assert_eq!((announce(b), aliases(b)), (None, Vec::new()));
+        }
+        assert!(REDIS_START.contains("replica-announce-ip $me"));
+        assert!(SENTINEL_START.contains("sentinel announce-ip $HASWARM_ANNOUNCE"));
+        assert!(REDIS_START.contains(ANNOUNCE_ENV) && SENTINEL_START.contains(ANNOUNCE_ENV));
     }
 
     #[test]

@@ -10,6 +10,9 @@
 set -eu
 : "${HASWARM_SELF:?}" "${HASWARM_PREFIX:?}" "${HASWARM_GROUP:?}" "${HASWARM_QUORUM:?}"
 : "${HASWARM_DOWN_AFTER_MS:?}" "${HASWARM_FAILOVER_TIMEOUT_MS:?}" "${HASWARM_PARALLEL_SYNCS:?}"
+# What it announces: its service name until its slot first moves, then a
+# network alias of that incarnation alone.
+: "${HASWARM_ANNOUNCE:=$HASWARM_SELF}"
 
 umask 077
 pw=$(cat /run/secrets/redis-password)
@@ -84,7 +87,7 @@ grep -v \
        dup { print "haswarm: dropped a line Sentinel wrote: " $0 > "/dev/stderr"; dup = 0; next }
        { print }' >"$tmp" || true
 {
-  echo "sentinel announce-ip $HASWARM_SELF"
+  echo "sentinel announce-ip $HASWARM_ANNOUNCE"
   echo "user default on $accept ~* &* +@all"
   echo "sentinel sentinel-pass $pw"
   echo "sentinel auth-pass $g $pw"
@@ -93,5 +96,5 @@ grep -v \
   echo "sentinel parallel-syncs $g $HASWARM_PARALLEL_SYNCS"
 } >>"$tmp"
 mv "$tmp" "$conf"
-echo "haswarm: starting sentinel $HASWARM_SELF for $g"
+echo "haswarm: starting sentinel $HASWARM_ANNOUNCE for $g"
 exec redis-sentinel "$conf"

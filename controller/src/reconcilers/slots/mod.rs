@@ -100,6 +100,18 @@ impl Family<'_> {
         label.strip_prefix(&self.prefix())?.parse().ok()
     }
 
+    /// The current incarnation of each member, by service, as its slot
+    /// label on `nodes` says (0 for a slot no node carries yet).
+    pub fn incarnations(&self, nodes: &[NodeInfo]) -> BTreeMap<String, u32> {
+        let labels = plan::incarnations(&self.prefix(), nodes);
+        (0..self.count)
+            .map(|i| {
+                let n = labels.get(&(self.slot)(i)).copied().unwrap_or(0);
+                ((self.service)(i), n)
+            })
+            .collect()
+    }
+
     /// The index of the member whose service is `service`.
     pub fn index_of_service(&self, service: &str) -> Option<usize> {
         (0..self.count).find(|i| (self.service)(*i) == service)
