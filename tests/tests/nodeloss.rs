@@ -506,7 +506,13 @@ fn tables(bed: &Bed, name: &str, password: &str, master: &str) -> BTreeMap<Strin
 /// The tables every sentinel and the master should hold: one entry per
 /// live member, moved ones (`moved`) by their incarnation's alias.
 fn wanted_tables(name: &str, master: &str, moved: &[String]) -> BTreeMap<String, Vec<String>> {
-    let announced = |s: String| if moved.contains(&s) { format!("{s}-i1") } else { s };
+    let announced = |s: String| {
+        if moved.contains(&s) {
+            format!("{s}-i1")
+        } else {
+            s
+        }
+    };
     let replicas: Vec<String> = (0..3)
         .map(|i| format!("{name}-redis-{i}"))
         .filter(|s| s != master)
@@ -655,7 +661,10 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
         seen = tables(&bed, name, &password, &new_master);
         seen == wanted
     });
-    assert!(settled, "after the return: tables {seen:?}, wanted {wanted:?}");
+    assert!(
+        settled,
+        "after the return: tables {seen:?}, wanted {wanted:?}"
+    );
 
     bed.docker_on(1, &["kill", &writer]);
     bed.docker_on(1, &["kill", &poller]);
