@@ -1,28 +1,40 @@
-//! What the sentinels say about the group, read inside a sentinel container
-//! (the password never leaves it), and parsed here. Parsing is pure.
+//! What the sentinels say about the group, read inside one of the group's
+//! containers (the password never leaves them), and parsed here. Parsing is
+//! pure.
 
-/// The script run in a sentinel container: the master as Sentinel sees it,
-/// its replicas, the other sentinels, and the master's replication offset. Every call is bounded:
-/// a sentinel resolving the name of a member that is gone blocks for
-/// seconds, and a missing answer only leaves its section empty.
-pub fn sentinel_query(group: &str) -> String {
+/// The host a script reaches the sentinel of its own container at. A
+/// sentinel on another node is reached at its service name over the group's
+/// network, from a container of the group on the engine's node: the engine
+/// can exec only into containers on its own node.
+pub const OWN_SENTINEL: &str = "127.0.0.1";
+
+/// The script that asks the sentinel at `host` (see [`OWN_SENTINEL`]) about
+/// the group: the master as Sentinel sees it, its replicas, the other
+/// sentinels, and the master's replication offset. Every call is bounded: a
+/// sentinel resolving the name of a member that is gone blocks for seconds,
+/// and a missing answer only leaves its section empty. A sentinel that does
+/// not answer at all (its node lost, its container frozen) prints nothing
+/// after one bounded call.
+pub fn sentinel_query(group: &str, host: &str) -> String {
     format!(
         "export REDISCLI_AUTH=\"$(cat {pw})\"; c='timeout 3 redis-cli --no-auth-warning --raw'; \
-         echo '#sentinel'; $c -p 26379 INFO sentinel; \
-         echo '#master'; $c -p 26379 SENTINEL master {group}; \
-         echo '#replicas'; $c -p 26379 SENTINEL replicas {group}; \
-         echo '#sentinels'; $c -p 26379 SENTINEL sentinels {group}; \
-         m=$($c -p 26379 SENTINEL get-master-addr-by-name {group} | head -n 1); \
+         s=$($c -h {host} -p 26379 INFO sentinel) || exit 0; \
+         echo '#sentinel'; echo \"$s\"; \
+         echo '#master'; $c -h {host} -p 26379 SENTINEL master {group}; \
+         echo '#replicas'; $c -h {host} -p 26379 SENTINEL replicas {group}; \
+         echo '#sentinels'; $c -h {host} -p 26379 SENTINEL sentinels {group}; \
+         m=$($c -h {host} -p 26379 SENTINEL get-master-addr-by-name {group} | head -n 1); \
          echo '#info'; [ -n \"$m\" ] && $c -h \"$m\" -p 6379 INFO replication",
         pw = super::render::PASSWORD_FILE
     )
 }
 
-/// A script that runs one command against the sentinel of the container it
-/// runs in, with the password read there, and prints the answer.
-pub fn sentinel_command(command: &str) -> String {
+/// A script that runs one command against the sentinel at `host` (see
+/// [`OWN_SENTINEL`]), with the password read in the container it runs in,
+/// and prints the answer.
+pub fn sentinel_command(host: &str, command: &str) -> String {
     format!(
-        "REDISCLI_AUTH=\"$(cat {pw})\" timeout 5 redis-cli --no-auth-warning --raw -p 26379 {command}",
+        "REDISCLI_AUTH=\"$(cat {pw})\" timeout 5 redis-cli --no-auth-warning --raw -h {host} -p 26379 {command}",
         pw = super::render::PASSWORD_FILE
     )
 }
@@ -548,17 +560,22 @@ mod tests {
 
     #[test]
     fn commands_read_the_password_from_the_file() {
-        let c = sentinel_command("SENTINEL FAILOVER g");
+        let c = sentinel_command("g-sentinel-1", "SENTINEL FAILOVER g");
         assert!(
             c.contains("cat /run/secrets/redis-password") && c.ends_with("SENTINEL FAILOVER g")
         );
+        assert!(c.contains("-h g-sentinel-1 -p 26379"));
     }
 
     #[test]
     fn the_query_reads_the_password_from_the_file() {
-        let q = sentinel_query("dify-master-group");
+        let q = sentinel_query("dify-master-group", OWN_SENTINEL);
         assert!(q.contains("cat /run/secrets/redis-password"));
-        assert!(q.contains("SENTINEL master dify-master-group"));
+        assert!(q.contains("-h 127.0.0.1 -p 26379 SENTINEL master dify-master-group"));
+        // Another node's sentinel is asked at its name, every call of it.
+        let q = sentinel_query("g", "g-sentinel-2");
+        assert_eq!(q.matches("-h g-sentinel-2 -p 26379").count(), 5);
+        assert!(!q.contains("127.0.0.1"));
     }
 
     #[test]

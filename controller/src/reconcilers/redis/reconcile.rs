@@ -591,8 +591,10 @@ async fn drain_master(
 
 /// Sentinels never forget a sentinel or replica they once saw; after a scale
 /// down they would count removed sentinels against the majority a failover
-/// needs. Resets one sentinel per pass, and only while every other sentinel
-/// knows the whole group (as Redis's documentation asks: one at a time).
+/// needs, and after a member moved node they would list its replaced
+/// incarnation beside it. Resets one sentinel per pass, and only while every
+/// other sentinel knows the whole group (as Redis's documentation asks: one
+/// at a time).
 async fn forget_departed(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
@@ -608,18 +610,65 @@ async fn forget_departed(
         return Ok(());
     };
     let group = rsg.spec.master_group(&rsg.metadata);
-    let script = observe::sentinel_command(&format!("SENTINEL RESET {group}"));
     tracing::info!(
         sentinel,
         "resetting a sentinel that remembers departed members"
     );
-    ctx.swarm.exec_in_service(&sentinel, &script).await?;
+    let probe = probe(ctx, rsg).await?;
+    at_sentinel(ctx, &sentinel, probe.as_deref(), |host| {
+        observe::sentinel_command(host, &format!("SENTINEL RESET {group}"))
+    })
+    .await?;
     Ok(())
 }
 
-/// Asks every sentinel (those running on this engine's node) about the
-/// group; the views of those that know a master, hosts named by member
-/// (see [`observe::member_name`]: an incarnation that was replaced is none).
+/// Runs a script built for a sentinel's host in that sentinel's container
+/// when it runs on this engine's node, else in `probe` (a container of the
+/// group here) against the sentinel's service name. `None` when neither
+/// runs here.
+async fn at_sentinel(
+    ctx: &Context,
+    sentinel: &str,
+    probe: Option<&str>,
+    script: impl Fn(&str) -> String,
+) -> Result<Option<String>, SwarmError> {
+    if let Some(out) = ctx
+        .swarm
+        .exec_in_service(sentinel, &script(observe::OWN_SENTINEL))
+        .await?
+    {
+        return Ok(Some(out));
+    }
+    match probe {
+        Some(probe) if probe != sentinel => {
+            ctx.swarm.exec_in_service(probe, &script(sentinel)).await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A service of the group with a running container on this engine's node,
+/// sentinels first, to reach the members on other nodes from: each of the
+/// group's containers has the password and `redis-cli`.
+async fn probe(ctx: &Context, rsg: &RedisSentinelGroup) -> Result<Option<String>, SwarmError> {
+    let name = rsg.metadata.name.as_str();
+    let sentinels =
+        (0..usize::from(rsg.spec.sentinels.count)).map(|j| render::sentinel_name(name, j));
+    let instances = (0..usize::from(rsg.spec.instances)).map(|i| render::instance_name(name, i));
+    for service in sentinels.chain(instances) {
+        match ctx.swarm.exec_in_service(&service, "true").await {
+            Ok(Some(_)) => return Ok(Some(service)),
+            Ok(None) | Err(SwarmError::TimedOut(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Asks every sentinel about the group, those on other nodes from a
+/// container of the group on this one (see [`at_sentinel`]); the views of
+/// those that know a master, hosts named by member (see
+/// [`observe::member_name`]: an incarnation that was replaced is none).
 async fn observe(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
@@ -634,13 +683,15 @@ async fn observe(
     .iter()
     .flat_map(|f| f.incarnations(&nodes))
     .collect();
-    let query = observe::sentinel_query(&rsg.spec.master_group(&rsg.metadata));
+    let group = rsg.spec.master_group(&rsg.metadata);
+    let probe = probe(ctx, rsg).await?;
     let mut views = Vec::new();
     for j in 0..usize::from(rsg.spec.sentinels.count) {
         let sentinel = render::sentinel_name(name, j);
-        // A sentinel that does not answer in time is one less view, as a
-        // sentinel on another node is: the others still tell the truth.
-        let out = match ctx.swarm.exec_in_service(&sentinel, &query).await {
+        let query = |host: &str| observe::sentinel_query(&group, host);
+        // A sentinel that does not answer in time is one less view, as an
+        // unreachable sentinel is: the others still tell the truth.
+        let out = match at_sentinel(ctx, &sentinel, probe.as_deref(), query).await {
             Ok(out) => out,
             Err(SwarmError::TimedOut(why)) => {
                 tracing::warn!(sentinel, why, "a sentinel did not answer");
