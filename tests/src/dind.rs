@@ -154,14 +154,25 @@ impl Bed {
         self.docker(&["node", "inspect", &self.node(i), "-f", format])
     }
 
-    /// Runs `docker ARGS` against the engine of node `i` (1-based), from inside its container.
+    /// Runs `docker ARGS` against the engine of node `i` (1-based), from
+    /// inside its container, and returns its standard output: empty when
+    /// the engine answered with an error ("No such container", say). Panics
+    /// when the node's engine cannot be asked (the node is lost or its
+    /// engine does not answer): a check that something is absent there must
+    /// not pass because nothing looked.
     pub fn docker_on(&self, i: usize, args: &[&str]) -> String {
-        Command::new("docker")
-            .args(["exec", &self.node(i), "docker"])
+        let node = self.node(i);
+        let o = Command::new("docker")
+            .args(["exec", &node, "docker"])
             .args(args)
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+            .unwrap_or_else(|e| panic!("docker exec {node} docker {args:?} does not run: {e}"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !crate::docker::engine_unreachable(&err) && !outer_exec_failed(&node, &err),
+            "docker {args:?} on {node}: its engine cannot be asked: {err}"
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// The 1-based index of the node running `service`'s task.
@@ -179,15 +190,31 @@ impl Bed {
         (1..=self.nodes).find(|i| self.node(*i) == host)
     }
 
-    /// Runs `docker ARGS` against the manager.
+    /// Runs `docker ARGS` against the manager (node 1's engine, over TCP)
+    /// and returns its standard output: empty when the engine answered with
+    /// an error. Panics when the engine does not answer (see [`Self::docker_on`]).
     pub fn docker(&self, args: &[&str]) -> String {
-        Command::new("docker")
+        let o = Command::new("docker")
             .args(args)
             .env("DOCKER_HOST", self.docker_host())
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+            .unwrap_or_else(|e| panic!("docker {args:?} does not run: {e}"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !crate::docker::engine_unreachable(&err),
+            "docker {args:?} on the bed's manager: the engine does not answer: {err}"
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
+}
+
+/// Whether `docker exec NODE ...` itself failed, rather than the command
+/// run in the node: the node's container is paused (a lost node) or gone.
+/// An inner container that is not running is the inner engine's answer, and
+/// no failure to look (a test polls a container until Swarm stops it).
+fn outer_exec_failed(node: &str, err: &str) -> bool {
+    err.contains(&format!("No such container: {node}"))
+        || (err.contains("Error response from daemon") && err.contains("is paused"))
 }
 
 impl Drop for Bed {
