@@ -65,6 +65,10 @@ pub(crate) fn redis_instances() -> u8 {
 pub(crate) fn redis_image() -> String {
     "redis:7.2".into()
 }
+/// The sentinel master group is named after the resource.
+pub(crate) fn master_group_name(meta: &crate::meta::ObjectMeta) -> String {
+    meta.name.to_string()
+}
 /// One replica in sync when a group has two to spare: a master cut off
 /// from its replicas refuses writes, and one replica down stops nothing.
 pub(crate) fn min_replicas_to_write(instances: u8) -> u8 {

@@ -280,7 +280,7 @@ impl RedisSentinelGroupSpec {
     pub fn master_group(&self, meta: &ObjectMeta) -> String {
         self.master_group_name
             .clone()
-            .unwrap_or_else(|| meta.name.to_string())
+            .unwrap_or_else(|| defaults::master_group_name(meta))
     }
 
     /// Replicas in sync needed for a write (after defaults it is always set).
@@ -305,7 +305,7 @@ impl Kind for RedisSentinelGroupSpec {
 
     fn apply_defaults(&mut self, meta: &ObjectMeta) {
         if self.master_group_name.is_none() {
-            self.master_group_name = Some(meta.name.to_string());
+            self.master_group_name = Some(defaults::master_group_name(meta));
         }
         if self.sentinels.quorum.is_none() {
             self.sentinels.quorum = Some(defaults::quorum_for(self.sentinels.count));

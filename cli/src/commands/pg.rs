@@ -2,6 +2,7 @@
 //! Patroni switchover through the `haswarm.io/switchover` annotation, then
 //! optionally waits until it is handled and the cluster is Ready again.
 
+use haswarm_controller::reconcilers::postgres::render::instance_name;
 use haswarm_crds::postgres::SWITCHOVER_ANNOTATION;
 use serde_json::Value;
 
@@ -79,9 +80,9 @@ pub async fn switchover(conn: &Conn, args: &PgSwitchoverArgs) -> ExitCode {
                 .pointer("/status/leader")
                 .and_then(Value::as_str)
                 .unwrap_or("?");
-            match to {
-                Some(i) if leader != format!("{name}-pg-{i}") => Err(format!(
-                    "the switchover to {name}-pg-{i} did not happen, {leader} leads (with synchronous replication Patroni hands over only to the synchronous standby): see the events in haswarmctl describe pgc {name}"
+            match to.map(|i| instance_name(name, usize::from(i))) {
+                Some(to) if leader != to => Err(format!(
+                    "the switchover to {to} did not happen, {leader} leads (with synchronous replication Patroni hands over only to the synchronous standby): see the events in haswarmctl describe pgc {name}"
                 )),
                 _ => Ok(format!("postgrescluster/{name} leader is {leader}")),
             }

@@ -855,11 +855,10 @@ impl Reconciler for PostgresClusters {
                 .await?;
             let health = ctx.swarm.service_health(&owner).await?;
             group = cluster_health(&pgc.spec, name, &health, view.as_ref());
-            let instance_prefix = format!("{name}-pg-");
             let mut members = rollout::members(
                 &plan,
                 &health,
-                |n| n.starts_with(&instance_prefix),
+                |n| render::is_instance(name, n),
                 leader.as_deref(),
             );
             mark_stalled_replicas(&mut members, view.as_ref());

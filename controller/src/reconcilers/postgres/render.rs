@@ -70,7 +70,19 @@ pub const POST_BOOTSTRAP: &str = include_str!("post-bootstrap.sh");
 
 /// `<name>-pg-<i>`: the service, host and Patroni member name of instance `i`.
 pub fn instance_name(name: &str, i: usize) -> String {
-    format!("{name}-pg-{i}")
+    format!("{name}{INSTANCE_INFIX}{i}")
+}
+
+/// What sits between the cluster's name and an instance's index.
+const INSTANCE_INFIX: &str = "-pg-";
+
+/// Whether `service` is one of cluster `name`'s instances (see
+/// [`instance_name`]).
+pub fn is_instance(name: &str, service: &str) -> bool {
+    service
+        .strip_prefix(name)
+        .and_then(|s| s.strip_prefix(INSTANCE_INFIX))
+        .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Patroni's name for incarnation `incarnation` of the instance whose
@@ -800,6 +812,20 @@ mod tests {
             etcd: &EtcdMembership::created(c.spec.etcd.members),
             incarnations: &BTreeMap::new(),
         })
+    }
+
+    #[test]
+    fn instances_are_told_from_other_services_by_their_name() {
+        assert!(is_instance("db", &instance_name("db", 2)));
+        for other in [
+            etcd_name("db", 0),
+            rw_name("db"),
+            "db-pg-".into(),
+            "db-pg-1.1".into(),
+            instance_name("db2", 0),
+        ] {
+            assert!(!is_instance("db", &other), "{other}");
+        }
     }
 
     fn names(r: &Rendered) -> Vec<&str> {

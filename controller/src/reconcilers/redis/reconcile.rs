@@ -390,8 +390,7 @@ fn members(
     health: &BTreeMap<String, ServiceHealth>,
     master: Option<&str>,
 ) -> BTreeMap<String, rollout::Member> {
-    let instance_prefix = format!("{prefix}-redis-");
-    rollout::members(plan, health, |n| n.starts_with(&instance_prefix), master)
+    rollout::members(plan, health, |n| render::is_instance(prefix, n), master)
 }
 
 /// Every data instance but the master, as the master reports it now (a
@@ -439,10 +438,9 @@ fn group_health(
             "the sentinels follow {master}, which is no member of the group"
         ));
     }
-    let instance_prefix = format!("{prefix}-redis-");
     for name in health
         .keys()
-        .filter(|n| n.starts_with(&instance_prefix) && n.as_str() != master)
+        .filter(|n| render::is_instance(prefix, n) && n.as_str() != master)
     {
         let Some(r) = view.connected.iter().find(|r| &r.host == name) else {
             return Err(format!("{name} is not connected to {master} yet"));
@@ -789,10 +787,9 @@ fn detached_instances(
     if !view.master_up() || !view.master_answered {
         return Vec::new();
     }
-    let instance_prefix = format!("{prefix}-redis-");
     health
         .iter()
-        .filter(|(n, h)| n.starts_with(&instance_prefix) && h.is_running())
+        .filter(|(n, h)| render::is_instance(prefix, n) && h.is_running())
         .filter(|(n, _)| Some(n.as_str()) != view.master.as_deref())
         .filter(|(n, _)| !view.connected.iter().any(|r| &r.host == *n))
         .map(|(n, _)| n.clone())

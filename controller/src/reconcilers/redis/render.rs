@@ -71,7 +71,19 @@ pub fn sentinel_storage(data: &haswarm_crds::common::Storage) -> haswarm_crds::c
 }
 
 pub fn instance_name(name: &str, i: usize) -> String {
-    format!("{name}-redis-{i}")
+    format!("{name}{INSTANCE_INFIX}{i}")
+}
+
+/// What sits between the group's name and an instance's index.
+const INSTANCE_INFIX: &str = "-redis-";
+
+/// Whether `service` is one of group `name`'s data instances (see
+/// [`instance_name`]).
+pub fn is_instance(name: &str, service: &str) -> bool {
+    service
+        .strip_prefix(name)
+        .and_then(|s| s.strip_prefix(INSTANCE_INFIX))
+        .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `<name>-sentinel-<j>`.
@@ -692,6 +704,21 @@ mod tests {
         }
         assert!(REDIS_START.contains("/run/secrets/redis-password-extra"));
         assert!(SENTINEL_START.contains("/run/secrets/redis-password-extra"));
+    }
+
+    #[test]
+    fn instances_are_told_from_sentinels_by_their_name() {
+        assert!(is_instance("cache", &instance_name("cache", 0)));
+        assert!(is_instance("cache", "cache-redis-12"));
+        for other in [
+            sentinel_name("cache", 0),
+            "cache-redis-".into(),
+            "cache-redis-1-i1".into(),
+            "cache-redis-x".into(),
+            instance_name("cache2", 0),
+        ] {
+            assert!(!is_instance("cache", &other), "{other}");
+        }
     }
 
     #[test]
