@@ -8,13 +8,43 @@ use std::time::Duration;
 
 use chrono::Utc;
 use haswarm_crds::meta::CommonStatus;
-use haswarm_crds::ConditionStatus;
+use haswarm_crds::{ConditionStatus, EventType};
 
-use crate::runtime::controller::{report_services, Context, ReconcileError};
+use crate::runtime::controller::{event, report_services, Context, ReconcileError};
 use crate::runtime::Action;
 use crate::store::Record;
 use crate::swarm::objects::ContentKind;
 use crate::swarm::Owner;
+
+/// An event a pure step decided on, recorded by the reconcile ([`emit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// `Normal` or `Warning`.
+    pub type_: EventType,
+    /// CamelCase cause.
+    pub reason: &'static str,
+    /// What happened, for people.
+    pub message: String,
+}
+
+impl Notice {
+    /// A notice of `reason`.
+    #[must_use]
+    pub fn new(type_: EventType, reason: &'static str, message: String) -> Self {
+        Self {
+            type_,
+            reason,
+            message,
+        }
+    }
+}
+
+/// Records the events a pure step returned (best effort, as every event).
+pub fn emit(ctx: &Context, obj: &Record, notices: &[Notice]) {
+    for n in notices {
+        event(ctx, obj, n.type_, n.reason, &n.message);
+    }
+}
 
 /// Sets a condition: `Some(true)` True, `Some(false)` False, `None` Unknown.
 pub fn set(

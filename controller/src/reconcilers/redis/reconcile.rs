@@ -7,13 +7,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use haswarm_crds::meta::OwnedObject;
-use haswarm_crds::redis::{
-    PasswordRotation, RedisReplicaStatus, RedisSentinelGroupStatus, RotationPhase,
-};
+use haswarm_crds::redis::{PasswordRotation, RedisSentinelGroupStatus, RotationPhase};
 use haswarm_crds::{EventType, RedisSentinelGroup};
 
 use super::observe::{self, SentinelView};
 use super::render::{self, purpose, Inputs};
+use super::report::{self, MAX_LAG_BYTES};
 use crate::reconcilers::contents::{self as shared, content_names, generate_password};
 use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
 use crate::reconcilers::{rollout, status};
@@ -46,9 +45,6 @@ const KIND: &str = "RedisSentinelGroup";
 /// the replicas catching up (5 s at most). The whole script must end within
 /// the exec limit (20 s).
 const SWITCHOVER_PAUSE_MS: u64 = 8_000;
-
-/// A replica more than this many bytes behind counts as out of sync.
-const MAX_LAG_BYTES: u64 = 1 << 20;
 
 /// The group's slot families: data instances, then sentinels.
 fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
@@ -391,27 +387,6 @@ fn members(
     master: Option<&str>,
 ) -> BTreeMap<String, rollout::Member> {
     rollout::members(plan, health, |n| render::is_instance(prefix, n), master)
-}
-
-/// Every data instance but the master, as the master reports it now (a
-/// Sentinel's replica table lags by up to 10 s, and is empty for a moment
-/// after a reset): an instance the master does not list is not linked.
-fn replica_status(rsg: &RedisSentinelGroup, view: &SentinelView) -> Vec<RedisReplicaStatus> {
-    let name = rsg.metadata.name.as_str();
-    (0..usize::from(rsg.spec.instances))
-        .map(|i| render::instance_name(name, i))
-        .filter(|n| Some(n.as_str()) != view.master.as_deref())
-        .map(|n| {
-            let connected = view.connected.iter().find(|r| r.host == n);
-            RedisReplicaStatus {
-                link_up: connected.is_some_and(|r| r.state == "online"),
-                lag_bytes: connected
-                    .zip(view.master_offset)
-                    .map(|(r, m)| m.saturating_sub(r.offset)),
-                name: n,
-            }
-        })
-        .collect()
 }
 
 /// Whether the group is healthy enough for one member to go down: every
@@ -846,155 +821,19 @@ impl Reconciler for RedisGroups {
                 holding.get_or_insert_with(|| format!("password rotation, phase {phase:?}"));
             }
         }
-        status::progressing(&mut status.common, holding.as_ref(), generation);
-
-        let sentinels = rsg.spec.sentinels.count;
-        let quorum = rsg.spec.quorum();
-        match views.first() {
-            None => {
-                status.master = None;
-                status.replicas.clear();
-                status.sentinels_seen = None;
-                let why = if unassigned.is_empty() {
-                    "no sentinel answers yet (haswarm reads them on the node of the engine it talks to)".to_owned()
-                } else {
-                    format!(
-                        "no node can take {}: check spec.placement and node availability",
-                        unassigned.join(", ")
-                    )
-                };
-                for type_ in ["MasterAvailable", "QuorumHealthy", "ReplicasInSync"] {
-                    status::set(
-                        &mut status.common,
-                        type_,
-                        None,
-                        "NoSentinelAnswer",
-                        why.clone(),
-                        generation,
-                    );
-                }
-                status::set(
-                    &mut status.common,
-                    "Ready",
-                    Some(false),
-                    "Starting",
-                    why,
-                    generation,
-                );
-            }
-            Some((_, view)) => {
-                let master = view.master.clone();
-                let reported = observe::reported_master(
-                    (old.master.as_deref(), old.unreachable_master.as_deref()),
-                    master.as_deref(),
-                    view.master_up(),
-                );
-                if let Some((from, to)) = &reported.changed {
-                    event(
-                        &ctx,
-                        &obj,
-                        EventType::Warning,
-                        "MasterChanged",
-                        &format!("master moved from {from} to {to}"),
-                    );
-                }
-                if let Some(m) = &reported.went_unreachable {
-                    event(
-                        &ctx,
-                        &obj,
-                        EventType::Warning,
-                        "MasterUnreachable",
-                        &format!(
-                            "master {m} does not answer ({}): the sentinels fail over once it has been down for {} ms",
-                            view.master_flags,
-                            rsg.spec.sentinels.down_after.as_millis()
-                        ),
-                    );
-                }
-                status.master = reported.master;
-                status.unreachable_master = reported.unreachable;
-                let seen = u8::try_from(view.other_sentinels + 1).unwrap_or(u8::MAX);
-                status.sentinels_seen = Some(seen);
-                status.replicas = replica_status(&rsg, view);
-                let master_ok = view.master_up();
-                status::set(
-                    &mut status.common,
-                    "MasterAvailable",
-                    Some(master_ok),
-                    if master_ok { "MasterUp" } else { "MasterDown" },
-                    format!(
-                        "master {} ({})",
-                        master.as_deref().unwrap_or("?"),
-                        view.master_flags
-                    ),
-                    generation,
-                );
-                let tilted: Vec<&str> = views
-                    .iter()
-                    .filter(|(_, v)| v.tilt)
-                    .map(|(s, _)| s.as_str())
-                    .collect();
-                let quorum_ok = seen >= quorum && seen * 2 > sentinels && tilted.is_empty();
-                let (reason, message) = if !tilted.is_empty() {
-                    tracing::warn!(?tilted, "sentinels in TILT mode");
-                    (
-                        "SentinelTilt",
-                        format!(
-                            "{} in TILT mode: its event loop stalled (slow DNS answers for names of stopped tasks, a starved CPU or a clock jump), so for 30 s it neither votes nor fails over",
-                            tilted.join(", ")
-                        ),
-                    )
-                } else if quorum_ok {
-                    (
-                        "QuorumReached",
-                        format!("{seen} of {sentinels} sentinels known, quorum {quorum}"),
-                    )
-                } else {
-                    (
-                        "TooFewSentinels",
-                        format!("{seen} of {sentinels} sentinels known, quorum {quorum}"),
-                    )
-                };
-                status::set(
-                    &mut status.common,
-                    "QuorumHealthy",
-                    Some(quorum_ok),
-                    reason,
-                    message,
-                    generation,
-                );
-                let expected = usize::from(rsg.spec.instances.saturating_sub(1));
-                let in_sync = status
-                    .replicas
-                    .iter()
-                    .filter(|r| r.link_up && r.lag_bytes.is_none_or(|l| l <= MAX_LAG_BYTES))
-                    .count();
-                let replicas_ok = in_sync >= expected;
-                status::set(
-                    &mut status.common,
-                    "ReplicasInSync",
-                    Some(replicas_ok),
-                    if replicas_ok {
-                        "InSync"
-                    } else {
-                        "ReplicasBehind"
-                    },
-                    format!("{in_sync} of {expected} replicas linked and in sync"),
-                    generation,
-                );
-                status::ready(
-                    &mut status.common,
-                    master_ok && quorum_ok && replicas_ok,
-                    &group,
-                    holding.as_ref(),
-                    format!(
-                        "master {}, {in_sync}/{expected} replicas in sync, {seen}/{sentinels} sentinels",
-                        master.as_deref().unwrap_or("unknown")
-                    ),
-                    generation,
-                );
-            }
-        }
+        let notices = report::report(
+            &report::Look {
+                rsg: &rsg,
+                old: &old,
+                views: &views,
+                unassigned: &unassigned,
+                holding: holding.as_ref(),
+                group: &group,
+                generation,
+            },
+            &mut status,
+        );
+        status::emit(&ctx, &obj, &notices);
         status.common.observed_generation = generation;
         if status != old {
             write_status(&ctx, &obj, &status).await?;
@@ -1103,20 +942,6 @@ mod tests {
         assert_eq!(m["c-redis-3"].change, Some(rollout::Change::Remove));
         assert!(!m["c-redis-3"].serving);
         assert_eq!(m["c-redis-4"].change, Some(rollout::Change::Create));
-    }
-
-    #[test]
-    fn replicas_are_reported_from_the_master_including_missing_ones() {
-        let r: RedisSentinelGroup = serde_json::from_value(serde_json::json!({
-            "apiVersion": "haswarm.io/v1alpha1", "kind": "RedisSentinelGroup",
-            "metadata": {"name": "c"}, "spec": {"instances": 4}
-        }))
-        .expect("group");
-        let s = replica_status(&r, &healthy_view());
-        let names: Vec<&str> = s.iter().map(|x| x.name.as_str()).collect();
-        assert_eq!(names, ["c-redis-1", "c-redis-2", "c-redis-3"]);
-        assert_eq!(s[1].lag_bytes, Some(10));
-        assert!(s[0].link_up && !s[2].link_up);
     }
 
     #[test]
