@@ -2,8 +2,13 @@
 //! the Sentinels that watch them and fail over.
 
 pub mod observe;
+mod passwords;
 pub mod reconcile;
 pub mod render;
 pub mod report;
+mod sentinels;
 
 pub use reconcile::RedisGroups;
+
+/// The kind's name, as stores, events and credentials key it.
+const KIND: &str = "RedisSentinelGroup";

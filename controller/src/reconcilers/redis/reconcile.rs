@@ -1,5 +1,6 @@
-//! RedisSentinelGroup, effectful part: password, slots, network, configs,
-//! services, and status from what the sentinels report.
+//! RedisSentinelGroup's reconcile: places the slots, prepares and rolls the
+//! services, then reports (passwords, sentinels and status have their own
+//! modules).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -7,13 +8,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use haswarm_crds::meta::OwnedObject;
-use haswarm_crds::redis::{PasswordRotation, RedisSentinelGroupStatus, RotationPhase};
+use haswarm_crds::redis::{PasswordRotation, RedisSentinelGroupStatus};
 use haswarm_crds::{EventType, RedisSentinelGroup};
 
 use super::observe::{self, SentinelView};
+use super::passwords::{advance_rotation, passwords, start_rotation, Extra, Passwords};
 use super::render::{self, purpose, Inputs};
 use super::report::{self, MAX_LAG_BYTES};
-use crate::reconcilers::contents::{self as shared, content_names, generate_password};
+use super::sentinels::{drain_master, forget_departed, observe, switchover};
+use super::KIND;
+use crate::reconcilers::contents::{self as shared, content_names};
 use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
 use crate::reconcilers::{rollout, status};
 use crate::runtime::controller::{
@@ -23,7 +27,7 @@ use crate::runtime::controller::{
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
 use crate::swarm::objects::ContentKind;
-use crate::swarm::{DesiredService, Owner, ServiceHealth, ServicePlan, SwarmError};
+use crate::swarm::{DesiredService, Owner, ServiceHealth, ServicePlan};
 
 /// The RedisSentinelGroup reconciler.
 #[derive(Debug, Default)]
@@ -37,17 +41,8 @@ pub struct RedisGroups {
 /// restarted (its start script then asks the sentinels for the master).
 const DETACHED_GRACE: Duration = Duration::from_secs(30);
 
-const KIND: &str = "RedisSentinelGroup";
-
-/// How long one hold of the master's writes lasts during a switchover. The
-/// script renews it until the old master follows the promoted replica, so
-/// this bounds the hold only if the script dies; the first one also covers
-/// the replicas catching up (5 s at most). The whole script must end within
-/// the exec limit (20 s).
-const SWITCHOVER_PAUSE_MS: u64 = 8_000;
-
 /// The group's slot families: data instances, then sentinels.
-fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
+pub(super) fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
     [
         Family {
             count: instances,
@@ -127,194 +122,6 @@ async fn place(
         &stay,
     )
     .await
-}
-
-/// The passwords of a pass: the one members use (secret name, and the value
-/// when haswarm generates it) and, during a rotation, the other one they accept.
-struct Passwords {
-    secret: String,
-    generated: Option<Vec<u8>>,
-    extra: Option<Extra>,
-}
-
-/// The other accepted password during a rotation.
-enum Extra {
-    /// A generated one, rendered into a secret of the group's.
-    Generated(Vec<u8>),
-    /// A secret of the user's (spec.passwordSecret, before or after a change).
-    Named(String),
-}
-
-/// A stored credential of this group, created with a new password when missing.
-async fn credential(ctx: &Context, name: &str, purpose: &str) -> Result<Vec<u8>, ReconcileError> {
-    shared::stored_password(ctx, KIND, name, purpose).await
-}
-
-/// The passwords for the rotation in progress (if any).
-async fn passwords(
-    ctx: &Context,
-    rsg: &RedisSentinelGroup,
-    owner: &Owner,
-    rotation: Option<&PasswordRotation>,
-) -> Result<Passwords, ReconcileError> {
-    let phase = rotation.and_then(|r| r.phase);
-    if let Some(r) = &rsg.spec.password_secret {
-        if ctx.swarm.secret_id(&r.name).await?.is_none() {
-            return Err(ReconcileError::Swarm(SwarmError::NotFound(format!(
-                "secret {:?} named by spec.passwordSecret",
-                r.name
-            ))));
-        }
-        let from = rotation.and_then(|r| r.from_secret.clone());
-        let (secret, extra) = match (phase, from) {
-            (Some(RotationPhase::Accept), Some(from)) => (from, Some(Extra::Named(r.name.clone()))),
-            (Some(RotationPhase::Use), Some(from)) => (r.name.clone(), Some(Extra::Named(from))),
-            _ => (r.name.clone(), None),
-        };
-        return Ok(Passwords {
-            secret,
-            generated: None,
-            extra,
-        });
-    }
-    let name = rsg.metadata.name.as_str();
-    let current = credential(ctx, name, purpose::PASSWORD).await?;
-    let (used, extra) = match phase {
-        None | Some(RotationPhase::Forget) => (current, None),
-        Some(RotationPhase::Accept) => {
-            let next = credential(ctx, name, purpose::PASSWORD_NEXT).await?;
-            (current, Some(Extra::Generated(next)))
-        }
-        Some(RotationPhase::Use) => {
-            let next = credential(ctx, name, purpose::PASSWORD_NEXT).await?;
-            (next, Some(Extra::Generated(current)))
-        }
-    };
-    Ok(Passwords {
-        secret: crate::swarm::objects::content_name(owner, purpose::PASSWORD, &used),
-        generated: Some(used),
-        extra,
-    })
-}
-
-/// Starts a password rotation when the annotation asks for one; returns
-/// the phase to render. Each phase is a whole rolling update, so at every
-/// moment every member accepts the password every other member uses:
-/// replication and sentinel monitoring never see a wrong password.
-async fn start_rotation(
-    ctx: &Context,
-    obj: &Record,
-    rsg: &RedisSentinelGroup,
-    status: &mut RedisSentinelGroupStatus,
-) -> Result<Option<RotationPhase>, ReconcileError> {
-    let asked = rsg
-        .metadata
-        .annotations
-        .get(haswarm_crds::redis::ROTATE_PASSWORD_ANNOTATION)
-        .cloned();
-    let previous = status.password_secret.clone();
-    let rotation = status
-        .password_rotation
-        .get_or_insert_with(Default::default);
-    if rotation.phase.is_none() {
-        // A new spec.passwordSecret: move to it in the same three phases.
-        if let (Some(r), Some(prev)) = (&rsg.spec.password_secret, previous) {
-            if r.name != prev {
-                rotation.from_secret = Some(prev.clone());
-                rotation.phase = Some(RotationPhase::Accept);
-                event(
-                    ctx,
-                    obj,
-                    EventType::Normal,
-                    "PasswordRotation",
-                    &format!(
-                        "spec.passwordSecret changed from {prev} to {}: every member first learns to accept the new password",
-                        r.name
-                    ),
-                );
-                return Ok(rotation.phase);
-            }
-        }
-    }
-    if rotation.phase.is_some() || asked.is_none() || asked == rotation.requested {
-        let phase = rotation.phase;
-        if rotation == &PasswordRotation::default() {
-            status.password_rotation = None;
-        }
-        return Ok(phase);
-    }
-    rotation.requested = asked;
-    if rsg.spec.password_secret.is_some() {
-        event(
-            ctx,
-            obj,
-            EventType::Warning,
-            "RotationSkipped",
-            "the password comes from spec.passwordSecret: point it at a new secret to rotate it",
-        );
-        return Ok(None);
-    }
-    // A fresh next password (a leftover of an interrupted request goes).
-    ctx.store
-        .put_credential(
-            KIND,
-            rsg.metadata.name.as_str(),
-            purpose::PASSWORD_NEXT,
-            &generate_password(),
-        )
-        .await?;
-    rotation.phase = Some(RotationPhase::Accept);
-    event(
-        ctx,
-        obj,
-        EventType::Normal,
-        "PasswordRotation",
-        "rotating the password: every member first learns to accept the new one",
-    );
-    Ok(rotation.phase)
-}
-
-/// Moves a rotation to its next phase once the current one has rolled out
-/// to every member and the group is healthy.
-async fn advance_rotation(
-    ctx: &Context,
-    obj: &Record,
-    rsg: &RedisSentinelGroup,
-    status: &mut RedisSentinelGroupStatus,
-) -> Result<(), ReconcileError> {
-    let name = rsg.metadata.name.as_str();
-    let Some(rotation) = status.password_rotation.as_mut() else {
-        return Ok(());
-    };
-    let (next, message) = match rotation.phase {
-        None => return Ok(()),
-        Some(RotationPhase::Accept) => (
-            Some(RotationPhase::Use),
-            "every member accepts the new password: switching every member to it",
-        ),
-        Some(RotationPhase::Use) => {
-            if rsg.spec.password_secret.is_none() {
-                let next = credential(ctx, name, purpose::PASSWORD_NEXT).await?;
-                ctx.store
-                    .put_credential(KIND, name, purpose::PASSWORD, &next)
-                    .await?;
-            }
-            (
-                Some(RotationPhase::Forget),
-                "every member uses the new password: making them forget the old one",
-            )
-        }
-        Some(RotationPhase::Forget) => {
-            rotation.from_secret = None;
-            (
-                None,
-                "password rotated: the old password is no longer accepted",
-            )
-        }
-    };
-    rotation.phase = next;
-    event(ctx, obj, EventType::Normal, "PasswordRotation", message);
-    Ok(())
 }
 
 /// What the group's services need from the Swarm before they can be applied.
@@ -504,189 +311,6 @@ async fn roll(
     })
 }
 
-/// Hands the master role to a replica with no acknowledged write lost: the
-/// master's writes held until the replicas caught up, then `SENTINEL
-/// FAILOVER` (see [`observe::graceful_failover`]).
-async fn switchover(
-    ctx: &Context,
-    obj: &Record,
-    rsg: &RedisSentinelGroup,
-    from: &str,
-    views: &[(String, SentinelView)],
-    why: &str,
-) -> Result<(), ReconcileError> {
-    let group = rsg.spec.master_group(&rsg.metadata);
-    let script = observe::graceful_failover(&group, SWITCHOVER_PAUSE_MS);
-    for (sentinel, _) in views {
-        if let Some(out) = ctx.swarm.exec_in_service(sentinel, &script).await? {
-            let out = out.trim();
-            tracing::info!(sentinel, steps = out, "switchover");
-            if out.lines().last() == Some("OK") {
-                event(
-                    ctx,
-                    obj,
-                    EventType::Normal,
-                    "Switchover",
-                    &format!("asked the sentinels to move the master role away from {from} {why}"),
-                );
-            } else {
-                tracing::info!(sentinel, answer = out, "switchover not started");
-            }
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-/// `haswarmctl node drain`: a master on a node haswarm drains hands its
-/// role over before its slot may move (the sentinels choose the replica;
-/// one on the same node moves too, and is handed over from in turn).
-/// Returns what is in progress.
-async fn drain_master(
-    ctx: &Context,
-    obj: &Record,
-    rsg: &RedisSentinelGroup,
-    views: &[(String, SentinelView)],
-) -> Result<Option<String>, ReconcileError> {
-    let Some(master) = views.first().and_then(|(_, v)| v.master.as_deref()) else {
-        return Ok(None);
-    };
-    let nodes = ctx.swarm.nodes().await?;
-    let name = rsg.metadata.name.as_str();
-    let data = &families(name, usize::from(rsg.spec.instances), 0)[0];
-    let Some(node) = slots::draining(&nodes, data).remove(master) else {
-        return Ok(None);
-    };
-    let why = format!("because its node {node} is being drained");
-    switchover(ctx, obj, rsg, master, views, &why).await?;
-    Ok(Some(format!("switching the master over: {node} drains")))
-}
-
-/// Sentinels never forget a sentinel or replica they once saw; after a scale
-/// down they would count removed sentinels against the majority a failover
-/// needs, and after a member moved node they would list its replaced
-/// incarnation beside it. Resets one sentinel per pass, and only while every
-/// other sentinel knows the whole group (as Redis's documentation asks: one
-/// at a time).
-async fn forget_departed(
-    ctx: &Context,
-    rsg: &RedisSentinelGroup,
-    views: &[(String, SentinelView)],
-) -> Result<(), ReconcileError> {
-    let name = rsg.metadata.name.as_str();
-    let instances: Vec<String> = (0..usize::from(rsg.spec.instances))
-        .map(|i| render::instance_name(name, i))
-        .collect();
-    let Some(sentinel) =
-        observe::stale_sentinel(views, usize::from(rsg.spec.sentinels.count), &instances)
-    else {
-        return Ok(());
-    };
-    let group = rsg.spec.master_group(&rsg.metadata);
-    tracing::info!(
-        sentinel,
-        "resetting a sentinel that remembers departed members"
-    );
-    let probe = probe(ctx, rsg).await?;
-    at_sentinel(ctx, &sentinel, probe.as_deref(), |host| {
-        observe::sentinel_command(host, &format!("SENTINEL RESET {group}"))
-    })
-    .await?;
-    Ok(())
-}
-
-/// Runs a script built for a sentinel's host in that sentinel's container
-/// when it runs on this engine's node, else in `probe` (a container of the
-/// group here) against the sentinel's service name. `None` when neither
-/// runs here.
-async fn at_sentinel(
-    ctx: &Context,
-    sentinel: &str,
-    probe: Option<&str>,
-    script: impl Fn(&str) -> String,
-) -> Result<Option<String>, SwarmError> {
-    if let Some(out) = ctx
-        .swarm
-        .exec_in_service(sentinel, &script(observe::OWN_SENTINEL))
-        .await?
-    {
-        return Ok(Some(out));
-    }
-    match probe {
-        Some(probe) if probe != sentinel => {
-            ctx.swarm.exec_in_service(probe, &script(sentinel)).await
-        }
-        _ => Ok(None),
-    }
-}
-
-/// A service of the group with a running container on this engine's node,
-/// sentinels first, to reach the members on other nodes from: each of the
-/// group's containers has the password and `redis-cli`.
-async fn probe(ctx: &Context, rsg: &RedisSentinelGroup) -> Result<Option<String>, SwarmError> {
-    let name = rsg.metadata.name.as_str();
-    let sentinels =
-        (0..usize::from(rsg.spec.sentinels.count)).map(|j| render::sentinel_name(name, j));
-    let instances = (0..usize::from(rsg.spec.instances)).map(|i| render::instance_name(name, i));
-    for service in sentinels.chain(instances) {
-        match ctx.swarm.exec_in_service(&service, "true").await {
-            Ok(Some(_)) => return Ok(Some(service)),
-            Ok(None) | Err(SwarmError::TimedOut(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
-}
-
-/// Asks every sentinel about the group, those on other nodes from a
-/// container of the group on this one (see [`at_sentinel`]); the views of
-/// those that know a master, hosts named by member (see
-/// [`observe::member_name`]: an incarnation that was replaced is none).
-async fn observe(
-    ctx: &Context,
-    rsg: &RedisSentinelGroup,
-) -> Result<Vec<(String, SentinelView)>, ReconcileError> {
-    let name = rsg.metadata.name.as_str();
-    let nodes = ctx.swarm.nodes().await?;
-    let current: BTreeMap<String, u32> = families(
-        name,
-        usize::from(rsg.spec.instances),
-        usize::from(rsg.spec.sentinels.count),
-    )
-    .iter()
-    .flat_map(|f| f.incarnations(&nodes))
-    .collect();
-    let group = rsg.spec.master_group(&rsg.metadata);
-    let probe = probe(ctx, rsg).await?;
-    let mut views = Vec::new();
-    for j in 0..usize::from(rsg.spec.sentinels.count) {
-        let sentinel = render::sentinel_name(name, j);
-        let query = |host: &str| observe::sentinel_query(&group, host);
-        // A sentinel that does not answer in time is one less view, as an
-        // unreachable sentinel is: the others still tell the truth.
-        let out = match at_sentinel(ctx, &sentinel, probe.as_deref(), query).await {
-            Ok(out) => out,
-            Err(SwarmError::TimedOut(why)) => {
-                tracing::warn!(sentinel, why, "a sentinel did not answer");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(out) = out {
-            let view = observe::parse(&out).resolve(|s| current.get(s).copied());
-            if view.master.is_some() {
-                views.push((sentinel, view));
-            }
-        }
-    }
-    // Right after a failover some sentinels still follow the old master:
-    // the highest configuration epoch is the current truth. Among equals, a
-    // sentinel in TILT mode comes last: it flags nothing down while in it,
-    // so it calls a master up that stopped answering.
-    views.sort_by_key(|(_, v)| (std::cmp::Reverse(v.config_epoch), v.tilt));
-    Ok(views)
-}
-
 impl RedisGroups {
     /// Restarts instances that run but stay out of replication: a replica
     /// that followed a master which is gone, and that no sentinel knows
@@ -863,14 +487,6 @@ impl Reconciler for RedisGroups {
 mod tests {
     use super::*;
     use crate::swarm::ServiceChange;
-
-    #[test]
-    fn generated_passwords_are_long_and_plain() {
-        let a = generate_password();
-        assert_eq!(a.len(), 32);
-        assert!(a.iter().all(u8::is_ascii_alphanumeric));
-        assert_ne!(a, generate_password());
-    }
 
     fn healthy_view() -> SentinelView {
         observe::parse(

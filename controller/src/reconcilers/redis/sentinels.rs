@@ -1,0 +1,206 @@
+//! Talking to a RedisSentinelGroup's sentinels: what they say (the data
+//! plane's facts of a pass) and the commands haswarm sends them, from a
+//! container of the group on the engine's node.
+
+use std::collections::BTreeMap;
+
+use haswarm_crds::{EventType, RedisSentinelGroup};
+
+use super::observe::{self, SentinelView};
+use super::reconcile::families;
+use super::render;
+use crate::reconcilers::slots;
+use crate::runtime::controller::event;
+use crate::runtime::{Context, ReconcileError};
+use crate::store::Record;
+use crate::swarm::SwarmError;
+
+/// How long one hold of the master's writes lasts during a switchover. The
+/// script renews it until the old master follows the promoted replica, so
+/// this bounds the hold only if the script dies; the first one also covers
+/// the replicas catching up (5 s at most). The whole script must end within
+/// the exec limit (20 s).
+const SWITCHOVER_PAUSE_MS: u64 = 8_000;
+
+/// Hands the master role to a replica with no acknowledged write lost: the
+/// master's writes held until the replicas caught up, then `SENTINEL
+/// FAILOVER` (see [`observe::graceful_failover`]).
+pub(super) async fn switchover(
+    ctx: &Context,
+    obj: &Record,
+    rsg: &RedisSentinelGroup,
+    from: &str,
+    views: &[(String, SentinelView)],
+    why: &str,
+) -> Result<(), ReconcileError> {
+    let group = rsg.spec.master_group(&rsg.metadata);
+    let script = observe::graceful_failover(&group, SWITCHOVER_PAUSE_MS);
+    for (sentinel, _) in views {
+        if let Some(out) = ctx.swarm.exec_in_service(sentinel, &script).await? {
+            let out = out.trim();
+            tracing::info!(sentinel, steps = out, "switchover");
+            if out.lines().last() == Some("OK") {
+                event(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "Switchover",
+                    &format!("asked the sentinels to move the master role away from {from} {why}"),
+                );
+            } else {
+                tracing::info!(sentinel, answer = out, "switchover not started");
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// `haswarmctl node drain`: a master on a node haswarm drains hands its
+/// role over before its slot may move (the sentinels choose the replica;
+/// one on the same node moves too, and is handed over from in turn).
+/// Returns what is in progress.
+pub(super) async fn drain_master(
+    ctx: &Context,
+    obj: &Record,
+    rsg: &RedisSentinelGroup,
+    views: &[(String, SentinelView)],
+) -> Result<Option<String>, ReconcileError> {
+    let Some(master) = views.first().and_then(|(_, v)| v.master.as_deref()) else {
+        return Ok(None);
+    };
+    let nodes = ctx.swarm.nodes().await?;
+    let name = rsg.metadata.name.as_str();
+    let data = &families(name, usize::from(rsg.spec.instances), 0)[0];
+    let Some(node) = slots::draining(&nodes, data).remove(master) else {
+        return Ok(None);
+    };
+    let why = format!("because its node {node} is being drained");
+    switchover(ctx, obj, rsg, master, views, &why).await?;
+    Ok(Some(format!("switching the master over: {node} drains")))
+}
+
+/// Sentinels never forget a sentinel or replica they once saw; after a scale
+/// down they would count removed sentinels against the majority a failover
+/// needs, and after a member moved node they would list its replaced
+/// incarnation beside it. Resets one sentinel per pass, and only while every
+/// other sentinel knows the whole group (as Redis's documentation asks: one
+/// at a time).
+pub(super) async fn forget_departed(
+    ctx: &Context,
+    rsg: &RedisSentinelGroup,
+    views: &[(String, SentinelView)],
+) -> Result<(), ReconcileError> {
+    let name = rsg.metadata.name.as_str();
+    let instances: Vec<String> = (0..usize::from(rsg.spec.instances))
+        .map(|i| render::instance_name(name, i))
+        .collect();
+    let Some(sentinel) =
+        observe::stale_sentinel(views, usize::from(rsg.spec.sentinels.count), &instances)
+    else {
+        return Ok(());
+    };
+    let group = rsg.spec.master_group(&rsg.metadata);
+    tracing::info!(
+        sentinel,
+        "resetting a sentinel that remembers departed members"
+    );
+    let probe = probe(ctx, rsg).await?;
+    at_sentinel(ctx, &sentinel, probe.as_deref(), |host| {
+        observe::sentinel_command(host, &format!("SENTINEL RESET {group}"))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs a script built for a sentinel's host in that sentinel's container
+/// when it runs on this engine's node, else in `probe` (a container of the
+/// group here) against the sentinel's service name. `None` when neither
+/// runs here.
+async fn at_sentinel(
+    ctx: &Context,
+    sentinel: &str,
+    probe: Option<&str>,
+    script: impl Fn(&str) -> String,
+) -> Result<Option<String>, SwarmError> {
+    if let Some(out) = ctx
+        .swarm
+        .exec_in_service(sentinel, &script(observe::OWN_SENTINEL))
+        .await?
+    {
+        return Ok(Some(out));
+    }
+    match probe {
+        Some(probe) if probe != sentinel => {
+            ctx.swarm.exec_in_service(probe, &script(sentinel)).await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A service of the group with a running container on this engine's node,
+/// sentinels first, to reach the members on other nodes from: each of the
+/// group's containers has the password and `redis-cli`.
+async fn probe(ctx: &Context, rsg: &RedisSentinelGroup) -> Result<Option<String>, SwarmError> {
+    let name = rsg.metadata.name.as_str();
+    let sentinels =
+        (0..usize::from(rsg.spec.sentinels.count)).map(|j| render::sentinel_name(name, j));
+    let instances = (0..usize::from(rsg.spec.instances)).map(|i| render::instance_name(name, i));
+    for service in sentinels.chain(instances) {
+        match ctx.swarm.exec_in_service(&service, "true").await {
+            Ok(Some(_)) => return Ok(Some(service)),
+            Ok(None) | Err(SwarmError::TimedOut(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Asks every sentinel about the group, those on other nodes from a
+/// container of the group on this one (see [`at_sentinel`]); the views of
+/// those that know a master, hosts named by member (see
+/// [`observe::member_name`]: an incarnation that was replaced is none).
+pub(super) async fn observe(
+    ctx: &Context,
+    rsg: &RedisSentinelGroup,
+) -> Result<Vec<(String, SentinelView)>, ReconcileError> {
+    let name = rsg.metadata.name.as_str();
+    let nodes = ctx.swarm.nodes().await?;
+    let current: BTreeMap<String, u32> = families(
+        name,
+        usize::from(rsg.spec.instances),
+        usize::from(rsg.spec.sentinels.count),
+    )
+    .iter()
+    .flat_map(|f| f.incarnations(&nodes))
+    .collect();
+    let group = rsg.spec.master_group(&rsg.metadata);
+    let probe = probe(ctx, rsg).await?;
+    let mut views = Vec::new();
+    for j in 0..usize::from(rsg.spec.sentinels.count) {
+        let sentinel = render::sentinel_name(name, j);
+        let query = |host: &str| observe::sentinel_query(&group, host);
+        // A sentinel that does not answer in time is one less view, as an
+        // unreachable sentinel is: the others still tell the truth.
+        let out = match at_sentinel(ctx, &sentinel, probe.as_deref(), query).await {
+            Ok(out) => out,
+            Err(SwarmError::TimedOut(why)) => {
+                tracing::warn!(sentinel, why, "a sentinel did not answer");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(out) = out {
+            let view = observe::parse(&out).resolve(|s| current.get(s).copied());
+            if view.master.is_some() {
+                views.push((sentinel, view));
+            }
+        }
+    }
+    // Right after a failover some sentinels still follow the old master:
+    // the highest configuration epoch is the current truth. Among equals, a
+    // sentinel in TILT mode comes last: it flags nothing down while in it,
+    // so it calls a master up that stopped answering.
+    views.sort_by_key(|(_, v)| (std::cmp::Reverse(v.config_epoch), v.tilt));
+    Ok(views)
+}
