@@ -63,6 +63,70 @@ pub fn set(
     common.set_condition(type_, s, reason, message, generation, Utc::now());
 }
 
+/// The conditions while the data plane does not answer: each of `types`
+/// Unknown with `reason`, and Ready False (`Starting`). They say why: the
+/// slots no node can take (`unassigned`), or else `silent`.
+pub fn no_answer(
+    common: &mut CommonStatus,
+    (types, reason): (&[&str], &str),
+    silent: &str,
+    unassigned: &[String],
+    generation: Option<u64>,
+) {
+    let why = if unassigned.is_empty() {
+        silent.to_owned()
+    } else {
+        format!(
+            "no node can take {}: check spec.placement and node availability",
+            unassigned.join(", ")
+        )
+    };
+    for type_ in types {
+        set(common, type_, None, reason, why.clone(), generation);
+    }
+    set(common, "Ready", Some(false), "Starting", why, generation);
+}
+
+/// `ReplicasInSync`: whether every replica follows closely, and `message`.
+pub fn replicas_in_sync(
+    common: &mut CommonStatus,
+    ok: bool,
+    message: String,
+    generation: Option<u64>,
+) {
+    let reason = if ok { "InSync" } else { "ReplicasBehind" };
+    set(
+        common,
+        "ReplicasInSync",
+        Some(ok),
+        reason,
+        message,
+        generation,
+    );
+}
+
+/// Ends a pass of a stateful kind: records the events its look called
+/// for, stamps the generation acted on, writes the status only when it
+/// changed (the runtime's only status write of a pass), and says when to
+/// look again.
+///
+/// # Errors
+/// Store errors.
+pub async fn finish<S: serde::Serialize + PartialEq>(
+    ctx: &Context,
+    obj: &Record,
+    (old, status): (&S, &mut S),
+    common: impl Fn(&mut S) -> &mut CommonStatus,
+    (notices, holding): (&[Notice], bool),
+) -> Result<Action, ReconcileError> {
+    emit(ctx, obj, notices);
+    common(status).observed_generation = obj.metadata.generation;
+    if status != old {
+        crate::runtime::controller::write_status(ctx, obj, status).await?;
+    }
+    Ok(requeue(common(status), holding))
+}
+
 /// `Progressing` while a rollout holds changes back (saying what waits for
 /// what), gone otherwise.
 pub fn progressing(common: &mut CommonStatus, holding: Option<&String>, generation: Option<u64>) {

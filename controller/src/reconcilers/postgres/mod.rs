@@ -8,6 +8,7 @@ pub mod observe;
 mod placement;
 pub mod reconcile;
 pub mod render;
+pub mod report;
 pub mod rotate;
 mod switchover;
 

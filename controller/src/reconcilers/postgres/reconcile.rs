@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haswarm_crds::postgres::{
-    MemberRole, PgLogin, PgPasswordRotation, PgRotationPhase, PostgresClusterStatus,
-    PostgresMember, RotatedUser, SynchronousMode, SWITCHOVER_ANNOTATION,
+    PgLogin, PgPasswordRotation, PgRotationPhase, PostgresClusterStatus, PostgresMember,
+    RotatedUser, SWITCHOVER_ANNOTATION,
 };
 use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
 
@@ -18,6 +18,7 @@ use super::logins::{self, LoginChange, RoleKind};
 use super::observe::{self, ClusterView};
 use super::placement::{families, instance_incarnations, place, retiring};
 use super::render::{self, purpose, Inputs, PasswordSecrets};
+use super::report;
 use super::rotate;
 use super::switchover::{self, switchover};
 use crate::reconcilers::contents::{self as shared, content_names};
@@ -25,7 +26,6 @@ use crate::reconcilers::slots;
 use crate::reconcilers::{rollout, status};
 use crate::runtime::controller::{
     decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
-    write_status,
 };
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
@@ -515,17 +515,6 @@ fn mark_stalled_replicas(
     }
 }
 
-/// Whether synchronous replication is asked for and no standby confirms
-/// commits yet.
-fn synchronous_standby_missing(spec: &PostgresClusterSpec, view: &ClusterView) -> bool {
-    spec.patroni.synchronous_mode != SynchronousMode::Off
-        && spec.instances >= 2
-        && !view
-            .members
-            .iter()
-            .any(|m| m.role == MemberRole::SyncStandby)
-}
-
 /// Keeps Patroni's dynamic configuration equal to the spec (parameters,
 /// timing, synchronous mode), then restarts members whose new settings need
 /// it: one per step, replicas first, the leader once it was switched over.
@@ -966,176 +955,32 @@ impl Reconciler for PostgresClusters {
                 holding.get_or_insert(why);
             }
         }
-        status::progressing(&mut status.common, holding.as_ref(), generation);
-
-        if pgc.spec.router.replicas > 0 {
-            status.read_write_endpoint =
-                Some(format!("{}:{}", render::rw_name(name), render::PG_PORT));
-            status.read_only_endpoint =
-                Some(format!("{}:{}", render::ro_name(name), render::PG_PORT));
-        } else {
-            status.read_write_endpoint = None;
-            status.read_only_endpoint = None;
-        }
-        match &view {
-            None => {
-                // The last leader seen stays (with PrimaryAvailable Unknown):
-                // the next answer tells whether it moved.
-                status.members.clear();
-                let why = if unassigned.is_empty() {
-                    "Patroni does not answer yet (haswarm asks it on the node of the engine it talks to)".to_owned()
-                } else {
-                    format!(
-                        "no node can take {}: check spec.placement and node availability",
-                        unassigned.join(", ")
-                    )
-                };
-                for type_ in ["PrimaryAvailable", "ReplicasInSync"] {
-                    status::set(
-                        &mut status.common,
-                        type_,
-                        None,
-                        "NoAnswer",
-                        why.clone(),
-                        generation,
-                    );
-                }
-                status::set(
-                    &mut status.common,
-                    "Ready",
-                    Some(false),
-                    "Starting",
-                    why,
-                    generation,
-                );
-            }
-            Some(v) => {
-                status.members = with_nodes(&ctx, &v.members).await?;
-                // Patroni's word is its members' keys in etcd, which outlive
-                // a lost node by up to the ttl: a leader whose container does
-                // not run on a node that answers is not reported as one.
-                let unreachable = v.running_leader().and_then(|l| {
-                    let m = status.members.iter().find(|m| m.name == l)?;
-                    let answers = m
-                        .node
-                        .as_ref()
-                        .is_some_and(|h| nodes.iter().any(|n| &n.hostname == h && n.ready));
-                    (!answers).then(|| (l.to_owned(), m.node.clone()))
-                });
-                let now = v
-                    .running_leader()
-                    .filter(|_| unreachable.is_none())
-                    .map(str::to_owned);
-                let before = old
-                    .leader
-                    .clone()
-                    .or_else(|| old.unreachable_leader.clone());
-                if before.is_some() && now.is_some() && before != now {
-                    event(
-                        &ctx,
-                        &obj,
-                        EventType::Warning,
-                        "LeaderChanged",
-                        &format!(
-                            "leader moved from {} to {}",
-                            before.as_deref().unwrap_or("?"),
-                            now.as_deref().unwrap_or("?")
-                        ),
-                    );
-                }
-                if now.is_some() || old.leader.is_none() || unreachable.is_some() {
-                    status.leader.clone_from(&now);
-                }
-                if now.is_some() {
-                    status.unreachable_leader = None;
-                } else if let Some((l, _)) = &unreachable {
-                    if old.unreachable_leader.as_ref() != Some(l) {
-                        event(
-                            &ctx,
-                            &obj,
-                            EventType::Warning,
-                            "LeaderUnreachable",
-                            &format!("leader {l} does not answer: its node is down or its container gone; Patroni hands its key over once the ttl ({}s) runs out", pgc.spec.patroni.ttl),
-                        );
-                    }
-                    status.unreachable_leader = Some(l.clone());
-                }
-                let (reason, message) = match (&now, &unreachable) {
-                    (Some(l), _) => ("LeaderRunning", format!("leader {l}")),
-                    (None, Some((l, node))) => (
-                        "LeaderUnreachable",
-                        format!(
-                            "leader {l} {}: Patroni hands its key over once the ttl ({}s) runs out",
-                            node.as_ref().map_or_else(
-                                || "has no running container".to_owned(),
-                                |n| format!("runs on node {n}, which does not answer")
-                            ),
-                            pgc.spec.patroni.ttl
-                        ),
-                    ),
-                    (None, None) => (
-                        "NoLeader",
-                        "no member holds the leader key and runs".to_owned(),
-                    ),
-                };
-                status::set(
-                    &mut status.common,
-                    "PrimaryAvailable",
-                    Some(now.is_some()),
-                    reason,
-                    message,
-                    generation,
-                );
-                let expected = usize::from(pgc.spec.instances.saturating_sub(1));
-                let in_sync = v
-                    .members
-                    .iter()
-                    .filter(|m| Some(m.name.as_str()) != now.as_deref())
-                    .filter(|m| matches!(m.state.as_str(), "streaming" | "running"))
-                    .filter(|m| m.lag_bytes.is_some_and(|l| l <= MAX_LAG_BYTES))
-                    .count();
-                // Synchronous mode promises that no acknowledged commit is
-                // lost: only once a standby confirms commits (Patroni picks
-                // one a loop after the mode is switched on).
-                let standby_missing = synchronous_standby_missing(&pgc.spec, v);
-                let replicas_ok = in_sync >= expected && !standby_missing;
-                status::set(
-                    &mut status.common,
-                    "ReplicasInSync",
-                    Some(replicas_ok),
-                    if replicas_ok {
-                        "InSync"
-                    } else {
-                        "ReplicasBehind"
-                    },
-                    format!(
-                        "{in_sync} of {expected} replicas streaming and in sync{}",
-                        if standby_missing {
-                            ", no synchronous standby yet"
-                        } else {
-                            ""
-                        }
-                    ),
-                    generation,
-                );
-                status::ready(
-                    &mut status.common,
-                    now.is_some() && replicas_ok,
-                    &group,
-                    holding.as_ref(),
-                    format!(
-                        "leader {}, {in_sync}/{expected} replicas in sync",
-                        now.as_deref().unwrap_or("unknown")
-                    ),
-                    generation,
-                );
-            }
-        }
-        status.common.observed_generation = generation;
-        if status != old {
-            write_status(&ctx, &obj, &status).await?;
-        }
-        Ok(status::requeue(&status.common, holding.is_some()))
+        let members = match &view {
+            Some(v) => with_nodes(&ctx, &v.members).await?,
+            None => Vec::new(),
+        };
+        let notices = report::report(
+            &report::Look {
+                pgc: &pgc,
+                old: &old,
+                view: view.as_ref(),
+                members,
+                nodes: &nodes,
+                unassigned: &unassigned,
+                holding: holding.as_ref(),
+                group: &group,
+                generation,
+            },
+            &mut status,
+        );
+        status::finish(
+            &ctx,
+            &obj,
+            (&old, &mut status),
+            |s| &mut s.common,
+            (&notices, holding.is_some()),
+        )
+        .await
     }
 
     async fn cleanup(&self, obj: Record, ctx: Arc<Context>) -> Result<(), ReconcileError> {
@@ -1307,22 +1152,5 @@ mod tests {
             ServiceHealth::NotReady("update in progress".into()),
         );
         assert!(cluster_health(&spec(2), "db", &updating, Some(&good)).is_err());
-    }
-
-    #[test]
-    fn synchronous_mode_wants_a_synchronous_standby() {
-        let mut sync = spec(2);
-        sync.patroni.synchronous_mode = SynchronousMode::On;
-        let async_only = view(&[
-            ("db-pg-0", "leader", "running", None),
-            ("db-pg-1", "replica", "streaming", Some(0)),
-        ]);
-        assert!(synchronous_standby_missing(&sync, &async_only));
-        assert!(!synchronous_standby_missing(&spec(2), &async_only));
-        let with_standby = view(&[
-            ("db-pg-0", "leader", "running", None),
-            ("db-pg-1", "sync_standby", "streaming", Some(0)),
-        ]);
-        assert!(!synchronous_standby_missing(&sync, &with_standby));
     }
 }

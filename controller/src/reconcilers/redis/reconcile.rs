@@ -22,7 +22,6 @@ use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
 use crate::reconcilers::{rollout, status};
 use crate::runtime::controller::{
     decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
-    write_status,
 };
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
@@ -457,12 +456,14 @@ impl Reconciler for RedisGroups {
             },
             &mut status,
         );
-        status::emit(&ctx, &obj, &notices);
-        status.common.observed_generation = generation;
-        if status != old {
-            write_status(&ctx, &obj, &status).await?;
-        }
-        Ok(status::requeue(&status.common, holding.is_some()))
+        status::finish(
+            &ctx,
+            &obj,
+            (&old, &mut status),
+            |s| &mut s.common,
+            (&notices, holding.is_some()),
+        )
+        .await
     }
 
     async fn cleanup(&self, obj: Record, ctx: Arc<Context>) -> Result<(), ReconcileError> {

@@ -48,30 +48,14 @@ fn no_sentinel_answers(look: &Look<'_>, status: &mut RedisSentinelGroupStatus) {
     status.master = None;
     status.replicas.clear();
     status.sentinels_seen = None;
-    let why = if look.unassigned.is_empty() {
-        "no sentinel answers yet (haswarm asks them through a member of the group on the node of the engine it talks to)".to_owned()
-    } else {
-        format!(
-            "no node can take {}: check spec.placement and node availability",
-            look.unassigned.join(", ")
-        )
-    };
-    for type_ in ["MasterAvailable", "QuorumHealthy", "ReplicasInSync"] {
-        status::set(
-            &mut status.common,
-            type_,
-            None,
-            "NoSentinelAnswer",
-            why.clone(),
-            look.generation,
-        );
-    }
-    status::set(
+    status::no_answer(
         &mut status.common,
-        "Ready",
-        Some(false),
-        "Starting",
-        why,
+        (
+            &["MasterAvailable", "QuorumHealthy", "ReplicasInSync"],
+            "NoSentinelAnswer",
+        ),
+        "no sentinel answers yet (haswarm asks them through a member of the group on the node of the engine it talks to)",
+        look.unassigned,
         look.generation,
     );
 }
@@ -137,15 +121,9 @@ fn from_view(
         .filter(|r| r.link_up && r.lag_bytes.is_none_or(|l| l <= MAX_LAG_BYTES))
         .count();
     let replicas_ok = in_sync >= expected;
-    status::set(
+    status::replicas_in_sync(
         &mut status.common,
-        "ReplicasInSync",
-        Some(replicas_ok),
-        if replicas_ok {
-            "InSync"
-        } else {
-            "ReplicasBehind"
-        },
+        replicas_ok,
         format!("{in_sync} of {expected} replicas linked and in sync"),
         generation,
     );

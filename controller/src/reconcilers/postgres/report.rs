@@ -1,0 +1,201 @@
+//! PostgresCluster status from one look at the cluster: endpoints, members,
+//! the leader, conditions, and the events they call for, as values. Pure.
+
+use haswarm_crds::postgres::{MemberRole, PostgresClusterStatus, PostgresMember, SynchronousMode};
+use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
+
+use super::observe::ClusterView;
+use super::reconcile::MAX_LAG_BYTES;
+use super::render;
+use crate::reconcilers::status::{self, Notice};
+use crate::swarm::NodeInfo;
+
+/// What a pass saw and left, as the status reports it.
+#[derive(Debug)]
+pub struct Look<'a> {
+    /// The cluster.
+    pub pgc: &'a PostgresCluster,
+    /// The status before the pass.
+    pub old: &'a PostgresClusterStatus,
+    /// Patroni's view, when it answered.
+    pub view: Option<&'a ClusterView>,
+    /// The view's members, each with the node its running task is on.
+    pub members: Vec<PostgresMember>,
+    /// The swarm's nodes.
+    pub nodes: &'a [NodeInfo],
+    /// Slot labels no node could take.
+    pub unassigned: &'a [String],
+    /// Why changes remain, if they do.
+    pub holding: Option<&'a String>,
+    /// Whether the cluster passed the rollout's health check, or why not.
+    pub group: &'a Result<(), String>,
+    /// The spec's generation this pass acted on.
+    pub generation: Option<u64>,
+}
+
+/// Writes what `look` says into `status` and returns the events it calls for.
+pub fn report(look: &Look<'_>, status: &mut PostgresClusterStatus) -> Vec<Notice> {
+    let name = look.pgc.metadata.name.as_str();
+    status::progressing(&mut status.common, look.holding, look.generation);
+    if look.pgc.spec.router.replicas > 0 {
+        status.read_write_endpoint = Some(format!("{}:{}", render::rw_name(name), render::PG_PORT));
+        status.read_only_endpoint = Some(format!("{}:{}", render::ro_name(name), render::PG_PORT));
+    } else {
+        status.read_write_endpoint = None;
+        status.read_only_endpoint = None;
+    }
+    let Some(view) = look.view else {
+        // The last leader seen stays (with PrimaryAvailable Unknown): the
+        // next answer tells whether it moved.
+        status.members.clear();
+        status::no_answer(
+            &mut status.common,
+            (&["PrimaryAvailable", "ReplicasInSync"], "NoAnswer"),
+            "Patroni does not answer yet (haswarm asks it on the node of the engine it talks to)",
+            look.unassigned,
+            look.generation,
+        );
+        return Vec::new();
+    };
+    status.members.clone_from(&look.members);
+    let (now, notices) = leader(look, view, status);
+    replicas(look, view, now.as_deref(), status);
+    notices
+}
+
+/// The leader, and `PrimaryAvailable`. Patroni's word is its members' keys
+/// in etcd, which outlive a lost node by up to the ttl: a leader whose
+/// container does not run on a node that answers is not reported as one.
+/// Returns the leader that answers.
+fn leader(
+    look: &Look<'_>,
+    view: &ClusterView,
+    status: &mut PostgresClusterStatus,
+) -> (Option<String>, Vec<Notice>) {
+    let (old, ttl) = (look.old, look.pgc.spec.patroni.ttl);
+    let unreachable = view.running_leader().and_then(|l| {
+        let m = status.members.iter().find(|m| m.name == l)?;
+        let answers = m
+            .node
+            .as_ref()
+            .is_some_and(|h| look.nodes.iter().any(|n| &n.hostname == h && n.ready));
+        (!answers).then(|| (l.to_owned(), m.node.clone()))
+    });
+    let now = view
+        .running_leader()
+        .filter(|_| unreachable.is_none())
+        .map(str::to_owned);
+    let mut notices = Vec::new();
+    let before = old.leader.as_ref().or(old.unreachable_leader.as_ref());
+    if let (Some(before), Some(now)) = (before, &now) {
+        if before != now {
+            notices.push(Notice::new(
+                EventType::Warning,
+                "LeaderChanged",
+                format!("leader moved from {before} to {now}"),
+            ));
+        }
+    }
+    if now.is_some() || old.leader.is_none() || unreachable.is_some() {
+        status.leader.clone_from(&now);
+    }
+    if now.is_some() {
+        status.unreachable_leader = None;
+    } else if let Some((l, _)) = &unreachable {
+        if old.unreachable_leader.as_ref() != Some(l) {
+            notices.push(Notice::new(
+                EventType::Warning,
+                "LeaderUnreachable",
+                format!("leader {l} does not answer: its node is down or its container gone; Patroni hands its key over once the ttl ({ttl}s) runs out"),
+            ));
+        }
+        status.unreachable_leader = Some(l.clone());
+    }
+    let (reason, message) = match (&now, &unreachable) {
+        (Some(l), _) => ("LeaderRunning", format!("leader {l}")),
+        (None, Some((l, node))) => (
+            "LeaderUnreachable",
+            format!(
+                "leader {l} {}: Patroni hands its key over once the ttl ({ttl}s) runs out",
+                node.as_ref().map_or_else(
+                    || "has no running container".to_owned(),
+                    |n| format!("runs on node {n}, which does not answer")
+                ),
+            ),
+        ),
+        (None, None) => (
+            "NoLeader",
+            "no member holds the leader key and runs".to_owned(),
+        ),
+    };
+    status::set(
+        &mut status.common,
+        "PrimaryAvailable",
+        Some(now.is_some()),
+        reason,
+        message,
+        look.generation,
+    );
+    (now, notices)
+}
+
+/// `ReplicasInSync` and `Ready`, given the leader that answers (`now`).
+fn replicas(
+    look: &Look<'_>,
+    view: &ClusterView,
+    now: Option<&str>,
+    status: &mut PostgresClusterStatus,
+) {
+    let spec = &look.pgc.spec;
+    let expected = usize::from(spec.instances.saturating_sub(1));
+    let in_sync = view
+        .members
+        .iter()
+        .filter(|m| Some(m.name.as_str()) != now)
+        .filter(|m| matches!(m.state.as_str(), "streaming" | "running"))
+        .filter(|m| m.lag_bytes.is_some_and(|l| l <= MAX_LAG_BYTES))
+        .count();
+    // Synchronous mode promises that no acknowledged commit is lost: only
+    // once a standby confirms commits (Patroni picks one a loop after the
+    // mode is switched on).
+    let standby_missing = synchronous_standby_missing(spec, view);
+    let replicas_ok = in_sync >= expected && !standby_missing;
+    status::replicas_in_sync(
+        &mut status.common,
+        replicas_ok,
+        format!(
+            "{in_sync} of {expected} replicas streaming and in sync{}",
+            if standby_missing {
+                ", no synchronous standby yet"
+            } else {
+                ""
+            }
+        ),
+        look.generation,
+    );
+    status::ready(
+        &mut status.common,
+        now.is_some() && replicas_ok,
+        look.group,
+        look.holding,
+        format!(
+            "leader {}, {in_sync}/{expected} replicas in sync",
+            now.unwrap_or("unknown")
+        ),
+        look.generation,
+    );
+}
+
+/// Whether synchronous replication is asked for and no standby confirms
+/// commits yet.
+fn synchronous_standby_missing(spec: &PostgresClusterSpec, view: &ClusterView) -> bool {
+    spec.patroni.synchronous_mode != SynchronousMode::Off
+        && spec.instances >= 2
+        && !view
+            .members
+            .iter()
+            .any(|m| m.role == MemberRole::SyncStandby)
+}
+
+#[cfg(test)]
+mod tests;
