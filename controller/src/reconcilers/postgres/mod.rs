@@ -5,6 +5,7 @@
 pub mod etcd;
 pub mod logins;
 pub mod observe;
+mod passwords;
 mod placement;
 pub mod reconcile;
 pub mod render;
