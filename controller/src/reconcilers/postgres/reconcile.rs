@@ -462,42 +462,25 @@ impl Reconciler for PostgresClusters {
                 &families(name, usize::from(pgc.spec.instances), 0)[0],
             );
             if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
-                // Asked from the CLI: once per request.
-                if let Some(request) = request {
-                    switched = switchover::handle_request(
-                        &ctx,
-                        &obj,
-                        &pgc,
-                        v,
-                        l,
-                        request,
-                        (&old, &mut status),
-                    )
-                    .await?;
-                } else if let Some(node) = draining.get(l) {
-                    // `haswarmctl node drain`: the leader leaves first, by a
-                    // switchover to a replica on a node that stays.
-                    let avoid: Vec<&str> = draining.keys().map(String::as_str).collect();
-                    let why = format!("its node {node} is being drained");
-                    if let Some(to) = switchover::candidate(v, l, &avoid) {
-                        switched = switchover(&ctx, &obj, &pgc, v, l, Some(to), &why).await?;
-                    } else {
-                        event(
+                match switchover::wanted(&pgc, v, l, request, &draining) {
+                    switchover::Wanted::Nothing => {}
+                    switchover::Wanted::Request(request) => {
+                        switched = switchover::handle_request(
                             &ctx,
                             &obj,
-                            EventType::Warning,
-                            "SwitchoverSkipped",
-                            &format!("no replica on a node that stays is in sync to take over from {l} ({why}); the drain waits"),
-                        );
+                            &pgc,
+                            v,
+                            l,
+                            request,
+                            (&old, &mut status),
+                        )
+                        .await?;
                     }
-                } else if let Some(t) = pgc.spec.target_primary {
-                    // Declared in the spec: a switchover GitOps can drive
-                    // (never onto a node being drained).
-                    let target = render::instance_name(name, usize::from(t));
-                    if target != l && !draining.contains_key(&target) {
-                        switched =
-                            switchover(&ctx, &obj, &pgc, v, l, Some(target), "spec.targetPrimary")
-                                .await?;
+                    switchover::Wanted::To { to, why } => {
+                        switched = switchover(&ctx, &obj, &pgc, v, l, Some(to), &why).await?;
+                    }
+                    switchover::Wanted::Skipped(why) => {
+                        event(&ctx, &obj, EventType::Warning, "SwitchoverSkipped", &why);
                     }
                 }
             }

@@ -24,6 +24,65 @@ pub fn candidate(view: &ClusterView, leader: &str, avoid: &[&str]) -> Option<Str
         .map(|m| m.name.clone())
 }
 
+/// The switchover a settled cluster wants, most pressing first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// None.
+    Nothing,
+    /// A `haswarmctl pg switchover` request not handled yet (its value).
+    Request(String),
+    /// To `to`, for `why`.
+    To {
+        /// The replica to take over.
+        to: String,
+        /// Why, for the event.
+        why: String,
+    },
+    /// One is wanted but no replica can take over; `why`, for the event.
+    Skipped(String),
+}
+
+/// The switchover wanted from leader `leader`: a request from the CLI
+/// (once each), then a leader on a node haswarm drains (to an in-sync
+/// replica on a node that stays), then `spec.targetPrimary` (never onto a
+/// node being drained). `draining` maps members to their draining node.
+/// Pure.
+pub fn wanted(
+    pgc: &PostgresCluster,
+    view: &ClusterView,
+    leader: &str,
+    request: Option<String>,
+    draining: &std::collections::BTreeMap<String, String>,
+) -> Wanted {
+    if let Some(request) = request {
+        return Wanted::Request(request);
+    }
+    if let Some(node) = draining.get(leader) {
+        let avoid: Vec<&str> = draining.keys().map(String::as_str).collect();
+        let why = format!("its node {node} is being drained");
+        return match candidate(view, leader, &avoid) {
+            Some(to) => Wanted::To { to, why },
+            None => Wanted::Skipped(format!(
+                "no replica on a node that stays is in sync to take over from {leader} ({why}); the drain waits"
+            )),
+        };
+    }
+    match pgc.spec.target_primary {
+        Some(t) => {
+            let target = render::instance_name(pgc.metadata.name.as_str(), usize::from(t));
+            if target != leader && !draining.contains_key(&target) {
+                Wanted::To {
+                    to: target,
+                    why: "spec.targetPrimary".into(),
+                }
+            } else {
+                Wanted::Nothing
+            }
+        }
+        None => Wanted::Nothing,
+    }
+}
+
 /// Asks Patroni to hand the leadership over from `from` to `to` (the best
 /// [`candidate`] when `None`); whether it did. Each outcome is an event.
 pub async fn switchover(
@@ -182,6 +241,61 @@ pub async fn handle_request(
 mod tests {
     use super::*;
     use crate::reconcilers::postgres::observe::test_view as view;
+
+    #[test]
+    fn the_most_pressing_switchover_is_wanted() {
+        let pgc = |target: Option<u8>| -> PostgresCluster {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "haswarm.io/v1alpha1", "kind": "PostgresCluster",
+                "metadata": {"name": "db"},
+                "spec": {"instances": 3, "targetPrimary": target}
+            }))
+            .expect("cluster")
+        };
+        let v = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "sync_standby", "streaming", Some(0)),
+            ("db-pg-2", "replica", "streaming", Some(0)),
+        ]);
+        let drain = |members: &[&str]| -> std::collections::BTreeMap<String, String> {
+            members
+                .iter()
+                .map(|m| ((*m).to_owned(), "node-a".to_owned()))
+                .collect()
+        };
+        let to = |to: &str, why: &str| Wanted::To {
+            to: to.into(),
+            why: why.into(),
+        };
+        let drained = "its node node-a is being drained";
+        // (case, targetPrimary, request, members on draining nodes, wanted)
+        let table = [
+            ("settled", None, None, drain(&[]), Wanted::Nothing),
+            ("request first", Some(2), Some("t1"), drain(&["db-pg-0"]), Wanted::Request("t1".into())),
+            ("drain: the sync standby", None, None, drain(&["db-pg-0"]), to("db-pg-1", drained)),
+            ("drain: one that stays", None, None, drain(&["db-pg-0", "db-pg-1"]), to("db-pg-2", drained)),
+            (
+                "drain: none stays",
+                None,
+                None,
+                drain(&["db-pg-0", "db-pg-1", "db-pg-2"]),
+                Wanted::Skipped("no replica on a node that stays is in sync to take over from db-pg-0 (its node node-a is being drained); the drain waits".into()),
+            ),
+            ("target", Some(2), None, drain(&[]), to("db-pg-2", "spec.targetPrimary")),
+            ("target leads", Some(0), None, drain(&[]), Wanted::Nothing),
+            ("target drains", Some(2), None, drain(&["db-pg-2"]), Wanted::Nothing),
+        ];
+        for (case, target, request, draining, want) in table {
+            let got = wanted(
+                &pgc(target),
+                &v,
+                "db-pg-0",
+                request.map(str::to_owned),
+                &draining,
+            );
+            assert_eq!(got, want, "{case}");
+        }
+    }
 
     #[test]
     fn a_switchover_request_may_name_its_target() {
