@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod contents;
+pub mod converge;
 pub mod gitops;
 pub mod postgres;
 pub mod reclaim;

@@ -18,15 +18,11 @@ use super::render::{self, Inputs};
 use super::report;
 use super::rotate;
 use super::switchover::{self, switchover};
-use crate::reconcilers::contents::{self as shared, content_names};
 use crate::reconcilers::slots;
-use crate::reconcilers::{rollout, status};
-use crate::runtime::controller::{
-    decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
-};
+use crate::reconcilers::{converge, rollout, status};
+use crate::runtime::controller::{decode, event, hold_if_paused, known_versions, owner_of};
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
-use crate::swarm::objects::ContentKind;
 use crate::swarm::{ServiceHealth, SwarmError};
 
 pub(super) const KIND: &str = "PostgresCluster";
@@ -407,31 +403,30 @@ impl Reconciler for PostgresClusters {
             }
             let rotation = rotate::start(&ctx, &obj, &pgc, &mut status).await?;
             let pw = passwords(&ctx, (&owner, &pgc), rotation.as_ref(), &status).await?;
-            let contents = render::contents(&pgc, &pw.generated);
-            let names = content_names(name, &contents);
             let network = render::network_name(name);
-            shared::ensure(
+            let etcd = membership.clone().unwrap_or_default();
+            let prepared = converge::prepare(
                 &ctx,
                 &owner,
-                &network,
-                pgc.spec.network.encrypted,
-                &contents,
+                (&network, pgc.spec.network.encrypted),
+                &render::contents(&pgc, &pw.generated),
+                |names| {
+                    render::render(&Inputs {
+                        pgc: &pgc,
+                        generated: &pw.generated,
+                        secrets: &pw.secrets,
+                        config_names: names,
+                        etcd: &etcd,
+                        incarnations: &incarnations,
+                    })
+                    .services
+                },
             )
             .await?;
-            let mut services = render::render(&Inputs {
-                pgc: &pgc,
-                generated: &pw.generated,
-                secrets: &pw.secrets,
-                config_names: &names,
-                etcd: &membership.clone().unwrap_or_default(),
-                incarnations: &incarnations,
-            })
-            .services;
-            shared::link(&ctx, &owner, &mut services).await?;
 
             let plan = ctx
                 .swarm
-                .plan_services(&owner, &services, &known_versions(&old.common))
+                .plan_services(&owner, &prepared.services, &known_versions(&old.common))
                 .await?;
             let health = ctx.swarm.service_health(&owner).await?;
             group = cluster_health(&pgc.spec, name, &health, view.as_ref());
@@ -484,15 +479,8 @@ impl Reconciler for PostgresClusters {
                     }
                 }
             }
-            let report = ctx.swarm.apply_changes(&plan, &step.apply).await?;
-            report_services(&ctx, &obj, &report);
-            let mut owned = owned_services(&report.versions);
-            owned.extend(shared::owned(&network, &contents, &names));
-            let keep: Vec<String> = names.into_values().collect();
-            for kind in [ContentKind::Config, ContentKind::Secret] {
-                ctx.swarm.prune_content_objects(kind, &owner, &keep).await?;
-            }
-            status.common.owned_objects = owned;
+            status.common.owned_objects =
+                converge::apply(&ctx, (&obj, &owner), &plan, &step.apply, &prepared).await?;
             status.network = Some(network);
             holding = step.holding;
             if switched {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use haswarm_crds::meta::OwnedObject;
 use haswarm_crds::redis::{PasswordRotation, RedisSentinelGroupStatus};
 use haswarm_crds::{EventType, RedisSentinelGroup};
 
@@ -17,16 +16,13 @@ use super::render::{self, purpose, Inputs};
 use super::report::{self, MAX_LAG_BYTES};
 use super::sentinels::{drain_master, forget_departed, observe, switchover};
 use super::KIND;
-use crate::reconcilers::contents::{self as shared, content_names};
 use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
-use crate::reconcilers::{rollout, status};
-use crate::runtime::controller::{
-    decode, event, hold_if_paused, known_versions, owned_services, owner_of, report_services,
-};
+use crate::reconcilers::{converge, rollout, status};
+use crate::runtime::controller::{decode, event, hold_if_paused, known_versions, owner_of};
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
 use crate::swarm::objects::ContentKind;
-use crate::swarm::{DesiredService, Owner, ServiceHealth, ServicePlan};
+use crate::swarm::{Owner, ServiceHealth, ServicePlan};
 
 /// The RedisSentinelGroup reconciler.
 #[derive(Debug, Default)]
@@ -123,14 +119,10 @@ async fn place(
     .await
 }
 
-/// What the group's services need from the Swarm before they can be applied.
+/// The group's services ready to plan, and the password secret they use.
 struct Prepared {
-    /// Rendered services, with config and secret ids filled in.
-    services: Vec<DesiredService>,
-    /// Names of the configs and secret the services use (the rest is pruned).
-    keep: Vec<String>,
-    /// Owned-object entries for the network, configs and secret.
-    owned: Vec<OwnedObject>,
+    /// The services, their contents made.
+    converge: converge::Prepared,
     /// The password secret's name.
     secret: String,
 }
@@ -162,24 +154,28 @@ async fn prepare(
         Some(Extra::Named(n)) => extra_named = Some(n),
         None => {}
     }
-    let names = content_names(name, &contents);
-    shared::ensure(ctx, owner, &network, rsg.spec.network.encrypted, &contents).await?;
-    let extra_secret = extra_named.or_else(|| names.get(purpose::PASSWORD_EXTRA).cloned());
-    let rendered = render::render(&Inputs {
-        rsg,
-        password_secret: &secret_name,
-        generated_password: generated.as_deref(),
-        extra_password_secret: extra_secret.as_deref(),
-        config_names: &names,
-        incarnations,
-    });
-    let mut services = rendered.services;
-    shared::link(ctx, owner, &mut services).await?;
-    let owned = shared::owned(&network, &contents, &names);
+    let render = |names: &HashMap<String, String>| {
+        let extra_secret = extra_named.or_else(|| names.get(purpose::PASSWORD_EXTRA).cloned());
+        render::render(&Inputs {
+            rsg,
+            password_secret: &secret_name,
+            generated_password: generated.as_deref(),
+            extra_password_secret: extra_secret.as_deref(),
+            config_names: names,
+            incarnations,
+        })
+        .services
+    };
+    let converge = converge::prepare(
+        ctx,
+        owner,
+        (&network, rsg.spec.network.encrypted),
+        &contents,
+        render,
+    )
+    .await?;
     Ok(Prepared {
-        services,
-        keep: names.into_values().collect(),
-        owned,
+        converge,
         secret: secret_name,
     })
 }
@@ -273,7 +269,11 @@ async fn roll(
     let owner = &owner_of(ctx, obj);
     let plan = ctx
         .swarm
-        .plan_services(owner, &prepared.services, &known_versions(&old.common))
+        .plan_services(
+            owner,
+            &prepared.converge.services,
+            &known_versions(&old.common),
+        )
         .await?;
     let health = ctx.swarm.service_health(owner).await?;
     let view = views.first().map(|(_, v)| v);
@@ -287,17 +287,8 @@ async fn roll(
     if let Some(from) = &step.switchover {
         switchover(ctx, obj, rsg, from, views, "before changing it").await?;
     }
-    let report = ctx.swarm.apply_changes(&plan, &step.apply).await?;
-    report_services(ctx, obj, &report);
-    // Old configs and secrets go once no service uses them (Swarm refuses before).
-    for kind in [ContentKind::Config, ContentKind::Secret] {
-        ctx.swarm
-            .prune_content_objects(kind, owner, &prepared.keep)
-            .await?;
-    }
-    let mut owned = owned_services(&report.versions);
-    owned.extend(prepared.owned.iter().cloned());
-    status.common.owned_objects = owned;
+    status.common.owned_objects =
+        converge::apply(ctx, (obj, owner), &plan, &step.apply, &prepared.converge).await?;
     status.password_secret = Some(prepared.secret.clone());
     status.network = Some(render::network_name(name));
     if !step.pending() {
