@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod logins;
 pub mod observe;
 mod passwords;
+mod patroni;
 mod placement;
 pub mod reconcile;
 pub mod render;

@@ -116,7 +116,7 @@ pub(super) async fn place(
             .collect();
         if !on_down.is_empty() {
             let health = observe::etcd_health(name, m.members);
-            let out = super::reconcile::patroni_until(
+            let out = super::patroni::patroni_until(
                 ctx,
                 pgc,
                 |_| health.clone(),

@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use haswarm_crds::postgres::{PostgresMember, SWITCHOVER_ANNOTATION};
+use haswarm_crds::postgres::{EtcdMembership, PostgresClusterStatus, SWITCHOVER_ANNOTATION};
 use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
 
 use super::etcd;
-use super::observe::{self, ClusterView};
-use super::passwords::{advance_rotation, passwords, set_logins};
+use super::observe::ClusterView;
+use super::passwords::{advance_rotation, passwords, set_logins, Passwords};
+use super::patroni::{converge_settings, look, with_nodes};
 use super::placement::{families, instance_incarnations, place, retiring};
 use super::render::{self, Inputs};
 use super::report;
@@ -23,7 +23,7 @@ use crate::reconcilers::{converge, rollout, status};
 use crate::runtime::controller::{decode, event, hold_if_paused, known_versions, owner_of};
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
-use crate::swarm::{ServiceHealth, SwarmError};
+use crate::swarm::{NodeInfo, Owner, ServiceHealth, ServicePlan};
 
 pub(super) const KIND: &str = "PostgresCluster";
 
@@ -34,87 +34,6 @@ pub(super) const MAX_LAG_BYTES: u64 = 16 << 20;
 /// The PostgresCluster reconciler.
 #[derive(Debug, Default)]
 pub struct PostgresClusters;
-
-/// Asks Patroni for the cluster's view, leaving out members that are not
-/// the current incarnation of their instance (`incarnations`, by service).
-async fn observe(
-    ctx: &Context,
-    pgc: &PostgresCluster,
-    incarnations: &BTreeMap<String, u32>,
-) -> Result<Option<ClusterView>, ReconcileError> {
-    let script = |host: &str| observe::rest_get(host, "/cluster");
-    let view = patroni_until(ctx, pgc, script, |out| {
-        observe::parse_cluster(out).is_some()
-    })
-    .await?
-    .and_then(|out| observe::parse_cluster(&out))
-    .map(|v| v.current(|s| incarnations.get(s).copied().unwrap_or(0)));
-    if let Some(v) = view.as_ref().filter(|v| !v.stale.is_empty()) {
-        tracing::info!(stale = ?v.stale, "Patroni lists members of an old incarnation; they are not this cluster's");
-    }
-    Ok(view)
-}
-
-/// Runs a Patroni REST script (`script(host)`) from a container of the
-/// cluster on this engine's node: the engine can only exec into its own
-/// containers, and Patroni's API is reachable only on the cluster's network.
-/// An instance here asks its own Patroni; failing that (no instance on this
-/// node, as when instances are spread over more nodes, or the one here is
-/// down) an etcd member here asks each instance by its service name. `None`
-/// when nothing here got an answer.
-pub(super) async fn patroni(
-    ctx: &Context,
-    pgc: &PostgresCluster,
-    script: impl Fn(&str) -> String,
-) -> Result<Option<String>, ReconcileError> {
-    patroni_until(ctx, pgc, script, observe::answered).await
-}
-
-/// [`patroni`], taking the first output `accept` takes (a member in the
-/// middle of a promotion may answer something else).
-pub(super) async fn patroni_until(
-    ctx: &Context,
-    pgc: &PostgresCluster,
-    script: impl Fn(&str) -> String,
-    accept: impl Fn(&str) -> bool,
-) -> Result<Option<String>, ReconcileError> {
-    let name = pgc.metadata.name.as_str();
-    let instances: Vec<String> = (0..usize::from(pgc.spec.instances))
-        .map(|i| render::instance_name(name, i))
-        .collect();
-    let local = script("127.0.0.1");
-    for service in &instances {
-        match ctx.swarm.exec_in_service(service, &local).await {
-            Ok(Some(out)) if accept(&out) => return Ok(Some(out)),
-            Ok(_) => {}
-            Err(SwarmError::TimedOut(why)) => {
-                tracing::warn!(service, why, "Patroni did not answer");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !pgc.spec.etcd.endpoints.is_empty() {
-        return Ok(None);
-    }
-    for j in 0..usize::from(pgc.spec.etcd.members) {
-        let member = render::etcd_name(name, j);
-        for service in &instances {
-            match ctx.swarm.exec_in_service(&member, &script(service)).await {
-                // This member does not run here: the next one might.
-                Ok(None) => break,
-                Ok(Some(out)) if accept(&out) => return Ok(Some(out)),
-                Ok(Some(_)) => {}
-                // A member's image of the user's choosing may lack python3
-                // or a shell: then it cannot relay.
-                Err(e) => {
-                    tracing::debug!(member, error = %e, "no relay through etcd");
-                    break;
-                }
-            }
-        }
-    }
-    Ok(None)
-}
 
 /// Healthy enough for the next rollout step: every service runs, a leader
 /// runs, and every other instance streams from it without much lag.
@@ -177,164 +96,136 @@ fn mark_stalled_replicas(
     }
 }
 
-/// Keeps Patroni's dynamic configuration equal to the spec (parameters,
-/// timing, synchronous mode), then restarts members whose new settings need
-/// it: one per step, replicas first, the leader once it was switched over.
-/// Returns what is in progress, if anything.
-async fn converge_settings(
+/// Pins the instances and etcd members to nodes and reports it (events,
+/// unavailable nodes, etcd's quorum); returns the slot labels no node could
+/// take and each slot's incarnation.
+async fn pin(
     ctx: &Context,
-    obj: &Record,
-    pgc: &PostgresCluster,
-    view: &ClusterView,
-    leader: &str,
-) -> Result<Option<String>, ReconcileError> {
-    // Any member answers for the cluster.
-    let json = |out: &str| serde_json::from_str::<serde_json::Value>(out.trim()).ok();
-    let script = |host: &str| observe::rest_get(host, "/config");
-    let live = patroni_until(ctx, pgc, script, |out| json(out).is_some())
-        .await?
-        .and_then(|out| json(&out));
-    let Some(live) = live else {
-        return Ok(Some(
-            "waiting for Patroni's dynamic configuration".to_owned(),
-        ));
-    };
-    if let Some(patch) = render::config_patch(&render::dynamic_config(pgc), &live) {
-        let script = |host: &str| observe::rest_call(host, "PATCH", "/config", &patch);
-        if let Some(answer) = patroni(ctx, pgc, script).await? {
-            if answer.trim_start().starts_with("200") {
-                event(
-                    ctx,
-                    obj,
-                    EventType::Normal,
-                    "SettingsChanged",
-                    &format!("Patroni's dynamic configuration now follows the spec: {patch}"),
-                );
-            } else {
-                event(
-                    ctx,
-                    obj,
-                    EventType::Warning,
-                    "SettingsRefused",
-                    &format!("Patroni refused {patch}: {}", answer.trim()),
-                );
-            }
-        }
-        return Ok(Some("applying new settings".to_owned()));
+    (obj, owner, pgc): (&Record, &Owner, &PostgresCluster),
+    (membership, nodes, view): (Option<&EtcdMembership>, &[NodeInfo], Option<&ClusterView>),
+    (old, status): (&PostgresClusterStatus, &mut PostgresClusterStatus),
+) -> Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError> {
+    let (placed, quorum) = place(
+        ctx,
+        (pgc, membership),
+        (owner, nodes, &old.common.unavailable_nodes),
+        view,
+    )
+    .await?;
+    let placed = placed.report(ctx, obj, &mut status.common);
+    if membership.is_some() {
+        report::etcd_quorum(&mut status.common, quorum, obj.metadata.generation);
     }
-    let pending: Vec<&str> = view
-        .members
-        .iter()
-        .filter(|m| m.pending_restart)
-        .map(|m| m.name.as_str())
-        .collect();
-    let Some(first) = pending
-        .iter()
-        .find(|m| **m != leader)
-        .or_else(|| pending.first())
-    else {
-        return Ok(None);
-    };
-    if *first == leader {
-        switchover(
-            ctx,
-            obj,
-            pgc,
-            view,
-            leader,
-            None,
-            "to restart it with new settings",
-        )
-        .await?;
-        return Ok(Some(format!("switching over to restart {leader}")));
-    }
-    // The restart goes to the member itself (by name: it may run elsewhere).
-    let script = |_: &str| observe::rest_call(first, "POST", "/restart", &serde_json::json!({}));
-    if let Some(answer) = patroni(ctx, pgc, script).await? {
-        event(
-            ctx,
-            obj,
-            EventType::Normal,
-            "Restarted",
-            &format!(
-                "restarted {first} for settings that need it: {}",
-                answer.trim()
-            ),
-        );
-    }
-    Ok(Some(format!("restarting {first} for new settings")))
+    Ok(placed)
 }
 
-/// Releases the leader key of a leader whose container is proven dead (see
-/// [`observe::proven_dead`]), so that a replica takes over now rather than
-/// when the key's TTL runs out. Returns whether the key was released.
-async fn release_dead_leader(
+/// What a pass plans for the services and lets through.
+struct Stepped {
+    /// The services' changes.
+    plan: ServicePlan,
+    /// Each service's health before the pass.
+    health: BTreeMap<String, ServiceHealth>,
+    /// Whether the cluster is healthy, or why not.
+    group: Result<(), String>,
+    /// What the rollout lets through.
+    step: rollout::Step,
+}
+
+/// Plans the services and picks the next safe step (see [`rollout`]): a
+/// replica that does not replicate gets its change at once; a leader to
+/// change is switched over first.
+async fn next_step(
     ctx: &Context,
-    obj: &Record,
-    pgc: &PostgresCluster,
-    (leader, patroni_name): (&str, &str),
-) -> Result<bool, ReconcileError> {
-    if !pgc.spec.patroni.fast_failover || !pgc.spec.etcd.endpoints.is_empty() {
-        return Ok(false);
-    }
-    let tasks = ctx.swarm.tasks(leader).await?;
-    let nodes = ctx.swarm.nodes().await?;
-    let ready = |id: &str| nodes.iter().any(|n| n.id == id && n.ready);
-    if !observe::proven_dead(&tasks, ready) {
-        return Ok(false);
-    }
+    (obj, owner, pgc): (&Record, &Owner, &PostgresCluster),
+    old: &PostgresClusterStatus,
+    prepared: &converge::Prepared,
+    view: Option<&ClusterView>,
+) -> Result<Stepped, ReconcileError> {
     let name = pgc.metadata.name.as_str();
-    let script = observe::release_leader_key(name, patroni_name);
-    for j in 0..usize::from(pgc.spec.etcd.members) {
-        let member = render::etcd_name(name, j);
-        match ctx.swarm.exec_in_service(&member, &script).await {
-            Ok(Some(out)) => {
-                let released = out.contains("SUCCESS");
-                if released {
-                    event(
-                        ctx,
-                        obj,
-                        EventType::Warning,
-                        "LeaderReleased",
-                        &format!("the container of leader {leader} ended on a node that answers: released its leader key so a replica takes over without waiting {}s", pgc.spec.patroni.ttl),
-                    );
-                } else {
-                    tracing::info!(leader, answer = out.trim(), "leader key not released");
-                }
-                return Ok(released);
-            }
-            Ok(None) => {}
-            Err(SwarmError::TimedOut(why)) => tracing::warn!(member, why, "etcd did not answer"),
-            Err(e) => return Err(e.into()),
-        }
+    let leader = view.and_then(ClusterView::leader);
+    let plan = ctx
+        .swarm
+        .plan_services(owner, &prepared.services, &known_versions(&old.common))
+        .await?;
+    let health = ctx.swarm.service_health(owner).await?;
+    let group = cluster_health(&pgc.spec, name, &health, view);
+    let mut members = rollout::members(&plan, &health, |n| render::is_instance(name, n), leader);
+    mark_stalled_replicas(&mut members, view);
+    let step = rollout::next_step(&members, group.clone());
+    if !step.apply.is_empty() || step.switchover.is_some() {
+        tracing::info!(?step, ?group, "rollout step");
     }
-    Ok(false)
+    if let (Some(from), Some(v)) = (&step.switchover, view) {
+        switchover(ctx, obj, pgc, v, from, None, "before changing it").await?;
+    }
+    Ok(Stepped {
+        plan,
+        health,
+        group,
+        step,
+    })
 }
 
-/// Members with the host name of the node their running task is on: the
-/// task Swarm wants running (a task it replaced on a node that went down
-/// still reads running, its node having said nothing since).
-async fn with_nodes(
+/// Makes the switchover [`switchover::wanted`] chooses for a settled
+/// cluster led by `l`: a request not handled yet, a leader on a node being
+/// drained, `spec.targetPrimary`. Whether one started.
+async fn carry_out(
     ctx: &Context,
-    members: &[PostgresMember],
-) -> Result<Vec<PostgresMember>, ReconcileError> {
-    let nodes = ctx.swarm.nodes().await?;
-    let mut out = Vec::with_capacity(members.len());
-    for m in members {
-        let tasks = ctx.swarm.tasks(&m.name).await?;
-        let node = tasks
-            .iter()
-            .find(|t| {
-                t.desired_state == Some(bollard::models::TaskState::RUNNING)
-                    && t.status.as_ref().and_then(|s| s.state)
-                        == Some(bollard::models::TaskState::RUNNING)
-            })
-            .and_then(|t| t.node_id.as_deref())
-            .and_then(|id| nodes.iter().find(|n| n.id == id))
-            .map(|n| n.hostname.clone());
-        out.push(PostgresMember { node, ..m.clone() });
+    obj: &Record,
+    (pgc, v, l): (&PostgresCluster, &ClusterView, &str),
+    nodes: &[NodeInfo],
+    (old, status): (&PostgresClusterStatus, &mut PostgresClusterStatus),
+) -> Result<bool, ReconcileError> {
+    let request = pgc
+        .metadata
+        .annotations
+        .get(SWITCHOVER_ANNOTATION)
+        .filter(|r| old.switchover_handled.as_ref() != Some(*r))
+        .cloned();
+    let name = pgc.metadata.name.as_str();
+    let draining = slots::draining(
+        nodes,
+        &families(name, usize::from(pgc.spec.instances), 0)[0],
+    );
+    let wanted = switchover::wanted(pgc, v, l, request, &draining);
+    match wanted {
+        switchover::Wanted::Nothing => Ok(false),
+        switchover::Wanted::Request(request) => {
+            switchover::handle_request(ctx, obj, pgc, v, l, request, (old, status)).await
+        }
+        switchover::Wanted::To { to, why } => switchover(ctx, obj, pgc, v, l, Some(to), &why).await,
+        switchover::Wanted::Skipped(why) => {
+            event(ctx, obj, EventType::Warning, "SwitchoverSkipped", &why);
+            Ok(false)
+        }
     }
-    Ok(out)
+}
+
+/// Runs the next one-shot job, one at a time: the logins, the superuser's
+/// rotation, then etcd's membership. Those that need the leader run only
+/// once the cluster is settled (`settled_leader`). Returns what it waits for.
+async fn next_job(
+    ctx: &Context,
+    (obj, owner, pgc): (&Record, &Owner, &PostgresCluster),
+    status: &mut PostgresClusterStatus,
+    (settled_leader, pw, health): (Option<&str>, &Passwords, &BTreeMap<String, ServiceHealth>),
+    (etcd_wanted, incarnations): (u8, &BTreeMap<String, u32>),
+) -> Result<Option<String>, ReconcileError> {
+    if let Some(why) = set_logins(ctx, obj, (owner, pgc), status, settled_leader, pw).await? {
+        return Ok(Some(why));
+    }
+    if let Some(why) = advance_rotation(ctx, obj, (owner, pgc), status, settled_leader, pw).await? {
+        return Ok(Some(why));
+    }
+    etcd::advance(
+        ctx,
+        obj,
+        (owner, pgc),
+        status,
+        (etcd_wanted, incarnations),
+        (settled_leader.is_some(), health),
+    )
+    .await
 }
 
 impl Reconciler for PostgresClusters {
@@ -358,49 +249,20 @@ impl Reconciler for PostgresClusters {
         let name = pgc.metadata.name.as_str();
         let nodes = ctx.swarm.nodes().await?;
         let current = instance_incarnations(name, usize::from(pgc.spec.instances), &nodes);
-        let mut view = observe(&ctx, &pgc, &current).await?;
-        if let Some((dead, patroni_name)) = view
-            .as_ref()
-            .and_then(|v| Some((v.leader()?.to_owned(), v.patroni_name(v.leader()?))))
-        {
-            if release_dead_leader(&ctx, &obj, &pgc, (&dead, &patroni_name)).await? {
-                // The replicas race for the key now: look again.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                view = observe(&ctx, &pgc, &current).await?;
-            }
-        }
+        let view = look(&ctx, &obj, &pgc, &current).await?;
         let leader = view.as_ref().and_then(|v| v.leader().map(str::to_owned));
         let mut holding = None;
         let mut group = Err("not rolled out yet".to_owned());
         let mut unassigned = Vec::new();
         if !hold_if_paused(&obj, &mut status.common) {
-            let (placed, quorum) = place(
+            let incarnations;
+            (unassigned, incarnations) = pin(
                 &ctx,
-                (&pgc, membership.as_ref()),
-                (&owner, &nodes, &old.common.unavailable_nodes),
-                view.as_ref(),
+                (&obj, &owner, &pgc),
+                (membership.as_ref(), &nodes, view.as_ref()),
+                (&old, &mut status),
             )
             .await?;
-            let incarnations;
-            (unassigned, incarnations) = placed.report(&ctx, &obj, &mut status.common);
-            if membership.is_some() {
-                let (ok, reason, why) = match quorum {
-                    Ok(()) => (
-                        true,
-                        "EtcdQuorum",
-                        "the etcd members on nodes that answer keep a quorum".to_owned(),
-                    ),
-                    Err(why) => (false, "EtcdQuorumLost", why),
-                };
-                status::set(
-                    &mut status.common,
-                    "QuorumHealthy",
-                    Some(ok),
-                    reason,
-                    why,
-                    generation,
-                );
-            }
             let rotation = rotate::start(&ctx, &obj, &pgc, &mut status).await?;
             let pw = passwords(&ctx, (&owner, &pgc), rotation.as_ref(), &status).await?;
             let network = render::network_name(name);
@@ -424,60 +286,16 @@ impl Reconciler for PostgresClusters {
             )
             .await?;
 
-            let plan = ctx
-                .swarm
-                .plan_services(&owner, &prepared.services, &known_versions(&old.common))
-                .await?;
-            let health = ctx.swarm.service_health(&owner).await?;
-            group = cluster_health(&pgc.spec, name, &health, view.as_ref());
-            let mut members = rollout::members(
-                &plan,
-                &health,
-                |n| render::is_instance(name, n),
-                leader.as_deref(),
-            );
-            mark_stalled_replicas(&mut members, view.as_ref());
-            let step = rollout::next_step(&members, group.clone());
-            if !step.apply.is_empty() || step.switchover.is_some() {
-                tracing::info!(?step, ?group, "rollout step");
-            }
-            if let (Some(from), Some(v)) = (&step.switchover, &view) {
-                switchover(&ctx, &obj, &pgc, v, from, None, "before changing it").await?;
-            }
+            let stepped =
+                next_step(&ctx, (&obj, &owner, &pgc), &old, &prepared, view.as_ref()).await?;
+            let Stepped {
+                plan, health, step, ..
+            } = stepped;
+            group = stepped.group;
             let settled = step.switchover.is_none() && step.holding.is_none() && group.is_ok();
-            let request = pgc
-                .metadata
-                .annotations
-                .get(SWITCHOVER_ANNOTATION)
-                .filter(|r| old.switchover_handled.as_ref() != Some(*r))
-                .cloned();
             let mut switched = false;
-            let draining = slots::draining(
-                &nodes,
-                &families(name, usize::from(pgc.spec.instances), 0)[0],
-            );
             if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
-                match switchover::wanted(&pgc, v, l, request, &draining) {
-                    switchover::Wanted::Nothing => {}
-                    switchover::Wanted::Request(request) => {
-                        switched = switchover::handle_request(
-                            &ctx,
-                            &obj,
-                            &pgc,
-                            v,
-                            l,
-                            request,
-                            (&old, &mut status),
-                        )
-                        .await?;
-                    }
-                    switchover::Wanted::To { to, why } => {
-                        switched = switchover(&ctx, &obj, &pgc, v, l, Some(to), &why).await?;
-                    }
-                    switchover::Wanted::Skipped(why) => {
-                        event(&ctx, &obj, EventType::Warning, "SwitchoverSkipped", &why);
-                    }
-                }
+                switched = carry_out(&ctx, &obj, (&pgc, v, l), &nodes, (&old, &mut status)).await?;
             }
             status.common.owned_objects =
                 converge::apply(&ctx, (&obj, &owner), &plan, &step.apply, &prepared).await?;
@@ -493,26 +311,14 @@ impl Reconciler for PostgresClusters {
             let settled_leader = (settled && holding.is_none())
                 .then_some(leader.as_deref())
                 .flatten();
-            // One job at a time: the logins, the superuser's rotation, then
-            // etcd's membership.
-            let mut why =
-                set_logins(&ctx, &obj, (&owner, &pgc), &mut status, settled_leader, &pw).await?;
-            if why.is_none() {
-                why =
-                    advance_rotation(&ctx, &obj, (&owner, &pgc), &mut status, settled_leader, &pw)
-                        .await?;
-            }
-            if why.is_none() {
-                why = etcd::advance(
-                    &ctx,
-                    &obj,
-                    (&owner, &pgc),
-                    &mut status,
-                    (etcd_wanted, &incarnations),
-                    (settled_leader.is_some(), &health),
-                )
-                .await?;
-            }
+            let why = next_job(
+                &ctx,
+                (&obj, &owner, &pgc),
+                &mut status,
+                (settled_leader, &pw, &health),
+                (etcd_wanted, &incarnations),
+            )
+            .await?;
             if let Some(why) = why {
                 holding.get_or_insert(why);
             }
@@ -562,7 +368,7 @@ impl Reconciler for PostgresClusters {
 mod tests {
     use super::*;
 
-    use super::observe::test_view as view;
+    use crate::reconcilers::postgres::observe::test_view as view;
 
     fn spec(instances: u8) -> PostgresClusterSpec {
         serde_json::from_value(serde_json::json!({ "instances": instances })).expect("spec")

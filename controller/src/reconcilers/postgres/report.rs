@@ -186,6 +186,24 @@ fn replicas(
     );
 }
 
+/// `QuorumHealthy` of the managed etcd: whether the members on nodes that
+/// answer keep a quorum, or why not (then no etcd member moves).
+pub fn etcd_quorum(
+    common: &mut haswarm_crds::meta::CommonStatus,
+    quorum: Result<(), String>,
+    generation: Option<u64>,
+) {
+    let (ok, reason, why) = match quorum {
+        Ok(()) => (
+            true,
+            "EtcdQuorum",
+            "the etcd members on nodes that answer keep a quorum".to_owned(),
+        ),
+        Err(why) => (false, "EtcdQuorumLost", why),
+    };
+    status::set(common, "QuorumHealthy", Some(ok), reason, why, generation);
+}
+
 /// Whether synchronous replication is asked for and no standby confirms
 /// commits yet.
 fn synchronous_standby_missing(spec: &PostgresClusterSpec, view: &ClusterView) -> bool {

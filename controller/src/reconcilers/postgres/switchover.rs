@@ -6,7 +6,8 @@ use haswarm_crds::postgres::{MemberRole, PostgresClusterStatus, SwitchoverStarte
 use haswarm_crds::{EventType, PostgresCluster};
 
 use super::observe::{self, ClusterView};
-use super::reconcile::{patroni, MAX_LAG_BYTES};
+use super::patroni::patroni;
+use super::reconcile::MAX_LAG_BYTES;
 use super::render;
 use crate::runtime::controller::{event, write_status};
 use crate::runtime::{Context, ReconcileError};
