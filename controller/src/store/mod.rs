@@ -12,8 +12,10 @@
 //!   (else [`StoreError::Gone`]: relist).
 //! - `generation` changes when, and only when, the spec changes.
 
+mod events;
 mod flush;
 mod keys;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,9 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::Stream;
 use haswarm_crds::selector::Selector;
-use haswarm_crds::{Event, EventType, Name, ObjectMeta, API_VERSION};
+use haswarm_crds::{Name, ObjectMeta, API_VERSION};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -685,200 +686,6 @@ impl Store {
         } else {
             Ok(Deletion::Terminating(record))
         }
-    }
-
-    /// Records an event on an object. Best effort: not flushed on its own
-    /// (the next write's flush carries it), never a reason to fail a reconcile.
-    ///
-    /// # Errors
-    /// [`StoreError::NotFound`] when the object does not exist.
-    pub fn record_event(
-        &self,
-        kind: &str,
-        name: &str,
-        type_: EventType,
-        reason: &str,
-        message: &str,
-    ) -> Result<(), StoreError> {
-        let _w = self.lock();
-        if !self.contains(kind, name) {
-            return Err(StoreError::NotFound {
-                kind: kind.to_owned(),
-                name: name.to_owned(),
-            });
-        }
-        let key = Key::events(kind, name);
-        let mut events = self.events(kind, name)?;
-        let now = Utc::now();
-        if let Some(e) = events
-            .iter_mut()
-            .find(|e| e.type_ == type_ && e.reason == reason && e.message == message)
-        {
-            e.count = e.count.saturating_add(1);
-            e.last_timestamp = now;
-        } else {
-            events.push(Event {
-                type_,
-                reason: reason.to_owned(),
-                message: message.to_owned(),
-                count: 1,
-                first_timestamp: now,
-                last_timestamp: now,
-            });
-        }
-        events.sort_by_key(|e| e.last_timestamp);
-        let excess = events.len().saturating_sub(EVENTS_PER_OBJECT);
-        events.drain(..excess);
-        self.inner.db.insert(key, encode(&events))?;
-        Ok(())
-    }
-
-    /// A credential the controller generated for an object (a password), or
-    /// `None`. Credentials are never part of the object: the API does not
-    /// serve them, and they go with the object when it is deleted.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn credential(
-        &self,
-        kind: &str,
-        name: &str,
-        purpose: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .inner
-            .db
-            .get(Key::credential(kind, name, purpose))?
-            .map(|v| v.to_vec()))
-    }
-
-    /// Stores a credential durably (flushed before returning), replacing any
-    /// previous value for the purpose.
-    ///
-    /// # Errors
-    /// [`StoreError::NotFound`] when the object does not exist; I/O errors.
-    pub async fn put_credential(
-        &self,
-        kind: &str,
-        name: &str,
-        purpose: &str,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        let rv = {
-            let w = self.lock();
-            if !self.contains(kind, name) {
-                return Err(StoreError::NotFound {
-                    kind: kind.to_owned(),
-                    name: name.to_owned(),
-                });
-            }
-            self.inner
-                .db
-                .insert(Key::credential(kind, name, purpose), value)?;
-            w.rv
-        };
-        // Ride on the next group flush, and make sure there is one.
-        self.inner.flush.request(rv);
-        self.inner.db.flush_async().await?;
-        sync_credentials(&self.inner.path).await;
-        Ok(())
-    }
-
-    /// An object's events, oldest first.
-    ///
-    /// # Errors
-    /// I/O and decoding errors.
-    pub fn events(&self, kind: &str, name: &str) -> Result<Vec<Event>, StoreError> {
-        let key = Key::events(kind, name);
-        match self.inner.db.get(&key)? {
-            Some(v) => decode(&key, &v),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    /// Changes to objects of `kind` (every kind when `None`), in order.
-    ///
-    /// # Errors
-    /// [`StoreError::Gone`] when `from` is older than the retained log. The
-    /// stream itself ends with [`StoreError::Lagged`] if the watcher falls behind.
-    pub fn watch(
-        &self,
-        kind: Option<&str>,
-        from: WatchFrom,
-    ) -> Result<impl Stream<Item = Result<WatchEvent, StoreError>> + Send + 'static, StoreError>
-    {
-        let live = self.inner.live.subscribe();
-        let kind_filter: Option<String> = kind.map(str::to_owned);
-        let matches = |k: &str| kind_filter.as_deref().is_none_or(|want| want == k);
-        let mut backlog = Vec::new();
-        let start = match from {
-            WatchFrom::Now => {
-                // The snapshot is taken under the write lock so that it and the
-                // live stream neither overlap nor leave a gap.
-                let w = self.lock();
-                for item in self.inner.db.scan_prefix(Key::OBJECT_PREFIX) {
-                    let (k, v) = item?;
-                    let r: Record = decode(&k, &v)?;
-                    if matches(&r.kind) {
-                        backlog.push(WatchEvent {
-                            type_: ChangeType::Added,
-                            object: r,
-                        });
-                    }
-                }
-                w.rv
-            }
-            WatchFrom::After(from) => {
-                let compacted = self.lock().compacted;
-                if from < compacted {
-                    return Err(StoreError::Gone {
-                        requested: from,
-                        compacted,
-                    });
-                }
-                let published = self.inner.published.load(Ordering::SeqCst);
-                if from < published {
-                    for item in self
-                        .inner
-                        .db
-                        .range(Key::log(from + 1)..=Key::log(published))
-                    {
-                        let (k, v) = item?;
-                        let e: WatchEvent = decode(&k, &v)?;
-                        if matches(&e.object.kind) {
-                            backlog.push(e);
-                        }
-                    }
-                }
-                published.max(from)
-            }
-        };
-        let live_kind = kind_filter.clone();
-        let live = futures::stream::unfold(Some(live), move |rx| {
-            let live_kind = live_kind.clone();
-            async move {
-                let mut rx = rx?;
-                loop {
-                    match rx.recv().await {
-                        Ok(e)
-                            if e.resource_version() > start
-                                && live_kind.as_deref().is_none_or(|k| k == e.object.kind) =>
-                        {
-                            return Some((Ok((*e).clone()), Some(rx)));
-                        }
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            return Some((Err(StoreError::Lagged(n)), None));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            }
-        });
-        Ok(futures::StreamExt::chain(
-            futures::stream::iter(backlog.into_iter().map(Ok)),
-            live,
-        ))
     }
 }
 
