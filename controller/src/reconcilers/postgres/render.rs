@@ -15,6 +15,9 @@
 //!   runtime config (mode 0600) in the data volume. The application's and
 //!   the further users' passwords are not the instances' business: a job
 //!   sets them (see `logins`), and their secrets are for applications.
+//!
+//! Patroni's configuration is in `render/patroni.rs`, the routers in
+//! `render/router.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,6 +30,11 @@ use crate::reconcilers::common::{
 };
 use crate::swarm::objects::ContentKind;
 use crate::swarm::DesiredService;
+
+mod patroni;
+mod router;
+pub use patroni::{bootstrap_dynamic_config, config_patch, dynamic_config, patroni_conf};
+pub use router::haproxy_conf;
 
 /// PostgreSQL's port, on the instances and on the routers.
 pub const PG_PORT: u16 = 5432;
@@ -244,223 +252,6 @@ pub fn etcd_hosts(name: &str, spec: &PostgresClusterSpec) -> (Vec<String>, &'sta
     (hosts, if https { "https" } else { "http" })
 }
 
-/// A YAML double-quoted scalar (JSON's string syntax is valid YAML).
-fn quoted(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
-
-/// Patroni's configuration shared by every instance: everything but the
-/// member's name and addresses (environment) and the passwords (added by the
-/// start script, which is why the `postgresql` section comes last).
-pub fn patroni_conf(pgc: &PostgresCluster) -> String {
-    let name = pgc.metadata.name.as_str();
-    let spec = &pgc.spec;
-    let (hosts, protocol) = etcd_hosts(name, spec);
-    let mut c = vec![
-        format!("scope: {}", quoted(name)),
-        "namespace: /haswarm/".to_owned(),
-        // `restapi:` (with its password) is added by the start script.
-        "etcd3:".to_owned(),
-        format!("  protocol: {protocol}"),
-        "  hosts:".to_owned(),
-    ];
-    c.extend(hosts.iter().map(|h| format!("  - {}", quoted(h))));
-    // The dynamic configuration starts as what replication needs, and the
-    // controller makes it follow the spec through Patroni's /config: a
-    // change of parameters or timing is then no new config and no rolling
-    // restart, only the restarts a parameter needs. (JSON is YAML.)
-    c.extend([
-        "bootstrap:".to_owned(),
-        format!("  dcs: {}", bootstrap_dynamic_config()),
-    ]);
-    c.extend([
-        "  initdb:".to_owned(),
-        "  - encoding: UTF8".to_owned(),
-        "  - data-checksums".to_owned(),
-        "  post_bootstrap: /etc/haswarm/post-bootstrap.sh".to_owned(),
-        "postgresql:".to_owned(),
-        format!("  listen: 0.0.0.0:{PG_PORT}"),
-        "  data_dir: /var/lib/postgresql/data".to_owned(),
-        format!(
-            "  bin_dir: /usr/lib/postgresql/{}/bin",
-            spec.postgres.version
-        ),
-        "  pgpass: /tmp/haswarm-pgpass".to_owned(),
-        // Patroni's own connections go through the socket (`local ... trust`
-        // below), not TCP to localhost: a member still holding the old
-        // superuser password during a rotation keeps working.
-        "  use_unix_socket: true".to_owned(),
-        // A new replica's copy starts at once rather than at the leader's
-        // next scheduled checkpoint (up to 5 minutes away).
-        "  basebackup:".to_owned(),
-        "  - checkpoint: fast".to_owned(),
-        // Inside the container only; every network client needs a password.
-        "  pg_hba:".to_owned(),
-        "  - local all all trust".to_owned(),
-        "  - host replication replicator all scram-sha-256".to_owned(),
-        "  - host all all all scram-sha-256".to_owned(),
-        String::new(),
-    ]);
-    c.join("\n")
-}
-
-/// Parameters replication needs, whatever the spec says.
-const REPLICATION_PARAMETERS: [(&str, &str); 5] = [
-    ("wal_level", "replica"),
-    ("hot_standby", "on"),
-    ("wal_log_hints", "on"),
-    ("max_wal_senders", "10"),
-    ("max_replication_slots", "10"),
-];
-
-/// The dynamic configuration a new cluster starts with: the same for every
-/// spec, so the instances' config does not change with the spec.
-pub fn bootstrap_dynamic_config() -> serde_json::Value {
-    let parameters: serde_json::Map<String, serde_json::Value> = REPLICATION_PARAMETERS
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned())))
-        .collect();
-    serde_json::json!({
-        "postgresql": {
-            "use_pg_rewind": true,
-            "use_slots": true,
-            "parameters": parameters,
-        },
-    })
-}
-
-/// Patroni's dynamic configuration as the spec wants it (kept in etcd, the
-/// same for every member): timing, synchronous mode and PostgreSQL
-/// parameters. The controller keeps the live one equal to it through
-/// Patroni's `/config`.
-pub fn dynamic_config(pgc: &PostgresCluster) -> serde_json::Value {
-    let p = &pgc.spec.patroni;
-    let mut parameters = serde_json::Map::new();
-    for (k, v) in REPLICATION_PARAMETERS {
-        parameters.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
-    }
-    for (k, v) in &pgc.spec.postgres.parameters {
-        parameters.insert(k.clone(), serde_json::Value::String(v.0.clone()));
-    }
-    serde_json::json!({
-        "ttl": p.ttl,
-        "loop_wait": p.loop_wait,
-        "retry_timeout": p.retry_timeout,
-        "maximum_lag_on_failover": p.maximum_lag_on_failover,
-        "synchronous_mode": p.synchronous_mode != SynchronousMode::Off,
-        "synchronous_mode_strict": p.synchronous_mode == SynchronousMode::Strict,
-        "postgresql": {
-            "use_pg_rewind": true,
-            "use_slots": true,
-            "parameters": parameters,
-        },
-    })
-}
-
-/// The JSON merge patch that brings Patroni's live dynamic configuration to
-/// `desired`, or `None` when they agree. Values compare as text (Patroni
-/// keeps what it was given, `"10"` or `10`); a parameter no longer desired is
-/// removed (`null`).
-pub fn config_patch(
-    desired: &serde_json::Value,
-    live: &serde_json::Value,
-) -> Option<serde_json::Value> {
-    use serde_json::Value;
-    fn text(v: &Value) -> String {
-        match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }
-    }
-    let mut patch = serde_json::Map::new();
-    for (k, want) in desired
-        .as_object()?
-        .iter()
-        .filter(|(k, _)| *k != "postgresql")
-    {
-        if live.get(k).map(text) != Some(text(want)) {
-            patch.insert(k.clone(), want.clone());
-        }
-    }
-    let empty = serde_json::Map::new();
-    let want = desired
-        .pointer("/postgresql/parameters")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let have = live
-        .pointer("/postgresql/parameters")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let mut parameters = serde_json::Map::new();
-    for (k, v) in want {
-        if have.get(k).map(text) != Some(text(v)) {
-            parameters.insert(k.clone(), v.clone());
-        }
-    }
-    for k in have.keys().filter(|k| !want.contains_key(*k)) {
-        parameters.insert(k.clone(), Value::Null);
-    }
-    if !parameters.is_empty() {
-        patch.insert(
-            "postgresql".into(),
-            serde_json::json!({ "parameters": parameters }),
-        );
-    }
-    (!patch.is_empty()).then_some(Value::Object(patch))
-}
-
-/// HAProxy's configuration for one router: every instance is a server,
-/// health-checked on Patroni's REST API (`/primary` for the read-write
-/// router, `/replica` for the read-only one), and re-resolved through
-/// Swarm's DNS so a task that comes back with a new address is found.
-pub fn haproxy_conf(pgc: &PostgresCluster, read_write: bool) -> String {
-    let name = pgc.metadata.name.as_str();
-    let (check, balance) = if read_write {
-        ("/primary", "first")
-    } else {
-        ("/replica", "roundrobin")
-    };
-    let mut c = vec![
-        "global".to_owned(),
-        "  maxconn 2000".to_owned(),
-        "defaults".to_owned(),
-        "  mode tcp".to_owned(),
-        "  timeout connect 4s".to_owned(),
-        "  timeout client 30m".to_owned(),
-        "  timeout server 30m".to_owned(),
-        "  timeout check 2s".to_owned(),
-        "resolvers swarm".to_owned(),
-        "  nameserver dns 127.0.0.11:53".to_owned(),
-        "  resolve_retries 3".to_owned(),
-        "  timeout resolve 1s".to_owned(),
-        "  timeout retry 1s".to_owned(),
-        "  hold valid 2s".to_owned(),
-        "  hold obsolete 2s".to_owned(),
-        "  hold nx 2s".to_owned(),
-        "  hold refused 2s".to_owned(),
-        "  hold timeout 2s".to_owned(),
-        "  hold other 2s".to_owned(),
-        "frontend postgres".to_owned(),
-        format!("  bind :{PG_PORT}"),
-        "  default_backend members".to_owned(),
-        "backend members".to_owned(),
-        format!("  balance {balance}"),
-        format!("  option httpchk GET {check}"),
-        "  http-check expect status 200".to_owned(),
-        // A primary that lost its role must lose its connections at once:
-        // clients reconnect through the router to the new one.
-        format!(
-            "  default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions check port {PATRONI_PORT} resolvers swarm init-addr last,libc,none"
-        ),
-    ];
-    c.extend((0..usize::from(pgc.spec.instances)).map(|i| {
-        let member = instance_name(name, i);
-        format!("  server {member} {member}:{PG_PORT}")
-    }));
-    c.push(String::new());
-    c.join("\n")
-}
-
 /// The configs every cluster has, and the generated password secrets.
 pub fn contents(
     pgc: &PostgresCluster,
@@ -663,49 +454,6 @@ fn etcd_member(inputs: &Inputs<'_>, j: usize) -> DesiredService {
     })
 }
 
-fn router(inputs: &Inputs<'_>, read_write: bool, placement: &Placement) -> DesiredService {
-    let pgc = inputs.pgc;
-    let name = pgc.metadata.name.as_str();
-    let spec = &pgc.spec;
-    let net = network_name(name);
-    let (service, conf) = if read_write {
-        (rw_name(name), purpose::ROUTER_RW)
-    } else {
-        (ro_name(name), purpose::ROUTER_RO)
-    };
-    common::service(ServiceParts {
-        name: service,
-        role: "router",
-        image: &spec.router.image,
-        command: vec![
-            "haproxy".into(),
-            "-W".into(),
-            "-db".into(),
-            "-f".into(),
-            "/etc/haswarm/haproxy.cfg".into(),
-        ],
-        env: Vec::new(),
-        mounts: Vec::new(),
-        secrets: Vec::new(),
-        configs: vec![config_ref(
-            name_of(inputs.config_names, conf),
-            "/etc/haswarm/haproxy.cfg",
-            0o444,
-        )],
-        // HAProxy's images have no shell or client to probe with; Swarm
-        // restarts a router whose process exits.
-        health: None,
-        resources: &spec.router.resources,
-        placement,
-        slot: None,
-        replicas: u64::from(spec.router.replicas),
-        restart_delay_ms: 1_000,
-        network: &net,
-        aliases: Vec::new(),
-        endpoint_mode: spec.network.endpoint_mode,
-    })
-}
-
 /// Renders the whole cluster.
 pub fn render(inputs: &Inputs<'_>) -> Rendered {
     let pgc = inputs.pgc;
@@ -724,8 +472,8 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
             spread: Spread::Preferred,
             ..spec.placement.clone()
         };
-        services.push(router(inputs, true, &placement));
-        services.push(router(inputs, false, &placement));
+        services.push(router::service(inputs, true, &placement));
+        services.push(router::service(inputs, false, &placement));
     }
     Rendered {
         network: network_name(name),
