@@ -27,6 +27,11 @@ pub struct DesiredContent {
     pub data: Vec<u8>,
 }
 
+/// `<name>-net`: a resource's overlay network, the one applications join.
+pub fn network_name(name: &str) -> String {
+    format!("{name}-net")
+}
+
 /// The node label that pins slot `i` of a resource to a node:
 /// `io.haswarm.<kind>.<name>.slot-<i>`, its value the incarnation of the
 /// member pinned there (see [`crate::reconcilers::slots::plan`]).

@@ -204,7 +204,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     .password_secret
                     .as_ref()
                     .map_or_else(|| format!("{name}-password"), |s| s.name.clone());
-                let rendered = redis::render(&redis::Inputs {
+                let services = redis::render(&redis::Inputs {
                     rsg,
                     password_secret: &secret,
                     generated_password: None,
@@ -213,7 +213,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     incarnations: &Default::default(),
                 });
                 networks.insert(
-                    rendered.network.clone(),
+                    redis::network_name(name),
                     json!({"driver": "overlay", "attachable": true}),
                 );
                 secrets.insert(secret.clone(), json!({"external": true}));
@@ -229,7 +229,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                 notes.push(format!(
                     "{name}: each instance and sentinel is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
                 ));
-                add(rendered.services, &mut volumes);
+                add(services, &mut volumes);
             }
             AnyResource::PostgresCluster(pgc) => {
                 let name = pgc.metadata.name.as_str();
@@ -248,7 +248,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     ),
                     api: pick(None, postgres::purpose::API),
                 };
-                let rendered = postgres::render(&postgres::Inputs {
+                let services = postgres::render(&postgres::Inputs {
                     pgc,
                     generated: &generated,
                     secrets: &secret_names,
@@ -257,7 +257,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                     incarnations: &Default::default(),
                 });
                 networks.insert(
-                    rendered.network.clone(),
+                    postgres::network_name(name),
                     json!({"driver": "overlay", "attachable": true}),
                 );
                 for s in [
@@ -285,7 +285,7 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                 notes.push(format!(
                     "{name}: each instance and etcd member is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
                 ));
-                add(rendered.services, &mut volumes);
+                add(services, &mut volumes);
             }
         }
     }

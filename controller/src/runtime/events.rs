@@ -94,28 +94,25 @@ pub fn spawn(ctx: Arc<Context>, dispatch: Dispatch) {
 
 /// Starts every kind's controller and the Docker event feed.
 pub fn start_all(ctx: Arc<Context>) {
+    fn add<R: super::Reconciler>(dispatch: &mut Dispatch, ctx: &Arc<Context>, r: R) {
+        dispatch.insert(R::KIND, super::controller::start(r, Arc::clone(ctx)));
+    }
     let mut dispatch = Dispatch::new();
-    dispatch.insert(
-        "SharedVolume",
-        super::controller::start(crate::reconcilers::volume::SharedVolumes, Arc::clone(&ctx)),
+    add(
+        &mut dispatch,
+        &ctx,
+        crate::reconcilers::volume::SharedVolumes,
     );
-    dispatch.insert(
-        "RedisSentinelGroup",
-        super::controller::start(
-            crate::reconcilers::redis::RedisGroups::default(),
-            Arc::clone(&ctx),
-        ),
+    add(
+        &mut dispatch,
+        &ctx,
+        crate::reconcilers::redis::RedisGroups::default(),
     );
-    dispatch.insert(
-        "PostgresCluster",
-        super::controller::start(
-            crate::reconcilers::postgres::PostgresClusters,
-            Arc::clone(&ctx),
-        ),
+    add(
+        &mut dispatch,
+        &ctx,
+        crate::reconcilers::postgres::PostgresClusters,
     );
-    dispatch.insert(
-        "GitSource",
-        super::controller::start(crate::reconcilers::gitops::GitSources, Arc::clone(&ctx)),
-    );
+    add(&mut dispatch, &ctx, crate::reconcilers::gitops::GitSources);
     spawn(ctx, dispatch);
 }

@@ -348,7 +348,7 @@ fn health(inventory: &[InventoryEntry]) -> (Option<bool>, &'static str, String) 
 }
 
 impl Reconciler for GitSources {
-    const KIND: &'static str = "GitSource";
+    const KIND: &'static str = <haswarm_crds::GitSourceSpec as haswarm_crds::Kind>::KIND;
 
     async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
         let (gs, old): (_, GitSourceStatus) = decode::<GitSourceSpec>(&obj)?;

@@ -25,7 +25,7 @@ use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
 use crate::swarm::{NodeInfo, Owner, ServiceHealth, ServicePlan};
 
-pub(super) const KIND: &str = "PostgresCluster";
+pub(super) const KIND: &str = <PostgresClusterSpec as haswarm_crds::Kind>::KIND;
 
 /// A replica further behind than this is not in sync (and is no candidate
 /// for a planned switchover).
@@ -281,7 +281,6 @@ impl Reconciler for PostgresClusters {
                         etcd: &etcd,
                         incarnations: &incarnations,
                     })
-                    .services
                 },
             )
             .await?;

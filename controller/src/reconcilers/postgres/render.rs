@@ -134,32 +134,16 @@ pub fn ro_name(name: &str) -> String {
     format!("{name}-ro")
 }
 
-/// `<name>-net`: the network applications join.
-pub fn network_name(name: &str) -> String {
-    format!("{name}-net")
-}
+pub use crate::reconcilers::common::network_name;
 
 /// The slot label pinning instance `i`.
 pub fn instance_slot(name: &str, i: usize) -> String {
-    slot_label("PostgresCluster", &format!("{name}.pg"), i)
+    slot_label(super::reconcile::KIND, &format!("{name}.pg"), i)
 }
 
 /// The slot label pinning etcd member `j`.
 pub fn etcd_slot(name: &str, j: usize) -> String {
-    slot_label("PostgresCluster", &format!("{name}.etcd"), j)
-}
-
-/// Everything the cluster needs on the Swarm.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rendered {
-    /// The overlay network.
-    pub network: String,
-    /// Whether the network is encrypted.
-    pub encrypted: bool,
-    /// Configs, and the generated password secrets.
-    pub contents: Vec<DesiredContent>,
-    /// Instances, etcd members, routers.
-    pub services: Vec<DesiredService>,
+    slot_label(super::reconcile::KIND, &format!("{name}.etcd"), j)
 }
 
 /// The Swarm secret each password the instances need is read from.
@@ -455,9 +439,8 @@ fn etcd_member(inputs: &Inputs<'_>, j: usize) -> DesiredService {
 }
 
 /// Renders the whole cluster.
-pub fn render(inputs: &Inputs<'_>) -> Rendered {
+pub fn render(inputs: &Inputs<'_>) -> Vec<DesiredService> {
     let pgc = inputs.pgc;
-    let name = pgc.metadata.name.as_str();
     let spec = &pgc.spec;
     let mut services: Vec<DesiredService> = (0..usize::from(spec.instances))
         .map(|i| instance(inputs, i))
@@ -475,12 +458,7 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
         services.push(router::service(inputs, true, &placement));
         services.push(router::service(inputs, false, &placement));
     }
-    Rendered {
-        network: network_name(name),
-        encrypted: spec.network.encrypted,
-        contents: contents(pgc, inputs.generated),
-        services,
-    }
+    services
 }
 
 /// The environment an application needs to use the cluster through its

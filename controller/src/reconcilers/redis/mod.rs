@@ -11,4 +11,4 @@ mod sentinels;
 pub use reconcile::RedisGroups;
 
 /// The kind's name, as stores, events and credentials key it.
-const KIND: &str = "RedisSentinelGroup";
+const KIND: &str = <haswarm_crds::RedisSentinelGroupSpec as haswarm_crds::Kind>::KIND;

@@ -164,7 +164,6 @@ async fn prepare(
             config_names: names,
             incarnations,
         })
-        .services
     };
     let converge = converge::prepare(
         ctx,

@@ -122,32 +122,16 @@ pub fn member_of_announced(host: &str) -> (&str, u32) {
         .unwrap_or((host, 0))
 }
 
-/// `<name>-net`: the network applications join.
-pub fn network_name(name: &str) -> String {
-    format!("{name}-net")
-}
+pub use crate::reconcilers::common::network_name;
 
 /// The slot label pinning data instance `i`.
 pub fn instance_slot(name: &str, i: usize) -> String {
-    slot_label("RedisSentinelGroup", &format!("{name}.redis"), i)
+    slot_label(super::KIND, &format!("{name}.redis"), i)
 }
 
 /// The slot label pinning sentinel `j`.
 pub fn sentinel_slot(name: &str, j: usize) -> String {
-    slot_label("RedisSentinelGroup", &format!("{name}.sentinel"), j)
-}
-
-/// Everything the group needs on the Swarm.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rendered {
-    /// The overlay network.
-    pub network: String,
-    /// Whether the network is encrypted.
-    pub encrypted: bool,
-    /// Configs (and the generated password secret, when there is one).
-    pub contents: Vec<DesiredContent>,
-    /// Data instances, then sentinels.
-    pub services: Vec<DesiredService>,
+    slot_label(super::KIND, &format!("{name}.sentinel"), j)
 }
 
 /// What rendering needs besides the spec.
@@ -419,7 +403,7 @@ pub fn instance_start_period_s(spec: &RedisSentinelGroupSpec) -> i64 {
 }
 
 /// Renders the whole group.
-pub fn render(inputs: &Inputs<'_>) -> Rendered {
+pub fn render(inputs: &Inputs<'_>) -> Vec<DesiredService> {
     let rsg = inputs.rsg;
     let name = rsg.metadata.name.as_str();
     let spec = &rsg.spec;
@@ -474,12 +458,7 @@ pub fn render(inputs: &Inputs<'_>) -> Rendered {
             },
         ));
     }
-    Rendered {
-        network: network_name(name),
-        encrypted: spec.network.encrypted,
-        contents: contents(spec, inputs.generated_password),
-        services,
-    }
+    services
 }
 
 /// The environment an application needs to use the group through Sentinel,

@@ -20,7 +20,7 @@ use crate::store::Record;
 pub struct SharedVolumes;
 
 impl Reconciler for SharedVolumes {
-    const KIND: &'static str = "SharedVolume";
+    const KIND: &'static str = <haswarm_crds::SharedVolumeSpec as haswarm_crds::Kind>::KIND;
 
     async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
         let (sv, old) = decode::<haswarm_crds::SharedVolumeSpec>(&obj)?;

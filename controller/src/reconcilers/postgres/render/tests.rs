@@ -20,6 +20,14 @@ fn pgc(spec: &str) -> PostgresCluster {
     }
 }
 
+/// What a resource needs on the Swarm, as the reconcile makes it: the
+/// network, the contents, and the services rendered against them.
+struct Rendered {
+    network: String,
+    contents: Vec<DesiredContent>,
+    services: Vec<DesiredService>,
+}
+
 fn rendered(spec: &str) -> Rendered {
     let c = pgc(spec);
     let generated = HashMap::from([
@@ -49,14 +57,19 @@ fn rendered(spec: &str) -> Rendered {
         (purpose::ROUTER_RW.to_owned(), "db-router-rw-d".to_owned()),
         (purpose::ROUTER_RO.to_owned(), "db-router-ro-e".to_owned()),
     ]);
-    render(&Inputs {
+    let services = render(&Inputs {
         pgc: &c,
         generated: &generated,
         secrets: &secrets,
         config_names: &names,
         etcd: &EtcdMembership::created(c.spec.etcd.members),
         incarnations: &BTreeMap::new(),
-    })
+    });
+    Rendered {
+        network: network_name("db"),
+        contents: contents(&c, &generated),
+        services,
+    }
 }
 
 #[test]
@@ -336,8 +349,7 @@ fn a_member_added_later_joins_the_members_before_it_in_a_directory_of_its_join()
         incarnations: &BTreeMap::new(),
     });
     let cmd = |member: &str| {
-        r.services
-            .iter()
+        r.iter()
             .find(|s| s.name() == member)
             .map(|s| container(s).command.unwrap_or_default().join(" "))
             .unwrap_or_else(|| panic!("no {member}"))
@@ -394,9 +406,8 @@ fn a_moved_member_is_a_new_incarnation_and_its_etcd_member_waits_to_be_replaced(
         })
     };
     let r = render_with(&etcd);
-    let find = |r: &Rendered, n: &str| {
-        r.services
-            .iter()
+    let find = |r: &[DesiredService], n: &str| {
+        r.iter()
             .find(|s| s.name() == n)
             .cloned()
             .unwrap_or_else(|| panic!("no {n}"))

@@ -20,19 +20,32 @@ fn rsg(spec: &str) -> RedisSentinelGroup {
 
 const PW: &[u8] = b"Zq8vV0pLrT7xN2cW5mKd9sHj3bYf6gAe";
 
+/// What a resource needs on the Swarm, as the reconcile makes it: the
+/// network, the contents, and the services rendered against them.
+struct Rendered {
+    network: String,
+    contents: Vec<DesiredContent>,
+    services: Vec<DesiredService>,
+}
+
 fn rendered(spec: &str) -> Rendered {
     let r = rsg(spec);
     let contents = contents(&r.spec, Some(PW));
     let names = content_names("cache", &contents);
     let secret = names.get(purpose::PASSWORD).cloned().expect("secret name");
-    render(&Inputs {
+    let services = render(&Inputs {
         rsg: &r,
         password_secret: &secret,
         generated_password: Some(PW),
         extra_password_secret: None,
         config_names: &names,
         incarnations: &Default::default(),
-    })
+    });
+    Rendered {
+        network: network_name("cache"),
+        contents,
+        services,
+    }
 }
 
 fn container(s: &DesiredService) -> bollard::models::TaskSpecContainerSpec {
@@ -161,7 +174,7 @@ fn a_rotation_mounts_the_other_accepted_password_too() {
         config_names: &names,
         incarnations: &Default::default(),
     });
-    for s in &rendered.services {
+    for s in &rendered {
         let files: Vec<(Option<&str>, Option<&str>)> = s
             .spec
             .task_template
@@ -270,7 +283,7 @@ fn a_moved_member_announces_an_alias_of_its_incarnation_and_others_are_unchanged
                     .map(str::to_owned)
             })
     };
-    for (a, b) in moved.services.iter().zip(&never.services) {
+    for (a, b) in moved.iter().zip(&never) {
         let name = a.spec.name.as_deref().unwrap_or_default();
         let wanted = match name {
             "cache-redis-1" => Some("cache-redis-1-i2"),
