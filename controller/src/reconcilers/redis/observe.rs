@@ -360,6 +360,23 @@ pub fn parse(output: &str) -> SentinelView {
     view
 }
 
+/// A sentinel's view of a healthy group `c` of 3, for the reconcilers'
+/// table tests: master c-redis-0, both replicas online (c-redis-2 10 bytes
+/// behind), two other sentinels.
+#[cfg(test)]
+pub fn healthy_test_view() -> SentinelView {
+    let mut v = parse(
+        "#master\nip\nc-redis-0\nflags\nmaster\n\
+         #replicas\nname\nc-redis-1:6379\nip\nc-redis-1\nflags\nslave\n\
+         name\nc-redis-2:6379\nip\nc-redis-2\nflags\nslave\n\
+         #info\nrole:master\r\nmaster_repl_offset:100\r\n\
+         slave0:ip=c-redis-1,port=6379,state=online,offset=100,lag=0\r\n\
+         slave1:ip=c-redis-2,port=6379,state=online,offset=90,lag=0\r\n",
+    );
+    v.other_sentinels = 2;
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -479,16 +479,7 @@ mod tests {
     use super::*;
     use crate::swarm::ServiceChange;
 
-    fn healthy_view() -> SentinelView {
-        observe::parse(
-            "#master\nip\nc-redis-0\nflags\nmaster\n\
-             #replicas\nname\nc-redis-1:6379\nip\nc-redis-1\nflags\nslave\n\
-             name\nc-redis-2:6379\nip\nc-redis-2\nflags\nslave\n\
-             #info\nrole:master\r\nmaster_repl_offset:100\r\n\
-             slave0:ip=c-redis-1,port=6379,state=online,offset=100,lag=0\r\n\
-             slave1:ip=c-redis-2,port=6379,state=online,offset=90,lag=0\r\n",
-        )
-    }
+    use observe::healthy_test_view as healthy_view;
 
     fn all_running() -> BTreeMap<String, ServiceHealth> {
         ["c-redis-0", "c-redis-1", "c-redis-2", "c-sentinel-0"]

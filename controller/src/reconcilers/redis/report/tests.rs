@@ -12,20 +12,7 @@ fn group(instances: u8) -> RedisSentinelGroup {
     .expect("group")
 }
 
-/// A sentinel's view of a healthy group of 3: master c-redis-0, both
-/// replicas online (c-redis-2 10 bytes behind), two other sentinels.
-fn healthy_view() -> SentinelView {
-    let mut v = observe::parse(
-        "#master\nip\nc-redis-0\nflags\nmaster\n\
-         #replicas\nname\nc-redis-1:6379\nip\nc-redis-1\nflags\nslave\n\
-         name\nc-redis-2:6379\nip\nc-redis-2\nflags\nslave\n\
-         #info\nrole:master\r\nmaster_repl_offset:100\r\n\
-         slave0:ip=c-redis-1,port=6379,state=online,offset=100,lag=0\r\n\
-         slave1:ip=c-redis-2,port=6379,state=online,offset=90,lag=0\r\n",
-    );
-    v.other_sentinels = 2;
-    v
-}
+use observe::healthy_test_view as healthy_view;
 
 /// What status and events a look gives, from `old`.
 fn look(
