@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{MountType, ServiceSpec};
-use haswarm_crds::AnyResource;
+use haswarm_crds::{AnyResource, PostgresCluster, RedisSentinelGroup};
 use serde_json::{json, Map, Value};
 
 use super::contents::content_names;
@@ -153,16 +153,20 @@ fn strip_nulls(v: Value) -> Value {
     }
 }
 
-/// The stack file for `resources`, and notes about what it cannot say (as
-/// comment lines for the caller to print first).
-pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
-    let mut services: BTreeMap<String, Value> = BTreeMap::new();
-    let mut networks: BTreeMap<String, Value> = BTreeMap::new();
-    let mut secrets: BTreeMap<String, Value> = BTreeMap::new();
-    let mut configs: BTreeMap<String, Value> = BTreeMap::new();
-    let mut volumes: BTreeMap<String, Value> = BTreeMap::new();
-    let mut notes = Vec::new();
-    let mut add = |list: Vec<DesiredService>, volumes: &mut BTreeMap<String, Value>| {
+/// The parts of a stack file as they are gathered, resource by resource.
+#[derive(Default)]
+struct Stack {
+    services: BTreeMap<String, Value>,
+    networks: BTreeMap<String, Value>,
+    secrets: BTreeMap<String, Value>,
+    configs: BTreeMap<String, Value>,
+    volumes: BTreeMap<String, Value>,
+    notes: Vec<String>,
+}
+
+impl Stack {
+    /// Adds rendered services and the named volumes their mounts use.
+    fn add(&mut self, list: Vec<DesiredService>) {
         for d in list {
             for m in d
                 .spec
@@ -177,132 +181,146 @@ pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
                         .as_ref()
                         .and_then(|o| o.driver_config.clone())
                         .unwrap_or_default();
-                    volumes.insert(
+                    self.volumes.insert(
                         m.source.clone().unwrap_or_default(),
                         strip_nulls(json!({"driver": driver.name, "driver_opts": driver.options})),
                     );
                 }
             }
-            services.insert(d.name().to_owned(), service(&d.spec));
+            self.services.insert(d.name().to_owned(), service(&d.spec));
         }
-    };
+    }
+
+    /// The group's overlay network, declared as haswarm creates it.
+    fn network(&mut self, name: String) {
+        self.networks
+            .insert(name, json!({"driver": "overlay", "attachable": true}));
+    }
+
+    fn redis(&mut self, rsg: &RedisSentinelGroup) {
+        let name = rsg.metadata.name.as_str();
+        let contents = redis::contents(&rsg.spec, None);
+        let names: HashMap<String, String> = redis::content_names(name, &contents);
+        let secret = rsg
+            .spec
+            .password_secret
+            .as_ref()
+            .map_or_else(|| format!("{name}-password"), |s| s.name.clone());
+        let services = redis::render(&redis::Inputs {
+            rsg,
+            password_secret: &secret,
+            generated_password: None,
+            extra_password_secret: None,
+            config_names: &names,
+            incarnations: &Default::default(),
+        });
+        self.network(redis::network_name(name));
+        self.secrets
+            .insert(secret.clone(), json!({"external": true}));
+        for c in &contents {
+            if let Some(n) = names.get(&c.purpose) {
+                self.configs.insert(n.clone(), json!({"external": true}));
+            }
+        }
+        self.notes.push(format!(
+            "{name}: haswarm creates the secret {secret} (a generated password unless spec.passwordSecret names one) and the configs {}; their content is haswarm's (see `haswarmctl explain rsg`)",
+            names.values().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        self.notes.push(format!(
+            "{name}: each instance and sentinel is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
+        ));
+        self.add(services);
+    }
+
+    fn postgres(&mut self, pgc: &PostgresCluster) {
+        let name = pgc.metadata.name.as_str();
+        let generated = HashMap::new();
+        let contents = postgres::contents(pgc, &generated);
+        let names = content_names(name, &contents);
+        let c = &pgc.spec.credentials;
+        let pick = |user: Option<&haswarm_crds::common::SecretRef>, purpose: &str| {
+            user.map_or_else(|| format!("{name}-{purpose}"), |r| r.name.clone())
+        };
+        let secret_names = postgres::PasswordSecrets {
+            superuser: pick(c.superuser_secret.as_ref(), postgres::purpose::SUPERUSER),
+            replication: pick(
+                c.replication_secret.as_ref(),
+                postgres::purpose::REPLICATION,
+            ),
+            api: pick(None, postgres::purpose::API),
+        };
+        let services = postgres::render(&postgres::Inputs {
+            pgc,
+            generated: &generated,
+            secrets: &secret_names,
+            config_names: &names,
+            etcd: &haswarm_crds::postgres::EtcdMembership::created(pgc.spec.etcd.members),
+            incarnations: &Default::default(),
+        });
+        self.network(postgres::network_name(name));
+        for s in [
+            &secret_names.superuser,
+            &secret_names.replication,
+            &secret_names.api,
+        ] {
+            self.secrets.insert(s.clone(), json!({"external": true}));
+        }
+        for n in names.values() {
+            self.configs.insert(n.clone(), json!({"external": true}));
+        }
+        self.notes.push(format!(
+            "{name}: haswarm creates the secrets {}, {} and {} (generated passwords unless spec.credentials names them) and the configs {}; their content is haswarm's (see `haswarmctl explain pgc`)",
+            secret_names.superuser,
+            secret_names.replication,
+            secret_names.api,
+            names.values().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        self.notes.push(format!(
+            "{name}: the application user {} is created without a password: haswarm sets its password (secret {}, unless spec.credentials.appUserSecret names one) and creates spec.bootstrap.users with a one-shot job once the cluster runs; this stack alone does not",
+            pgc.spec.bootstrap.owner,
+            pick(c.app_user_secret.as_ref(), postgres::purpose::APP),
+        ));
+        self.notes.push(format!(
+            "{name}: each instance and etcd member is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
+        ));
+        self.add(services);
+    }
+
+    /// The stack file, with only the top-level sections that have entries.
+    fn into_value(self) -> (Value, Vec<String>) {
+        let mut stack = Map::new();
+        stack.insert("version".into(), json!("3.8"));
+        stack.insert("services".into(), json!(self.services));
+        for (k, v) in [
+            ("networks", self.networks),
+            ("volumes", self.volumes),
+            ("secrets", self.secrets),
+            ("configs", self.configs),
+        ] {
+            if !v.is_empty() {
+                stack.insert(k.into(), json!(v));
+            }
+        }
+        (Value::Object(stack), self.notes)
+    }
+}
+
+/// The stack file for `resources`, and notes about what it cannot say (as
+/// comment lines for the caller to print first).
+pub fn render_stack(resources: &[&AnyResource]) -> (Value, Vec<String>) {
+    let mut stack = Stack::default();
     for r in resources {
         match r {
-            AnyResource::SharedVolume(sv) => {
-                add(volume::render(sv, "haswarm/probe:latest"), &mut volumes)
-            }
-            AnyResource::GitSource(gs) => notes.push(format!(
+            AnyResource::SharedVolume(sv) => stack.add(volume::render(sv, "haswarm/probe:latest")),
+            AnyResource::GitSource(gs) => stack.notes.push(format!(
                 "{}: a GitSource has no Swarm objects (haswarmd applies the manifests of {} itself)",
                 gs.metadata.name, gs.spec.url
             )),
-            AnyResource::RedisSentinelGroup(rsg) => {
-                let name = rsg.metadata.name.as_str();
-                let contents = redis::contents(&rsg.spec, None);
-                let names: HashMap<String, String> = redis::content_names(name, &contents);
-                let secret = rsg
-                    .spec
-                    .password_secret
-                    .as_ref()
-                    .map_or_else(|| format!("{name}-password"), |s| s.name.clone());
-                let services = redis::render(&redis::Inputs {
-                    rsg,
-                    password_secret: &secret,
-                    generated_password: None,
-                    extra_password_secret: None,
-                    config_names: &names,
-                    incarnations: &Default::default(),
-                });
-                networks.insert(
-                    redis::network_name(name),
-                    json!({"driver": "overlay", "attachable": true}),
-                );
-                secrets.insert(secret.clone(), json!({"external": true}));
-                for c in &contents {
-                    if let Some(n) = names.get(&c.purpose) {
-                        configs.insert(n.clone(), json!({"external": true}));
-                    }
-                }
-                notes.push(format!(
-                    "{name}: haswarm creates the secret {secret} (a generated password unless spec.passwordSecret names one) and the configs {}; their content is haswarm's (see `haswarmctl explain rsg`)",
-                    names.values().cloned().collect::<Vec<_>>().join(", ")
-                ));
-                notes.push(format!(
-                    "{name}: each instance and sentinel is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
-                ));
-                add(services, &mut volumes);
-            }
-            AnyResource::PostgresCluster(pgc) => {
-                let name = pgc.metadata.name.as_str();
-                let generated = HashMap::new();
-                let contents = postgres::contents(pgc, &generated);
-                let names = content_names(name, &contents);
-                let c = &pgc.spec.credentials;
-                let pick = |user: Option<&haswarm_crds::common::SecretRef>, purpose: &str| {
-                    user.map_or_else(|| format!("{name}-{purpose}"), |r| r.name.clone())
-                };
-                let secret_names = postgres::PasswordSecrets {
-                    superuser: pick(c.superuser_secret.as_ref(), postgres::purpose::SUPERUSER),
-                    replication: pick(
-                        c.replication_secret.as_ref(),
-                        postgres::purpose::REPLICATION,
-                    ),
-                    api: pick(None, postgres::purpose::API),
-                };
-                let services = postgres::render(&postgres::Inputs {
-                    pgc,
-                    generated: &generated,
-                    secrets: &secret_names,
-                    config_names: &names,
-                    etcd: &haswarm_crds::postgres::EtcdMembership::created(pgc.spec.etcd.members),
-                    incarnations: &Default::default(),
-                });
-                networks.insert(
-                    postgres::network_name(name),
-                    json!({"driver": "overlay", "attachable": true}),
-                );
-                for s in [
-                    &secret_names.superuser,
-                    &secret_names.replication,
-                    &secret_names.api,
-                ] {
-                    secrets.insert(s.clone(), json!({"external": true}));
-                }
-                for n in names.values() {
-                    configs.insert(n.clone(), json!({"external": true}));
-                }
-                notes.push(format!(
-                    "{name}: haswarm creates the secrets {}, {} and {} (generated passwords unless spec.credentials names them) and the configs {}; their content is haswarm's (see `haswarmctl explain pgc`)",
-                    secret_names.superuser,
-                    secret_names.replication,
-                    secret_names.api,
-                    names.values().cloned().collect::<Vec<_>>().join(", ")
-                ));
-                notes.push(format!(
-                    "{name}: the application user {} is created without a password: haswarm sets its password (secret {}, unless spec.credentials.appUserSecret names one) and creates spec.bootstrap.users with a one-shot job once the cluster runs; this stack alone does not",
-                    pgc.spec.bootstrap.owner,
-                    pick(c.app_user_secret.as_ref(), postgres::purpose::APP),
-                ));
-                notes.push(format!(
-                    "{name}: each instance and etcd member is pinned by a node label (docker node update --label-add <label>=true NODE), which haswarm sets for you"
-                ));
-                add(services, &mut volumes);
-            }
+            AnyResource::RedisSentinelGroup(rsg) => stack.redis(rsg),
+            AnyResource::PostgresCluster(pgc) => stack.postgres(pgc),
         }
     }
-    let mut stack = Map::new();
-    stack.insert("version".into(), json!("3.8"));
-    stack.insert("services".into(), json!(services));
-    for (k, v) in [
-        ("networks", networks),
-        ("volumes", volumes),
-        ("secrets", secrets),
-        ("configs", configs),
-    ] {
-        if !v.is_empty() {
-            stack.insert(k.into(), json!(v));
-        }
-    }
-    (Value::Object(stack), notes)
+    stack.into_value()
 }
 
 #[cfg(test)]
