@@ -2,6 +2,7 @@
 //! reconcilers and the runtime that drives them, and the daemon's
 //! configuration.
 
+pub mod admission;
 pub mod api;
 pub mod client;
 pub mod config;

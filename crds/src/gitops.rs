@@ -15,6 +15,10 @@ use crate::{defaults, Kind};
 /// A GitSource changes or prunes only resources that carry its name here.
 pub const SOURCE_LABEL: &str = "haswarm.io/gitsource";
 
+/// The annotation the webhook sets on a GitSource to ask for a sync now
+/// (its value, a time, only has to change).
+pub const SYNC_REQUESTED: &str = "haswarm.io/sync-requested";
+
 /// Shortest poll interval: fetching more often than this only loads the git server.
 pub const MIN_INTERVAL_MS: u64 = 1_000;
 

@@ -25,12 +25,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures::StreamExt;
-use haswarm_crds::manifest::{resource_from_json, validate_resources};
+use haswarm_crds::manifest::resource_from_json;
 use haswarm_crds::selector::Selector;
-use haswarm_crds::validate::Catalog;
 use haswarm_crds::{AnyResource, KindInfo};
 use serde_json::Value;
 
+use crate::admission;
 use crate::store::{Deletion, Desired, Store, StoreError, WatchFrom, WriteMode};
 use types::{
     ApplyRequest, ApplyResponse, ApplyResult, DeleteQuery, ErrorBody, ErrorDetail,
@@ -178,7 +178,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// not read: a hook only says "look now", and the source fetches what it
 /// follows. On TCP the bearer token guards it like every other route.
 ///
-/// [`SYNC_REQUESTED`]: crate::reconcilers::gitops::SYNC_REQUESTED
+/// [`SYNC_REQUESTED`]: haswarm_crds::gitops::SYNC_REQUESTED
 async fn sync_hook(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -186,10 +186,7 @@ async fn sync_hook(
     let record = s.store.get("GitSource", &name)?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut annotations = record.metadata.annotations.clone();
-    annotations.insert(
-        crate::reconcilers::gitops::SYNC_REQUESTED.to_owned(),
-        now.clone(),
-    );
+    annotations.insert(haswarm_crds::gitops::SYNC_REQUESTED.to_owned(), now.clone());
     s.store
         .write(
             vec![Desired {
@@ -317,18 +314,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// References may point at objects already in the store.
-pub(crate) struct StoreCatalog<'a>(pub(crate) &'a Store);
-
-impl Catalog for StoreCatalog<'_> {
-    fn contains(&self, kind: &str, name: &str) -> bool {
-        self.0.contains(kind, name)
-    }
-    fn scope(&self) -> &str {
-        "in the store"
-    }
-}
-
 /// Types, defaults and validates manifests as one batch; every problem of
 /// every manifest is reported.
 fn prepare(store: &Store, items: Vec<Value>) -> ApiResult<Vec<(AnyResource, Option<u64>)>> {
@@ -359,7 +344,7 @@ fn prepare(store: &Store, items: Vec<Value>) -> ApiResult<Vec<(AnyResource, Opti
         return Err(ApiError::invalid(details));
     }
     let refs: Vec<&AnyResource> = resources.iter().map(|(r, _)| r).collect();
-    let problems = validate_resources(&refs, &StoreCatalog(store));
+    let problems = admission::validate(store, &refs);
     if !problems.is_empty() {
         return Err(ApiError::invalid(
             problems
@@ -378,20 +363,6 @@ fn prepare(store: &Store, items: Vec<Value>) -> ApiResult<Vec<(AnyResource, Opti
     Ok(resources)
 }
 
-/// What the store writes for a typed resource.
-pub(crate) fn desired(r: &AnyResource, rv: Option<u64>) -> Desired {
-    let json = r.to_json();
-    let meta = r.metadata();
-    Desired {
-        kind: r.kind().to_owned(),
-        name: meta.name.clone(),
-        labels: meta.labels.clone(),
-        annotations: meta.annotations.clone(),
-        spec: json.get("spec").cloned().unwrap_or(Value::Null),
-        resource_version: rv,
-    }
-}
-
 async fn write_batch(
     store: &Store,
     items: Vec<Value>,
@@ -399,7 +370,10 @@ async fn write_batch(
     dry_run: bool,
 ) -> ApiResult<ApplyResponse> {
     let prepared = prepare(store, items)?;
-    let batch = prepared.iter().map(|(r, rv)| desired(r, *rv)).collect();
+    let batch = prepared
+        .iter()
+        .map(|(r, rv)| admission::desired(r, *rv))
+        .collect();
     let written = store.write(batch, mode, dry_run).await?;
     Ok(ApplyResponse {
         results: written

@@ -13,8 +13,10 @@ pub mod git;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use haswarm_crds::gitops::{GitSourceSpec, GitSourceStatus, InventoryEntry, SOURCE_LABEL};
-use haswarm_crds::manifest::{parse, validate_resources, Limits};
+use haswarm_crds::gitops::{
+    GitSourceSpec, GitSourceStatus, InventoryEntry, SOURCE_LABEL, SYNC_REQUESTED,
+};
+use haswarm_crds::manifest::{parse, Limits, ParsedDocument};
 use haswarm_crds::selector::Selector;
 use haswarm_crds::{EventType, KINDS};
 
@@ -22,10 +24,6 @@ use super::status;
 use crate::runtime::controller::{decode, event, write_status};
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::{Record, StoreError, WriteMode};
-
-/// The annotation the webhook sets to ask for a sync now (its value, a
-/// time, only has to change).
-pub const SYNC_REQUESTED: &str = "haswarm.io/sync-requested";
 
 /// How many problems a `Stalled` message lists before "and N more".
 const SHOWN_PROBLEMS: usize = 5;
@@ -140,57 +138,52 @@ fn plan(
     p
 }
 
-/// One sync: fetch, read, validate, apply, prune. Returns the applied
-/// revision and inventory.
-async fn sync(
+/// What a sync that succeeded applied.
+struct Synced {
+    /// The commit applied.
+    revision: String,
+    /// The resources its manifests hold.
+    inventory: Vec<InventoryEntry>,
+    /// The resources deleted because their manifests left the path.
+    pruned: Vec<(String, String)>,
+}
+
+/// The credentials a source names, read from the secret mounted into haswarmd.
+fn auth(ctx: &Context, spec: &GitSourceSpec) -> Result<Option<git::Auth>, SyncError> {
+    let Some(c) = &spec.credentials else {
+        return Ok(None);
+    };
+    let path = ctx.settings.secrets_dir.join(&c.secret);
+    let content = std::fs::read_to_string(&path).map_err(|e| {
+        SyncError::Credentials(format!(
+            "cannot read the secret {} at {} ({e}): mount it into haswarmd (the stack's gitCredentials value)",
+            c.secret,
+            path.display()
+        ))
+    })?;
+    git::Auth::parse(&content)
+        .map(Some)
+        .map_err(|e| SyncError::Credentials(format!("secret {}: {e}", c.secret)))
+}
+
+/// Every manifest under the source's path at `rev`, parsed and validated as
+/// one batch against the store: all of it, or every problem found.
+async fn documents(
     ctx: &Context,
-    obj: &Record,
     spec: &GitSourceSpec,
     cache: &git::Cache,
-    fetched: &mut Option<String>,
-) -> Result<(String, Vec<InventoryEntry>, Vec<(String, String)>), SyncError> {
-    let source = obj.metadata.name.as_str();
-    let auth = match &spec.credentials {
-        Some(c) => {
-            let path = ctx.settings.secrets_dir.join(&c.secret);
-            let content = std::fs::read_to_string(&path).map_err(|e| {
-                SyncError::Credentials(format!(
-                    "cannot read the secret {} at {} ({e}): mount it into haswarmd (the stack's gitCredentials value)",
-                    c.secret,
-                    path.display()
-                ))
-            })?;
-            Some(
-                git::Auth::parse(&content)
-                    .map_err(|e| SyncError::Credentials(format!("secret {}: {e}", c.secret)))?,
-            )
-        }
-        None => None,
-    };
-    let rev = cache
-        .fetch(&spec.url, &spec.reference.remote_ref(), auth.as_ref())
-        .await
-        .map_err(|e| {
-            if e.is_host_key_mismatch() {
-                SyncError::HostKeyChanged(e)
-            } else if e.is_refused_access() {
-                SyncError::Refused(spec.credentials.as_ref().map(|c| c.secret.clone()), e)
-            } else {
-                SyncError::Fetch(e)
-            }
-        })?;
-    *fetched = Some(rev.clone());
+    rev: &str,
+) -> Result<Vec<ParsedDocument>, SyncError> {
     let files = manifest_files(
         cache
-            .files(&rev, &spec.path)
+            .files(rev, &spec.path)
             .await
             .map_err(SyncError::Fetch)?,
     );
-
     let mut problems = Vec::new();
     let mut docs = Vec::new();
     for file in &files {
-        let bytes = cache.read(&rev, file).await.map_err(SyncError::Fetch)?;
+        let bytes = cache.read(rev, file).await.map_err(SyncError::Fetch)?;
         let Ok(text) = String::from_utf8(bytes) else {
             problems.push(format!("{file}: not UTF-8 text"));
             continue;
@@ -204,7 +197,7 @@ async fn sync(
         return Err(SyncError::Invalid(problems));
     }
     let refs: Vec<_> = docs.iter().map(|d| &d.resource).collect();
-    let invalid = validate_resources(&refs, &crate::api::StoreCatalog(&ctx.store));
+    let invalid = crate::admission::validate(&ctx.store, &refs);
     if !invalid.is_empty() {
         return Err(SyncError::Invalid(
             invalid
@@ -220,19 +213,19 @@ async fn sync(
                 .collect(),
         ));
     }
+    Ok(docs)
+}
 
-    let wanted: BTreeSet<(String, String)> = refs
-        .iter()
-        .map(|r| (r.kind().to_owned(), r.name().to_owned()))
-        .collect();
+/// Every resource in the store that is not being deleted, with the
+/// GitSource label it carries. One being deleted already (pruned earlier,
+/// its Swarm objects still going) is neither pruned again nor a conflict.
+fn existing(ctx: &Context) -> Result<Vec<(String, String, Option<String>)>, SyncError> {
     let mut existing = Vec::new();
     for kind in &KINDS {
         let (list, _) = ctx
             .store
             .list(kind.kind, &Selector::default())
             .map_err(SyncError::Store)?;
-        // One being deleted already (pruned earlier, its Swarm objects still
-        // going) is neither pruned again nor a conflict.
         existing.extend(
             list.into_iter()
                 .filter(|r| r.metadata.deletion_timestamp.is_none())
@@ -242,6 +235,41 @@ async fn sync(
                 }),
         );
     }
+    Ok(existing)
+}
+
+/// One sync: fetch, read, validate, apply, prune. Returns the applied
+/// revision and inventory.
+async fn sync(
+    ctx: &Context,
+    obj: &Record,
+    spec: &GitSourceSpec,
+    cache: &git::Cache,
+    fetched: &mut Option<String>,
+) -> Result<Synced, SyncError> {
+    let source = obj.metadata.name.as_str();
+    let auth = auth(ctx, spec)?;
+    let rev = cache
+        .fetch(&spec.url, &spec.reference.remote_ref(), auth.as_ref())
+        .await
+        .map_err(|e| {
+            if e.is_host_key_mismatch() {
+                SyncError::HostKeyChanged(e)
+            } else if e.is_refused_access() {
+                SyncError::Refused(spec.credentials.as_ref().map(|c| c.secret.clone()), e)
+            } else {
+                SyncError::Fetch(e)
+            }
+        })?;
+    *fetched = Some(rev.clone());
+    let docs = documents(ctx, spec, cache, &rev).await?;
+    let refs: Vec<_> = docs.iter().map(|d| &d.resource).collect();
+
+    let wanted: BTreeSet<(String, String)> = refs
+        .iter()
+        .map(|r| (r.kind().to_owned(), r.name().to_owned()))
+        .collect();
+    let existing = existing(ctx)?;
     let plan = plan(source, &wanted, &existing, spec.prune);
     if !plan.conflicts.is_empty() {
         return Err(SyncError::Conflict(plan.conflicts));
@@ -250,7 +278,7 @@ async fn sync(
     let batch = docs
         .iter()
         .map(|d| {
-            let mut desired = crate::api::desired(&d.resource, None);
+            let mut desired = crate::admission::desired(&d.resource, None);
             desired
                 .labels
                 .insert(SOURCE_LABEL.to_owned(), source.to_owned());
@@ -278,7 +306,11 @@ async fn sync(
             ready: None,
         })
         .collect();
-    Ok((rev, inventory, plan.prune))
+    Ok(Synced {
+        revision: rev,
+        inventory,
+        pruned: plan.prune,
+    })
 }
 
 /// How long until the next fetch, or `None` when one is due now: the spec
@@ -347,6 +379,120 @@ fn health(inventory: &[InventoryEntry]) -> (Option<bool>, &'static str, String) 
     }
 }
 
+/// What one sync's outcome does to the status, with an event for each
+/// revision applied, resource pruned, or new reason the sync stopped.
+fn record(
+    ctx: &Context,
+    obj: &Record,
+    spec: &GitSourceSpec,
+    st: &mut GitSourceStatus,
+    result: Result<Synced, SyncError>,
+) {
+    let name = obj.metadata.name.as_str();
+    let generation = obj.metadata.generation;
+    match result {
+        Ok(Synced {
+            revision: rev,
+            inventory,
+            pruned,
+        }) => {
+            if st.last_applied_revision.as_deref() != Some(rev.as_str()) {
+                event(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "Applied",
+                    &format!("applied {} resources at {}", inventory.len(), short(&rev)),
+                );
+            }
+            for (kind, n) in &pruned {
+                event(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "Pruned",
+                    &format!("deleted {kind}/{n}: its manifest left {}", spec.path),
+                );
+            }
+            st.last_applied_revision = Some(rev);
+            st.inventory = inventory;
+            status::set(
+                &mut st.common,
+                "Stalled",
+                Some(false),
+                "Synced",
+                "the fetched revision is applied".into(),
+                generation,
+            );
+        }
+        Err(e) => {
+            let message = e.message(st.last_fetched_revision.as_deref());
+            let was = st
+                .common
+                .condition("Stalled")
+                .map(|c| (c.reason.clone(), c.message.clone()));
+            if was != Some((e.reason().to_owned(), message.clone())) {
+                tracing::warn!(source = name, reason = e.reason(), %message, "sync stopped");
+                event(ctx, obj, EventType::Warning, e.reason(), &message);
+            }
+            status::set(
+                &mut st.common,
+                "Stalled",
+                Some(true),
+                e.reason(),
+                message,
+                generation,
+            );
+        }
+    }
+}
+
+/// The `Ready` and `Healthy` conditions of a source that is not suspended:
+/// Ready says whether the last sync applied, Healthy whether what it
+/// applied is Ready.
+fn conditions(spec: &GitSourceSpec, st: &mut GitSourceStatus, generation: Option<u64>) {
+    let stalled = st
+        .common
+        .condition("Stalled")
+        .filter(|c| c.status == haswarm_crds::ConditionStatus::True)
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    let healthy = st
+        .inventory
+        .iter()
+        .filter(|e| e.ready == Some(true))
+        .count();
+    let (ok, reason, message) = match stalled {
+        Some((reason, message)) => (false, reason, message),
+        None => (
+            true,
+            "Applied".to_owned(),
+            format!(
+                "{} at {}: {healthy} of {} resources Ready",
+                spec.reference.remote_ref(),
+                st.last_applied_revision.as_deref().map_or("?", short),
+                st.inventory.len()
+            ),
+        ),
+    };
+    status::set(
+        &mut st.common,
+        "Ready",
+        Some(ok),
+        &reason,
+        message,
+        generation,
+    );
+    let (healthy, reason, message) = health(&st.inventory);
+    status::set(
+        &mut st.common,
+        "Healthy",
+        healthy,
+        reason,
+        message,
+        generation,
+    );
+}
+
 impl Reconciler for GitSources {
     const KIND: &'static str = <haswarm_crds::GitSourceSpec as haswarm_crds::Kind>::KIND;
 
@@ -375,100 +521,11 @@ impl Reconciler for GitSources {
             let mut fetched = st.last_fetched_revision.clone();
             let result = sync(&ctx, &obj, &gs.spec, &cache, &mut fetched).await;
             st.last_fetched_revision = fetched;
-            match result {
-                Ok((rev, inventory, pruned)) => {
-                    if st.last_applied_revision.as_deref() != Some(rev.as_str()) {
-                        event(
-                            &ctx,
-                            &obj,
-                            EventType::Normal,
-                            "Applied",
-                            &format!("applied {} resources at {}", inventory.len(), short(&rev)),
-                        );
-                    }
-                    for (kind, n) in &pruned {
-                        event(
-                            &ctx,
-                            &obj,
-                            EventType::Normal,
-                            "Pruned",
-                            &format!("deleted {kind}/{n}: its manifest left {}", gs.spec.path),
-                        );
-                    }
-                    st.last_applied_revision = Some(rev);
-                    st.inventory = inventory;
-                    status::set(
-                        &mut st.common,
-                        "Stalled",
-                        Some(false),
-                        "Synced",
-                        "the fetched revision is applied".into(),
-                        generation,
-                    );
-                }
-                Err(e) => {
-                    let message = e.message(st.last_fetched_revision.as_deref());
-                    let was = st
-                        .common
-                        .condition("Stalled")
-                        .map(|c| (c.reason.clone(), c.message.clone()));
-                    if was != Some((e.reason().to_owned(), message.clone())) {
-                        tracing::warn!(source = name, reason = e.reason(), %message, "sync stopped");
-                        event(&ctx, &obj, EventType::Warning, e.reason(), &message);
-                    }
-                    status::set(
-                        &mut st.common,
-                        "Stalled",
-                        Some(true),
-                        e.reason(),
-                        message,
-                        generation,
-                    );
-                }
-            }
+            record(&ctx, &obj, &gs.spec, &mut st, result);
         }
         refresh_health(&ctx, &mut st.inventory);
-        let stalled = st
-            .common
-            .condition("Stalled")
-            .filter(|c| c.status == haswarm_crds::ConditionStatus::True)
-            .map(|c| (c.reason.clone(), c.message.clone()));
         if !gs.spec.suspend {
-            let healthy = st
-                .inventory
-                .iter()
-                .filter(|e| e.ready == Some(true))
-                .count();
-            let (ok, reason, message) = match stalled {
-                Some((reason, message)) => (false, reason, message),
-                None => (
-                    true,
-                    "Applied".to_owned(),
-                    format!(
-                        "{} at {}: {healthy} of {} resources Ready",
-                        gs.spec.reference.remote_ref(),
-                        st.last_applied_revision.as_deref().map_or("?", short),
-                        st.inventory.len()
-                    ),
-                ),
-            };
-            status::set(
-                &mut st.common,
-                "Ready",
-                Some(ok),
-                &reason,
-                message,
-                generation,
-            );
-            let (healthy, reason, message) = health(&st.inventory);
-            status::set(
-                &mut st.common,
-                "Healthy",
-                healthy,
-                reason,
-                message,
-                generation,
-            );
+            conditions(&gs.spec, &mut st, generation);
         }
         st.common.observed_generation = generation;
         if st != old {
