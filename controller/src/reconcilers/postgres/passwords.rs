@@ -60,31 +60,25 @@ async fn secret_for(
     Ok(n)
 }
 
-/// Works out every password secret. During a superuser rotation's `Use`
-/// phase the superuser's secret holds the new password (named as it will
-/// be once the rotation ends: nothing restarts then); during `Alter` the
-/// new password is in one more secret (`next_superuser`), or, from a spec
-/// secret, the instances keep the one they use. The app user's logins in
-/// use keep their generated secrets; a rotation's target login gets a new
-/// one under its purpose.
-pub(super) async fn passwords(
-    ctx: &Context,
-    (owner, pgc): (&Owner, &PostgresCluster),
-    rotation: Option<&PgPasswordRotation>,
-    status: &PostgresClusterStatus,
-) -> Result<Passwords, ReconcileError> {
-    let name = pgc.metadata.name.as_str();
-    let at = (owner, name);
-    let c = &pgc.spec.credentials;
-    let mut generated = HashMap::new();
-    let phase_of = |user: RotatedUser| {
-        rotation
-            .filter(|r| r.user == Some(user))
-            .and_then(|r| r.phase)
-    };
-    let from_spec = rotation.is_some_and(|r| r.from_secret.is_some());
+/// The phase of a rotation of `user`, when one is under way.
+fn phase_of(rotation: Option<&PgPasswordRotation>, user: RotatedUser) -> Option<PgRotationPhase> {
+    rotation
+        .filter(|r| r.user == Some(user))
+        .and_then(|r| r.phase)
+}
 
-    let su = phase_of(RotatedUser::Superuser);
+/// The superuser's password secret, and during a rotation's `Alter` phase
+/// the secret of the password it moves to.
+async fn superuser(
+    ctx: &Context,
+    at: (&Owner, &str),
+    pgc: &PostgresCluster,
+    rotation: Option<&PgPasswordRotation>,
+    generated: &mut HashMap<String, Vec<u8>>,
+) -> Result<(String, Option<String>), ReconcileError> {
+    let su = phase_of(rotation, RotatedUser::Superuser);
+    let from_spec = rotation.is_some_and(|r| r.from_secret.is_some());
+    let c = &pgc.spec.credentials;
     let mut next_superuser = None;
     let superuser = match (su, rotation.and_then(|r| r.from_secret.clone())) {
         (Some(PgRotationPhase::Alter), Some(from)) => {
@@ -103,28 +97,34 @@ pub(super) async fn passwords(
                 c.superuser_secret.as_ref(),
                 rotate::SUPERUSER,
                 &stored_as,
-                &mut generated,
+                generated,
             )
             .await?;
             if su == Some(PgRotationPhase::Alter) {
                 let next = rotate::next_purpose(rotate::SUPERUSER);
-                next_superuser =
-                    Some(secret_for(ctx, at, None, &next, &next, &mut generated).await?);
+                next_superuser = Some(secret_for(ctx, at, None, &next, &next, generated).await?);
             }
             current
         }
     };
-    let replication = secret_for(
-        ctx,
-        at,
-        c.replication_secret.as_ref(),
-        purpose::REPLICATION,
-        purpose::REPLICATION,
-        &mut generated,
-    )
-    .await?;
-    let api = secret_for(ctx, at, None, purpose::API, purpose::API, &mut generated).await?;
+    Ok((superuser, next_superuser))
+}
 
+/// The app user's login to set now: the bootstrap owner's at the first
+/// pass, a rotation's target login during its `Alter` phase, else none.
+/// The logins in use keep their generated secrets in `generated`.
+async fn app_login(
+    ctx: &Context,
+    at: (&Owner, &str),
+    pgc: &PostgresCluster,
+    rotation: Option<&PgPasswordRotation>,
+    status: &PostgresClusterStatus,
+    generated: &mut HashMap<String, Vec<u8>>,
+) -> Result<Option<PgLogin>, ReconcileError> {
+    let c = &pgc.spec.credentials;
+    let from_spec = rotation.is_some_and(|r| r.from_secret.is_some());
+    let name = pgc.metadata.name.as_str();
+    let owner = at.0;
     let current = status
         .app_user
         .clone()
@@ -137,15 +137,14 @@ pub(super) async fn passwords(
         None => {
             let owner_role = &pgc.spec.bootstrap.owner;
             let p = rotate::login_purpose(pgc, owner_role);
-            let secret =
-                secret_for(ctx, at, c.app_user_secret.as_ref(), p, p, &mut generated).await?;
+            let secret = secret_for(ctx, at, c.app_user_secret.as_ref(), p, p, generated).await?;
             Some(PgLogin {
                 user: owner_role.clone(),
                 password_secret: secret,
             })
         }
         Some(cur) => {
-            let target = (phase_of(RotatedUser::App) == Some(PgRotationPhase::Alter))
+            let target = (phase_of(rotation, RotatedUser::App) == Some(PgRotationPhase::Alter))
                 .then(|| rotate::other_login(pgc, &cur.user));
             // The logins in use keep their generated secrets, except the
             // one a rotation gives a new password now.
@@ -167,8 +166,7 @@ pub(super) async fn passwords(
                     let p = rotate::login_purpose(pgc, &user);
                     let named = c.app_user_secret.as_ref().filter(|_| from_spec);
                     let secret =
-                        secret_for(ctx, at, named, p, &rotate::next_purpose(p), &mut generated)
-                            .await?;
+                        secret_for(ctx, at, named, p, &rotate::next_purpose(p), generated).await?;
                     Some(PgLogin {
                         user,
                         password_secret: secret,
@@ -177,6 +175,39 @@ pub(super) async fn passwords(
             }
         }
     };
+    Ok(app)
+}
+
+/// Works out every password secret. During a superuser rotation's `Use`
+/// phase the superuser's secret holds the new password (named as it will
+/// be once the rotation ends: nothing restarts then); during `Alter` the
+/// new password is in one more secret (`next_superuser`), or, from a spec
+/// secret, the instances keep the one they use. The app user's logins in
+/// use keep their generated secrets; a rotation's target login gets a new
+/// one under its purpose.
+pub(super) async fn passwords(
+    ctx: &Context,
+    (owner, pgc): (&Owner, &PostgresCluster),
+    rotation: Option<&PgPasswordRotation>,
+    status: &PostgresClusterStatus,
+) -> Result<Passwords, ReconcileError> {
+    let name = pgc.metadata.name.as_str();
+    let at = (owner, name);
+    let c = &pgc.spec.credentials;
+    let mut generated = HashMap::new();
+    let (superuser, next_superuser) = superuser(ctx, at, pgc, rotation, &mut generated).await?;
+    let replication = secret_for(
+        ctx,
+        at,
+        c.replication_secret.as_ref(),
+        purpose::REPLICATION,
+        purpose::REPLICATION,
+        &mut generated,
+    )
+    .await?;
+    let api = secret_for(ctx, at, None, purpose::API, purpose::API, &mut generated).await?;
+
+    let app = app_login(ctx, at, pgc, rotation, status, &mut generated).await?;
 
     let mut users = BTreeMap::new();
     for u in &pgc.spec.bootstrap.users {
