@@ -8,7 +8,7 @@
 //! the tree to find the line and column. Validation errors, which name a
 //! field path too, get their position the same way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -16,8 +16,11 @@ use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
 use crate::resource::{AnyResource, KindInfo, KINDS};
-use crate::validate::{Catalog, FieldError};
+use crate::validate::FieldError;
 use crate::API_VERSION;
+
+mod batch;
+pub use batch::{validate_batch, validate_resources};
 
 /// Limits that keep a hostile or mistaken file from exhausting memory or time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -514,7 +517,7 @@ fn with_suggestion(message: String) -> String {
         .step_by(2)
         .map(|cand| {
             (
-                edit_distance(&given.to_ascii_lowercase(), &cand.to_ascii_lowercase()),
+                strsim::levenshtein(&given.to_ascii_lowercase(), &cand.to_ascii_lowercase()),
                 cand,
             )
         })
@@ -525,20 +528,6 @@ fn with_suggestion(message: String) -> String {
         }
         _ => message,
     }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// A document of the wrong shape: the field path (`.` for the whole
@@ -610,99 +599,6 @@ pub fn resource_from_json(raw: Value) -> Result<AnyResource, ShapeError> {
     })?;
     resource.apply_defaults();
     Ok(resource)
-}
-
-/// Validates resources as one batch: every rule of each, names unique per
-/// kind, references resolved within the batch or in `outer`. Each error comes
-/// with the index of the resource it belongs to.
-pub fn validate_resources(
-    resources: &[&AnyResource],
-    outer: &dyn Catalog,
-) -> Vec<(usize, FieldError)> {
-    let mut errors = Vec::new();
-    let mut seen: HashMap<(&'static str, &str), usize> = HashMap::new();
-    for (i, r) in resources.iter().enumerate() {
-        let key = (r.kind(), r.name());
-        if let Some(first) = seen.get(&key) {
-            errors.push((
-                i,
-                FieldError {
-                    path: "metadata.name".into(),
-                    rule: "unique-name",
-                    message: format!(
-                        "{} {:?} is also defined by document {}; names are unique per kind",
-                        key.0,
-                        key.1,
-                        first + 1
-                    ),
-                },
-            ));
-        } else {
-            seen.insert(key, i);
-        }
-    }
-    let catalog = BatchCatalog {
-        names: resources
-            .iter()
-            .map(|r| (r.kind(), r.name().to_owned()))
-            .collect(),
-        outer,
-        scope: if outer.scope() == "anywhere" {
-            "among the documents given".to_owned()
-        } else {
-            format!("among the documents given or {}", outer.scope())
-        },
-    };
-    for (i, r) in resources.iter().enumerate() {
-        errors.extend(r.validate(&catalog).into_iter().map(|e| (i, e)));
-    }
-    errors
-}
-
-/// References resolve against the batch first, then against `outer` (the
-/// store, when there is one).
-struct BatchCatalog<'a> {
-    names: HashSet<(&'static str, String)>,
-    outer: &'a dyn Catalog,
-    scope: String,
-}
-
-impl Catalog for BatchCatalog<'_> {
-    fn contains(&self, kind: &str, name: &str) -> bool {
-        self.names.iter().any(|(k, n)| *k == kind && n == name) || self.outer.contains(kind, name)
-    }
-    fn scope(&self) -> &str {
-        &self.scope
-    }
-}
-
-/// Validates a batch of documents as one unit: every rule of every document,
-/// names unique per kind, references resolved within the batch or `outer`.
-pub fn validate_batch(docs: &[ParsedDocument], outer: &dyn Catalog) -> Vec<ManifestError> {
-    let resources: Vec<&AnyResource> = docs.iter().map(|d| &d.resource).collect();
-    validate_resources(&resources, outer)
-        .into_iter()
-        .map(|(i, mut e)| {
-            let d = &docs[i];
-            if e.rule == "unique-name" {
-                // Name the first definition by file and position, not by index.
-                if let Some(first) = docs[..i].iter().find(|f| {
-                    f.resource.kind() == d.resource.kind() && f.resource.name() == d.resource.name()
-                }) {
-                    let p = first.position_of("metadata.name");
-                    e.message = format!(
-                        "{} {:?} is also defined at {}:{}:{}; names are unique per kind",
-                        d.resource.kind(),
-                        d.resource.name(),
-                        first.source_name,
-                        p.line,
-                        p.column
-                    );
-                }
-            }
-            d.error_for(e)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -350,6 +350,26 @@ impl Kind for PostgresClusterSpec {
 
     fn validate(&self, _meta: &ObjectMeta, report: &mut Report, catalog: &dyn Catalog) {
         let spec = FieldPath::root().key("spec");
+        self.validate_instances(&spec, report);
+        self.postgres.validate(&spec.key("postgres"), report);
+        self.patroni
+            .validate(&spec.key("patroni"), self.instances, report);
+        self.etcd.validate(&spec.key("etcd"), report, catalog);
+        self.router.validate(&spec.key("router"), report);
+        self.storage.validate(&spec.key("storage"), report, catalog);
+        self.placement.validate(&spec.key("placement"), report);
+        self.resources.validate(&spec.key("resources"), report);
+        self.bootstrap.validate(&spec.key("bootstrap"), report);
+        self.credentials.validate(&spec.key("credentials"), report);
+        self.validate_target_primary(&spec, report);
+    }
+}
+
+// The checks of each part of the spec, in the order `validate` runs them:
+// reports list errors in that order, so moving a check changes the output.
+
+impl PostgresClusterSpec {
+    fn validate_instances(&self, spec: &FieldPath, report: &mut Report) {
         report.check(
             (1..=9).contains(&self.instances),
             || spec.key("instances"),
@@ -361,20 +381,35 @@ impl Kind for PostgresClusterSpec {
                 )
             },
         );
-        let pg = spec.key("postgres");
+    }
+
+    fn validate_target_primary(&self, spec: &FieldPath, report: &mut Report) {
+        if let Some(t) = self.target_primary {
+            report.check(
+                t < self.instances,
+                || spec.key("targetPrimary"),
+                "target-primary-exists",
+                || {
+                    format!(
+                        "instance {t} does not exist: instances are numbered 0 to {}",
+                        self.instances.saturating_sub(1)
+                    )
+                },
+            );
+        }
+    }
+}
+
+impl PostgresSettings {
+    fn validate(&self, pg: &FieldPath, report: &mut Report) {
         report.check(
-            (13..=17).contains(&self.postgres.version),
+            (13..=17).contains(&self.version),
             || pg.key("version"),
             "postgres-version",
-            || {
-                format!(
-                    "PostgreSQL {} is not supported: use 13 to 17",
-                    self.postgres.version
-                )
-            },
+            || format!("PostgreSQL {} is not supported: use 13 to 17", self.version),
         );
-        validate::check_image(report, pg.key("image"), &self.postgres.image);
-        for key in self.postgres.parameters.keys() {
+        validate::check_image(report, pg.key("image"), &self.image);
+        for key in self.parameters.keys() {
             let path = pg.key("parameters").key(key);
             if MANAGED_PARAMETERS.contains(&key.as_str()) {
                 report.push(
@@ -393,55 +428,61 @@ impl Kind for PostgresClusterSpec {
                 );
             }
         }
+    }
+}
 
-        let p = &self.patroni;
-        let pp = spec.key("patroni");
-        let needed = u64::from(p.loop_wait) + 2 * u64::from(p.retry_timeout);
+impl PatroniSettings {
+    /// `instances` because synchronous replication needs a replica to wait for.
+    fn validate(&self, pp: &FieldPath, instances: u8, report: &mut Report) {
+        let needed = u64::from(self.loop_wait) + 2 * u64::from(self.retry_timeout);
         report.check(
-            needed <= u64::from(p.ttl),
+            needed <= u64::from(self.ttl),
             || pp.key("ttl"),
             "patroni-timing",
             || {
                 format!(
                     "loopWait + 2*retryTimeout = {} + 2*{} = {needed} exceeds ttl = {}: the leader key could expire while a healthy leader is still retrying, causing needless failovers; raise ttl or lower loopWait/retryTimeout",
-                    p.loop_wait, p.retry_timeout, p.ttl
+                    self.loop_wait, self.retry_timeout, self.ttl
                 )
             },
         );
         report.check(
-            p.ttl >= 10,
+            self.ttl >= 10,
             || pp.key("ttl"),
             "patroni-ttl-minimum",
-            || format!("ttl {} is below Patroni's minimum of 10 seconds", p.ttl),
+            || format!("ttl {} is below Patroni's minimum of 10 seconds", self.ttl),
         );
         report.check(
-            p.loop_wait >= 1,
+            self.loop_wait >= 1,
             || pp.key("loopWait"),
             "patroni-loop-wait-minimum",
             || "loopWait must be at least 1 second".into(),
         );
         report.check(
-            !(p.synchronous_mode != SynchronousMode::Off && self.instances < 2),
+            !(self.synchronous_mode != SynchronousMode::Off && instances < 2),
             || pp.key("synchronousMode"),
             "synchronous-needs-replica",
             || "synchronous replication needs a replica: set instances to 2 or more, or synchronousMode: Off".into(),
         );
+    }
+}
 
-        let ep = spec.key("etcd");
-        if self.etcd.endpoints.is_empty() {
+impl EtcdSettings {
+    /// The managed members' settings are only checked when haswarm runs them:
+    /// with `endpoints` they are unused.
+    fn validate(&self, ep: &FieldPath, report: &mut Report, catalog: &dyn Catalog) {
+        if self.endpoints.is_empty() {
             report.check(
-                matches!(self.etcd.members, 1 | 3 | 5 | 7),
+                matches!(self.members, 1 | 3 | 5 | 7),
                 || ep.key("members"),
                 "etcd-members-odd",
-                || format!("{} etcd members: use 1, 3, 5 or 7 (an odd number keeps a majority through a partition; 1 has no fault tolerance)", self.etcd.members),
+                || format!("{} etcd members: use 1, 3, 5 or 7 (an odd number keeps a majority through a partition; 1 has no fault tolerance)", self.members),
             );
-            validate::check_image(report, ep.key("image"), &self.etcd.image);
-            self.etcd
-                .storage
-                .validate(&ep.key("storage"), report, catalog);
-            self.etcd.resources.validate(&ep.key("resources"), report);
+            validate::check_image(report, ep.key("image"), &self.image);
+            self.storage.validate(&ep.key("storage"), report, catalog);
+            self.resources.validate(&ep.key("resources"), report);
         } else {
-            for (i, e) in self.etcd.endpoints.iter().enumerate() {
+            for (i, e) in self.endpoints.iter().enumerate() {
                 let ok = (e.starts_with("http://") || e.starts_with("https://"))
                     && e.split_once("://").is_some_and(|(_, rest)| {
                         !rest.is_empty() && !rest.contains(char::is_whitespace)
@@ -454,25 +495,27 @@ impl Kind for PostgresClusterSpec {
                 );
             }
         }
+    }
+}
 
-        let rp = spec.key("router");
+impl RouterSettings {
+    fn validate(&self, rp: &FieldPath, report: &mut Report) {
         report.check(
-            self.router.replicas <= 9,
+            self.replicas <= 9,
             || rp.key("replicas"),
             "router-replicas-range",
-            || format!("{} router replicas: use 0 to 9", self.router.replicas),
+            || format!("{} router replicas: use 0 to 9", self.replicas),
         );
-        validate::check_image(report, rp.key("image"), &self.router.image);
-        self.router.resources.validate(&rp.key("resources"), report);
+        validate::check_image(report, rp.key("image"), &self.image);
+        self.resources.validate(&rp.key("resources"), report);
+    }
+}
 
-        self.storage.validate(&spec.key("storage"), report, catalog);
-        self.placement.validate(&spec.key("placement"), report);
-        self.resources.validate(&spec.key("resources"), report);
-
-        let bp = spec.key("bootstrap");
+impl Bootstrap {
+    fn validate(&self, bp: &FieldPath, report: &mut Report) {
         for (path, ident) in [
-            (bp.key("database"), &self.bootstrap.database),
-            (bp.key("owner"), &self.bootstrap.owner),
+            (bp.key("database"), &self.database),
+            (bp.key("owner"), &self.owner),
         ] {
             report.check(
                 is_pg_identifier(ident),
@@ -482,80 +525,84 @@ impl Kind for PostgresClusterSpec {
             );
         }
         report.check(
-            self.bootstrap.owner.len() <= 63 - 1 - ALTERNATE_SUFFIX.len(),
+            self.owner.len() <= 63 - 1 - ALTERNATE_SUFFIX.len(),
             || bp.key("owner"),
             "owner-length",
-            || format!("{:?} is longer than 59 characters: password rotations also need the login {:?}, and PostgreSQL names have at most 63", self.bootstrap.owner, alternate_login(&self.bootstrap.owner)),
+            || format!("{:?} is longer than 59 characters: password rotations also need the login {:?}, and PostgreSQL names have at most 63", self.owner, alternate_login(&self.owner)),
         );
-        for (i, u) in self.bootstrap.users.iter().enumerate() {
-            let up = bp.key("users").index(i);
-            report.check(
-                is_pg_identifier(&u.name),
-                || up.key("name"),
-                "postgres-identifier",
-                || format!("{:?} is not a plain PostgreSQL identifier: lowercase letters, digits and '_', starting with a letter or '_', at most 63 characters", u.name),
-            );
-            report.check(
-                !matches!(u.name.as_str(), "postgres" | "replicator")
-                    && u.name != self.bootstrap.owner
-                    && u.name != alternate_login(&self.bootstrap.owner),
-                || up.key("name"),
-                "user-reserved",
-                || format!("{:?} is created by haswarm already (superuser, replication user, bootstrap.owner or its alternate login)", u.name),
-            );
-            for (j, o) in u.options.iter().enumerate() {
-                let o = o.to_ascii_uppercase();
-                let pair = ROLE_ATTRIBUTES
-                    .iter()
-                    .find(|(on, _, _)| o == *on || o.strip_prefix("NO") == Some(on));
-                report.check(
-                    pair.is_some(),
-                    || up.key("options").index(j),
-                    "role-option",
-                    || format!("{o:?} is not a role attribute: use e.g. CREATEDB, CREATEROLE, NOLOGIN, REPLICATION"),
-                );
-                let opposite = pair.map(|(on, _, _)| {
-                    if o == *on {
-                        format!("NO{on}")
-                    } else {
-                        (*on).to_owned()
-                    }
-                });
-                report.check(
-                    opposite.is_none_or(|x| {
-                        !u.options.iter().any(|other| other.eq_ignore_ascii_case(&x))
-                    }),
-                    || up.key("options").index(j),
-                    "role-option-conflict",
-                    || format!("{o} and its opposite are both given"),
-                );
-            }
-            if let Some(s) = &u.password_secret {
-                s.validate(&up.key("passwordSecret"), report);
-            }
+        for (i, u) in self.users.iter().enumerate() {
+            u.validate(&bp.key("users").index(i), &self.owner, report);
         }
-        let cp = spec.key("credentials");
+    }
+}
+
+impl BootstrapUser {
+    /// `owner` because the owner's two logins are taken already.
+    fn validate(&self, up: &FieldPath, owner: &str, report: &mut Report) {
+        report.check(
+            is_pg_identifier(&self.name),
+            || up.key("name"),
+            "postgres-identifier",
+            || format!("{:?} is not a plain PostgreSQL identifier: lowercase letters, digits and '_', starting with a letter or '_', at most 63 characters", self.name),
+        );
+        report.check(
+            !matches!(self.name.as_str(), "postgres" | "replicator")
+                && self.name != owner
+                && self.name != alternate_login(owner),
+            || up.key("name"),
+            "user-reserved",
+            || format!("{:?} is created by haswarm already (superuser, replication user, bootstrap.owner or its alternate login)", self.name),
+        );
+        self.validate_options(&up.key("options"), report);
+        if let Some(s) = &self.password_secret {
+            s.validate(&up.key("passwordSecret"), report);
+        }
+    }
+
+    fn validate_options(&self, op: &FieldPath, report: &mut Report) {
+        for (j, o) in self.options.iter().enumerate() {
+            let o = o.to_ascii_uppercase();
+            let pair = ROLE_ATTRIBUTES
+                .iter()
+                .find(|(on, _, _)| o == *on || o.strip_prefix("NO") == Some(on));
+            report.check(
+                pair.is_some(),
+                || op.index(j),
+                "role-option",
+                || format!("{o:?} is not a role attribute: use e.g. CREATEDB, CREATEROLE, NOLOGIN, REPLICATION"),
+            );
+            let opposite = pair.map(|(on, _, _)| {
+                if o == *on {
+                    format!("NO{on}")
+                } else {
+                    (*on).to_owned()
+                }
+            });
+            report.check(
+                opposite.is_none_or(|x| {
+                    !self
+                        .options
+                        .iter()
+                        .any(|other| other.eq_ignore_ascii_case(&x))
+                }),
+                || op.index(j),
+                "role-option-conflict",
+                || format!("{o} and its opposite are both given"),
+            );
+        }
+    }
+}
+
+impl PostgresCredentials {
+    fn validate(&self, cp: &FieldPath, report: &mut Report) {
         for (field, s) in [
-            ("superuserSecret", &self.credentials.superuser_secret),
-            ("replicationSecret", &self.credentials.replication_secret),
-            ("appUserSecret", &self.credentials.app_user_secret),
+            ("superuserSecret", &self.superuser_secret),
+            ("replicationSecret", &self.replication_secret),
+            ("appUserSecret", &self.app_user_secret),
         ] {
             if let Some(s) = s {
                 s.validate(&cp.key(field), report);
             }
-        }
-        if let Some(t) = self.target_primary {
-            report.check(
-                t < self.instances,
-                || spec.key("targetPrimary"),
-                "target-primary-exists",
-                || {
-                    format!(
-                        "instance {t} does not exist: instances are numbered 0 to {}",
-                        self.instances.saturating_sub(1)
-                    )
-                },
-            );
         }
     }
 }

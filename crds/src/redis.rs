@@ -317,6 +317,25 @@ impl Kind for RedisSentinelGroupSpec {
 
     fn validate(&self, meta: &ObjectMeta, report: &mut Report, catalog: &dyn Catalog) {
         let spec = FieldPath::root().key("spec");
+        self.validate_instances(&spec, report);
+        self.validate_master_group(&spec, meta, report);
+        self.sentinels.validate(&spec.key("sentinels"), report);
+        if let Some(s) = &self.password_secret {
+            s.validate(&spec.key("passwordSecret"), report);
+        }
+        self.validate_config(&spec, report);
+        self.storage.validate(&spec.key("storage"), report, catalog);
+        self.placement.validate(&spec.key("placement"), report);
+        self.resources.validate(&spec.key("resources"), report);
+        self.validate_max_memory(&spec, report);
+    }
+}
+
+// The checks of each part of the spec, in the order `validate` runs them:
+// reports list errors in that order, so moving a check changes the output.
+
+impl RedisSentinelGroupSpec {
+    fn validate_instances(&self, spec: &FieldPath, report: &mut Report) {
         report.check(
             (1..=9).contains(&self.instances),
             || spec.key("instances"),
@@ -337,6 +356,9 @@ impl Kind for RedisSentinelGroupSpec {
                 || format!("minReplicasToWrite {n} with {} instances: the master has at most {} replicas, so it would refuse every write", self.instances, self.instances.saturating_sub(1)),
             );
         }
+    }
+
+    fn validate_master_group(&self, spec: &FieldPath, meta: &ObjectMeta, report: &mut Report) {
         let group = self.master_group(meta);
         report.check(
             !group.is_empty()
@@ -348,9 +370,43 @@ impl Kind for RedisSentinelGroupSpec {
             "master-group-name",
             || format!("{group:?} cannot be a sentinel master name: 1-64 letters, digits, '-', '_' or '.' (it is written unquoted into sentinel.conf)"),
         );
+    }
 
-        let sp = spec.key("sentinels");
-        let count = self.sentinels.count;
+    /// Persistence rules and free-form directives, both written into redis.conf.
+    fn validate_config(&self, spec: &FieldPath, report: &mut Report) {
+        for (i, r) in self.persistence.rdb_save.iter().enumerate() {
+            report.check(
+                r.seconds > 0 && r.changes > 0,
+                || spec.key("persistence").key("rdbSave").index(i),
+                "save-rule-positive",
+                || "seconds and changes must both be above 0".into(),
+            );
+        }
+        for key in self.config.keys() {
+            report.check(
+                !MANAGED_DIRECTIVES.contains(&key.to_ascii_lowercase().as_str()),
+                || spec.key("config").key(key),
+                "directive-managed",
+                || format!("{key} is managed by haswarm (password, replication, ports, paths and persistence come from their own fields); remove it"),
+            );
+        }
+    }
+
+    fn validate_max_memory(&self, spec: &FieldPath, report: &mut Report) {
+        if let (Some(max), Some(limit)) = (&self.max_memory, &self.resources.limits.memory) {
+            report.check(
+                max.bytes() < limit.bytes(),
+                || spec.key("maxMemory"),
+                "maxmemory-below-limit",
+                || format!("maxMemory {max} must stay below the memory limit {limit}: Redis needs headroom for buffers and forks, or the kernel kills it"),
+            );
+        }
+    }
+}
+
+impl SentinelSettings {
+    fn validate(&self, sp: &FieldPath, report: &mut Report) {
+        let count = self.count;
         report.check(
             count >= 3,
             || sp.key("count"),
@@ -369,7 +425,7 @@ impl Kind for RedisSentinelGroupSpec {
             "sentinels-maximum",
             || format!("{count} sentinels: at most 9"),
         );
-        if let Some(q) = self.sentinels.quorum {
+        if let Some(q) = self.quorum {
             report.check(
                 q >= 1 && q <= count,
                 || sp.key("quorum"),
@@ -377,67 +433,38 @@ impl Kind for RedisSentinelGroupSpec {
                 || format!("quorum {q} with {count} sentinels: the quorum must be between 1 and the sentinel count, or no failover could ever be agreed"),
             );
         }
+        self.validate_timing(sp, report);
+        self.resources.validate(&sp.key("resources"), report);
+    }
+
+    fn validate_timing(&self, sp: &FieldPath, report: &mut Report) {
         report.check(
-            self.sentinels.down_after.as_millis() >= 100,
+            self.down_after.as_millis() >= 100,
             || sp.key("downAfter"),
             "down-after-minimum",
             || {
                 format!(
                     "downAfter {} is too short: below 100ms every network hiccup causes a failover",
-                    self.sentinels.down_after
+                    self.down_after
                 )
             },
         );
         report.check(
-            self.sentinels.failover_timeout.as_millis() > self.sentinels.down_after.as_millis(),
+            self.failover_timeout.as_millis() > self.down_after.as_millis(),
             || sp.key("failoverTimeout"),
             "failover-timeout-above-down-after",
             || {
                 format!(
                     "failoverTimeout {} must be longer than downAfter {}",
-                    self.sentinels.failover_timeout, self.sentinels.down_after
+                    self.failover_timeout, self.down_after
                 )
             },
         );
         report.check(
-            self.sentinels.parallel_syncs >= 1,
+            self.parallel_syncs >= 1,
             || sp.key("parallelSyncs"),
             "parallel-syncs-minimum",
             || "parallelSyncs must be at least 1".into(),
         );
-        self.sentinels
-            .resources
-            .validate(&sp.key("resources"), report);
-
-        if let Some(s) = &self.password_secret {
-            s.validate(&spec.key("passwordSecret"), report);
-        }
-        for (i, r) in self.persistence.rdb_save.iter().enumerate() {
-            report.check(
-                r.seconds > 0 && r.changes > 0,
-                || spec.key("persistence").key("rdbSave").index(i),
-                "save-rule-positive",
-                || "seconds and changes must both be above 0".into(),
-            );
-        }
-        for key in self.config.keys() {
-            report.check(
-                !MANAGED_DIRECTIVES.contains(&key.to_ascii_lowercase().as_str()),
-                || spec.key("config").key(key),
-                "directive-managed",
-                || format!("{key} is managed by haswarm (password, replication, ports, paths and persistence come from their own fields); remove it"),
-            );
-        }
-        self.storage.validate(&spec.key("storage"), report, catalog);
-        self.placement.validate(&spec.key("placement"), report);
-        self.resources.validate(&spec.key("resources"), report);
-        if let (Some(max), Some(limit)) = (&self.max_memory, &self.resources.limits.memory) {
-            report.check(
-                max.bytes() < limit.bytes(),
-                || spec.key("maxMemory"),
-                "maxmemory-below-limit",
-                || format!("maxMemory {max} must stay below the memory limit {limit}: Redis needs headroom for buffers and forks, or the kernel kills it"),
-            );
-        }
     }
 }
