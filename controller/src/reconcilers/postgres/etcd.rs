@@ -20,9 +20,8 @@ use haswarm_crds::postgres::{EtcdMembership, PostgresClusterSpec, PostgresCluste
 use haswarm_crds::{EventType, PostgresCluster};
 
 use super::render::{self, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
-use crate::runtime::controller::event;
+use crate::reconcilers::status::Notice;
 use crate::runtime::{Context, ReconcileError};
-use crate::store::Record;
 use crate::swarm::jobs::{JobOutcome, NodeJob};
 use crate::swarm::{Owner, ServiceHealth};
 
@@ -216,83 +215,70 @@ fn ready_for(
     }
 }
 
-/// Takes the next membership step once the cluster is settled (`settled`),
-/// recording it in `status`. Returns what is in progress.
-pub async fn advance(
-    ctx: &Context,
-    obj: &Record,
-    (owner, pgc): (&Owner, &PostgresCluster),
-    status: &mut PostgresClusterStatus,
-    (desired, incarnations): (u8, &std::collections::BTreeMap<String, u32>),
-    (settled, health): (bool, &std::collections::BTreeMap<String, ServiceHealth>),
-) -> Result<Option<String>, ReconcileError> {
-    let name = pgc.metadata.name.as_str();
-    let Some(m) = status.etcd_membership.clone() else {
-        return Ok(None);
-    };
-    let slot = |j: u8| {
-        incarnations
-            .get(&render::etcd_slot(name, j.into()))
-            .copied()
-            .unwrap_or(0)
-    };
-    let Some(step) = next_step(&m, desired, slot) else {
-        return Ok(None);
-    };
-    let what = match step {
-        Step::Add(j) => format!("adding etcd member {}", render::etcd_name(name, j.into())),
-        Step::Promote(j) => format!(
-            "giving etcd member {} its vote",
-            render::etcd_name(name, j.into())
-        ),
-        Step::Remove(j) => format!("removing etcd member {}", render::etcd_name(name, j.into())),
+/// What a membership step is, for people.
+fn describe(name: &str, step: Step) -> String {
+    let member = |j: u8| render::etcd_name(name, j.into());
+    match step {
+        Step::Add(j) => format!("adding etcd member {}", member(j)),
+        Step::Promote(j) => format!("giving etcd member {} its vote", member(j)),
+        Step::Remove(j) => format!("removing etcd member {}", member(j)),
         Step::Replace(j, n) => format!(
             "replacing etcd member {} (its slot moved off a lost node: incarnation {n})",
-            render::etcd_name(name, j.into())
+            member(j)
         ),
+    }
+}
+
+/// What a pass does about etcd's membership: the pure choice [`decide`]
+/// makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The membership is what the spec asks.
+    Idle,
+    /// A step is due but waits (why).
+    Wait(String),
+    /// Run `step` now (`what`: its description).
+    Run {
+        /// The step.
+        step: Step,
+        /// What it does, for people.
+        what: String,
+    },
+}
+
+/// The next membership step towards `desired` members ([`next_step`]),
+/// and whether it may run: only in a settled cluster, but for a
+/// replacement, which restores what a lost node took and so waits for no
+/// healthy cluster (the cluster is short of that member), only a quorum;
+/// and a learner is promoted once its service runs. Pure.
+pub fn decide(
+    name: &str,
+    m: &EtcdMembership,
+    (desired, slot): (u8, impl Fn(u8) -> u32),
+    (settled, health): (bool, &std::collections::BTreeMap<String, ServiceHealth>),
+) -> Decision {
+    let Some(step) = next_step(m, desired, slot) else {
+        return Decision::Idle;
     };
-    // A replacement restores what a lost node took: it waits for no healthy
-    // cluster (the cluster is short of that member), only for a quorum.
+    let what = describe(name, step);
     let replacing = matches!(step, Step::Replace(..)) || m.replacing.is_some();
     if !(settled || replacing) || !ready_for(name, step, health) {
-        return Ok(Some(format!("{what} waits for a settled cluster")));
+        return Decision::Wait(format!("{what} waits for a settled cluster"));
     }
-    // Where a member runs, on a node that answers: the image is there.
-    let nodes = ctx.swarm.nodes().await?;
-    let mut node = None;
-    for k in 0..usize::from(m.members) {
-        let tasks = ctx.swarm.tasks(&render::etcd_name(name, k)).await?;
-        node = tasks
-            .iter()
-            .find(|t| {
-                t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
-                    && t.node_id
-                        .as_deref()
-                        .is_some_and(|id| nodes.iter().any(|n| n.id == id && n.ready))
-            })
-            .and_then(|t| t.node_id.clone());
-        if node.is_some() {
-            break;
-        }
-    }
-    let Some(node) = node else {
-        return Ok(Some(format!("{what} waits for a running etcd member")));
-    };
-    let job = NodeJob {
-        name: format!("{name}-etcd-membership"),
-        node,
-        image: pgc.spec.etcd.image.clone(),
-        script: script(name, &m, step),
-        mounts: Vec::new(),
-        secrets: Vec::new(),
-        networks: vec![bollard::models::NetworkAttachmentConfig {
-            target: Some(render::network_name(name)),
-            ..Default::default()
-        }],
-    };
-    match ctx.swarm.run_job(owner, &job, STEP_LIMIT).await? {
+    Decision::Run { step, what }
+}
+
+/// What a step's job ended in: the membership to record (`None`: as it
+/// was), the event, and what is in progress. A learner not caught up yet
+/// is refused its vote, which is no failure: the step runs again. Pure.
+pub fn outcome(
+    m: &EtcdMembership,
+    (step, what): (Step, &str),
+    job: &JobOutcome,
+) -> (Option<EtcdMembership>, Option<Notice>, String) {
+    match job {
         JobOutcome::Completed => {
-            let next = after(&m, step);
+            let next = after(m, step);
             let (reason, text) = match step {
                 Step::Add(_) => (
                     "EtcdMemberAdded",
@@ -311,181 +297,101 @@ pub async fn advance(
                     format!("{what}: the old member is out of the cluster and the new one joins as a learner; it votes once it has caught up"),
                 ),
             };
-            event(ctx, obj, EventType::Normal, reason, &text);
-            status.etcd_membership = Some(next);
-            Ok(Some(what))
+            let notice = Notice::new(EventType::Normal, reason, text);
+            (Some(next), Some(notice), what.to_owned())
         }
-        // A learner not caught up yet is refused its vote: try again.
-        JobOutcome::Failed(why) if matches!(step, Step::Promote(_)) => {
-            tracing::info!(why, "etcd learner not promoted yet");
-            Ok(Some(format!("{what}: it is still catching up")))
+        JobOutcome::Failed(_) if matches!(step, Step::Promote(_)) => {
+            (None, None, format!("{what}: it is still catching up"))
         }
-        JobOutcome::Failed(why) => {
-            event(
-                ctx,
-                obj,
+        JobOutcome::Failed(why) => (
+            None,
+            Some(Notice::new(
                 EventType::Warning,
                 "EtcdMembershipFailed",
-                &format!("{what} failed ({why}); retrying"),
-            );
-            Ok(Some(format!("{what} failed; retrying")))
+                format!("{what} failed ({why}); retrying"),
+            )),
+            format!("{what} failed; retrying"),
+        ),
+    }
+}
+
+/// A node that answers and runs a member: the step's job runs there, where
+/// the image is.
+async fn member_node(
+    ctx: &Context,
+    name: &str,
+    m: &EtcdMembership,
+) -> Result<Option<String>, ReconcileError> {
+    let nodes = ctx.swarm.nodes().await?;
+    for k in 0..usize::from(m.members) {
+        let tasks = ctx.swarm.tasks(&render::etcd_name(name, k)).await?;
+        let node = tasks
+            .iter()
+            .find(|t| {
+                t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
+                    && t.node_id
+                        .as_deref()
+                        .is_some_and(|id| nodes.iter().any(|n| n.id == id && n.ready))
+            })
+            .and_then(|t| t.node_id.clone());
+        if node.is_some() {
+            return Ok(node);
         }
     }
+    Ok(None)
+}
+
+/// Takes the step [`decide`] chooses, recording its [`outcome`] in
+/// `status` and its event in `notices`. Returns what is in progress.
+pub async fn advance(
+    ctx: &Context,
+    (owner, pgc): (&Owner, &PostgresCluster),
+    status: &mut PostgresClusterStatus,
+    (desired, incarnations): (u8, &std::collections::BTreeMap<String, u32>),
+    (settled, health): (bool, &std::collections::BTreeMap<String, ServiceHealth>),
+    notices: &mut Vec<Notice>,
+) -> Result<Option<String>, ReconcileError> {
+    let name = pgc.metadata.name.as_str();
+    let Some(m) = status.etcd_membership.clone() else {
+        return Ok(None);
+    };
+    let slot = |j: u8| {
+        incarnations
+            .get(&render::etcd_slot(name, j.into()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let (step, what) = match decide(name, &m, (desired, slot), (settled, health)) {
+        Decision::Idle => return Ok(None),
+        Decision::Wait(why) => return Ok(Some(why)),
+        Decision::Run { step, what } => (step, what),
+    };
+    let Some(node) = member_node(ctx, name, &m).await? else {
+        return Ok(Some(format!("{what} waits for a running etcd member")));
+    };
+    let job = NodeJob {
+        name: format!("{name}-etcd-membership"),
+        node,
+        image: pgc.spec.etcd.image.clone(),
+        script: script(name, &m, step),
+        mounts: Vec::new(),
+        secrets: Vec::new(),
+        networks: vec![bollard::models::NetworkAttachmentConfig {
+            target: Some(render::network_name(name)),
+            ..Default::default()
+        }],
+    };
+    let done = ctx.swarm.run_job(owner, &job, STEP_LIMIT).await?;
+    if let JobOutcome::Failed(why) = &done {
+        tracing::info!(why, ?step, "etcd membership step did not take");
+    }
+    let (next, notice, in_progress) = outcome(&m, (step, &what), &done);
+    if let Some(next) = next {
+        status.etcd_membership = Some(next);
+    }
+    notices.extend(notice);
+    Ok(Some(in_progress))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_are_added_as_learners_promoted_then_removed_from_the_top() {
-        let one = EtcdMembership::created(1);
-        assert_eq!(next_step(&one, 1, |_| 0), None);
-        assert_eq!(next_step(&one, 3, |_| 0), Some(Step::Add(1)));
-        let learning = after(&one, Step::Add(1));
-        assert_eq!(learning.members, 2);
-        assert_eq!(learning.voters(), 1);
-        assert_eq!(learning.joined.get(&1), Some(&1));
-        // A learner is promoted first, or taken back when no longer wanted.
-        assert_eq!(next_step(&learning, 3, |_| 0), Some(Step::Promote(1)));
-        assert_eq!(next_step(&learning, 1, |_| 0), Some(Step::Remove(1)));
-        let taken_back = after(&learning, Step::Remove(1));
-        assert_eq!((taken_back.members, taken_back.learner), (1, None));
-        assert!(taken_back.joined.is_empty());
-        let two = after(&learning, Step::Promote(1));
-        assert_eq!(two.voters(), 2);
-        assert_eq!(next_step(&two, 3, |_| 0), Some(Step::Add(2)));
-        let three = after(&after(&two, Step::Add(2)), Step::Promote(2));
-        assert_eq!(next_step(&three, 3, |_| 0), None);
-        assert_eq!(next_step(&three, 1, |_| 0), Some(Step::Remove(2)));
-        let back = after(&three, Step::Remove(2));
-        assert_eq!(back.members, 2);
-        assert!(!back.joined.contains_key(&2));
-        // Added again, it joins afresh in a new data directory.
-        let again = after(&back, Step::Add(2));
-        assert_eq!(again.joined.get(&2), Some(&3));
-        // Never below one member.
-        assert_eq!(next_step(&EtcdMembership::created(1), 0, |_| 0), None);
-    }
-
-    #[test]
-    fn a_member_whose_slot_moved_is_replaced_then_promoted_and_patroni_keeps_its_list() {
-        let three = EtcdMembership::created(3);
-        assert!(moved(&three, |_| 0).is_empty());
-        // Member 1's slot moved off a lost node: incarnation 1.
-        let slot = |j: u8| u32::from(j == 1);
-        assert_eq!(moved(&three, slot), [(1, 1)]);
-        assert_eq!(next_step(&three, 3, slot), Some(Step::Replace(1, 1)));
-        let replaced = after(&three, Step::Replace(1, 1));
-        assert_eq!(replaced.members, 3, "a replacement changes no count");
-        assert_eq!(replaced.learner, Some(1));
-        assert_eq!(replaced.replacing, Some(1));
-        assert_eq!(replaced.joined.get(&1), Some(&1));
-        assert_eq!(replaced.listed.get(&1), Some(&3), "it lists all three");
-        assert_eq!(replaced.incarnation(1), 1);
-        assert_eq!(replaced.clients(), 3, "Patroni's list stays the same");
-        assert_eq!(replaced.voters(), 2);
-        // Done once; then it is promoted like any learner.
-        assert_eq!(next_step(&replaced, 3, slot), Some(Step::Promote(1)));
-        let done = after(&replaced, Step::Promote(1));
-        assert_eq!((done.learner, done.replacing), (None, None));
-        assert_eq!(done.voters(), 3);
-        assert_eq!(next_step(&done, 3, slot), None);
-        // The learner itself lost: replaced again, before any promotion.
-        let twice = |j: u8| u32::from(j == 1) * 2;
-        assert_eq!(next_step(&replaced, 3, twice), Some(Step::Replace(1, 2)));
-        // Shrinking past a replaced member forgets how it joined.
-        let shrunk = after(&after(&done, Step::Remove(2)), Step::Remove(1));
-        assert!(shrunk.listed.is_empty() && shrunk.incarnations.is_empty());
-    }
-
-    #[test]
-    fn a_replacement_removes_the_old_member_and_adds_the_new_against_the_others() {
-        let three = EtcdMembership::created(3);
-        let s = script("db", &three, Step::Replace(1, 1));
-        assert!(
-            s.contains("eps=http://db-etcd-0:2379,http://db-etcd-2:2379\n"),
-            "the lost member is not asked: {s}"
-        );
-        assert!(s.contains("if l=$(line); then etcdctl"), "{s}");
-        assert!(s.contains("member remove \"${l%%,*}\"; fi"), "{s}");
-        assert!(
-            s.contains("member add db-etcd-1 --peer-urls=http://db-etcd-1:2380 --learner"),
-            "{s}"
-        );
-        // The promotion asks the voters, not the learner in the middle.
-        let replaced = after(&three, Step::Replace(1, 1));
-        let p = script("db", &replaced, Step::Promote(1));
-        assert!(
-            p.contains("eps=http://db-etcd-0:2379,http://db-etcd-2:2379\n"),
-            "{p}"
-        );
-    }
-
-    #[test]
-    fn etcd_slots_move_one_at_a_time_and_only_with_a_quorum() {
-        let three = EtcdMembership::created(3);
-        // Nothing lost.
-        assert_eq!(stays("db", &three, &[], false), (vec![], Ok(())));
-        // One of three lost: it moves.
-        assert_eq!(stays("db", &three, &[1], false), (vec![], Ok(())));
-        // ... but not while another change is under way.
-        assert_eq!(stays("db", &three, &[1], true), (vec![1], Ok(())));
-        // Two of three: no quorum, nothing moves, and why.
-        let (stay, why) = stays("db", &three, &[0, 2], false);
-        assert_eq!(stay, [0, 2]);
-        let why = why.expect_err("no quorum");
-        assert!(
-            why.contains("2 of 3") && why.contains("db-etcd-0, db-etcd-2"),
-            "{why}"
-        );
-        // The only member: it cannot be replaced.
-        assert!(stays("db", &EtcdMembership::created(1), &[0], false)
-            .1
-            .is_err());
-        // Five, two lost: one moves at a time.
-        assert_eq!(
-            stays("db", &EtcdMembership::created(5), &[3, 4], false),
-            (vec![4], Ok(()))
-        );
-        // A learner lost costs no vote.
-        let learning = after(&EtcdMembership::created(1), Step::Add(1));
-        assert_eq!(stays("db", &learning, &[1], false), (vec![], Ok(())));
-    }
-
-    #[test]
-    fn a_member_of_the_first_cluster_that_leaves_comes_back_joining() {
-        let three = EtcdMembership::created(3);
-        let one = after(&after(&three, Step::Remove(2)), Step::Remove(1));
-        // The members left keep how they started.
-        assert_eq!(one.initial, 3);
-        let again = after(&one, Step::Add(1));
-        assert_eq!(again.joined.get(&1), Some(&1));
-    }
-
-    #[test]
-    fn steps_are_etcdctl_against_the_voters_and_idempotent() {
-        let mut m = EtcdMembership::created(1);
-        let add = script("db", &m, Step::Add(1));
-        assert!(add.contains("eps=http://db-etcd-0:2379\n"), "{add}");
-        assert!(add.contains("grep -F ', http://db-etcd-1:2380,'"), "{add}");
-        assert!(add.contains("line || etcdctl"), "{add}");
-        assert!(
-            add.contains("member add db-etcd-1 --peer-urls=http://db-etcd-1:2380 --learner"),
-            "{add}"
-        );
-        m = after(&m, Step::Add(1));
-        // The learner is not asked: it answers no client.
-        let promote = script("db", &m, Step::Promote(1));
-        assert!(promote.contains("eps=http://db-etcd-0:2379\n"), "{promote}");
-        assert!(promote.contains("member promote \"${l%%,*}\""), "{promote}");
-        m = after(&m, Step::Promote(1));
-        let remove = script("db", &m, Step::Remove(1));
-        assert!(
-            remove.contains("eps=http://db-etcd-0:2379,http://db-etcd-1:2379\n"),
-            "{remove}"
-        );
-        assert!(remove.contains("l=$(line) || exit 0;"), "{remove}");
-        assert!(remove.contains("member remove \"${l%%,*}\""), "{remove}");
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ use super::reconcile::KIND;
 use super::render::{self, purpose, PasswordSecrets};
 use super::rotate;
 use crate::reconcilers::contents as shared;
+use crate::reconcilers::status::Notice;
 use crate::runtime::controller::event;
 use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
@@ -380,76 +381,47 @@ fn user_attributes(pgc: &PostgresCluster, pw: &Passwords) -> BTreeMap<String, St
         .collect()
 }
 
-/// Moves a superuser password rotation on: in `Alter`, once the cluster is
-/// settled (`settled_leader`), the job sets the new password and the
-/// instances move to it; in `Use`, once they all have, the rotation ends.
-/// Returns what is in progress. (The app user's rotations are logins: see
-/// `set_logins`.)
+/// Moves a superuser password rotation on ([`rotate::superuser_step`]): in
+/// `Alter`, once the cluster is settled (`settled_leader`), the job sets
+/// the new password and the instances move to it; in `Use`, once they all
+/// have, the rotation ends. Returns what is in progress; the events go to
+/// `notices`. (The app user's rotations are logins: see `set_logins`.)
 pub(super) async fn advance_rotation(
     ctx: &Context,
     obj: &Record,
     (owner, pgc): (&Owner, &PostgresCluster),
     status: &mut PostgresClusterStatus,
-    settled_leader: Option<&str>,
-    pw: &Passwords,
+    (settled_leader, pw): (Option<&str>, &Passwords),
+    notices: &mut Vec<Notice>,
 ) -> Result<Option<String>, ReconcileError> {
-    let Some(rotation) = status
-        .password_rotation
-        .as_mut()
-        .filter(|r| r.user == Some(RotatedUser::Superuser))
-    else {
+    let step = rotate::superuser_step(
+        status.password_rotation.as_ref(),
+        settled_leader,
+        pw.next_superuser.as_deref(),
+    );
+    let Some(rotation) = status.password_rotation.as_mut() else {
         return Ok(None);
     };
-    let Some(phase) = rotation.phase else {
-        return Ok(None);
-    };
-    let Some(leader) = settled_leader else {
-        return Ok(Some(format!(
-            "password rotation ({phase:?}) waits for a settled cluster"
-        )));
-    };
-    match (phase, pw.next_superuser.as_deref()) {
-        (PgRotationPhase::Alter, Some(new)) => {
+    match step {
+        rotate::SuperuserStep::Idle => Ok(None),
+        rotate::SuperuserStep::Wait(why) => Ok(Some(why)),
+        rotate::SuperuserStep::Alter { leader, new } => {
             let change = LoginChange {
                 role: "postgres".to_owned(),
-                secret: new.to_owned(),
+                secret: new,
                 kind: RoleKind::Superuser,
             };
-            if logins::run(
-                ctx,
-                obj,
-                (owner, pgc),
-                &pw.secrets.superuser,
-                &[change],
-                leader,
-            )
-            .await?
-            {
-                rotation.phase = Some(PgRotationPhase::Use);
-                event(
-                    ctx,
-                    obj,
-                    EventType::Normal,
-                    "PasswordRotation",
-                    "PostgreSQL takes the new password of postgres: moving the instances to its secret one at a time",
-                );
+            let superuser = &pw.secrets.superuser;
+            if logins::run(ctx, obj, (owner, pgc), superuser, &[change], &leader).await? {
+                notices.push(rotate::altered(rotation));
             }
             Ok(Some(
                 "password rotation: moving the instances to the new password".to_owned(),
             ))
         }
-        (PgRotationPhase::Alter, None) => Ok(Some("password rotation: preparing".to_owned())),
-        (PgRotationPhase::Use, _) => {
+        rotate::SuperuserStep::Finish => {
             rotate::keep_next(ctx, (owner, pgc), rotate::SUPERUSER, &pw.secrets.superuser).await?;
-            rotation.phase = None;
-            rotation.from_secret = None;
-            event(
-                ctx,
-                obj,
-                EventType::Normal,
-                "PasswordRotation",
-                "password of postgres rotated: every instance uses the new secret",
-            );
+            notices.push(rotate::finished(rotation));
             Ok(None)
         }
     }

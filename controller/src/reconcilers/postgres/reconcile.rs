@@ -210,20 +210,23 @@ async fn next_job(
     status: &mut PostgresClusterStatus,
     (settled_leader, pw, health): (Option<&str>, &Passwords, &BTreeMap<String, ServiceHealth>),
     (etcd_wanted, incarnations): (u8, &BTreeMap<String, u32>),
+    notices: &mut Vec<status::Notice>,
 ) -> Result<Option<String>, ReconcileError> {
     if let Some(why) = set_logins(ctx, obj, (owner, pgc), status, settled_leader, pw).await? {
         return Ok(Some(why));
     }
-    if let Some(why) = advance_rotation(ctx, obj, (owner, pgc), status, settled_leader, pw).await? {
+    let at = (owner, pgc);
+    if let Some(why) = advance_rotation(ctx, obj, at, status, (settled_leader, pw), notices).await?
+    {
         return Ok(Some(why));
     }
     etcd::advance(
         ctx,
-        obj,
-        (owner, pgc),
+        at,
         status,
         (etcd_wanted, incarnations),
         (settled_leader.is_some(), health),
+        notices,
     )
     .await
 }
@@ -254,6 +257,7 @@ impl Reconciler for PostgresClusters {
         let mut holding = None;
         let mut group = Err("not rolled out yet".to_owned());
         let mut unassigned = Vec::new();
+        let mut notices = Vec::new();
         if !hold_if_paused(&obj, &mut status.common) {
             let incarnations;
             (unassigned, incarnations) = pin(
@@ -263,7 +267,8 @@ impl Reconciler for PostgresClusters {
                 (&old, &mut status),
             )
             .await?;
-            let rotation = rotate::start(&ctx, &obj, &pgc, &mut status).await?;
+            let (rotation, started) = rotate::start(&ctx, &pgc, &mut status).await?;
+            notices.extend(started);
             let pw = passwords(&ctx, (&owner, &pgc), rotation.as_ref(), &status).await?;
             let network = render::network_name(name);
             let etcd = membership.clone().unwrap_or_default();
@@ -316,6 +321,7 @@ impl Reconciler for PostgresClusters {
                 &mut status,
                 (settled_leader, &pw, &health),
                 (etcd_wanted, &incarnations),
+                &mut notices,
             )
             .await?;
             if let Some(why) = why {
@@ -326,7 +332,7 @@ impl Reconciler for PostgresClusters {
             Some(v) => with_nodes(&ctx, &v.members).await?,
             None => Vec::new(),
         };
-        let notices = report::report(
+        notices.extend(report::report(
             &report::Look {
                 pgc: &pgc,
                 old: &old,
@@ -339,7 +345,7 @@ impl Reconciler for PostgresClusters {
                 generation,
             },
             &mut status,
-        );
+        ));
         status::finish(
             &ctx,
             &obj,

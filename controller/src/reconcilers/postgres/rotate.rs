@@ -28,9 +28,8 @@ use haswarm_crds::{EventType, PostgresCluster};
 use super::logins::plain_identifier;
 use super::render::{self, purpose};
 use crate::reconcilers::contents::generate_password;
-use crate::runtime::controller::event;
+use crate::reconcilers::status::Notice;
 use crate::runtime::{Context, ReconcileError};
-use crate::store::Record;
 use crate::swarm::objects::content_name;
 use crate::swarm::Owner;
 
@@ -105,166 +104,312 @@ pub fn spec_secret(pgc: &PostgresCluster, user: RotatedUser) -> Option<&str> {
 }
 
 /// A user whose secret in `spec.credentials` is not the one in use:
-/// (user, in use, named). The superuser's is the one the instances mount;
-/// the app user's the one `status.appPasswordSecret` names once set.
-async fn spec_change(
-    ctx: &Context,
+/// (user, in use, named). The superuser's is the one the instances mount
+/// (`mounted`: instance 0's); the app user's the one
+/// `status.appPasswordSecret` names once set.
+fn spec_change(
     pgc: &PostgresCluster,
     status: &PostgresClusterStatus,
-) -> Result<Option<(RotatedUser, String, String)>, ReconcileError> {
+    mounted: Option<&str>,
+) -> Option<(RotatedUser, String, String)> {
     if let (Some(to), Some(_), Some(from)) = (
         spec_secret(pgc, RotatedUser::App),
         &status.app_user,
         &status.app_password_secret,
     ) {
         if from != to {
-            return Ok(Some((RotatedUser::App, from.clone(), to.to_owned())));
+            return Some((RotatedUser::App, from.clone(), to.to_owned()));
         }
     }
-    let first = render::instance_name(pgc.metadata.name.as_str(), 0);
-    if let Some(to) = spec_secret(pgc, RotatedUser::Superuser) {
-        if let Some(from) = ctx
-            .swarm
-            .mounted_secret(&first, "pg-superuser-password")
-            .await?
-        {
-            if from != to {
-                return Ok(Some((RotatedUser::Superuser, from, to.to_owned())));
-            }
+    match (spec_secret(pgc, RotatedUser::Superuser), mounted) {
+        (Some(to), Some(from)) if from != to => {
+            Some((RotatedUser::Superuser, from.to_owned(), to.to_owned()))
         }
+        _ => None,
     }
-    Ok(None)
 }
 
-/// Puts `rotation` in its first phase for `user`, saying why in an event.
-fn begin(
-    ctx: &Context,
-    obj: &Record,
-    rotation: &mut PgPasswordRotation,
-    user: RotatedUser,
-    why: &str,
-) -> PgPasswordRotation {
-    rotation.user = Some(user);
-    rotation.phase = Some(PgRotationPhase::Alter);
-    event(ctx, obj, EventType::Normal, "PasswordRotation", why);
-    rotation.clone()
+/// What a pass does about starting a password rotation: the pure choice
+/// [`plan_start`] makes, which [`Start::apply`] writes into the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Nothing starts; the rotation under way, if any, goes on.
+    Continue,
+    /// The request waits: the app user's first login is not set yet.
+    Wait,
+    /// The request is refused (`why`), and recorded as handled.
+    Skip {
+        /// The request's annotation value.
+        requested: Option<String>,
+        /// The warning.
+        why: String,
+    },
+    /// A rotation of `user` begins in its `Alter` phase.
+    Begin {
+        /// Whose password.
+        user: RotatedUser,
+        /// The request it answers (`None`: a change of spec.credentials).
+        requested: Option<String>,
+        /// The secret in use, when the new password is a user's secret.
+        from_secret: Option<String>,
+        /// The purpose under which a fresh password is generated first
+        /// (`None`: the new password is a user's secret).
+        fresh: Option<String>,
+        /// The event's text.
+        why: String,
+    },
 }
 
-/// Starts a rotation when `spec.credentials` names a new secret, or the
-/// annotation asks for a new generated password, and none is in progress;
-/// returns the rotation to render. The app user's waits until its first
-/// login is set.
-pub async fn start(
-    ctx: &Context,
-    obj: &Record,
+/// Chooses whether a rotation starts: when `spec.credentials` names a new
+/// secret, or the annotation asks for a new generated password, and none
+/// is in progress. `mounted` is the superuser secret instance 0 mounts.
+/// The app user's request waits until its first login is set. Pure.
+pub fn plan_start(
     pgc: &PostgresCluster,
-    status: &mut PostgresClusterStatus,
-) -> Result<Option<PgPasswordRotation>, ReconcileError> {
+    status: &PostgresClusterStatus,
+    mounted: Option<&str>,
+) -> Start {
     let asked = pgc
         .metadata
         .annotations
         .get(ROTATE_PASSWORD_ANNOTATION)
         .cloned();
-    let in_progress = status
-        .password_rotation
-        .as_ref()
-        .is_some_and(|r| r.phase.is_some());
-    if !in_progress {
-        if let Some((user, from, to)) = spec_change(ctx, pgc, status).await? {
-            let why = match user {
-                RotatedUser::App => format!(
-                    "spec.credentials names {to} for the app user (in use: {from}): setting its password on login {}, which applications move to; {} keeps working until the next rotation",
-                    target_login(pgc, status),
-                    status.app_user.as_deref().unwrap_or_default()
-                ),
-                RotatedUser::Superuser => format!(
-                    "spec.credentials names {to} for postgres (the instances use {from}): setting its password in PostgreSQL"
-                ),
-            };
-            let rotation = status
-                .password_rotation
-                .get_or_insert_with(Default::default);
-            rotation.from_secret = Some(from);
-            return Ok(Some(begin(ctx, obj, rotation, user, &why)));
-        }
+    let rotation = status.password_rotation.as_ref();
+    if rotation.is_some_and(|r| r.phase.is_some()) {
+        return Start::Continue;
     }
-    let handled = status
-        .password_rotation
-        .as_ref()
-        .and_then(|r| r.requested.clone());
-    if in_progress || asked.is_none() || asked == handled {
-        return Ok(status
-            .password_rotation
-            .clone()
-            .filter(|r| r.phase.is_some()));
+    if let Some((user, from, to)) = spec_change(pgc, status, mounted) {
+        let why = match user {
+            RotatedUser::App => format!(
+                "spec.credentials names {to} for the app user (in use: {from}): setting its password on login {}, which applications move to; {} keeps working until the next rotation",
+                target_login(pgc, status),
+                status.app_user.as_deref().unwrap_or_default()
+            ),
+            RotatedUser::Superuser => format!(
+                "spec.credentials names {to} for postgres (the instances use {from}): setting its password in PostgreSQL"
+            ),
+        };
+        return Start::Begin {
+            user,
+            requested: rotation.and_then(|r| r.requested.clone()),
+            from_secret: Some(from),
+            fresh: None,
+            why,
+        };
+    }
+    if asked.is_none() || asked == rotation.and_then(|r| r.requested.clone()) {
+        return Start::Continue;
     }
     let user = match requested_user(asked.as_deref().unwrap_or_default()) {
         Ok(u) => u,
         Err(why) => {
-            status
-                .password_rotation
-                .get_or_insert_with(Default::default)
-                .requested
-                .clone_from(&asked);
-            event(ctx, obj, EventType::Warning, "RotationSkipped", &why);
-            return Ok(None);
+            return Start::Skip {
+                requested: asked,
+                why,
+            }
         }
     };
     if user == RotatedUser::App && status.app_user.is_none() {
-        // Its first password is not set yet: the request waits for it.
-        return Ok(None);
+        return Start::Wait;
     }
-    let rotation = status
-        .password_rotation
-        .get_or_insert_with(Default::default);
-    rotation.requested.clone_from(&asked);
     if spec_secret(pgc, user).is_some() {
-        event(
-            ctx,
-            obj,
-            EventType::Warning,
-            "RotationSkipped",
-            "that password comes from a secret named in spec.credentials: point the spec at a secret holding the new value to rotate it",
-        );
-        return Ok(None);
+        return Start::Skip {
+            requested: asked,
+            why: "that password comes from a secret named in spec.credentials: point the spec at a secret holding the new value to rotate it".to_owned(),
+        };
     }
     let role = role_of(pgc, status, user);
     if !plain_identifier(&role) {
-        event(
-            ctx,
-            obj,
-            EventType::Warning,
-            "RotationSkipped",
-            "the role name is not a plain identifier (letters, digits, _)",
-        );
-        return Ok(None);
+        return Start::Skip {
+            requested: asked,
+            why: "the role name is not a plain identifier (letters, digits, _)".to_owned(),
+        };
     }
-    // A fresh next password (a leftover of an interrupted request goes).
-    let next = match user {
-        RotatedUser::App => next_purpose(login_purpose(pgc, &role)),
-        RotatedUser::Superuser => next_purpose(SUPERUSER),
-    };
-    ctx.store
-        .put_credential(
-            KIND,
-            pgc.metadata.name.as_str(),
-            &next,
-            &generate_password(),
-        )
-        .await?;
-    let why = match user {
-        RotatedUser::App => format!(
-            "rotating the app user's password: setting a new one on login {role}, which applications move to; {} keeps working until the next rotation",
-            status.app_user.as_deref().unwrap_or_default()
+    let (fresh, why) = match user {
+        RotatedUser::App => (
+            next_purpose(login_purpose(pgc, &role)),
+            format!(
+                "rotating the app user's password: setting a new one on login {role}, which applications move to; {} keeps working until the next rotation",
+                status.app_user.as_deref().unwrap_or_default()
+            ),
         ),
-        RotatedUser::Superuser => {
-            "rotating the password of postgres: setting a new one in PostgreSQL".to_owned()
-        }
+        RotatedUser::Superuser => (
+            next_purpose(SUPERUSER),
+            "rotating the password of postgres: setting a new one in PostgreSQL".to_owned(),
+        ),
     };
-    let rotation = status
+    Start::Begin {
+        user,
+        requested: asked,
+        from_secret: rotation.and_then(|r| r.from_secret.clone()),
+        fresh: Some(fresh),
+        why,
+    }
+}
+
+impl Start {
+    /// Writes the choice into `status`: the rotation to render, and the
+    /// event to record. Pure.
+    pub fn apply(
+        self,
+        status: &mut PostgresClusterStatus,
+    ) -> (Option<PgPasswordRotation>, Option<Notice>) {
+        match self {
+            Start::Continue => (
+                status
+                    .password_rotation
+                    .clone()
+                    .filter(|r| r.phase.is_some()),
+                None,
+            ),
+            Start::Wait => (None, None),
+            Start::Skip { requested, why } => {
+                status
+                    .password_rotation
+                    .get_or_insert_with(Default::default)
+                    .requested = requested;
+                (
+                    None,
+                    Some(Notice::new(EventType::Warning, "RotationSkipped", why)),
+                )
+            }
+            Start::Begin {
+                user,
+                requested,
+                from_secret,
+                why,
+                ..
+            } => {
+                let rotation = status
+                    .password_rotation
+                    .get_or_insert_with(Default::default);
+                rotation.user = Some(user);
+                rotation.phase = Some(PgRotationPhase::Alter);
+                rotation.requested = requested;
+                rotation.from_secret = from_secret;
+                (
+                    Some(rotation.clone()),
+                    Some(Notice::new(EventType::Normal, "PasswordRotation", why)),
+                )
+            }
+        }
+    }
+}
+
+/// Starts a rotation when [`plan_start`] says so: generates its fresh
+/// password first, then records it in `status`. Returns the rotation to
+/// render and the event to record.
+pub async fn start(
+    ctx: &Context,
+    pgc: &PostgresCluster,
+    status: &mut PostgresClusterStatus,
+) -> Result<(Option<PgPasswordRotation>, Option<Notice>), ReconcileError> {
+    let in_progress = status
         .password_rotation
-        .get_or_insert_with(Default::default);
-    Ok(Some(begin(ctx, obj, rotation, user, &why)))
+        .as_ref()
+        .is_some_and(|r| r.phase.is_some());
+    // Read only when a spec secret could have changed under the instances.
+    let mounted = match spec_secret(pgc, RotatedUser::Superuser) {
+        Some(_) if !in_progress => {
+            let first = render::instance_name(pgc.metadata.name.as_str(), 0);
+            ctx.swarm
+                .mounted_secret(&first, "pg-superuser-password")
+                .await?
+        }
+        _ => None,
+    };
+    let start = plan_start(pgc, status, mounted.as_deref());
+    if let Start::Begin {
+        fresh: Some(purpose),
+        ..
+    } = &start
+    {
+        // A fresh next password (a leftover of an interrupted request goes).
+        ctx.store
+            .put_credential(
+                KIND,
+                pgc.metadata.name.as_str(),
+                purpose,
+                &generate_password(),
+            )
+            .await?;
+    }
+    Ok(start.apply(status))
+}
+
+/// What a superuser rotation does in a pass: the pure choice
+/// [`superuser_step`] makes from its phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SuperuserStep {
+    /// No superuser rotation is under way.
+    Idle,
+    /// It waits (why).
+    Wait(String),
+    /// `Alter`: the job sets the password in secret `new` for postgres
+    /// against `leader`; once it took, [`altered`] moves the rotation on.
+    Alter {
+        /// The settled leader the job connects to.
+        leader: String,
+        /// The secret holding the new password.
+        new: String,
+    },
+    /// `Use`: every instance mounts the new secret (the rollout that
+    /// follows `Alter` is done once the cluster is settled again), so the
+    /// rotation ends ([`finished`]).
+    Finish,
+}
+
+/// The step of the superuser rotation in `rotation`, if one is under way,
+/// for a cluster settled with leader `settled_leader` whose new superuser
+/// secret (during `Alter`) is `next_superuser`. Pure.
+pub fn superuser_step(
+    rotation: Option<&PgPasswordRotation>,
+    settled_leader: Option<&str>,
+    next_superuser: Option<&str>,
+) -> SuperuserStep {
+    let Some(phase) = rotation
+        .filter(|r| r.user == Some(RotatedUser::Superuser))
+        .and_then(|r| r.phase)
+    else {
+        return SuperuserStep::Idle;
+    };
+    let Some(leader) = settled_leader else {
+        return SuperuserStep::Wait(format!(
+            "password rotation ({phase:?}) waits for a settled cluster"
+        ));
+    };
+    match (phase, next_superuser) {
+        (PgRotationPhase::Alter, Some(new)) => SuperuserStep::Alter {
+            leader: leader.to_owned(),
+            new: new.to_owned(),
+        },
+        (PgRotationPhase::Alter, None) => {
+            SuperuserStep::Wait("password rotation: preparing".to_owned())
+        }
+        (PgRotationPhase::Use, _) => SuperuserStep::Finish,
+    }
+}
+
+/// PostgreSQL took the superuser's new password: the instances move to its
+/// secret one at a time (`Use`). Pure.
+pub fn altered(rotation: &mut PgPasswordRotation) -> Notice {
+    rotation.phase = Some(PgRotationPhase::Use);
+    Notice::new(
+        EventType::Normal,
+        "PasswordRotation",
+        "PostgreSQL takes the new password of postgres: moving the instances to its secret one at a time".to_owned(),
+    )
+}
+
+/// Every instance uses the new secret: the rotation ends. Pure.
+pub fn finished(rotation: &mut PgPasswordRotation) -> Notice {
+    rotation.phase = None;
+    rotation.from_secret = None;
+    Notice::new(
+        EventType::Normal,
+        "PasswordRotation",
+        "password of postgres rotated: every instance uses the new secret".to_owned(),
+    )
 }
 
 /// Once PostgreSQL took the password in `secret`: when that is the
@@ -286,49 +431,4 @@ pub async fn keep_next(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_request_names_its_user_or_means_the_app_user() {
-        assert_eq!(requested_user("1700000000"), Ok(RotatedUser::App));
-        assert_eq!(requested_user("t user=app"), Ok(RotatedUser::App));
-        assert_eq!(
-            requested_user("t user=superuser"),
-            Ok(RotatedUser::Superuser)
-        );
-        assert!(requested_user("t user=root").is_err());
-        assert_eq!(next_purpose(purpose::APP), "app-password-next");
-    }
-
-    fn pgc() -> PostgresCluster {
-        let text = "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: db\nspec:\n  bootstrap:\n    owner: shop\n";
-        match haswarm_crds::manifest::parse(
-            "t.yaml",
-            text,
-            &haswarm_crds::manifest::Limits::default(),
-        )
-        .expect("valid")
-        .into_iter()
-        .next()
-        .map(|d| d.resource)
-        {
-            Some(haswarm_crds::AnyResource::PostgresCluster(p)) => *p,
-            other => panic!("not a PostgresCluster: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn app_logins_alternate_and_each_has_its_own_password() {
-        let p = pgc();
-        let mut status = PostgresClusterStatus::default();
-        assert_eq!(target_login(&p, &status), "shop");
-        status.app_user = Some("shop".into());
-        assert_eq!(target_login(&p, &status), "shop_alt");
-        status.app_user = Some("shop_alt".into());
-        assert_eq!(target_login(&p, &status), "shop");
-        assert_eq!(login_purpose(&p, "shop"), purpose::APP);
-        assert_eq!(login_purpose(&p, "shop_alt"), purpose::APP_ALT);
-        assert_eq!(role_of(&p, &status, RotatedUser::Superuser), "postgres");
-    }
-}
+mod tests;
