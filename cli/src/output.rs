@@ -143,107 +143,11 @@ fn num(v: &Value, pointer: &str) -> String {
 
 /// The kind's columns: NAME, READY and STATUS first, AGE last, kind-specific between.
 fn columns(kind: &str) -> Vec<Column> {
-    let specific: Vec<Column> = match kind {
-        "PostgresCluster" => vec![
-            col("INSTANCES", |v| num(v, "/spec/instances")),
-            col("PRIMARY", |v| {
-                shown(str_at(v, "/status/leader").map(str::to_owned))
-            }),
-            wide("VERSION", |v| num(v, "/spec/postgres/version")),
-            wide("SYNC", |v| {
-                shown(str_at(v, "/spec/patroni/synchronousMode").map(str::to_owned))
-            }),
-            wide("RW-ENDPOINT", |v| {
-                shown(str_at(v, "/status/readWriteEndpoint").map(str::to_owned))
-            }),
-        ],
-        "RedisSentinelGroup" => vec![
-            col("INSTANCES", |v| num(v, "/spec/instances")),
-            col("MASTER", |v| {
-                shown(str_at(v, "/status/master").map(str::to_owned))
-            }),
-            col("SENTINELS", |v| {
-                let seen = v.pointer("/status/sentinelsSeen").and_then(Value::as_u64);
-                let want = num(v, "/spec/sentinels/count");
-                seen.map_or_else(|| format!("?/{want}"), |s| format!("{s}/{want}"))
-            }),
-            wide("MASTER-GROUP", |v| {
-                shown(str_at(v, "/spec/masterGroupName").map(str::to_owned))
-            }),
-            wide("QUORUM", |v| num(v, "/spec/sentinels/quorum")),
-        ],
-        "SharedVolume" => vec![
-            col("SOURCE", |v| {
-                let spec = v.get("spec");
-                let source = if let Some(n) = spec.and_then(|s| s.get("nfs")) {
-                    format!(
-                        "nfs:{}:{}",
-                        n.get("server").and_then(Value::as_str).unwrap_or_default(),
-                        n.get("path").and_then(Value::as_str).unwrap_or_default()
-                    )
-                } else if let Some(p) = spec
-                    .and_then(|s| s.pointer("/hostPath/path"))
-                    .and_then(Value::as_str)
-                {
-                    format!("hostPath:{p}")
-                } else if let Some(d) = spec
-                    .and_then(|s| s.pointer("/driver/name"))
-                    .and_then(Value::as_str)
-                {
-                    format!("driver:{d}")
-                } else {
-                    String::new()
-                };
-                shown(Some(source))
-            }),
-            col("NODES", |v| {
-                let nodes = v.pointer("/status/nodes").and_then(Value::as_array);
-                nodes.map_or_else(
-                    || "<none>".into(),
-                    |ns| {
-                        let ok = ns
-                            .iter()
-                            .filter(|n| n.get("mounted") == Some(&Value::Bool(true)))
-                            .count();
-                        format!("{ok}/{}", ns.len())
-                    },
-                )
-            }),
-            wide("RECLAIM", |v| {
-                shown(str_at(v, "/spec/reclaimPolicy").map(str::to_owned))
-            }),
-            wide("ACCESS", |v| {
-                shown(str_at(v, "/spec/accessMode").map(str::to_owned))
-            }),
-        ],
-        "GitSource" => vec![
-            col("REVISION", |v| {
-                shown(
-                    str_at(v, "/status/lastAppliedRevision")
-                        .map(|r| r.get(..12).unwrap_or(r).to_owned()),
-                )
-            }),
-            col("RESOURCES", |v| {
-                let inv = v.pointer("/status/inventory").and_then(Value::as_array);
-                inv.map_or_else(
-                    || "0".into(),
-                    |i| {
-                        let ok = i
-                            .iter()
-                            .filter(|e| e.get("ready") == Some(&Value::Bool(true)))
-                            .count();
-                        format!("{ok}/{}", i.len())
-                    },
-                )
-            }),
-            col("URL", |v| shown(str_at(v, "/spec/url").map(str::to_owned))),
-            wide("PATH", |v| {
-                shown(str_at(v, "/spec/path").map(str::to_owned))
-            }),
-            wide("PRUNE", |v| {
-                shown(v.pointer("/spec/prune").map(ToString::to_string))
-            }),
-        ],
+    let specific = match kind {
+        "PostgresCluster" => postgres_columns(),
+        "RedisSentinelGroup" => redis_columns(),
+        "SharedVolume" => volume_columns(),
+        "GitSource" => git_source_columns(),
         _ => Vec::new(),
     };
     let mut cols = vec![
@@ -258,6 +162,122 @@ fn columns(kind: &str) -> Vec<Column> {
         age(str_at(v, "/metadata/creationTimestamp"), Utc::now())
     }));
     cols
+}
+
+fn postgres_columns() -> Vec<Column> {
+    vec![
+        col("INSTANCES", |v| num(v, "/spec/instances")),
+        col("PRIMARY", |v| {
+            shown(str_at(v, "/status/leader").map(str::to_owned))
+        }),
+        wide("VERSION", |v| num(v, "/spec/postgres/version")),
+        wide("SYNC", |v| {
+            shown(str_at(v, "/spec/patroni/synchronousMode").map(str::to_owned))
+        }),
+        wide("RW-ENDPOINT", |v| {
+            shown(str_at(v, "/status/readWriteEndpoint").map(str::to_owned))
+        }),
+    ]
+}
+
+fn redis_columns() -> Vec<Column> {
+    vec![
+        col("INSTANCES", |v| num(v, "/spec/instances")),
+        col("MASTER", |v| {
+            shown(str_at(v, "/status/master").map(str::to_owned))
+        }),
+        col("SENTINELS", |v| {
+            let seen = v.pointer("/status/sentinelsSeen").and_then(Value::as_u64);
+            let want = num(v, "/spec/sentinels/count");
+            seen.map_or_else(|| format!("?/{want}"), |s| format!("{s}/{want}"))
+        }),
+        wide("MASTER-GROUP", |v| {
+            shown(str_at(v, "/spec/masterGroupName").map(str::to_owned))
+        }),
+        wide("QUORUM", |v| num(v, "/spec/sentinels/quorum")),
+    ]
+}
+
+fn volume_columns() -> Vec<Column> {
+    vec![
+        col("SOURCE", volume_source),
+        col("NODES", |v| {
+            let nodes = v.pointer("/status/nodes").and_then(Value::as_array);
+            nodes.map_or_else(
+                || "<none>".into(),
+                |ns| {
+                    let ok = ns
+                        .iter()
+                        .filter(|n| n.get("mounted") == Some(&Value::Bool(true)))
+                        .count();
+                    format!("{ok}/{}", ns.len())
+                },
+            )
+        }),
+        wide("RECLAIM", |v| {
+            shown(str_at(v, "/spec/reclaimPolicy").map(str::to_owned))
+        }),
+        wide("ACCESS", |v| {
+            shown(str_at(v, "/spec/accessMode").map(str::to_owned))
+        }),
+    ]
+}
+
+/// A SharedVolume's backing store in one word: `nfs:SERVER:PATH`,
+/// `hostPath:PATH` or `driver:NAME`.
+fn volume_source(v: &Value) -> String {
+    let spec = v.get("spec");
+    let source = if let Some(n) = spec.and_then(|s| s.get("nfs")) {
+        format!(
+            "nfs:{}:{}",
+            n.get("server").and_then(Value::as_str).unwrap_or_default(),
+            n.get("path").and_then(Value::as_str).unwrap_or_default()
+        )
+    } else if let Some(p) = spec
+        .and_then(|s| s.pointer("/hostPath/path"))
+        .and_then(Value::as_str)
+    {
+        format!("hostPath:{p}")
+    } else if let Some(d) = spec
+        .and_then(|s| s.pointer("/driver/name"))
+        .and_then(Value::as_str)
+    {
+        format!("driver:{d}")
+    } else {
+        String::new()
+    };
+    shown(Some(source))
+}
+
+fn git_source_columns() -> Vec<Column> {
+    vec![
+        col("REVISION", |v| {
+            shown(
+                str_at(v, "/status/lastAppliedRevision")
+                    .map(|r| r.get(..12).unwrap_or(r).to_owned()),
+            )
+        }),
+        col("RESOURCES", |v| {
+            let inv = v.pointer("/status/inventory").and_then(Value::as_array);
+            inv.map_or_else(
+                || "0".into(),
+                |i| {
+                    let ok = i
+                        .iter()
+                        .filter(|e| e.get("ready") == Some(&Value::Bool(true)))
+                        .count();
+                    format!("{ok}/{}", i.len())
+                },
+            )
+        }),
+        col("URL", |v| shown(str_at(v, "/spec/url").map(str::to_owned))),
+        wide("PATH", |v| {
+            shown(str_at(v, "/spec/path").map(str::to_owned))
+        }),
+        wide("PRUNE", |v| {
+            shown(v.pointer("/spec/prune").map(ToString::to_string))
+        }),
+    ]
 }
 
 /// Renders rows as borderless columns separated by three spaces.

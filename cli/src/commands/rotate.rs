@@ -4,6 +4,7 @@
 //! the rotation to its end.
 
 use haswarm_crds::common::ROTATE_PASSWORD_ANNOTATION;
+use haswarm_crds::KindInfo;
 use serde_json::Value;
 
 use super::{annotate, poll_until, target, timeout, Conn};
@@ -11,18 +12,23 @@ use crate::cli::RotatePasswordArgs;
 use crate::exit::ExitCode;
 use crate::report;
 
-pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
-    let (kind, name) = match target(&args.target) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let (short, user_field) = match (kind.kind, args.user.as_deref()) {
-        ("RedisSentinelGroup", None) => ("rsg", None),
+/// For a PostgresCluster, the login to rotate and the spec field that would
+/// hold a password of the user's own for it.
+type Login<'a> = Option<(&'a str, &'static str)>;
+
+/// The short kind name and the login, or why the target has no password
+/// haswarm rotates.
+fn password<'a>(
+    kind: &KindInfo,
+    user: Option<&'a str>,
+) -> Result<(&'static str, Login<'a>), ExitCode> {
+    match (kind.kind, user) {
+        ("RedisSentinelGroup", None) => Ok(("rsg", None)),
         ("RedisSentinelGroup", Some(_)) => {
             report::error(
                 "--user applies to postgresclusters only: a RedisSentinelGroup has one password",
             );
-            return ExitCode::Invalid;
+            Err(ExitCode::Invalid)
         }
         ("PostgresCluster", user) => {
             let user = user.unwrap_or("app");
@@ -31,15 +37,85 @@ pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
             } else {
                 "appUserSecret"
             };
-            ("pgc", Some((user, field)))
+            Ok(("pgc", Some((user, field))))
         }
         _ => {
             report::error(&format!(
                 "{}: only redissentinelgroups (rsg) and postgresclusters (pgc) have passwords haswarm rotates",
                 kind.plural
             ));
-            return ExitCode::Invalid;
+            Err(ExitCode::Invalid)
         }
+    }
+}
+
+/// Refuses a password the user keeps in a secret of their own: haswarm
+/// rotates only the passwords it generates.
+fn refuse_user_secret(
+    obj: &Value,
+    login: Login<'_>,
+    short: &str,
+    name: &str,
+) -> Result<(), ExitCode> {
+    let (pointer, fix) = match login {
+        Some((_, field)) => (
+            format!("/spec/credentials/{field}"),
+            format!("point spec.credentials.{field} at a secret holding the new password instead"),
+        ),
+        None => (
+            "/spec/passwordSecret".to_owned(),
+            "point spec.passwordSecret at a new secret instead".to_owned(),
+        ),
+    };
+    if obj.pointer(&pointer).is_some_and(|v| !v.is_null()) {
+        report::error(&format!(
+            "{short}/{name} takes that password from a secret of yours: haswarm rotates only the passwords it generates; {fix}"
+        ));
+        return Err(ExitCode::Invalid);
+    }
+    Ok(())
+}
+
+/// The closing message once the controller has finished the rotation asked
+/// for by `token`; `None` while it is still pending.
+fn rotated(
+    obj: &Value,
+    token: &str,
+    singular: &str,
+    short: &str,
+    name: &str,
+) -> Option<Result<String, String>> {
+    let rotation = obj.pointer("/status/passwordRotation");
+    let handled = rotation
+        .and_then(|r| r.get("requested"))
+        .and_then(Value::as_str)
+        == Some(token);
+    let phase = rotation
+        .and_then(|r| r.get("phase"))
+        .filter(|p| !p.is_null());
+    // A PostgresCluster's app user moved to its other login: say which.
+    let login = match (
+        obj.pointer("/status/appUser").and_then(Value::as_str),
+        obj.pointer("/status/appPasswordSecret")
+            .and_then(Value::as_str),
+        rotation.and_then(|r| r.get("user")).and_then(Value::as_str),
+    ) {
+        (Some(user), Some(secret), Some("App")) => {
+            format!(": applications log in as {user} with secret {secret} (haswarmctl get {short} {name} -o env)")
+        }
+        _ => String::new(),
+    };
+    (handled && phase.is_none()).then(|| Ok(format!("{singular}/{name} password rotated{login}")))
+}
+
+pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
+    let (kind, name) = match target(&args.target) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let (short, login) = match password(kind, args.user.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let limit = match timeout(&args.timeout) {
         Ok(t) => t,
@@ -50,30 +126,9 @@ pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
         Err(code) => return code,
     };
     let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let token = match user_field {
+    let token = match login {
         Some((user, _)) => format!("{stamp} user={user}"),
         None => stamp,
-    };
-    let refuse_user_secret = |obj: &Value| {
-        let (pointer, fix) = match user_field {
-            Some((_, field)) => (
-                format!("/spec/credentials/{field}"),
-                format!(
-                    "point spec.credentials.{field} at a secret holding the new password instead"
-                ),
-            ),
-            None => (
-                "/spec/passwordSecret".to_owned(),
-                "point spec.passwordSecret at a new secret instead".to_owned(),
-            ),
-        };
-        if obj.pointer(&pointer).is_some_and(|v| !v.is_null()) {
-            report::error(&format!(
-                "{short}/{name} takes that password from a secret of yours: haswarm rotates only the passwords it generates; {fix}"
-            ));
-            return Err(ExitCode::Invalid);
-        }
-        Ok(())
     };
     if let Err(code) = annotate(
         &client,
@@ -81,7 +136,7 @@ pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
         name,
         ROTATE_PASSWORD_ANNOTATION,
         &token,
-        refuse_user_secret,
+        |obj| refuse_user_secret(obj, login, short, name),
     )
     .await
     {
@@ -93,36 +148,12 @@ pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
         println!("follow it with: haswarmctl describe {short} {name}");
         return ExitCode::Success;
     }
-    let rotated = |obj: &Value| {
-        let rotation = obj.pointer("/status/passwordRotation");
-        let handled = rotation
-            .and_then(|r| r.get("requested"))
-            .and_then(Value::as_str)
-            == Some(token.as_str());
-        let phase = rotation
-            .and_then(|r| r.get("phase"))
-            .filter(|p| !p.is_null());
-        // A PostgresCluster's app user moved to its other login: say which.
-        let login = match (
-            obj.pointer("/status/appUser").and_then(Value::as_str),
-            obj.pointer("/status/appPasswordSecret")
-                .and_then(Value::as_str),
-            rotation.and_then(|r| r.get("user")).and_then(Value::as_str),
-        ) {
-            (Some(user), Some(secret), Some("App")) => {
-                format!(": applications log in as {user} with secret {secret} (haswarmctl get {short} {name} -o env)")
-            }
-            _ => String::new(),
-        };
-        (handled && phase.is_none())
-            .then(|| Ok(format!("{singular}/{name} password rotated{login}")))
-    };
     poll_until(
         &client,
         kind.plural,
         name,
         limit,
-        rotated,
+        |obj| rotated(obj, &token, &singular, short, name),
         &format!("the rotation of {short}/{name} goes on: see haswarmctl describe {short} {name}"),
     )
     .await

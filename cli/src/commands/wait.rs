@@ -1,8 +1,9 @@
 //! `haswarmctl wait`: polls objects until a condition holds or they are
 //! deleted, or the timeout passes.
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use haswarm_controller::api::types::Reason;
+use haswarm_controller::client::ClientError;
 use serde_json::Value;
 
 use super::{failed, target, timeout, Conn};
@@ -52,6 +53,76 @@ fn met(goal: &Goal, obj: &Value) -> bool {
     }
 }
 
+/// What the success line says happened.
+fn reached(goal: &Goal) -> &'static str {
+    match goal {
+        Goal::Deleted => "deleted",
+        Goal::Condition { .. } => "condition met",
+    }
+}
+
+/// Follows the watch until `name` meets `goal` or the watch ends, keeping
+/// the latest version in `last` so a timeout can say where it stood.
+async fn follow(
+    mut stream: impl Stream<Item = Result<Value, ClientError>> + Unpin,
+    name: &str,
+    label: &str,
+    goal: &Goal,
+    last: &mut Value,
+) -> Result<(), ExitCode> {
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(v) => v,
+            Err(e) => return Err(failed(&e)),
+        };
+        let Some(obj) = event.get("object") else {
+            continue;
+        };
+        if event.get("type").and_then(Value::as_str) == Some("ERROR") {
+            report::error(&format!(
+                "watch ended: {}",
+                obj.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ));
+            return Err(ExitCode::Refused);
+        }
+        if obj.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+            continue;
+        }
+        if event.get("type").and_then(Value::as_str) == Some("DELETED") {
+            return if matches!(goal, Goal::Deleted) {
+                Ok(())
+            } else {
+                report::error(&format!("{label} was deleted while waiting"));
+                Err(ExitCode::Refused)
+            };
+        }
+        *last = obj.clone();
+        if met(goal, last) {
+            return Ok(());
+        }
+    }
+    report::error("the daemon closed the watch");
+    Err(ExitCode::Refused)
+}
+
+/// Where the awaited condition last stood, for the timeout message.
+fn timeout_detail(goal: &Goal, last: &Value) -> String {
+    match goal {
+        Goal::Condition { type_, .. } => match output::condition(last, type_) {
+            Some(c) => format!(
+                " (last {type_}: {}, reason {}: {})",
+                c.get("status").and_then(Value::as_str).unwrap_or("?"),
+                c.get("reason").and_then(Value::as_str).unwrap_or("?"),
+                c.get("message").and_then(Value::as_str).unwrap_or("")
+            ),
+            None => format!(" ({type_} not reported yet)"),
+        },
+        Goal::Deleted => String::new(),
+    }
+}
+
 pub async fn run(conn: &Conn, args: &WaitArgs) -> ExitCode {
     let (kind, name) = match target(&args.target) {
         Ok(t) => t,
@@ -88,77 +159,22 @@ pub async fn run(conn: &Conn, args: &WaitArgs) -> ExitCode {
     let rv = last
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_u64);
-    let mut stream = match client.watch(kind.plural, None, rv).await {
+    let stream = match client.watch(kind.plural, None, rv).await {
         Ok(s) => s,
         Err(e) => return failed(&e),
     };
-    let outcome = tokio::time::timeout(limit, async {
-        while let Some(item) = stream.next().await {
-            let event = match item {
-                Ok(v) => v,
-                Err(e) => return Err(failed(&e)),
-            };
-            let Some(obj) = event.get("object") else {
-                continue;
-            };
-            if event.get("type").and_then(Value::as_str) == Some("ERROR") {
-                report::error(&format!(
-                    "watch ended: {}",
-                    obj.get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                ));
-                return Err(ExitCode::Refused);
-            }
-            if obj.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
-                continue;
-            }
-            if event.get("type").and_then(Value::as_str) == Some("DELETED") {
-                return if matches!(goal, Goal::Deleted) {
-                    Ok(())
-                } else {
-                    report::error(&format!("{label} was deleted while waiting"));
-                    Err(ExitCode::Refused)
-                };
-            }
-            last = obj.clone();
-            if met(&goal, &last) {
-                return Ok(());
-            }
-        }
-        report::error("the daemon closed the watch");
-        Err(ExitCode::Refused)
-    })
-    .await;
+    let outcome = tokio::time::timeout(limit, follow(stream, name, &label, &goal, &mut last)).await;
     match outcome {
         Ok(Ok(())) => {
-            println!(
-                "{label} {}",
-                if matches!(goal, Goal::Deleted) {
-                    "deleted"
-                } else {
-                    "condition met"
-                }
-            );
+            println!("{label} {}", reached(&goal));
             ExitCode::Success
         }
         Ok(Err(code)) => code,
         Err(_) => {
-            let detail = match &goal {
-                Goal::Condition { type_, .. } => match output::condition(&last, type_) {
-                    Some(c) => format!(
-                        " (last {type_}: {}, reason {}: {})",
-                        c.get("status").and_then(Value::as_str).unwrap_or("?"),
-                        c.get("reason").and_then(Value::as_str).unwrap_or("?"),
-                        c.get("message").and_then(Value::as_str).unwrap_or("")
-                    ),
-                    None => format!(" ({type_} not reported yet)"),
-                },
-                Goal::Deleted => String::new(),
-            };
             report::error(&format!(
-                "timed out after {} waiting for {label}{detail}",
-                args.timeout
+                "timed out after {} waiting for {label}{}",
+                args.timeout,
+                timeout_detail(&goal, &last)
             ));
             ExitCode::Invalid
         }
