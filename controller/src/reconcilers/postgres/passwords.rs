@@ -14,7 +14,6 @@ use super::render::{self, purpose, PasswordSecrets};
 use super::rotate;
 use crate::reconcilers::contents as shared;
 use crate::reconcilers::status::Notice;
-use crate::runtime::controller::event;
 use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
 use crate::swarm::{Owner, SwarmError};
@@ -261,8 +260,8 @@ pub(super) async fn set_logins(
     obj: &Record,
     (owner, pgc): (&Owner, &PostgresCluster),
     status: &mut PostgresClusterStatus,
-    settled_leader: Option<&str>,
-    pw: &Passwords,
+    (settled_leader, pw): (Option<&str>, &Passwords),
+    notices: &mut Vec<Notice>,
 ) -> Result<Option<String>, ReconcileError> {
     let changes = pending_logins(pgc, pw, status);
     let dropped: Vec<&String> = status
@@ -271,16 +270,14 @@ pub(super) async fn set_logins(
         .filter(|u| !pw.users.contains_key(*u))
         .collect();
     if !dropped.is_empty() {
-        event(
-            ctx,
-            obj,
+        notices.push(Notice::new(
             EventType::Normal,
             "UserKept",
-            &format!(
+            format!(
                 "{} left spec.bootstrap.users: the role stays in PostgreSQL (it may own data; drop it yourself) and haswarm no longer manages its password",
                 dropped.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             ),
-        );
+        ));
         status
             .user_password_secrets
             .retain(|u, _| pw.users.contains_key(u));
@@ -338,12 +335,10 @@ pub(super) async fn set_logins(
                     user,
                     password_secret,
                 });
-            event(
-                ctx,
-                obj,
+            notices.push(Notice::new(
                 EventType::Normal,
                 "PasswordRotation",
-                &format!(
+                format!(
                     "app user's password rotated: applications log in as {} with secret {}; {} keeps working until the next rotation",
                     app.user,
                     app.password_secret,
@@ -351,19 +346,17 @@ pub(super) async fn set_logins(
                         .as_ref()
                         .map_or_else(String::new, |p| format!("{} (secret {})", p.user, p.password_secret))
                 ),
-            );
+            ));
             status.previous_app_login = previous;
         }
         status.app_user = Some(app.user.clone());
         status.app_password_secret = Some(app.password_secret.clone());
     }
-    event(
-        ctx,
-        obj,
+    notices.push(Notice::new(
         EventType::Normal,
         "PasswordsSet",
-        &format!("set the password of {}", roles.join(", ")),
-    );
+        format!("set the password of {}", roles.join(", ")),
+    ));
     status.user_password_secrets.clone_from(&pw.users);
     status.user_attributes = user_attributes(pgc, pw);
     Ok(None)

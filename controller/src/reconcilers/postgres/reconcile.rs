@@ -212,10 +212,10 @@ async fn next_job(
     (etcd_wanted, incarnations): (u8, &BTreeMap<String, u32>),
     notices: &mut Vec<status::Notice>,
 ) -> Result<Option<String>, ReconcileError> {
-    if let Some(why) = set_logins(ctx, obj, (owner, pgc), status, settled_leader, pw).await? {
+    let at = (owner, pgc);
+    if let Some(why) = set_logins(ctx, obj, at, status, (settled_leader, pw), notices).await? {
         return Ok(Some(why));
     }
-    let at = (owner, pgc);
     if let Some(why) = advance_rotation(ctx, obj, at, status, (settled_leader, pw), notices).await?
     {
         return Ok(Some(why));
