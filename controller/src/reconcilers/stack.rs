@@ -235,7 +235,7 @@ impl Stack {
     fn postgres(&mut self, pgc: &PostgresCluster) {
         let name = pgc.metadata.name.as_str();
         let generated = HashMap::new();
-        let contents = postgres::contents(pgc, &generated);
+        let contents = postgres::contents(pgc, &generated, pgc.spec.etcd.members);
         let names = content_names(name, &contents);
         let c = &pgc.spec.credentials;
         let pick = |user: Option<&haswarm_crds::common::SecretRef>, purpose: &str| {

@@ -20,11 +20,11 @@ use crate::swarm::SwarmError;
 /// the current incarnation of their instance (`incarnations`, by service).
 pub(super) async fn observe(
     ctx: &Context,
-    pgc: &PostgresCluster,
+    (pgc, etcd): (&PostgresCluster, u8),
     incarnations: &BTreeMap<String, u32>,
 ) -> Result<Option<ClusterView>, ReconcileError> {
     let script = |host: &str| observe::rest_get(host, "/cluster");
-    let view = patroni_until(ctx, pgc, script, |out| {
+    let view = patroni_until(ctx, (pgc, etcd), script, |out| {
         observe::parse_cluster(out).is_some()
     })
     .await?
@@ -45,17 +45,17 @@ pub(super) async fn observe(
 /// when nothing here got an answer.
 pub(super) async fn patroni(
     ctx: &Context,
-    pgc: &PostgresCluster,
+    at: (&PostgresCluster, u8),
     script: impl Fn(&str) -> String,
 ) -> Result<Option<String>, ReconcileError> {
-    patroni_until(ctx, pgc, script, observe::answered).await
+    patroni_until(ctx, at, script, observe::answered).await
 }
 
 /// [`patroni`], taking the first output `accept` takes (a member in the
 /// middle of a promotion may answer something else).
 pub(super) async fn patroni_until(
     ctx: &Context,
-    pgc: &PostgresCluster,
+    (pgc, etcd): (&PostgresCluster, u8),
     script: impl Fn(&str) -> String,
     accept: impl Fn(&str) -> bool,
 ) -> Result<Option<String>, ReconcileError> {
@@ -77,7 +77,7 @@ pub(super) async fn patroni_until(
     if !pgc.spec.etcd.endpoints.is_empty() {
         return Ok(None);
     }
-    for j in 0..usize::from(pgc.spec.etcd.members) {
+    for j in 0..usize::from(etcd) {
         let member = render::etcd_name(name, j);
         for service in &instances {
             match ctx.swarm.exec_in_service(&member, &script(service)).await {
@@ -104,14 +104,14 @@ pub(super) async fn patroni_until(
 pub(super) async fn converge_settings(
     ctx: &Context,
     obj: &Record,
-    pgc: &PostgresCluster,
+    (pgc, etcd): (&PostgresCluster, u8),
     view: &ClusterView,
     leader: &str,
 ) -> Result<Option<String>, ReconcileError> {
     // Any member answers for the cluster.
     let json = |out: &str| serde_json::from_str::<serde_json::Value>(out.trim()).ok();
     let script = |host: &str| observe::rest_get(host, "/config");
-    let live = patroni_until(ctx, pgc, script, |out| json(out).is_some())
+    let live = patroni_until(ctx, (pgc, etcd), script, |out| json(out).is_some())
         .await?
         .and_then(|out| json(&out));
     let Some(live) = live else {
@@ -121,7 +121,7 @@ pub(super) async fn converge_settings(
     };
     if let Some(patch) = render::config_patch(&render::dynamic_config(pgc), &live) {
         let script = |host: &str| observe::rest_call(host, "PATCH", "/config", &patch);
-        if let Some(answer) = patroni(ctx, pgc, script).await? {
+        if let Some(answer) = patroni(ctx, (pgc, etcd), script).await? {
             if answer.trim_start().starts_with("200") {
                 event(
                     ctx,
@@ -159,7 +159,7 @@ pub(super) async fn converge_settings(
         switchover(
             ctx,
             obj,
-            pgc,
+            (pgc, etcd),
             view,
             leader,
             None,
@@ -170,7 +170,7 @@ pub(super) async fn converge_settings(
     }
     // The restart goes to the member itself (by name: it may run elsewhere).
     let script = |_: &str| observe::rest_call(first, "POST", "/restart", &serde_json::json!({}));
-    if let Some(answer) = patroni(ctx, pgc, script).await? {
+    if let Some(answer) = patroni(ctx, (pgc, etcd), script).await? {
         event(
             ctx,
             obj,
@@ -191,7 +191,7 @@ pub(super) async fn converge_settings(
 pub(super) async fn release_dead_leader(
     ctx: &Context,
     obj: &Record,
-    pgc: &PostgresCluster,
+    (pgc, etcd): (&PostgresCluster, u8),
     (leader, patroni_name): (&str, &str),
 ) -> Result<bool, ReconcileError> {
     if !pgc.spec.patroni.fast_failover || !pgc.spec.etcd.endpoints.is_empty() {
@@ -205,7 +205,7 @@ pub(super) async fn release_dead_leader(
     }
     let name = pgc.metadata.name.as_str();
     let script = observe::release_leader_key(name, patroni_name);
-    for j in 0..usize::from(pgc.spec.etcd.members) {
+    for j in 0..usize::from(etcd) {
         let member = render::etcd_name(name, j);
         match ctx.swarm.exec_in_service(&member, &script).await {
             Ok(Some(out)) => {
@@ -262,18 +262,18 @@ pub(super) async fn with_nodes(
 pub(super) async fn look(
     ctx: &Context,
     obj: &Record,
-    pgc: &PostgresCluster,
+    at: (&PostgresCluster, u8),
     current: &BTreeMap<String, u32>,
 ) -> Result<Option<ClusterView>, ReconcileError> {
-    let view = observe(ctx, pgc, current).await?;
+    let view = observe(ctx, at, current).await?;
     if let Some((dead, patroni_name)) = view
         .as_ref()
         .and_then(|v| Some((v.leader()?.to_owned(), v.patroni_name(v.leader()?))))
     {
-        if release_dead_leader(ctx, obj, pgc, (&dead, &patroni_name)).await? {
+        if release_dead_leader(ctx, obj, at, (&dead, &patroni_name)).await? {
             // The replicas race for the key now: look again.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            return observe(ctx, pgc, current).await;
+            return observe(ctx, at, current).await;
         }
     }
     Ok(view)

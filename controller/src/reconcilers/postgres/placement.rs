@@ -118,7 +118,7 @@ pub(super) async fn place(
             let health = observe::etcd_health(name, m.members);
             let out = super::patroni::patroni_until(
                 ctx,
-                pgc,
+                (pgc, m.clients()),
                 |_| health.clone(),
                 |o| !o.trim().is_empty(),
             )

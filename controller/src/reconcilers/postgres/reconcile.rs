@@ -136,7 +136,7 @@ struct Stepped {
 /// change is switched over first.
 async fn next_step(
     ctx: &Context,
-    (obj, owner, pgc): (&Record, &Owner, &PostgresCluster),
+    (obj, owner, (pgc, etcd)): (&Record, &Owner, (&PostgresCluster, u8)),
     old: &PostgresClusterStatus,
     prepared: &converge::Prepared,
     view: Option<&ClusterView>,
@@ -156,7 +156,7 @@ async fn next_step(
         tracing::info!(?step, ?group, "rollout step");
     }
     if let (Some(from), Some(v)) = (&step.switchover, view) {
-        switchover(ctx, obj, pgc, v, from, None, "before changing it").await?;
+        switchover(ctx, obj, (pgc, etcd), v, from, None, "before changing it").await?;
     }
     Ok(Stepped {
         plan,
@@ -172,7 +172,7 @@ async fn next_step(
 async fn carry_out(
     ctx: &Context,
     obj: &Record,
-    (pgc, v, l): (&PostgresCluster, &ClusterView, &str),
+    ((pgc, etcd), v, l): ((&PostgresCluster, u8), &ClusterView, &str),
     nodes: &[NodeInfo],
     (old, status): (&PostgresClusterStatus, &mut PostgresClusterStatus),
 ) -> Result<bool, ReconcileError> {
@@ -191,9 +191,11 @@ async fn carry_out(
     match wanted {
         switchover::Wanted::Nothing => Ok(false),
         switchover::Wanted::Request(request) => {
-            switchover::handle_request(ctx, obj, pgc, v, l, request, (old, status)).await
+            switchover::handle_request(ctx, obj, (pgc, etcd), v, l, request, (old, status)).await
         }
-        switchover::Wanted::To { to, why } => switchover(ctx, obj, pgc, v, l, Some(to), &why).await,
+        switchover::Wanted::To { to, why } => {
+            switchover(ctx, obj, (pgc, etcd), v, l, Some(to), &why).await
+        }
         switchover::Wanted::Skipped(why) => {
             event(ctx, obj, EventType::Warning, "SwitchoverSkipped", &why);
             Ok(false)
@@ -235,24 +237,22 @@ impl Reconciler for PostgresClusters {
     const KIND: &'static str = KIND;
 
     async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-        let (mut pgc, old) = decode::<PostgresClusterSpec>(&obj)?;
+        let (pgc, old) = decode::<PostgresClusterSpec>(&obj)?;
         let owner = owner_of(&ctx, &obj);
         let generation = obj.metadata.generation;
         let mut status = old.clone();
         // The etcd members run now, which move one at a time towards the
-        // spec's; Patroni is told only of the voters.
-        let etcd_wanted = pgc.spec.etcd.members;
+        // spec's; Patroni is told only of those that serve clients.
         let membership = etcd::membership(&pgc.spec, &status);
         if let Some(m) = &membership {
             status.etcd_members = None;
             status.etcd_membership = Some(m.clone());
-            pgc.spec.etcd.members = m.clients();
         }
-        let pgc = pgc;
+        let at = (&pgc, membership.as_ref().map_or(0, EtcdMembership::clients));
         let name = pgc.metadata.name.as_str();
         let nodes = ctx.swarm.nodes().await?;
         let current = instance_incarnations(name, usize::from(pgc.spec.instances), &nodes);
-        let view = look(&ctx, &obj, &pgc, &current).await?;
+        let view = look(&ctx, &obj, at, &current).await?;
         let leader = view.as_ref().and_then(|v| v.leader().map(str::to_owned));
         let mut holding = None;
         let mut group = Err("not rolled out yet".to_owned());
@@ -276,7 +276,7 @@ impl Reconciler for PostgresClusters {
                 &ctx,
                 &owner,
                 (&network, pgc.spec.network.encrypted),
-                &render::contents(&pgc, &pw.generated),
+                &render::contents(&pgc, &pw.generated, at.1),
                 |names| {
                     render::render(&Inputs {
                         pgc: &pgc,
@@ -291,7 +291,7 @@ impl Reconciler for PostgresClusters {
             .await?;
 
             let stepped =
-                next_step(&ctx, (&obj, &owner, &pgc), &old, &prepared, view.as_ref()).await?;
+                next_step(&ctx, (&obj, &owner, at), &old, &prepared, view.as_ref()).await?;
             let Stepped {
                 plan, health, step, ..
             } = stepped;
@@ -299,7 +299,7 @@ impl Reconciler for PostgresClusters {
             let settled = step.switchover.is_none() && step.holding.is_none() && group.is_ok();
             let mut switched = false;
             if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
-                switched = carry_out(&ctx, &obj, (&pgc, v, l), &nodes, (&old, &mut status)).await?;
+                switched = carry_out(&ctx, &obj, (at, v, l), &nodes, (&old, &mut status)).await?;
             }
             status.common.owned_objects =
                 converge::apply(&ctx, (&obj, &owner), &plan, &step.apply, &prepared).await?;
@@ -308,7 +308,7 @@ impl Reconciler for PostgresClusters {
             if switched {
                 holding.get_or_insert_with(|| "switchover in progress".to_owned());
             } else if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
-                if let Some(why) = converge_settings(&ctx, &obj, &pgc, v, l).await? {
+                if let Some(why) = converge_settings(&ctx, &obj, at, v, l).await? {
                     holding = Some(why);
                 }
             }
@@ -320,7 +320,7 @@ impl Reconciler for PostgresClusters {
                 (&obj, &owner, &pgc),
                 &mut status,
                 (settled_leader, &pw, &health),
-                (etcd_wanted, &incarnations),
+                (pgc.spec.etcd.members, &incarnations),
                 &mut notices,
             )
             .await?;

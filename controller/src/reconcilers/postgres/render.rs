@@ -208,11 +208,15 @@ pub struct Inputs<'a> {
 }
 
 /// Where Patroni finds etcd: `(hosts, protocol)`. The managed members are
-/// `spec.etcd.members` voters (a learner, which answers no client, is left
-/// out until it votes).
-pub fn etcd_hosts(name: &str, spec: &PostgresClusterSpec) -> (Vec<String>, &'static str) {
+/// the first `clients` ([`EtcdMembership::clients`]: a learner, which
+/// answers no client, is left out until it votes).
+pub fn etcd_hosts(
+    name: &str,
+    spec: &PostgresClusterSpec,
+    clients: u8,
+) -> (Vec<String>, &'static str) {
     if spec.etcd.endpoints.is_empty() {
-        let hosts = (0..usize::from(spec.etcd.members))
+        let hosts = (0..usize::from(clients))
             .map(|j| format!("{}:{ETCD_CLIENT_PORT}", etcd_name(name, j)))
             .collect();
         return (hosts, "http");
@@ -240,6 +244,7 @@ pub fn etcd_hosts(name: &str, spec: &PostgresClusterSpec) -> (Vec<String>, &'sta
 pub fn contents(
     pgc: &PostgresCluster,
     generated: &HashMap<String, Vec<u8>>,
+    etcd_clients: u8,
 ) -> Vec<DesiredContent> {
     let config = |purpose: &str, data: String| DesiredContent {
         kind: ContentKind::Config,
@@ -247,7 +252,7 @@ pub fn contents(
         data: data.into_bytes(),
     };
     let mut out = vec![
-        config(purpose::PATRONI_CONF, patroni_conf(pgc)),
+        config(purpose::PATRONI_CONF, patroni_conf(pgc, etcd_clients)),
         config(purpose::PATRONI_START, PATRONI_START.to_owned()),
         config(purpose::POST_BOOTSTRAP, POST_BOOTSTRAP.to_owned()),
     ];

@@ -89,7 +89,7 @@ pub fn wanted(
 pub async fn switchover(
     ctx: &Context,
     obj: &Record,
-    pgc: &PostgresCluster,
+    (pgc, etcd): (&PostgresCluster, u8),
     view: &ClusterView,
     from: &str,
     to: Option<String>,
@@ -107,7 +107,7 @@ pub async fn switchover(
     };
     let (leader, candidate) = (view.patroni_name(from), view.patroni_name(&to));
     let script = |host: &str| observe::switchover(host, &leader, Some(&candidate));
-    let Some(out) = patroni(ctx, pgc, script).await? else {
+    let Some(out) = patroni(ctx, (pgc, etcd), script).await? else {
         return Ok(false);
     };
     let ok = out.trim_start().starts_with("200");
@@ -189,7 +189,7 @@ pub fn request_step(
 pub async fn handle_request(
     ctx: &Context,
     obj: &Record,
-    pgc: &PostgresCluster,
+    (pgc, etcd): (&PostgresCluster, u8),
     view: &ClusterView,
     leader: &str,
     request: String,
@@ -230,7 +230,7 @@ pub async fn handle_request(
             });
             write_status(ctx, obj, &marked).await?;
             let why = "requested with haswarmctl pg switchover";
-            switchover(ctx, obj, pgc, view, leader, to, why).await?
+            switchover(ctx, obj, (pgc, etcd), view, leader, to, why).await?
         }
     };
     status.switchover_handled = Some(request);

@@ -11,10 +11,11 @@ fn quoted(s: &str) -> String {
 /// Patroni's configuration shared by every instance: everything but the
 /// member's name and addresses (environment) and the passwords (added by the
 /// start script, which is why the `postgresql` section comes last).
-pub fn patroni_conf(pgc: &PostgresCluster) -> String {
+/// `etcd_clients`: the managed etcd members Patroni is told of.
+pub fn patroni_conf(pgc: &PostgresCluster, etcd_clients: u8) -> String {
     let name = pgc.metadata.name.as_str();
     let spec = &pgc.spec;
-    let (hosts, protocol) = etcd_hosts(name, spec);
+    let (hosts, protocol) = etcd_hosts(name, spec, etcd_clients);
     let mut c = vec![
         format!("scope: {}", quoted(name)),
         "namespace: /haswarm/".to_owned(),

@@ -67,7 +67,7 @@ fn rendered(spec: &str) -> Rendered {
     });
     Rendered {
         network: network_name("db"),
-        contents: contents(&c, &generated),
+        contents: contents(&c, &generated, c.spec.etcd.members),
         services,
     }
 }
@@ -250,9 +250,22 @@ fn each_instance_is_a_patroni_member_named_after_its_service() {
 }
 
 #[test]
+fn patroni_lists_the_etcd_members_that_serve_clients_not_the_spec_count() {
+    // Growing from 1 to 3: the spec says 3, the learner added answers no
+    // client, so Patroni keeps its one host (and no instance restarts).
+    let c = pgc("  instances: 2\n  etcd:\n    members: 3\n");
+    let learning = EtcdMembership::created(1);
+    let conf = patroni_conf(&c, learning.clients());
+    let hosts: Vec<&str> = conf.lines().filter(|l| l.contains(":2379")).collect();
+    assert_eq!(hosts, ["  - \"db-etcd-0:2379\""], "{conf}");
+    assert_eq!(c.spec.etcd.members, 3, "the spec stays as written");
+    assert_eq!(patroni_conf(&c, 3).matches(":2379").count(), 3);
+}
+
+#[test]
 fn patroni_settings_follow_the_spec_and_end_in_the_postgresql_section() {
     let c = pgc("  instances: 3\n  patroni:\n    ttl: 20\n    loopWait: 5\n    retryTimeout: 5\n    synchronousMode: Strict\n  postgres:\n    parameters:\n      max_connections: 200\n      shared_buffers: 256MB\n");
-    let conf = patroni_conf(&c);
+    let conf = patroni_conf(&c, c.spec.etcd.members);
     for line in [
         "scope: \"db\"",
         "  - \"db-etcd-0:2379\"",
@@ -273,7 +286,7 @@ fn patroni_settings_follow_the_spec_and_end_in_the_postgresql_section() {
     assert_eq!(dcs["postgresql"]["parameters"]["max_connections"], "200");
     assert_eq!(dcs["postgresql"]["parameters"]["shared_buffers"], "256MB");
     // The instances' config does not change with the spec's settings.
-    assert_eq!(conf, patroni_conf(&pgc("  instances: 3\n")));
+    assert_eq!(conf, patroni_conf(&pgc("  instances: 3\n"), 3));
     // The start script appends `  authentication:` to the last section.
     let last_top = conf.lines().rfind(|l| !l.starts_with(' ') && !l.is_empty());
     assert_eq!(last_top, Some("postgresql:"));
@@ -303,7 +316,7 @@ fn external_etcd_endpoints_replace_the_managed_members() {
     let r = rendered("  instances: 2\n  etcd:\n    endpoints:\n    - https://etcd-a:2379\n    - https://etcd-b:2379/\n");
     assert!(!names(&r).iter().any(|n| n.contains("etcd")));
     let c = pgc("  instances: 2\n  etcd:\n    endpoints:\n    - https://etcd-a:2379\n    - https://etcd-b:2379/\n");
-    let conf = patroni_conf(&c);
+    let conf = patroni_conf(&c, c.spec.etcd.members);
     assert!(conf.contains("  protocol: https"), "{conf}");
     assert!(conf.contains("  - \"etcd-b:2379\""), "{conf}");
 }
@@ -481,7 +494,7 @@ fn the_app_environment_points_at_the_rw_router_and_the_secret_file() {
 #[test]
 fn parameter_values_cannot_break_out_of_the_yaml() {
     let c = pgc("  instances: 1\n  postgres:\n    parameters:\n      application_name: \"x\\\"\\nscope: evil\"\n");
-    let conf = patroni_conf(&c);
+    let conf = patroni_conf(&c, c.spec.etcd.members);
     assert_eq!(
         conf.lines().filter(|l| l.starts_with("scope:")).count(),
         1,
