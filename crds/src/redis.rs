@@ -245,6 +245,12 @@ pub struct RedisSentinelGroupStatus {
     /// Password rotation (generated passwords only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_rotation: Option<PasswordRotation>,
+    /// Data instances that run but do not replicate from the master, and
+    /// since when haswarm has seen them so: one still detached 30 seconds
+    /// later is restarted, and its start script asks the sentinels for the
+    /// master.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub detached_since: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 /// Directives haswarm renders itself; set through other fields or not at all.

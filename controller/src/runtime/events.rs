@@ -103,11 +103,7 @@ pub fn start_all(ctx: Arc<Context>) {
         &ctx,
         crate::reconcilers::volume::SharedVolumes,
     );
-    add(
-        &mut dispatch,
-        &ctx,
-        crate::reconcilers::redis::RedisGroups::default(),
-    );
+    add(&mut dispatch, &ctx, crate::reconcilers::redis::RedisGroups);
     add(
         &mut dispatch,
         &ctx,

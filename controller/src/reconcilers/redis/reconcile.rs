@@ -4,8 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use haswarm_crds::redis::{PasswordRotation, RedisSentinelGroupStatus};
 use haswarm_crds::{EventType, RedisSentinelGroup};
@@ -18,7 +17,7 @@ use super::sentinels::{drain_master, forget_departed, observe, switchover};
 use super::KIND;
 use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
 use crate::reconcilers::{converge, rollout, status};
-use crate::runtime::controller::{decode, event, hold_if_paused, known_versions, owner_of};
+use crate::runtime::controller::{decode, hold_if_paused, known_versions, owner_of};
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
 use crate::swarm::objects::ContentKind;
@@ -26,11 +25,7 @@ use crate::swarm::{Owner, ServiceHealth, ServicePlan};
 
 /// The RedisSentinelGroup reconciler.
 #[derive(Debug, Default)]
-pub struct RedisGroups {
-    /// (group, instance service) -> when it was first seen running but
-    /// detached from the master (see [`RedisGroups::reattach`]).
-    detached: Mutex<HashMap<(String, String), Instant>>,
-}
+pub struct RedisGroups;
 
 /// How long an instance may run detached from the master before it is
 /// restarted (its start script then asks the sentinels for the master).
@@ -300,66 +295,60 @@ async fn roll(
     })
 }
 
-impl RedisGroups {
-    /// Restarts instances that run but stay out of replication: a replica
-    /// that followed a master which is gone, and that no sentinel knows
-    /// (sentinels learn replicas from the master), would wait forever.
-    /// Restarting it runs its start script, which asks the sentinels.
-    async fn reattach(
-        &self,
-        ctx: &Context,
-        obj: &Record,
-        rsg: &RedisSentinelGroup,
-        health: &BTreeMap<String, ServiceHealth>,
-        view: &SentinelView,
-        status: &mut RedisSentinelGroupStatus,
-    ) -> Result<(), ReconcileError> {
-        let name = rsg.metadata.name.as_str();
-        let detached = detached_instances(name, health, view);
-        let due: Vec<String> = {
-            let mut seen = self
-                .detached
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            seen.retain(|(g, s), _| g != name || detached.contains(s));
-            let now = Instant::now();
-            detached
-                .iter()
-                .filter(|s| {
-                    let since = *seen.entry((name.to_owned(), (*s).clone())).or_insert(now);
-                    now.duration_since(since) >= DETACHED_GRACE
-                })
-                .cloned()
-                .collect()
-        };
-        for service in due {
-            let version = ctx.swarm.restart_service(&service).await?;
-            if let Some(o) = status
-                .common
-                .owned_objects
-                .iter_mut()
-                .find(|o| o.kind == "service" && o.name == service)
-            {
-                o.version = Some(version);
-            }
-            self.detached
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&(name.to_owned(), service.clone()));
-            event(
-                ctx,
-                obj,
-                EventType::Warning,
-                "ReplicaRestarted",
-                &format!(
-                    "{service} ran for {}s without replicating from {}: restarted it so that it asks the sentinels for the master",
-                    DETACHED_GRACE.as_secs(),
-                    view.master.as_deref().unwrap_or("?")
-                ),
-            );
+/// The detached instances due for a restart: each is recorded in `since`
+/// when first seen detached, forgotten once it is not, and due once it has
+/// stayed detached for [`DETACHED_GRACE`]. Pure.
+pub(super) fn due_restarts(
+    detached: &[String],
+    since: &mut BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    since.retain(|s, _| detached.contains(s));
+    let grace = chrono::Duration::from_std(DETACHED_GRACE).unwrap_or(chrono::Duration::MAX);
+    detached
+        .iter()
+        .filter(|s| now - *since.entry((*s).clone()).or_insert(now) >= grace)
+        .cloned()
+        .collect()
+}
+
+/// Restarts instances that run but stay out of replication: a replica that
+/// followed a master which is gone, and that no sentinel knows (sentinels
+/// learn replicas from the master), would wait forever. Restarting it runs
+/// its start script, which asks the sentinels. Since when each has been
+/// detached is in `status.detachedSince`; the events go to `notices`.
+async fn reattach(
+    ctx: &Context,
+    rsg: &RedisSentinelGroup,
+    (health, view): (&BTreeMap<String, ServiceHealth>, &SentinelView),
+    status: &mut RedisSentinelGroupStatus,
+    notices: &mut Vec<status::Notice>,
+) -> Result<(), ReconcileError> {
+    let name = rsg.metadata.name.as_str();
+    let detached = detached_instances(name, health, view);
+    let due = due_restarts(&detached, &mut status.detached_since, chrono::Utc::now());
+    for service in due {
+        let version = ctx.swarm.restart_service(&service).await?;
+        if let Some(o) = status
+            .common
+            .owned_objects
+            .iter_mut()
+            .find(|o| o.kind == "service" && o.name == service)
+        {
+            o.version = Some(version);
         }
-        Ok(())
+        status.detached_since.remove(&service);
+        notices.push(status::Notice::new(
+            EventType::Warning,
+            "ReplicaRestarted",
+            format!(
+                "{service} ran for {}s without replicating from {}: restarted it so that it asks the sentinels for the master",
+                DETACHED_GRACE.as_secs(),
+                view.master.as_deref().unwrap_or("?")
+            ),
+        ));
     }
+    Ok(())
 }
 
 /// Instances that run but are not connected to the master the sentinels follow.
@@ -396,6 +385,7 @@ impl Reconciler for RedisGroups {
         let views = observe(&ctx, &rsg).await?;
         let mut holding = None;
         let mut group = Ok(());
+        let mut notices = Vec::new();
         if !hold_if_paused(&obj, &mut status.common) {
             let incarnations;
             (unassigned, incarnations) = place(
@@ -418,8 +408,8 @@ impl Reconciler for RedisGroups {
             let rolled = roll(&ctx, &obj, &rsg, &old, &prepared, &views, &mut status).await?;
             if rolled.holding.is_none() {
                 if let Some((_, view)) = views.first() {
-                    self.reattach(&ctx, &obj, &rsg, &rolled.health, view, &mut status)
-                        .await?;
+                    let look = (&rolled.health, view);
+                    reattach(&ctx, &rsg, look, &mut status, &mut notices).await?;
                 }
             }
             holding = rolled.holding;
@@ -434,7 +424,7 @@ impl Reconciler for RedisGroups {
                 holding.get_or_insert_with(|| format!("password rotation, phase {phase:?}"));
             }
         }
-        let notices = report::report(
+        notices.extend(report::report(
             &report::Look {
                 rsg: &rsg,
                 old: &old,
@@ -445,7 +435,7 @@ impl Reconciler for RedisGroups {
                 generation,
             },
             &mut status,
-        );
+        ));
         status::finish(
             &ctx,
             &obj,
@@ -540,6 +530,39 @@ mod tests {
         assert_eq!(m["c-redis-3"].change, Some(rollout::Change::Remove));
         assert!(!m["c-redis-3"].serving);
         assert_eq!(m["c-redis-4"].change, Some(rollout::Change::Create));
+    }
+
+    #[test]
+    fn a_detached_instance_is_restarted_once_it_stayed_detached_for_the_grace() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let both = ["c-redis-1".to_owned(), "c-redis-2".to_owned()];
+        let mut since = BTreeMap::new();
+        // (seconds, detached now) -> due, and who is recorded after
+        type Row<'a> = (i64, &'a [String], &'a [&'a str], &'a [&'a str]);
+        let table: [Row; 5] = [
+            (0, &both[..1], &[], &["c-redis-1"]),
+            (10, &both, &[], &["c-redis-1", "c-redis-2"]),
+            (30, &both, &["c-redis-1"], &["c-redis-1", "c-redis-2"]),
+            // c-redis-2 replicates again: forgotten, its clock starts over.
+            (35, &both[..1], &["c-redis-1"], &["c-redis-1"]),
+            (50, &both[1..], &[], &["c-redis-2"]),
+        ];
+        for (secs, detached, due, recorded) in table {
+            assert_eq!(
+                due_restarts(detached, &mut since, at(secs)),
+                due,
+                "at {secs}s"
+            );
+            assert_eq!(
+                since.keys().map(String::as_str).collect::<Vec<_>>(),
+                recorded,
+                "at {secs}s"
+            );
+        }
+        assert_eq!(since.get("c-redis-2"), Some(&at(50)));
     }
 
     #[test]
