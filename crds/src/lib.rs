@@ -39,3 +39,25 @@ pub type RedisSentinelGroup = Resource<RedisSentinelGroupSpec>;
 pub type SharedVolume = Resource<SharedVolumeSpec>;
 /// A git folder of manifests applied continuously.
 pub type GitSource = Resource<GitSourceSpec>;
+
+/// Implements [`meta::HasCommon`] for statuses whose common part is their
+/// field `common`.
+macro_rules! has_common {
+    ($($status:ty),+) => {$(
+        impl meta::HasCommon for $status {
+            fn common(&self) -> &meta::CommonStatus {
+                &self.common
+            }
+            fn common_mut(&mut self) -> &mut meta::CommonStatus {
+                &mut self.common
+            }
+        }
+    )+};
+}
+
+has_common!(
+    postgres::PostgresClusterStatus,
+    redis::RedisSentinelGroupStatus,
+    volume::SharedVolumeStatus,
+    gitops::GitSourceStatus
+);

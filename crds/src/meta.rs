@@ -160,6 +160,15 @@ pub struct UnavailableNode {
     pub members: Vec<String>,
 }
 
+/// A kind's status, which holds the [`CommonStatus`] every kind shares
+/// (flattened into it).
+pub trait HasCommon {
+    /// The common part.
+    fn common(&self) -> &CommonStatus;
+    /// The common part, to change.
+    fn common_mut(&mut self) -> &mut CommonStatus;
+}
+
 impl CommonStatus {
     /// The condition of the given type, if reported.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {

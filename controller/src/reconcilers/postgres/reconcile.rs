@@ -4,7 +4,6 @@
 //! (passwords and status have their own modules).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use haswarm_crds::postgres::{EtcdMembership, PostgresClusterStatus, SWITCHOVER_ANNOTATION};
 use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
@@ -18,10 +17,11 @@ use super::render::{self, Inputs};
 use super::report;
 use super::rotate;
 use super::switchover::{self, switchover};
+use crate::reconcilers::outline::{self, Outcome, Rolled, Stateful};
 use crate::reconcilers::slots;
 use crate::reconcilers::{converge, rollout, status};
-use crate::runtime::controller::{decode, event, hold_if_paused, known_versions, owner_of};
-use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::controller::event;
+use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
 use crate::swarm::{NodeInfo, Owner, ServiceHealth, ServicePlan};
 
@@ -119,53 +119,6 @@ async fn pin(
     Ok(placed)
 }
 
-/// What a pass plans for the services and lets through.
-struct Stepped {
-    /// The services' changes.
-    plan: ServicePlan,
-    /// Each service's health before the pass.
-    health: BTreeMap<String, ServiceHealth>,
-    /// Whether the cluster is healthy, or why not.
-    group: Result<(), String>,
-    /// What the rollout lets through.
-    step: rollout::Step,
-}
-
-/// Plans the services and picks the next safe step (see [`rollout`]): a
-/// replica that does not replicate gets its change at once; a leader to
-/// change is switched over first.
-async fn next_step(
-    ctx: &Context,
-    (obj, owner, (pgc, etcd)): (&Record, &Owner, (&PostgresCluster, u8)),
-    old: &PostgresClusterStatus,
-    prepared: &converge::Prepared,
-    view: Option<&ClusterView>,
-) -> Result<Stepped, ReconcileError> {
-    let name = pgc.metadata.name.as_str();
-    let leader = view.and_then(ClusterView::leader);
-    let plan = ctx
-        .swarm
-        .plan_services(owner, &prepared.services, &known_versions(&old.common))
-        .await?;
-    let health = ctx.swarm.service_health(owner).await?;
-    let group = cluster_health(&pgc.spec, name, &health, view);
-    let mut members = rollout::members(&plan, &health, |n| render::is_instance(name, n), leader);
-    mark_stalled_replicas(&mut members, view);
-    let step = rollout::next_step(&members, group.clone());
-    if !step.apply.is_empty() || step.switchover.is_some() {
-        tracing::info!(?step, ?group, "rollout step");
-    }
-    if let (Some(from), Some(v)) = (&step.switchover, view) {
-        switchover(ctx, obj, (pgc, etcd), v, from, None, "before changing it").await?;
-    }
-    Ok(Stepped {
-        plan,
-        health,
-        group,
-        step,
-    })
-}
-
 /// Makes the switchover [`switchover::wanted`] chooses for a settled
 /// cluster led by `l`: a request not handled yet, a leader on a node being
 /// drained, `spec.targetPrimary`. Whether one started.
@@ -233,139 +186,267 @@ async fn next_job(
     .await
 }
 
-impl Reconciler for PostgresClusters {
-    const KIND: &'static str = KIND;
+/// What a pass saw of a cluster before it acts.
+pub(crate) struct Facts {
+    /// The managed etcd cluster's membership (`None` with external etcd).
+    membership: Option<EtcdMembership>,
+    /// The etcd members that serve clients: Patroni's list, and the
+    /// members haswarm relays through.
+    etcd_clients: u8,
+    /// The Swarm's nodes.
+    nodes: Vec<NodeInfo>,
+    /// Patroni's view, if a member answered.
+    view: Option<ClusterView>,
+    /// The leader in that view.
+    leader: Option<String>,
+}
 
-    async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-        let (pgc, old) = decode::<PostgresClusterSpec>(&obj)?;
-        let owner = owner_of(&ctx, &obj);
-        let generation = obj.metadata.generation;
-        let mut status = old.clone();
-        // The etcd members run now, which move one at a time towards the
-        // spec's; Patroni is told only of those that serve clients.
-        let membership = etcd::membership(&pgc.spec, &status);
+/// A cluster's services ready to plan, and what its flows need.
+pub(crate) struct Prepared {
+    /// The services, their contents made.
+    converge: converge::Prepared,
+    /// The password secrets and generated passwords.
+    pw: Passwords,
+    /// Each slot's incarnation.
+    incarnations: BTreeMap<String, u32>,
+}
+
+type Pass<'a> = outline::Pass<'a, PostgresClusterSpec>;
+
+impl Stateful for PostgresClusters {
+    type Spec = PostgresClusterSpec;
+    type Status = PostgresClusterStatus;
+    type Facts = Facts;
+    type Prepared = Prepared;
+
+    fn unrolled() -> Result<(), String> {
+        Err("not rolled out yet".to_owned())
+    }
+
+    /// Patroni's view (after releasing a dead leader's key). The etcd
+    /// members run now move one at a time towards the spec's; status
+    /// records them (a cluster from before that has its count only).
+    async fn observe(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        status: &mut PostgresClusterStatus,
+    ) -> Result<Facts, ReconcileError> {
+        let pgc = pass.res;
+        let membership = etcd::membership(&pgc.spec, status);
         if let Some(m) = &membership {
             status.etcd_members = None;
             status.etcd_membership = Some(m.clone());
         }
-        let at = (&pgc, membership.as_ref().map_or(0, EtcdMembership::clients));
+        let etcd_clients = membership.as_ref().map_or(0, EtcdMembership::clients);
         let name = pgc.metadata.name.as_str();
         let nodes = ctx.swarm.nodes().await?;
         let current = instance_incarnations(name, usize::from(pgc.spec.instances), &nodes);
-        let view = look(&ctx, &obj, at, &current).await?;
+        let view = look(ctx, pass.obj, (pgc, etcd_clients), &current).await?;
         let leader = view.as_ref().and_then(|v| v.leader().map(str::to_owned));
-        let mut holding = None;
-        let mut group = Err("not rolled out yet".to_owned());
-        let mut unassigned = Vec::new();
-        let mut notices = Vec::new();
-        if !hold_if_paused(&obj, &mut status.common) {
-            let incarnations;
-            (unassigned, incarnations) = pin(
-                &ctx,
-                (&obj, &owner, &pgc),
-                (membership.as_ref(), &nodes, view.as_ref()),
-                (&old, &mut status),
-            )
-            .await?;
-            let (rotation, started) = rotate::start(&ctx, &pgc, &mut status).await?;
-            notices.extend(started);
-            let pw = passwords(&ctx, (&owner, &pgc), rotation.as_ref(), &status).await?;
-            let network = render::network_name(name);
-            let etcd = membership.clone().unwrap_or_default();
-            let prepared = converge::prepare(
-                &ctx,
-                &owner,
-                (&network, pgc.spec.network.encrypted),
-                &render::contents(&pgc, &pw.generated, at.1),
-                |names| {
-                    render::render(&Inputs {
-                        pgc: &pgc,
-                        generated: &pw.generated,
-                        secrets: &pw.secrets,
-                        config_names: names,
-                        etcd: &etcd,
-                        incarnations: &incarnations,
-                    })
-                },
-            )
-            .await?;
+        Ok(Facts {
+            membership,
+            etcd_clients,
+            nodes,
+            view,
+            leader,
+        })
+    }
 
-            let stepped =
-                next_step(&ctx, (&obj, &owner, at), &old, &prepared, view.as_ref()).await?;
-            let Stepped {
-                plan, health, step, ..
-            } = stepped;
-            group = stepped.group;
-            let settled = step.switchover.is_none() && step.holding.is_none() && group.is_ok();
-            let mut switched = false;
-            if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
-                switched = carry_out(&ctx, &obj, (at, v, l), &nodes, (&old, &mut status)).await?;
-            }
-            status.common.owned_objects =
-                converge::apply(&ctx, (&obj, &owner), &plan, &step.apply, &prepared).await?;
-            status.network = Some(network);
-            holding = step.holding;
-            if switched {
-                holding.get_or_insert_with(|| "switchover in progress".to_owned());
-            } else if let (true, Some(v), Some(l)) = (settled, &view, leader.as_deref()) {
-                if let Some(why) = converge_settings(&ctx, &obj, at, v, l).await? {
-                    holding = Some(why);
-                }
-            }
-            let settled_leader = (settled && holding.is_none())
-                .then_some(leader.as_deref())
-                .flatten();
-            let why = next_job(
-                &ctx,
-                (&obj, &owner, &pgc),
-                &mut status,
-                (settled_leader, &pw, &health),
-                (pgc.spec.etcd.members, &incarnations),
-                &mut notices,
-            )
-            .await?;
-            if let Some(why) = why {
-                holding.get_or_insert(why);
-            }
-        }
-        let members = match &view {
-            Some(v) => with_nodes(&ctx, &v.members).await?,
-            None => Vec::new(),
-        };
-        notices.extend(report::report(
-            &report::Look {
-                pgc: &pgc,
-                old: &old,
-                view: view.as_ref(),
-                members,
-                nodes: &nodes,
-                unassigned: &unassigned,
-                holding: holding.as_ref(),
-                group: &group,
-                generation,
-            },
-            &mut status,
-        ));
-        status::finish(
-            &ctx,
-            &obj,
-            (&old, &mut status),
-            |s| &mut s.common,
-            (&notices, holding.is_some()),
+    async fn pin(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        f: &Facts,
+        status: &mut PostgresClusterStatus,
+    ) -> Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError> {
+        pin(
+            ctx,
+            (pass.obj, pass.owner, pass.res),
+            (f.membership.as_ref(), &f.nodes, f.view.as_ref()),
+            (pass.old, status),
         )
         .await
     }
 
-    async fn cleanup(&self, obj: Record, ctx: Arc<Context>) -> Result<(), ReconcileError> {
-        let owner = owner_of(&ctx, &obj);
-        status::remove_owned(&ctx, &obj, &owner).await?;
+    async fn prepare(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        (f, incarnations): (&Facts, &BTreeMap<String, u32>),
+        status: &mut PostgresClusterStatus,
+        notices: &mut Vec<status::Notice>,
+    ) -> Result<Prepared, ReconcileError> {
+        let (owner, pgc) = (pass.owner, pass.res);
+        let (rotation, started) = rotate::start(ctx, pgc, status).await?;
+        notices.extend(started);
+        let pw = passwords(ctx, (owner, pgc), rotation.as_ref(), status).await?;
+        let network = render::network_name(pgc.metadata.name.as_str());
+        let etcd = f.membership.clone().unwrap_or_default();
+        let converge = converge::prepare(
+            ctx,
+            owner,
+            (&network, pgc.spec.network.encrypted),
+            &render::contents(pgc, &pw.generated, f.etcd_clients),
+            |names| {
+                render::render(&Inputs {
+                    pgc,
+                    generated: &pw.generated,
+                    secrets: &pw.secrets,
+                    config_names: names,
+                    etcd: &etcd,
+                    incarnations,
+                })
+            },
+        )
+        .await?;
+        Ok(Prepared {
+            converge,
+            pw,
+            incarnations: incarnations.clone(),
+        })
+    }
+
+    fn services(prepared: &Prepared) -> &converge::Prepared {
+        &prepared.converge
+    }
+
+    fn group_health(
+        pass: &Pass<'_>,
+        f: &Facts,
+        health: &BTreeMap<String, ServiceHealth>,
+    ) -> Result<(), String> {
+        let pgc = pass.res;
+        cluster_health(
+            &pgc.spec,
+            pgc.metadata.name.as_str(),
+            health,
+            f.view.as_ref(),
+        )
+    }
+
+    fn members(
+        pass: &Pass<'_>,
+        f: &Facts,
+        plan: &ServicePlan,
+        health: &BTreeMap<String, ServiceHealth>,
+    ) -> BTreeMap<String, rollout::Member> {
+        let name = pass.res.metadata.name.as_str();
+        let is_instance = |n: &str| render::is_instance(name, n);
+        let mut members = rollout::members(plan, health, is_instance, f.leader.as_deref());
+        mark_stalled_replicas(&mut members, f.view.as_ref());
+        members
+    }
+
+    async fn switchover(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        f: &Facts,
+        from: &str,
+    ) -> Result<(), ReconcileError> {
+        if let Some(v) = &f.view {
+            let at = (pass.res, f.etcd_clients);
+            switchover(ctx, pass.obj, at, v, from, None, "before changing it").await?;
+        }
+        Ok(())
+    }
+
+    /// The switchover a settled cluster is asked for ([`carry_out`]).
+    async fn before_apply(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        (f, rolled): (&Facts, &Rolled),
+        status: &mut PostgresClusterStatus,
+    ) -> Result<Option<String>, ReconcileError> {
+        let (true, Some(v), Some(l)) = (rolled.settled(), &f.view, f.leader.as_deref()) else {
+            return Ok(None);
+        };
+        let at = (pass.res, f.etcd_clients);
+        let switched = carry_out(ctx, pass.obj, (at, v, l), &f.nodes, (pass.old, status)).await?;
+        Ok(switched.then(|| "switchover in progress".to_owned()))
+    }
+
+    /// Patroni's settings once the cluster is settled, then the one-shot
+    /// jobs ([`next_job`]) once nothing else is under way.
+    async fn flows(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        (f, prepared, rolled): (&Facts, &Prepared, &Rolled),
+        held: Option<String>,
+        (status, notices): (&mut PostgresClusterStatus, &mut Vec<status::Notice>),
+    ) -> Result<Option<String>, ReconcileError> {
+        let pgc = pass.res;
+        status.network = Some(render::network_name(pgc.metadata.name.as_str()));
+        let settled = rolled.settled();
+        let mut holding = rolled.step.holding.clone();
+        if let Some(why) = held {
+            holding.get_or_insert(why);
+        } else if let (true, Some(v), Some(l)) = (settled, &f.view, f.leader.as_deref()) {
+            if let Some(why) = converge_settings(ctx, pass.obj, (pgc, f.etcd_clients), v, l).await?
+            {
+                holding = Some(why);
+            }
+        }
+        let settled_leader = (settled && holding.is_none())
+            .then_some(f.leader.as_deref())
+            .flatten();
+        let why = next_job(
+            ctx,
+            (pass.obj, pass.owner, pgc),
+            status,
+            (settled_leader, &prepared.pw, &rolled.health),
+            (pgc.spec.etcd.members, &prepared.incarnations),
+            notices,
+        )
+        .await?;
+        if let Some(why) = why {
+            holding.get_or_insert(why);
+        }
+        Ok(holding)
+    }
+
+    async fn release(
+        &self,
+        ctx: &Context,
+        (obj, owner): (&Record, &Owner),
+        pgc: Option<&PostgresCluster>,
+    ) -> Result<(), ReconcileError> {
         let name = obj.metadata.name.as_str();
-        let decoded = decode::<PostgresClusterSpec>(&obj).ok();
+        // Every index any node holds a slot of, whatever the spec says now.
         let mut families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
-        if let Some((pgc, _)) = &decoded {
+        if let Some(pgc) = pgc {
             families = retiring(families, pgc);
         }
-        slots::release(&ctx, (&obj, &owner), &families).await
+        slots::release(ctx, (obj, owner), &families).await
+    }
+
+    async fn report(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        f: &Facts,
+        outcome: &Outcome,
+        status: &mut PostgresClusterStatus,
+    ) -> Result<Vec<status::Notice>, ReconcileError> {
+        let members = match &f.view {
+            Some(v) => with_nodes(ctx, &v.members).await?,
+            None => Vec::new(),
+        };
+        let look = report::Look {
+            pgc: pass.res,
+            old: pass.old,
+            view: f.view.as_ref(),
+            members,
+            nodes: &f.nodes,
+            unassigned: &outcome.unassigned,
+            holding: outcome.holding.as_ref(),
+            group: &outcome.group,
+            generation: pass.obj.metadata.generation,
+        };
+        Ok(report::report(&look, status))
     }
 }
 

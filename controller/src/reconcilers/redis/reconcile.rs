@@ -3,22 +3,20 @@
 //! modules).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
-use haswarm_crds::redis::{PasswordRotation, RedisSentinelGroupStatus};
-use haswarm_crds::{EventType, RedisSentinelGroup};
+use haswarm_crds::redis::{PasswordRotation, RedisSentinelGroupStatus, RotationPhase};
+use haswarm_crds::{EventType, RedisSentinelGroup, RedisSentinelGroupSpec};
 
 use super::observe::{self, SentinelView};
 use super::passwords::{advance_rotation, passwords, start_rotation, Extra, Passwords};
 use super::render::{self, purpose, Inputs};
 use super::report::{self, MAX_LAG_BYTES};
 use super::sentinels::{drain_master, forget_departed, observe, switchover};
-use super::KIND;
+use crate::reconcilers::outline::{self, Outcome, Rolled, Stateful};
 use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
 use crate::reconcilers::{converge, rollout, status};
-use crate::runtime::controller::{decode, hold_if_paused, known_versions, owner_of};
-use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
 use crate::swarm::objects::ContentKind;
 use crate::swarm::{Owner, ServiceHealth, ServicePlan};
@@ -238,63 +236,6 @@ fn group_health(
     Ok(())
 }
 
-/// What a rollout pass found and left.
-struct Rolled {
-    /// Why changes remain, if they do.
-    holding: Option<String>,
-    /// Whether the group is healthy, or why not.
-    group: Result<(), String>,
-    /// Each service's health before the pass.
-    health: BTreeMap<String, ServiceHealth>,
-}
-
-/// Converges the services one safe step at a time (see [`rollout`]):
-/// returns why changes remain, if they do, and whether the group is healthy.
-async fn roll(
-    ctx: &Context,
-    obj: &Record,
-    rsg: &RedisSentinelGroup,
-    old: &RedisSentinelGroupStatus,
-    prepared: &Prepared,
-    views: &[(String, SentinelView)],
-    status: &mut RedisSentinelGroupStatus,
-) -> Result<Rolled, ReconcileError> {
-    let name = rsg.metadata.name.as_str();
-    let owner = &owner_of(ctx, obj);
-    let plan = ctx
-        .swarm
-        .plan_services(
-            owner,
-            &prepared.converge.services,
-            &known_versions(&old.common),
-        )
-        .await?;
-    let health = ctx.swarm.service_health(owner).await?;
-    let view = views.first().map(|(_, v)| v);
-    let master = view.and_then(|v| v.master.as_deref());
-    let group = group_health(name, &health, view);
-    let members = members(name, &plan, &health, master);
-    let step = rollout::next_step(&members, group.clone());
-    if !step.apply.is_empty() || step.switchover.is_some() {
-        tracing::info!(?members, ?step, ?group, "rollout step");
-    }
-    if let Some(from) = &step.switchover {
-        switchover(ctx, obj, rsg, from, views, "before changing it").await?;
-    }
-    status.common.owned_objects =
-        converge::apply(ctx, (obj, owner), &plan, &step.apply, &prepared.converge).await?;
-    status.password_secret = Some(prepared.secret.clone());
-    status.network = Some(render::network_name(name));
-    if !step.pending() {
-        forget_departed(ctx, rsg, views).await?;
-    }
-    Ok(Rolled {
-        holding: step.holding,
-        group,
-        health,
-    })
-}
-
 /// The detached instances due for a restart: each is recorded in `since`
 /// when first seen detached, forgotten once it is not, and due once it has
 /// stayed detached for [`DETACHED_GRACE`]. Pure.
@@ -373,94 +314,198 @@ fn detached_instances(
         .collect()
 }
 
-impl Reconciler for RedisGroups {
-    const KIND: &'static str = KIND;
+/// What a pass saw of a group before it acts: each sentinel's view that
+/// answered, by sentinel (the first is the one the pass goes by).
+pub(crate) struct Facts {
+    views: Vec<(String, SentinelView)>,
+}
 
-    async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-        let (rsg, old) = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj)?;
-        let owner = owner_of(&ctx, &obj);
-        let generation = obj.metadata.generation;
-        let mut status = old.clone();
-        let mut unassigned = Vec::new();
-        let views = observe(&ctx, &rsg).await?;
-        let mut holding = None;
-        let mut group = Ok(());
-        let mut notices = Vec::new();
-        if !hold_if_paused(&obj, &mut status.common) {
-            let incarnations;
-            (unassigned, incarnations) = place(
-                &ctx,
-                &rsg,
-                (&owner, &old.common.unavailable_nodes),
-                views.first().map(|(_, v)| v),
-            )
-            .await?
-            .report(&ctx, &obj, &mut status.common);
-            let phase = start_rotation(&ctx, &obj, &rsg, &mut status).await?;
-            let prepared = prepare(
-                &ctx,
-                &rsg,
-                &owner,
-                status.password_rotation.as_ref(),
-                &incarnations,
-            )
-            .await?;
-            let rolled = roll(&ctx, &obj, &rsg, &old, &prepared, &views, &mut status).await?;
-            if rolled.holding.is_none() {
-                if let Some((_, view)) = views.first() {
-                    let look = (&rolled.health, view);
-                    reattach(&ctx, &rsg, look, &mut status, &mut notices).await?;
-                }
-            }
-            holding = rolled.holding;
-            group = rolled.group;
-            if holding.is_none() && group.is_ok() {
-                holding = drain_master(&ctx, &obj, &rsg, &views).await?;
-            }
-            if phase.is_some() && holding.is_none() && group.is_ok() {
-                advance_rotation(&ctx, &obj, &rsg, &mut status).await?;
-            }
-            if let Some(phase) = status.password_rotation.as_ref().and_then(|r| r.phase) {
-                holding.get_or_insert_with(|| format!("password rotation, phase {phase:?}"));
-            }
-        }
-        notices.extend(report::report(
-            &report::Look {
-                rsg: &rsg,
-                old: &old,
-                views: &views,
-                unassigned: &unassigned,
-                holding: holding.as_ref(),
-                group: &group,
-                generation,
-            },
-            &mut status,
-        ));
-        status::finish(
-            &ctx,
-            &obj,
-            (&old, &mut status),
-            |s| &mut s.common,
-            (&notices, holding.is_some()),
+impl Facts {
+    fn view(&self) -> Option<&SentinelView> {
+        self.views.first().map(|(_, v)| v)
+    }
+}
+
+/// A group's services ready to plan, and the rotation's phase.
+pub(crate) struct Ready {
+    /// The services and the password secret.
+    prepared: Prepared,
+    /// The phase of the rotation under way, if one is.
+    phase: Option<RotationPhase>,
+}
+
+type Pass<'a> = outline::Pass<'a, RedisSentinelGroupSpec>;
+
+impl Stateful for RedisGroups {
+    type Spec = RedisSentinelGroupSpec;
+    type Status = RedisSentinelGroupStatus;
+    type Facts = Facts;
+    type Prepared = Ready;
+
+    fn unrolled() -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn observe(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        _status: &mut RedisSentinelGroupStatus,
+    ) -> Result<Facts, ReconcileError> {
+        Ok(Facts {
+            views: observe(ctx, pass.res).await?,
+        })
+    }
+
+    async fn pin(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        f: &Facts,
+        status: &mut RedisSentinelGroupStatus,
+    ) -> Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError> {
+        let before = &pass.old.common.unavailable_nodes;
+        let placed = place(ctx, pass.res, (pass.owner, before), f.view()).await?;
+        Ok(placed.report(ctx, pass.obj, &mut status.common))
+    }
+
+    async fn prepare(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        (_, incarnations): (&Facts, &BTreeMap<String, u32>),
+        status: &mut RedisSentinelGroupStatus,
+        _notices: &mut Vec<status::Notice>,
+    ) -> Result<Ready, ReconcileError> {
+        let (owner, rsg) = (pass.owner, pass.res);
+        let phase = start_rotation(ctx, pass.obj, rsg, status).await?;
+        let rotation = status.password_rotation.as_ref();
+        let prepared = prepare(ctx, rsg, owner, rotation, incarnations).await?;
+        Ok(Ready { prepared, phase })
+    }
+
+    fn services(ready: &Ready) -> &converge::Prepared {
+        &ready.prepared.converge
+    }
+
+    fn group_health(
+        pass: &Pass<'_>,
+        f: &Facts,
+        health: &BTreeMap<String, ServiceHealth>,
+    ) -> Result<(), String> {
+        group_health(pass.res.metadata.name.as_str(), health, f.view())
+    }
+
+    fn members(
+        pass: &Pass<'_>,
+        f: &Facts,
+        plan: &ServicePlan,
+        health: &BTreeMap<String, ServiceHealth>,
+    ) -> BTreeMap<String, rollout::Member> {
+        let master = f.view().and_then(|v| v.master.as_deref());
+        members(pass.res.metadata.name.as_str(), plan, health, master)
+    }
+
+    async fn switchover(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        f: &Facts,
+        from: &str,
+    ) -> Result<(), ReconcileError> {
+        switchover(
+            ctx,
+            pass.obj,
+            pass.res,
+            from,
+            &f.views,
+            "before changing it",
         )
         .await
     }
 
-    async fn cleanup(&self, obj: Record, ctx: Arc<Context>) -> Result<(), ReconcileError> {
-        let owner = owner_of(&ctx, &obj);
-        status::remove_owned(&ctx, &obj, &owner).await?;
+    async fn before_apply(
+        &self,
+        _ctx: &Context,
+        _pass: &Pass<'_>,
+        _seen: (&Facts, &Rolled),
+        _status: &mut RedisSentinelGroupStatus,
+    ) -> Result<Option<String>, ReconcileError> {
+        Ok(None)
+    }
+
+    /// Forgets departed members once nothing rolls, restarts detached
+    /// replicas ([`reattach`]), drains the master off a draining node, and
+    /// moves a password rotation on.
+    async fn flows(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_>,
+        (f, ready, rolled): (&Facts, &Ready, &Rolled),
+        _held: Option<String>,
+        (status, notices): (&mut RedisSentinelGroupStatus, &mut Vec<status::Notice>),
+    ) -> Result<Option<String>, ReconcileError> {
+        let (obj, rsg) = (pass.obj, pass.res);
+        status.password_secret = Some(ready.prepared.secret.clone());
+        status.network = Some(render::network_name(rsg.metadata.name.as_str()));
+        if !rolled.step.pending() {
+            forget_departed(ctx, rsg, &f.views).await?;
+        }
+        let mut holding = rolled.step.holding.clone();
+        if holding.is_none() {
+            if let Some(view) = f.view() {
+                reattach(ctx, rsg, (&rolled.health, view), status, notices).await?;
+            }
+        }
+        let group = &rolled.group;
+        if holding.is_none() && group.is_ok() {
+            holding = drain_master(ctx, obj, rsg, &f.views).await?;
+        }
+        if ready.phase.is_some() && holding.is_none() && group.is_ok() {
+            advance_rotation(ctx, obj, rsg, status).await?;
+        }
+        if let Some(phase) = status.password_rotation.as_ref().and_then(|r| r.phase) {
+            holding.get_or_insert_with(|| format!("password rotation, phase {phase:?}"));
+        }
+        Ok(holding)
+    }
+
+    async fn release(
+        &self,
+        ctx: &Context,
+        (obj, owner): (&Record, &Owner),
+        rsg: Option<&RedisSentinelGroup>,
+    ) -> Result<(), ReconcileError> {
         let name = obj.metadata.name.as_str();
-        let decoded = decode::<haswarm_crds::RedisSentinelGroupSpec>(&obj).ok();
-        let sentinel_storage = decoded
-            .as_ref()
-            .map(|(rsg, _)| render::sentinel_storage(&rsg.spec.storage))
+        let sentinel_storage = rsg
+            .map(|r| render::sentinel_storage(&r.spec.storage))
             .unwrap_or_default();
         // Every index any node holds a slot of, whatever the spec says now.
         let mut families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
-        if let Some((rsg, _)) = &decoded {
+        if let Some(rsg) = rsg {
             families = retiring(families, rsg, &sentinel_storage);
         }
-        slots::release(&ctx, (&obj, &owner), &families).await
+        slots::release(ctx, (obj, owner), &families).await
+    }
+
+    async fn report(
+        &self,
+        _ctx: &Context,
+        pass: &Pass<'_>,
+        f: &Facts,
+        outcome: &Outcome,
+        status: &mut RedisSentinelGroupStatus,
+    ) -> Result<Vec<status::Notice>, ReconcileError> {
+        let look = report::Look {
+            rsg: pass.res,
+            old: pass.old,
+            views: &f.views,
+            unassigned: &outcome.unassigned,
+            holding: outcome.holding.as_ref(),
+            group: &outcome.group,
+            generation: pass.obj.metadata.generation,
+        };
+        Ok(report::report(&look, status))
     }
 }
 

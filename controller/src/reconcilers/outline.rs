@@ -1,0 +1,297 @@
+//! The one reconcile outline of the stateful kinds (PostgresCluster,
+//! RedisSentinelGroup): observe, pin the slots, prepare the contents and
+//! services, roll one safe step, move the kind's flows on, report, and
+//! write the status once. Each kind fills in its steps ([`Stateful`]); the
+//! order of the steps, the rollout and the status write are here, once.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use haswarm_crds::meta::HasCommon;
+use haswarm_crds::{Kind, Resource};
+
+use super::status::{self, Notice};
+use super::{converge, rollout};
+use crate::runtime::controller::{decode, hold_if_paused, known_versions, owner_of};
+use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::store::Record;
+use crate::swarm::{Owner, ServiceHealth, ServicePlan};
+
+/// What every step of a pass may read: the stored object, its owner
+/// identity on the Swarm, the typed resource, and the status the pass
+/// started from.
+pub(crate) struct Pass<'a, S: Kind> {
+    /// The stored object.
+    pub obj: &'a Record,
+    /// Its owner identity (the labels on what it owns).
+    pub owner: &'a Owner,
+    /// The typed resource.
+    pub res: &'a Resource<S>,
+    /// The status as the pass found it.
+    pub old: &'a S::Status,
+}
+
+/// What the rollout chose in a pass, for the kind's flows.
+pub(crate) struct Rolled {
+    /// Each service's health before the pass.
+    pub health: BTreeMap<String, ServiceHealth>,
+    /// Whether the group is healthy enough for a member to go down, or why
+    /// not.
+    pub group: Result<(), String>,
+    /// The step the rollout let through.
+    pub step: rollout::Step,
+}
+
+impl Rolled {
+    /// Nothing under way: no switchover, no change held back, a healthy
+    /// group. Only then do the flows that need a quiet group move on.
+    pub fn settled(&self) -> bool {
+        self.step.switchover.is_none() && self.step.holding.is_none() && self.group.is_ok()
+    }
+}
+
+/// What a pass leaves for the report.
+pub(crate) struct Outcome {
+    /// Slot labels no node could take.
+    pub unassigned: Vec<String>,
+    /// Why changes remain, if they do.
+    pub holding: Option<String>,
+    /// Whether the group is healthy, or why not.
+    pub group: Result<(), String>,
+}
+
+/// The steps a stateful kind fills into the outline. Each reads what the
+/// steps before it saw (`Facts`, `Prepared`, [`Rolled`]) rather than the
+/// world again, and returns its events as [`Notice`]s.
+pub(crate) trait Stateful: Send + Sync + 'static {
+    /// The spec (its status type is the kind's status).
+    type Spec: Kind<Status = Self::Status>;
+    /// The kind's status.
+    type Status: HasCommon + Clone + PartialEq + serde::Serialize + Send + Sync;
+    /// What a pass saw before it acts: the data plane's view, nodes.
+    type Facts: Send + Sync;
+    /// The services ready to plan, and what the flows need of their
+    /// preparation (passwords, a rotation's phase).
+    type Prepared: Send + Sync;
+
+    /// The group's health when the pass rolls nothing out (paused).
+    fn unrolled() -> Result<(), String>;
+
+    /// Reads the data plane. Runs even while paused.
+    fn observe(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_, Self::Spec>,
+        status: &mut Self::Status,
+    ) -> impl Future<Output = Result<Self::Facts, ReconcileError>> + Send;
+
+    /// Pins the members to nodes: the slot labels no node could take, and
+    /// each slot's incarnation.
+    fn pin(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_, Self::Spec>,
+        facts: &Self::Facts,
+        status: &mut Self::Status,
+    ) -> impl Future<Output = Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError>> + Send;
+
+    /// Starts what a pass starts (a rotation), makes the passwords and
+    /// contents, and renders the services (see [`converge::prepare`]).
+    fn prepare(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_, Self::Spec>,
+        seen: (&Self::Facts, &BTreeMap<String, u32>),
+        status: &mut Self::Status,
+        notices: &mut Vec<Notice>,
+    ) -> impl Future<Output = Result<Self::Prepared, ReconcileError>> + Send;
+
+    /// The prepared services.
+    fn services(prepared: &Self::Prepared) -> &converge::Prepared;
+
+    /// Whether the group is healthy enough for one member to go down.
+    fn group_health(
+        pass: &Pass<'_, Self::Spec>,
+        facts: &Self::Facts,
+        health: &BTreeMap<String, ServiceHealth>,
+    ) -> Result<(), String>;
+
+    /// The members as the rollout sees them (role, serving, change).
+    fn members(
+        pass: &Pass<'_, Self::Spec>,
+        facts: &Self::Facts,
+        plan: &ServicePlan,
+        health: &BTreeMap<String, ServiceHealth>,
+    ) -> BTreeMap<String, rollout::Member>;
+
+    /// Moves the primary role away from `from` before it changes.
+    fn switchover(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_, Self::Spec>,
+        facts: &Self::Facts,
+        from: &str,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+
+    /// What the kind does before the step is applied; `Some` says what it
+    /// started that holds further changes.
+    fn before_apply(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_, Self::Spec>,
+        seen: (&Self::Facts, &Rolled),
+        status: &mut Self::Status,
+    ) -> impl Future<Output = Result<Option<String>, ReconcileError>> + Send;
+
+    /// Moves the kind's flows on once the step is applied (`held`: what
+    /// [`Stateful::before_apply`] started). Returns why changes remain.
+    fn flows(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_, Self::Spec>,
+        seen: (&Self::Facts, &Self::Prepared, &Rolled),
+        held: Option<String>,
+        out: (&mut Self::Status, &mut Vec<Notice>),
+    ) -> impl Future<Output = Result<Option<String>, ReconcileError>> + Send;
+
+    /// At deletion, once the owned objects are gone: releases every slot
+    /// label (and, as `reclaimPolicy` says, the volumes of the slots).
+    /// `res` is `None` when the stored object no longer decodes.
+    fn release(
+        &self,
+        ctx: &Context,
+        at: (&Record, &Owner),
+        res: Option<&Resource<Self::Spec>>,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+
+    /// The status and events of what the pass saw and left.
+    fn report(
+        &self,
+        ctx: &Context,
+        pass: &Pass<'_, Self::Spec>,
+        facts: &Self::Facts,
+        outcome: &Outcome,
+        status: &mut Self::Status,
+    ) -> impl Future<Output = Result<Vec<Notice>, ReconcileError>> + Send;
+}
+
+/// Every stateful kind is reconciled by the outline.
+impl<K: Stateful> Reconciler for K {
+    const KIND: &'static str = <K::Spec as Kind>::KIND;
+
+    async fn reconcile(&self, obj: Record, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+        reconcile(self, obj, ctx).await
+    }
+
+    async fn cleanup(&self, obj: Record, ctx: Arc<Context>) -> Result<(), ReconcileError> {
+        let owner = owner_of(&ctx, &obj);
+        status::remove_owned(&ctx, &obj, &owner).await?;
+        let res = decode::<K::Spec>(&obj).ok().map(|(r, _)| r);
+        self.release(&ctx, (&obj, &owner), res.as_ref()).await
+    }
+}
+
+/// One pass of a stateful kind: observe; unless paused, pin, prepare, roll
+/// and move the flows on; report; write the status once.
+async fn reconcile<K: Stateful>(
+    kind: &K,
+    obj: Record,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let (res, old) = decode::<K::Spec>(&obj)?;
+    let owner = owner_of(&ctx, &obj);
+    let pass = Pass {
+        obj: &obj,
+        owner: &owner,
+        res: &res,
+        old: &old,
+    };
+    let mut status = old.clone();
+    let facts = kind.observe(&ctx, &pass, &mut status).await?;
+    let mut notices = Vec::new();
+    let mut outcome = Outcome {
+        unassigned: Vec::new(),
+        holding: None,
+        group: K::unrolled(),
+    };
+    if !hold_if_paused(&obj, status.common_mut()) {
+        outcome = act(kind, &ctx, &pass, &facts, (&mut status, &mut notices)).await?;
+    }
+    notices.extend(
+        kind.report(&ctx, &pass, &facts, &outcome, &mut status)
+            .await?,
+    );
+    status::finish(
+        &ctx,
+        &obj,
+        (&old, &mut status),
+        HasCommon::common_mut,
+        (&notices, outcome.holding.is_some()),
+    )
+    .await
+}
+
+/// The acting part of a pass: pin, prepare, roll one safe step (see
+/// [`rollout`]), apply it, and move the kind's flows on.
+async fn act<K: Stateful>(
+    kind: &K,
+    ctx: &Context,
+    pass: &Pass<'_, K::Spec>,
+    facts: &K::Facts,
+    (status, notices): (&mut K::Status, &mut Vec<Notice>),
+) -> Result<Outcome, ReconcileError> {
+    let (unassigned, incarnations) = kind.pin(ctx, pass, facts, status).await?;
+    let prepared = kind
+        .prepare(ctx, pass, (facts, &incarnations), status, notices)
+        .await?;
+    let services = K::services(&prepared);
+    let plan = ctx
+        .swarm
+        .plan_services(
+            pass.owner,
+            &services.services,
+            &known_versions(pass.old.common()),
+        )
+        .await?;
+    let health = ctx.swarm.service_health(pass.owner).await?;
+    let group = K::group_health(pass, facts, &health);
+    let members = K::members(pass, facts, &plan, &health);
+    let step = rollout::next_step(&members, group.clone());
+    if !step.apply.is_empty() || step.switchover.is_some() {
+        tracing::info!(?members, ?step, ?group, "rollout step");
+    }
+    if let Some(from) = &step.switchover {
+        kind.switchover(ctx, pass, facts, from).await?;
+    }
+    let rolled = Rolled {
+        health,
+        group,
+        step,
+    };
+    let held = kind
+        .before_apply(ctx, pass, (facts, &rolled), status)
+        .await?;
+    status.common_mut().owned_objects = converge::apply(
+        ctx,
+        (pass.obj, pass.owner),
+        &plan,
+        &rolled.step.apply,
+        services,
+    )
+    .await?;
+    let holding = kind
+        .flows(
+            ctx,
+            pass,
+            (facts, &prepared, &rolled),
+            held,
+            (status, notices),
+        )
+        .await?;
+    Ok(Outcome {
+        unassigned,
+        holding,
+        group: rolled.group,
+    })
+}
