@@ -37,6 +37,8 @@ pub struct Bed {
     nodes: usize,
     /// The host folder every node sees at /srv/shared (and all but the last at /srv/partial).
     pub shared: tempfile::TempDir,
+    /// The same removal as the drop's, should the process end first.
+    _at_exit: crate::at_exit::Registered,
 }
 
 impl Bed {
@@ -55,10 +57,12 @@ impl Bed {
             .expect("tempdir");
         // Remove leftovers of a crashed earlier run with the same name first.
         run(&["down", &name]);
+        let down = name.clone();
         let bed = Self {
             name,
             nodes,
             shared,
+            _at_exit: crate::at_exit::register(move || run_down(&down)),
         };
         run_with(
             &[
@@ -217,13 +221,18 @@ fn outer_exec_failed(node: &str, err: &str) -> bool {
         || (err.contains("Error response from daemon") && err.contains("is paused"))
 }
 
+/// `dind.sh down NAME`: thaws and removes the bed's nodes, volumes and network.
+fn run_down(name: &str) {
+    let _ = Command::new("bash")
+        .arg(script())
+        .args(["down", name])
+        .output();
+}
+
 impl Drop for Bed {
     /// Removes the nodes, their volumes and the network; lost nodes are
     /// thawed first (`dind.sh down`).
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .args(["down", &self.name])
-            .output();
+        run_down(&self.name);
     }
 }

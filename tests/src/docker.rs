@@ -200,27 +200,57 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// Removes, when dropped, what a test created: services owned by the listed
 /// resources, every object carrying one of the listed haswarm instance ids,
 /// and objects listed by name. A failed test leaves nothing behind.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Cleanup {
+    lists: std::sync::Arc<std::sync::Mutex<Lists>>,
+    /// The same removal, should the process end before this is dropped.
+    _at_exit: crate::at_exit::Registered,
+}
+
+/// What a [`Cleanup`] removes.
+#[derive(Debug, Default)]
+struct Lists {
     owners: Vec<(String, String)>,
     instances: Vec<String>,
     named: Vec<(&'static str, String)>,
 }
 
+impl Default for Cleanup {
+    fn default() -> Self {
+        let lists = std::sync::Arc::<std::sync::Mutex<Lists>>::default();
+        let undo = lists.clone();
+        let at_exit = crate::at_exit::register(move || {
+            undo.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove();
+        });
+        Self {
+            lists,
+            _at_exit: at_exit,
+        }
+    }
+}
+
 impl Cleanup {
+    fn lists(&self) -> std::sync::MutexGuard<'_, Lists> {
+        self.lists
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Cleans up after resource `kind/name`.
     pub fn owner(&mut self, kind: &str, name: &str) {
-        self.owners.push((kind.to_owned(), name.to_owned()));
+        self.lists().owners.push((kind.to_owned(), name.to_owned()));
     }
 
     /// Cleans up every object labelled `io.haswarm.instance=<id>`.
     pub fn instance(&mut self, id: &str) {
-        self.instances.push(id.to_owned());
+        self.lists().instances.push(id.to_owned());
     }
 
     /// Cleans up one object by name: `what` is service, network, secret, config or container.
     pub fn named(&mut self, what: &'static str, name: &str) {
-        self.named.push((what, name.to_owned()));
+        self.lists().named.push((what, name.to_owned()));
     }
 }
 
@@ -234,11 +264,12 @@ fn ls(what: &str, filter: &str) -> Vec<String> {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        let lists = self.lists();
         // A failing test shows what Swarm did with the resource's tasks
         // (the harness prints captured output only when a test fails), so a
         // task that never ran in CI says why, before its service goes.
         if std::thread::panicking() {
-            for (kind, name) in &self.owners {
+            for (kind, name) in &lists.owners {
                 let filter = format!("label=io.haswarm.owner={kind}/{name}");
                 for s in ls("service", &filter) {
                     eprintln!(
@@ -261,6 +292,13 @@ impl Drop for Cleanup {
                 }
             }
         }
+        lists.remove();
+    }
+}
+
+impl Lists {
+    /// Removes everything listed (again, harmlessly, if it is gone).
+    fn remove(&self) {
         for (kind, name) in &self.owners {
             let filter = format!("label=io.haswarm.owner={kind}/{name}");
             for what in ["service", "network", "secret", "config"] {

@@ -41,6 +41,7 @@ macro_rules! figure {
     }};
 }
 
+pub mod at_exit;
 pub mod bench;
 pub mod dind;
 pub mod docker;
@@ -132,15 +133,16 @@ fn budget() -> Option<Duration> {
     }
 }
 
+/// How long a test past its budget has to unwind once its daemon is gone.
+const UNWIND_GRACE: Duration = Duration::from_secs(120);
+
 /// Stops a test that outlives its budget: prints the test's name and the
 /// tail of its daemon's log (to the process's stderr directly: the harness
 /// captures only the test thread's print macros), then kills the daemon. A
 /// test waiting on its daemon then fails and unwinds, so its cleanup guards
 /// still remove what it created; one stuck elsewhere ends the whole test
-/// process after [`UNWIND_GRACE`].
-/// How long a test past its budget has to unwind once its daemon is gone.
-const UNWIND_GRACE: Duration = Duration::from_secs(120);
-
+/// process after [`UNWIND_GRACE`], once the guards' work registered in
+/// [`at_exit`] is done.
 #[derive(Debug)]
 struct Watchdog {
     _done: std::sync::mpsc::Sender<()>,
@@ -191,9 +193,10 @@ impl Watchdog {
                     let _ = writeln!(
                         std::io::stderr().lock(),
                         "==== {test} did not end within {} s of its daemon's kill; \
-                         ending the test process ====",
+                         removing what the tests created, then ending the test process ====",
                         UNWIND_GRACE.as_secs()
                     );
+                    at_exit::run_all();
                     std::process::exit(124);
                 }
             }
