@@ -87,7 +87,10 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
         String::from_utf8_lossy(&out.stderr)
     );
     docker(&["kill", "-s", "KILL", &container(&first)]);
-    let moved = eventually(Duration::from_secs(60), || {
+    // A bound on liveness, not a speed (the failover bench measures that):
+    // the other CI lane's nested engines can starve the sentinels' timers
+    // into TILT mode, 30 s in which they do not fail over, and twice over.
+    let moved = eventually(Duration::from_secs(150), || {
         let m = master(&d, &name);
         !m.is_empty() && m != first
     });
