@@ -45,10 +45,12 @@ pub fn sentinel_command(host: &str, command: &str) -> String {
 /// then `SENTINEL FAILOVER`; the hold lasts until the old master follows
 /// the promoted replica, which it is told to as soon as one is master.
 /// `pause_ms` is how long one renewal of the hold lasts if this script
-/// dies. Prints what happened, the sentinel's answer (`OK`) last.
-pub fn graceful_failover(group: &str, pause_ms: u64) -> String {
+/// dies; `catch_up_ms` how long the replicas may take to reach the
+/// master's offset before the hold ends and nothing happens. Prints what
+/// happened, the sentinel's answer (`OK`) last.
+pub fn graceful_failover(group: &str, pause_ms: u64, catch_up_ms: u64) -> String {
     format!(
-        "G='{group}' P={pause_ms} PW='{pw}'\n{script}",
+        "G='{group}' P={pause_ms} W={catch_up_ms} PW='{pw}'\n{script}",
         pw = super::render::PASSWORD_FILE,
         script = include_str!("switchover.sh")
     )
@@ -383,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_switchover_script_is_valid_shell() {
-        let script = graceful_failover("cache", 8000);
+        let script = graceful_failover("cache", 8000, 1000);
         let out = std::process::Command::new("sh")
             .args(["-n", "-c", &script])
             .output()
@@ -394,13 +396,17 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            script.starts_with("G='cache' P=8000 ")
+            script.starts_with("G='cache' P=8000 W=1000 ")
                 && script.contains("CLIENT PAUSE \"$P\" WRITE")
                 && script.contains("SENTINEL FAILOVER \"$G\"")
         );
         // The old master follows the promoted replica itself: the sentinels
         // would tell it only after the hold could have lapsed.
         assert!(script.contains("REPLICAOF \"$h\" 6379"));
+        // Nothing is held unless this sentinel knows a replica to promote.
+        let pause = script.find("CLIENT PAUSE \"$P\"").expect("pauses");
+        let known = script.find("knows no replica").expect("checks");
+        assert!(known < pause);
     }
 
     const SAMPLE: &str = "#master\nname\ncache\nip\ncache-redis-1\nport\n6379\nflags\nmaster\nnum-slaves\n2\nnum-other-sentinels\n2\nquorum\n2\n#replicas\nname\ncache-redis-0:6379\nip\ncache-redis-0\nport\n6379\nflags\nslave\nmaster-link-status\nok\nslave-repl-offset\n1200\nname\ncache-redis-2:6379\nip\ncache-redis-2\nport\n6379\nflags\nslave,s_down\nmaster-link-status\nerr\nslave-repl-offset\n900\n#info\n# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=cache-redis-0,port=6379,state=online,offset=1200,lag=0\r\nmaster_repl_offset:1250\r\n";

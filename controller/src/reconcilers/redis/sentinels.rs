@@ -22,9 +22,56 @@ use crate::swarm::SwarmError;
 /// the exec limit (20 s).
 const SWITCHOVER_PAUSE_MS: u64 = 8_000;
 
+/// Whether `sentinel` can be asked to hand `from`'s role over now: it
+/// follows `from`, which answers, and knows every other instance as a
+/// replica that is not down. A sentinel just reset (after a member moved)
+/// rediscovers the replicas from the master's INFO only every 10 s; asked
+/// before, it could promote none, and the hold on the master's writes
+/// would make the other sentinels see it down (their PINGs queue behind
+/// the held hello PUBLISH) and fail over on their own. Pure.
+pub(super) fn can_hand_over(
+    view: &SentinelView,
+    from: &str,
+    instances: &[String],
+) -> Result<(), String> {
+    if view.master.as_deref() != Some(from) || !view.master_up() {
+        return Err(format!(
+            "it follows {} ({})",
+            view.master.as_deref().unwrap_or("no master"),
+            view.master_flags
+        ));
+    }
+    let unknown: Vec<&str> = instances
+        .iter()
+        .filter(|i| i.as_str() != from)
+        .filter(|i| {
+            !view.replicas.iter().any(|r| {
+                &r.host == *i && !r.flags.contains("down") && !r.flags.contains("disconnected")
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "it does not know {} as a replica yet",
+            unknown.join(", ")
+        ))
+    }
+}
+
+/// How long the replicas may take to reach the master's offset while its
+/// writes are held: a third of down-after, so that the hold ends well
+/// before the sentinels could call the master down (between 0.3 and 5 s).
+fn catch_up_ms(rsg: &RedisSentinelGroup) -> u64 {
+    (rsg.spec.sentinels.down_after.as_millis() / 3).clamp(300, 5_000)
+}
+
 /// Hands the master role to a replica with no acknowledged write lost: the
 /// master's writes held until the replicas caught up, then `SENTINEL
-/// FAILOVER` (see [`observe::graceful_failover`]).
+/// FAILOVER` (see [`observe::graceful_failover`]), asked of the first
+/// sentinel on this engine's node that [`can_hand_over`].
 pub(super) async fn switchover(
     ctx: &Context,
     obj: &Record,
@@ -34,8 +81,15 @@ pub(super) async fn switchover(
     why: &str,
 ) -> Result<(), ReconcileError> {
     let group = rsg.spec.master_group(&rsg.metadata);
-    let script = observe::graceful_failover(&group, SWITCHOVER_PAUSE_MS);
-    for (sentinel, _) in views {
+    let script = observe::graceful_failover(&group, SWITCHOVER_PAUSE_MS, catch_up_ms(rsg));
+    let instances: Vec<String> = (0..usize::from(rsg.spec.instances))
+        .map(|i| render::instance_name(rsg.metadata.name.as_str(), i))
+        .collect();
+    for (sentinel, view) in views {
+        if let Err(why) = can_hand_over(view, from, &instances) {
+            tracing::info!(sentinel, why, "not asking this sentinel to switch over");
+            continue;
+        }
         if let Some(out) = ctx.swarm.exec_in_service(sentinel, &script).await? {
             let out = out.trim();
             tracing::info!(sentinel, steps = out, "switchover");
@@ -203,4 +257,74 @@ pub(super) async fn observe(
     // so it calls a master up that stopped answering.
     views.sort_by_key(|(_, v)| (std::cmp::Reverse(v.config_epoch), v.tilt));
     Ok(views)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcilers::redis::observe::ReplicaView;
+
+    fn replica(host: &str, flags: &str) -> ReplicaView {
+        ReplicaView {
+            host: host.into(),
+            link_up: true,
+            flags: flags.into(),
+            ..ReplicaView::default()
+        }
+    }
+
+    fn view(master: Option<&str>, flags: &str, replicas: &[(&str, &str)]) -> SentinelView {
+        SentinelView {
+            master: master.map(Into::into),
+            master_flags: flags.into(),
+            replicas: replicas.iter().map(|(h, f)| replica(h, f)).collect(),
+            ..SentinelView::default()
+        }
+    }
+
+    #[test]
+    fn a_sentinel_is_asked_to_hand_over_only_when_it_could_promote_every_replica() {
+        let instances: Vec<String> = (0..3).map(|i| format!("c-redis-{i}")).collect();
+        let both = [("c-redis-0", "slave"), ("c-redis-2", "slave")];
+        let cases: &[(&str, SentinelView, Result<(), &str>)] = &[
+            (
+                "knows both",
+                view(Some("c-redis-1"), "master", &both),
+                Ok(()),
+            ),
+            (
+                "just reset: knows none",
+                view(Some("c-redis-1"), "master", &[]),
+                Err("it does not know c-redis-0, c-redis-2 as a replica yet"),
+            ),
+            (
+                "one down",
+                view(
+                    Some("c-redis-1"),
+                    "master",
+                    &[("c-redis-0", "slave"), ("c-redis-2", "slave,s_down")],
+                ),
+                Err("it does not know c-redis-2 as a replica yet"),
+            ),
+            (
+                "follows another",
+                view(Some("c-redis-0"), "master", &both),
+                Err("it follows c-redis-0 (master)"),
+            ),
+            (
+                "master down",
+                view(Some("c-redis-1"), "master,s_down", &both),
+                Err("it follows c-redis-1 (master,s_down)"),
+            ),
+            (
+                "no master",
+                view(None, "", &both),
+                Err("it follows no master ()"),
+            ),
+        ];
+        for (case, v, want) in cases {
+            let got = can_hand_over(v, "c-redis-1", &instances);
+            assert_eq!(got, want.map_err(String::from), "{case}");
+        }
+    }
 }

@@ -4,9 +4,16 @@
 # sentinel's answer to SENTINEL FAILOVER (OK) on the last line.
 #
 # Why each step:
+# - Nothing is paused unless this sentinel knows a replica it could promote:
+#   a sentinel just reset knows none for up to 10 s (it reads them from the
+#   master's INFO), and would answer NOGOODSLAVE.
 # - The master stops taking writes (CLIENT PAUSE WRITE) and every replica the
-#   sentinels could promote must be online at its offset, else nothing
-#   happens: a replica behind would be promoted without the last writes.
+#   sentinels could promote must be online at its offset within W, else the
+#   pause ends and nothing happens: a replica behind would be promoted
+#   without the last writes. W is short because a pause also holds the
+#   sentinels' hello PUBLISH on their link to the master, and their PINGs
+#   queue behind it: held past down-after, the master looks down to them and
+#   they fail over on their own, racing this one.
 # - The pause is renewed until the old master is a replica. A write the old
 #   master took after a lapse, acknowledged by a replica the sentinels had not
 #   moved yet, would be lost when that replica resyncs from the new master.
@@ -23,23 +30,23 @@ m=$($c -p 26379 SENTINEL get-master-addr-by-name "$G" | head -n 1)
 [ -n "$m" ] || { echo 'no master known'; exit 0; }
 paused=0
 replicas=""
+eligible=$($c -p 26379 SENTINEL replicas "$G" |
+  awk 'p { if ($0 == "slave") n++; p = 0 } $0 == "flags" { p = 1 } END { print n + 0 }')
+[ "$eligible" -ge 1 ] || { echo 'this sentinel knows no replica it could promote yet'; exit 0; }
 if [ "$($c -h "$m" -p 6379 CLIENT PAUSE "$P" WRITE)" = OK ]; then
   paused=1
-  i=0
+  end=$(($(date +%s%3N) + W))
   while :; do
     info=$($c -h "$m" -p 6379 INFO replication | tr -d '\r')
     off=$(echo "$info" | sed -n 's/^master_repl_offset://p')
     caught=$(echo "$info" | grep -c "^slave[0-9]*:.*state=online,offset=$off,")
-    eligible=$($c -p 26379 SENTINEL replicas "$G" |
-      awk 'p { if ($0 == "slave") n++; p = 0 } $0 == "flags" { p = 1 } END { print n + 0 }')
-    [ -n "$off" ] && [ "$eligible" -ge 1 ] && [ "$caught" -ge "$eligible" ] && break
-    i=$((i + 1))
-    if [ $i -ge 50 ]; then
+    [ -n "$off" ] && [ "$caught" -ge "$eligible" ] && break
+    if [ "$(date +%s%3N)" -ge "$end" ]; then
       $c -h "$m" -p 6379 CLIENT UNPAUSE >/dev/null
       echo 'replicas did not catch up'
       exit 0
     fi
-    sleep 0.1
+    sleep 0.05
   done
   replicas=$(echo "$info" | sed -n 's/^slave[0-9]*:ip=\([^,]*\),.*/\1/p')
   # A fresh pause from here: catching up may have used most of the first.
