@@ -213,6 +213,25 @@ pub fn requeue(common: &CommonStatus, holding: bool) -> Action {
     })
 }
 
+/// The members stuck in a state a pass can see (`stuck`) that stayed so for
+/// `grace`: each is recorded in `since` when first seen stuck, forgotten once
+/// it is not, and due once `grace` has passed. `since` lives in the status,
+/// so a restarted haswarmd keeps counting. Pure.
+pub fn overdue(
+    stuck: &[String],
+    since: &mut BTreeMap<String, chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+    grace: Duration,
+) -> Vec<String> {
+    since.retain(|s, _| stuck.contains(s));
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    stuck
+        .iter()
+        .filter(|s| now - *since.entry((*s).clone()).or_insert(now) >= grace)
+        .cloned()
+        .collect()
+}
+
 /// Removes an owner's services, networks, configs and secrets (not its
 /// volumes, nor its slot labels: they say where the volumes are).
 ///
@@ -238,6 +257,39 @@ pub async fn remove_owned(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_is_due_once_it_stayed_stuck_for_the_grace() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let both = ["m-1".to_owned(), "m-2".to_owned()];
+        let mut since = BTreeMap::new();
+        // (seconds, stuck now) -> due, and who is recorded after
+        type Row<'a> = (i64, &'a [String], &'a [&'a str], &'a [&'a str]);
+        let table: [Row; 5] = [
+            (0, &both[..1], &[], &["m-1"]),
+            (10, &both, &[], &["m-1", "m-2"]),
+            (30, &both, &["m-1"], &["m-1", "m-2"]),
+            // m-2 replicates again: forgotten, its clock starts over.
+            (35, &both[..1], &["m-1"], &["m-1"]),
+            (50, &both[1..], &[], &["m-2"]),
+        ];
+        for (secs, stuck, due, recorded) in table {
+            assert_eq!(
+                overdue(stuck, &mut since, at(secs), Duration::from_secs(30)),
+                due,
+                "at {secs}s"
+            );
+            assert_eq!(
+                since.keys().map(String::as_str).collect::<Vec<_>>(),
+                recorded,
+                "at {secs}s"
+            );
+        }
+        assert_eq!(since.get("m-2"), Some(&at(50)));
+    }
 
     fn ready_of(c: &CommonStatus) -> (ConditionStatus, String, String) {
         let r = c.condition("Ready").expect("Ready");

@@ -236,23 +236,6 @@ fn group_health(
     Ok(())
 }
 
-/// The detached instances due for a restart: each is recorded in `since`
-/// when first seen detached, forgotten once it is not, and due once it has
-/// stayed detached for [`DETACHED_GRACE`]. Pure.
-pub(super) fn due_restarts(
-    detached: &[String],
-    since: &mut BTreeMap<String, chrono::DateTime<chrono::Utc>>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Vec<String> {
-    since.retain(|s, _| detached.contains(s));
-    let grace = chrono::Duration::from_std(DETACHED_GRACE).unwrap_or(chrono::Duration::MAX);
-    detached
-        .iter()
-        .filter(|s| now - *since.entry((*s).clone()).or_insert(now) >= grace)
-        .cloned()
-        .collect()
-}
-
 /// Restarts instances that run but stay out of replication: a replica that
 /// followed a master which is gone, and that no sentinel knows (sentinels
 /// learn replicas from the master), would wait forever. Restarting it runs
@@ -267,7 +250,12 @@ async fn reattach(
 ) -> Result<(), ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let detached = detached_instances(name, health, view);
-    let due = due_restarts(&detached, &mut status.detached_since, chrono::Utc::now());
+    let due = status::overdue(
+        &detached,
+        &mut status.detached_since,
+        chrono::Utc::now(),
+        DETACHED_GRACE,
+    );
     for service in due {
         let version = ctx.swarm.restart_service(&service).await?;
         if let Some(o) = status
@@ -575,39 +563,6 @@ mod tests {
         assert_eq!(m["c-redis-3"].change, Some(rollout::Change::Remove));
         assert!(!m["c-redis-3"].serving);
         assert_eq!(m["c-redis-4"].change, Some(rollout::Change::Create));
-    }
-
-    #[test]
-    fn a_detached_instance_is_restarted_once_it_stayed_detached_for_the_grace() {
-        let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z")
-            .expect("time")
-            .with_timezone(&chrono::Utc);
-        let at = |s: i64| t0 + chrono::Duration::seconds(s);
-        let both = ["c-redis-1".to_owned(), "c-redis-2".to_owned()];
-        let mut since = BTreeMap::new();
-        // (seconds, detached now) -> due, and who is recorded after
-        type Row<'a> = (i64, &'a [String], &'a [&'a str], &'a [&'a str]);
-        let table: [Row; 5] = [
-            (0, &both[..1], &[], &["c-redis-1"]),
-            (10, &both, &[], &["c-redis-1", "c-redis-2"]),
-            (30, &both, &["c-redis-1"], &["c-redis-1", "c-redis-2"]),
-            // c-redis-2 replicates again: forgotten, its clock starts over.
-            (35, &both[..1], &["c-redis-1"], &["c-redis-1"]),
-            (50, &both[1..], &[], &["c-redis-2"]),
-        ];
-        for (secs, detached, due, recorded) in table {
-            assert_eq!(
-                due_restarts(detached, &mut since, at(secs)),
-                due,
-                "at {secs}s"
-            );
-            assert_eq!(
-                since.keys().map(String::as_str).collect::<Vec<_>>(),
-                recorded,
-                "at {secs}s"
-            );
-        }
-        assert_eq!(since.get("c-redis-2"), Some(&at(50)));
     }
 
     #[test]
