@@ -394,6 +394,11 @@ impl Swarm {
             // The task's state lags its container: one that just died is
             // as good as no task here.
             Err(SwarmError::Api(m)) if m.contains("is not running") => return Ok(None),
+            // A frozen container (`docker pause`, a cgroup freezer) answers
+            // nothing, as a hung one: callers ask the next member.
+            Err(SwarmError::Api(m)) if m.contains("is paused") => {
+                return Err(SwarmError::TimedOut(format!("exec in {service}: {m}")))
+            }
             Err(e) => return Err(e),
         };
         // The output stream ends only when the script does: a script stuck on
