@@ -638,6 +638,7 @@ fn swarm_state(docker_host: Option<&str>) -> String {
     ps.extend(&names);
     out.push_str(&run(&ps));
     out.push_str(&redis_timeline(&names, &run));
+    out.push_str(&postgres_timeline(&names, &run));
     if docker_host.is_none() {
         for name in &names {
             let filter = format!("label=com.docker.swarm.service.name={name}");
@@ -690,6 +691,59 @@ fn redis_timeline(names: &[&str], run: &dyn Fn(&[&str]) -> String) -> String {
     let tail = &lines[lines.len().saturating_sub(80)..];
     format!(
         "-- Redis roles, last {} lines of every instance and sentinel --\n{}\n",
+        tail.len(),
+        tail.join("\n")
+    )
+}
+
+/// What every Postgres instance's Patroni and PostgreSQL said about roles,
+/// timelines and replication, merged in time order (a member's repeated
+/// lines once each): which member was promoted when, which one was rewound
+/// or could not follow, and why.
+fn postgres_timeline(names: &[&str], run: &dyn Fn(&[&str]) -> String) -> String {
+    const SAID: [&str; 16] = [
+        "promoted",
+        "acquired session lock",
+        "demot",
+        "pg_rewind",
+        "Local timeline",
+        "primary_timeline",
+        "reinitializ",
+        "bootstrap",
+        "FATAL",
+        "ERROR",
+        "started streaming",
+        "timeline",
+        "incorrect prev-link",
+        "waiting for WAL",
+        "following a new leader",
+        "haswarm:",
+    ];
+    let mut lines: Vec<String> = Vec::new();
+    for name in names.iter().filter(|n| n.contains("-pg-")) {
+        let logs = run(&["service", "logs", "--timestamps", "--no-trunc", name]);
+        let mut last = String::new();
+        let mut mine: Vec<String> = Vec::new();
+        for l in logs.lines().filter(|l| SAID.iter().any(|s| l.contains(s))) {
+            // "TIME SERVICE.1.TASK@NODE | TEXT": time first sorts; the text
+            // without PostgreSQL's own time tells repeats.
+            let text = l.split_once(" | ").map_or(l, |(_, t)| t);
+            let said: String = text.chars().skip(24).collect();
+            if said == last {
+                continue;
+            }
+            last = said;
+            mine.push(l.replacen(" | ", " ", 1).chars().take(240).collect());
+        }
+        lines.extend(mine.into_iter().rev().take(30));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    lines.sort();
+    let tail = &lines[lines.len().saturating_sub(100)..];
+    format!(
+        "-- Postgres roles and timelines, last {} lines of every instance --\n{}\n",
         tail.len(),
         tail.join("\n")
     )
