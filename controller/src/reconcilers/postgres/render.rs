@@ -278,6 +278,12 @@ fn name_of<'a>(names: &'a HashMap<String, String>, purpose: &str) -> &'a str {
 /// a clone of the leader's data, happens first.
 const INSTANCE_START_PERIOD_S: i64 = 300;
 
+/// Failed liveness checks (5 s apart, 3 s each) before Swarm restarts an
+/// instance: about 30 s, a TTL. A restart of a loaded leader is a failover;
+/// CI saw three checks in a row time out on a leader starved by the other
+/// tests, and Patroni's own leader key, not this check, keeps one primary.
+const INSTANCE_HEALTH_RETRIES: i64 = 6;
+
 fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
     let pgc = inputs.pgc;
     let name = pgc.metadata.name.as_str();
@@ -333,7 +339,12 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
                 0o555,
             ),
         ],
-        health: Some(health(&liveness, 5, 3, INSTANCE_START_PERIOD_S)),
+        health: Some(health(
+            &liveness,
+            5,
+            INSTANCE_HEALTH_RETRIES,
+            INSTANCE_START_PERIOD_S,
+        )),
         resources: &spec.resources,
         placement: &spec.placement,
         slot: Some(pin),
