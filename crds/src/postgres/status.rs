@@ -204,6 +204,14 @@ pub struct PostgresClusterStatus {
     /// is started with depends on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_membership: Option<EtcdMembership>,
+    /// Replicas on another timeline than the running leader's, and since
+    /// when haswarm has seen them so. After a failover a replica follows
+    /// the new timeline within seconds, or Patroni rewinds it; one still on
+    /// another timeline two `patroni.ttl` later cannot follow (its WAL went
+    /// past the point where the leader's timeline forked) and haswarm has
+    /// Patroni rebuild it from the leader.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub diverged_since: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 /// The managed etcd cluster's history, as far as starting its members needs.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use haswarm_crds::postgres::{EtcdMembership, PostgresClusterStatus, SWITCHOVER_ANNOTATION};
 use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
 
+use super::diverged;
 use super::etcd;
 use super::observe::ClusterView;
 use super::passwords::{advance_rotation, passwords, set_logins, Passwords};
@@ -70,6 +71,20 @@ fn replica_in_sync(view: &ClusterView, member: &str, leader: &str) -> Result<(),
         .ok_or_else(|| format!("{member} is not a member yet"))?;
     if !matches!(m.state.as_str(), "streaming" | "running") {
         return Err(format!("{member} is {}", m.state));
+    }
+    // A replica past the fork of the leader's timeline shows no lag until
+    // the leader writes past it: the timeline tells first.
+    let leader_timeline = view
+        .members
+        .iter()
+        .find(|l| l.name == leader)
+        .and_then(|l| l.timeline);
+    if let (Some(t), Some(lt)) = (m.timeline, leader_timeline) {
+        if t != lt {
+            return Err(format!(
+                "{member} is on timeline {t}, the leader {leader} on {lt}"
+            ));
+        }
     }
     if m.lag_bytes.is_none_or(|l| l > MAX_LAG_BYTES) {
         return Err(format!("{member} lags behind {leader}"));
@@ -380,6 +395,9 @@ impl Stateful for PostgresClusters {
     ) -> Result<Option<String>, ReconcileError> {
         let pgc = pass.res;
         status.network = Some(render::network_name(pgc.metadata.name.as_str()));
+        if let Some(v) = &f.view {
+            diverged::heal(ctx, (pgc, f.etcd_clients), v, status, notices).await?;
+        }
         let settled = rolled.settled();
         let mut holding = rolled.step.holding.clone();
         if let Some(why) = held {
@@ -529,5 +547,30 @@ mod tests {
             ServiceHealth::NotReady("update in progress".into()),
         );
         assert!(cluster_health(&spec(2), "db", &updating, Some(&good)).is_err());
+    }
+
+    #[test]
+    fn a_replica_on_another_timeline_is_not_in_sync_even_without_lag() {
+        let h = running(&["db-pg-0", "db-pg-1"]);
+        let at = |replica: Option<u64>| {
+            crate::reconcilers::postgres::observe::parse_cluster(
+                &serde_json::json!({"members": [
+                    {"name": "db-pg-0", "role": "leader", "state": "running", "timeline": 3},
+                    {"name": "db-pg-1", "role": "replica", "state": "streaming", "timeline": replica, "lag": 0},
+                ]})
+                .to_string(),
+            )
+            .expect("view")
+        };
+        assert_eq!(
+            cluster_health(&spec(2), "db", &h, Some(&at(Some(2)))),
+            Err("db-pg-1 is on timeline 2, the leader db-pg-0 on 3".to_owned())
+        );
+        assert_eq!(
+            cluster_health(&spec(2), "db", &h, Some(&at(Some(3)))),
+            Ok(())
+        );
+        // Patroni did not say: the lag decides.
+        assert_eq!(cluster_health(&spec(2), "db", &h, Some(&at(None))), Ok(()));
     }
 }
