@@ -11,6 +11,7 @@ use std::sync::Arc;
 use haswarm_crds::meta::HasCommon;
 use haswarm_crds::{Kind, Resource};
 
+use super::slots::{self, Family};
 use super::status::{self, Notice};
 use super::{converge, rollout};
 use crate::runtime::controller::{decode, hold_if_paused, known_versions, owner_of};
@@ -93,7 +94,7 @@ pub(crate) trait Stateful: Send + Sync + 'static {
         ctx: &Context,
         pass: &Pass<'_, Self::Spec>,
         facts: &Self::Facts,
-        status: &mut Self::Status,
+        out: (&mut Self::Status, &mut Vec<Notice>),
     ) -> impl Future<Output = Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError>> + Send;
 
     /// Starts what a pass starts (a rotation), makes the passwords and
@@ -132,6 +133,7 @@ pub(crate) trait Stateful: Send + Sync + 'static {
         pass: &Pass<'_, Self::Spec>,
         facts: &Self::Facts,
         from: &str,
+        notices: &mut Vec<Notice>,
     ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
 
     /// What the kind does before the step is applied; `Some` says what it
@@ -141,7 +143,7 @@ pub(crate) trait Stateful: Send + Sync + 'static {
         ctx: &Context,
         pass: &Pass<'_, Self::Spec>,
         seen: (&Self::Facts, &Rolled),
-        status: &mut Self::Status,
+        out: (&mut Self::Status, &mut Vec<Notice>),
     ) -> impl Future<Output = Result<Option<String>, ReconcileError>> + Send;
 
     /// Moves the kind's flows on once the step is applied (`held`: what
@@ -155,15 +157,12 @@ pub(crate) trait Stateful: Send + Sync + 'static {
         out: (&mut Self::Status, &mut Vec<Notice>),
     ) -> impl Future<Output = Result<Option<String>, ReconcileError>> + Send;
 
-    /// At deletion, once the owned objects are gone: releases every slot
-    /// label (and, as `reclaimPolicy` says, the volumes of the slots).
-    /// `res` is `None` when the stored object no longer decodes.
-    fn release(
-        &self,
-        ctx: &Context,
-        at: (&Record, &Owner),
-        res: Option<&Resource<Self::Spec>>,
-    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+    /// The slot families to release at deletion, once the owned objects
+    /// are gone: every index any node may hold a slot of, whatever the spec
+    /// says now, each with what `reclaimPolicy` makes of its volumes (see
+    /// [`slots::release`]). `res` is `None` when the stored object no longer
+    /// decodes: the volumes stay, the labels go.
+    fn slot_families<'a>(name: &'a str, res: Option<&Resource<Self::Spec>>) -> Vec<Family<'a>>;
 
     /// The status and events of what the pass saw and left.
     fn report(
@@ -188,7 +187,8 @@ impl<K: Stateful> Reconciler for K {
         let owner = owner_of(&ctx, &obj);
         status::remove_owned(&ctx, &obj, &owner).await?;
         let res = decode::<K::Spec>(&obj).ok().map(|(r, _)| r);
-        self.release(&ctx, (&obj, &owner), res.as_ref()).await
+        let families = K::slot_families(obj.metadata.name.as_str(), res.as_ref());
+        slots::release(&ctx, (&obj, &owner), &families).await
     }
 }
 
@@ -216,7 +216,14 @@ async fn reconcile<K: Stateful>(
         group: K::unrolled(),
     };
     if !hold_if_paused(&obj, status.common_mut()) {
-        outcome = act(kind, &ctx, &pass, &facts, (&mut status, &mut notices)).await?;
+        match act(kind, &ctx, &pass, &facts, (&mut status, &mut notices)).await {
+            Ok(o) => outcome = o,
+            // What the pass did before it failed happened: its events too.
+            Err(e) => {
+                status::emit(&ctx, &obj, &notices);
+                return Err(e);
+            }
+        }
     }
     notices.extend(
         kind.report(&ctx, &pass, &facts, &outcome, &mut status)
@@ -241,7 +248,7 @@ async fn act<K: Stateful>(
     facts: &K::Facts,
     (status, notices): (&mut K::Status, &mut Vec<Notice>),
 ) -> Result<Outcome, ReconcileError> {
-    let (unassigned, incarnations) = kind.pin(ctx, pass, facts, status).await?;
+    let (unassigned, incarnations) = kind.pin(ctx, pass, facts, (status, notices)).await?;
     let prepared = kind
         .prepare(ctx, pass, (facts, &incarnations), status, notices)
         .await?;
@@ -262,7 +269,7 @@ async fn act<K: Stateful>(
         tracing::info!(?members, ?step, ?group, "rollout step");
     }
     if let Some(from) = &step.switchover {
-        kind.switchover(ctx, pass, facts, from).await?;
+        kind.switchover(ctx, pass, facts, from, notices).await?;
     }
     let rolled = Rolled {
         health,
@@ -270,7 +277,7 @@ async fn act<K: Stateful>(
         step,
     };
     let held = kind
-        .before_apply(ctx, pass, (facts, &rolled), status)
+        .before_apply(ctx, pass, (facts, &rolled), (status, notices))
         .await?;
     status.common_mut().owned_objects = converge::apply(
         ctx,

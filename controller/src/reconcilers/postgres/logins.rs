@@ -13,9 +13,8 @@ use haswarm_crds::postgres::PgLogin;
 use haswarm_crds::{EventType, PostgresCluster};
 
 use super::render;
-use crate::runtime::controller::event;
+use crate::reconcilers::status::Notice;
 use crate::runtime::{Context, ReconcileError};
-use crate::store::Record;
 use crate::swarm::jobs::{JobOutcome, NodeJob};
 use crate::swarm::Owner;
 
@@ -152,27 +151,26 @@ pub fn script(host: &str, changes: &[LoginChange]) -> String {
     )
 }
 
+fn failed(message: String) -> Notice {
+    Notice::new(EventType::Warning, "PasswordChangeFailed", message)
+}
+
 /// Runs the job for `changes` on the leader's node against `leader`,
 /// connecting with the superuser password in `superuser` (a secret name).
-/// Returns whether every change took; a failure is an event.
+/// Returns whether every change took; a failure is a notice.
 pub async fn run(
     ctx: &Context,
-    obj: &Record,
     (owner, pgc): (&Owner, &PostgresCluster),
-    superuser: &str,
-    changes: &[LoginChange],
+    (superuser, changes): (&str, &[LoginChange]),
     leader: &str,
+    notices: &mut Vec<Notice>,
 ) -> Result<bool, ReconcileError> {
     let name = pgc.metadata.name.as_str();
     let roles: Vec<&str> = changes.iter().map(|c| c.role.as_str()).collect();
     if let Some(bad) = roles.iter().find(|r| !plain_identifier(r)) {
-        event(
-            ctx,
-            obj,
-            EventType::Warning,
-            "PasswordChangeFailed",
-            &format!("role name {bad:?} is not a plain identifier (letters, digits, _)"),
-        );
+        notices.push(failed(format!(
+            "role name {bad:?} is not a plain identifier (letters, digits, _)"
+        )));
         return Ok(false);
     }
     let mut mounted = Vec::new();
@@ -184,13 +182,7 @@ pub async fn run(
     );
     for (secret, file) in files {
         let Some(id) = ctx.swarm.secret_id(secret).await? else {
-            event(
-                ctx,
-                obj,
-                EventType::Warning,
-                "PasswordChangeFailed",
-                &format!("secret {secret:?} does not exist"),
-            );
+            notices.push(failed(format!("secret {secret:?} does not exist")));
             return Ok(false);
         };
         let mut r = crate::reconcilers::common::secret_ref(secret, &file, 0o400);
@@ -227,16 +219,10 @@ pub async fn run(
         JobOutcome::Completed => Ok(true),
         JobOutcome::Failed(why) => {
             // The job prints nothing; Swarm's reason is an exit status.
-            event(
-                ctx,
-                obj,
-                EventType::Warning,
-                "PasswordChangeFailed",
-                &format!(
-                    "setting the password of {} failed ({why}); retrying",
-                    roles.join(", ")
-                ),
-            );
+            notices.push(failed(format!(
+                "setting the password of {} failed ({why}); retrying",
+                roles.join(", ")
+            )));
             Ok(false)
         }
     }

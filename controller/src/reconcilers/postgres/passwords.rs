@@ -15,7 +15,6 @@ use super::rotate;
 use crate::reconcilers::contents as shared;
 use crate::reconcilers::status::Notice;
 use crate::runtime::{Context, ReconcileError};
-use crate::store::Record;
 use crate::swarm::{Owner, SwarmError};
 
 /// The passwords: the secrets the instances mount, the generated passwords
@@ -257,7 +256,6 @@ fn pending_logins(
 /// and the users'. Returns what is in progress.
 pub(super) async fn set_logins(
     ctx: &Context,
-    obj: &Record,
     (owner, pgc): (&Owner, &PostgresCluster),
     status: &mut PostgresClusterStatus,
     (settled_leader, pw): (Option<&str>, &Passwords),
@@ -297,16 +295,8 @@ pub(super) async fn set_logins(
             roles.join(", ")
         )));
     };
-    if !logins::run(
-        ctx,
-        obj,
-        (owner, pgc),
-        &pw.secrets.superuser,
-        &changes,
-        leader,
-    )
-    .await?
-    {
+    let job = (pw.secrets.superuser.as_str(), changes.as_slice());
+    if !logins::run(ctx, (owner, pgc), job, leader, notices).await? {
         return Ok(Some(format!(
             "setting the password of {} failed; retrying",
             roles.join(", ")
@@ -381,7 +371,6 @@ fn user_attributes(pgc: &PostgresCluster, pw: &Passwords) -> BTreeMap<String, St
 /// `notices`. (The app user's rotations are logins: see `set_logins`.)
 pub(super) async fn advance_rotation(
     ctx: &Context,
-    obj: &Record,
     (owner, pgc): (&Owner, &PostgresCluster),
     status: &mut PostgresClusterStatus,
     (settled_leader, pw): (Option<&str>, &Passwords),
@@ -405,7 +394,8 @@ pub(super) async fn advance_rotation(
                 kind: RoleKind::Superuser,
             };
             let superuser = &pw.secrets.superuser;
-            if logins::run(ctx, obj, (owner, pgc), superuser, &[change], &leader).await? {
+            let job = (superuser.as_str(), std::slice::from_ref(&change));
+            if logins::run(ctx, (owner, pgc), job, &leader, notices).await? {
                 notices.push(rotate::altered(rotation));
             }
             Ok(Some(

@@ -11,6 +11,7 @@ use haswarm_crds::{EventType, PostgresCluster};
 use super::observe::{self, ClusterView};
 use super::render;
 use super::switchover::switchover;
+use crate::reconcilers::status::Notice;
 use crate::runtime::controller::event;
 use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
@@ -103,10 +104,9 @@ pub(super) async fn patroni_until(
 /// Returns what is in progress, if anything.
 pub(super) async fn converge_settings(
     ctx: &Context,
-    obj: &Record,
     (pgc, etcd): (&PostgresCluster, u8),
-    view: &ClusterView,
-    leader: &str,
+    (view, leader): (&ClusterView, &str),
+    notices: &mut Vec<Notice>,
 ) -> Result<Option<String>, ReconcileError> {
     // Any member answers for the cluster.
     let json = |out: &str| serde_json::from_str::<serde_json::Value>(out.trim()).ok();
@@ -122,23 +122,19 @@ pub(super) async fn converge_settings(
     if let Some(patch) = render::config_patch(&render::dynamic_config(pgc), &live) {
         let script = |host: &str| observe::rest_call(host, "PATCH", "/config", &patch);
         if let Some(answer) = patroni(ctx, (pgc, etcd), script).await? {
-            if answer.trim_start().starts_with("200") {
-                event(
-                    ctx,
-                    obj,
+            notices.push(if answer.trim_start().starts_with("200") {
+                Notice::new(
                     EventType::Normal,
                     "SettingsChanged",
-                    &format!("Patroni's dynamic configuration now follows the spec: {patch}"),
-                );
+                    format!("Patroni's dynamic configuration now follows the spec: {patch}"),
+                )
             } else {
-                event(
-                    ctx,
-                    obj,
+                Notice::new(
                     EventType::Warning,
                     "SettingsRefused",
-                    &format!("Patroni refused {patch}: {}", answer.trim()),
-                );
-            }
+                    format!("Patroni refused {patch}: {}", answer.trim()),
+                )
+            });
         }
         return Ok(Some("applying new settings".to_owned()));
     }
@@ -156,31 +152,21 @@ pub(super) async fn converge_settings(
         return Ok(None);
     };
     if *first == leader {
-        switchover(
-            ctx,
-            obj,
-            (pgc, etcd),
-            view,
-            leader,
-            None,
-            "to restart it with new settings",
-        )
-        .await?;
+        let why = "to restart it with new settings";
+        switchover(ctx, (pgc, etcd), view, (leader, None, why), notices).await?;
         return Ok(Some(format!("switching over to restart {leader}")));
     }
     // The restart goes to the member itself (by name: it may run elsewhere).
     let script = |_: &str| observe::rest_call(first, "POST", "/restart", &serde_json::json!({}));
     if let Some(answer) = patroni(ctx, (pgc, etcd), script).await? {
-        event(
-            ctx,
-            obj,
+        notices.push(Notice::new(
             EventType::Normal,
             "Restarted",
-            &format!(
+            format!(
                 "restarted {first} for settings that need it: {}",
                 answer.trim()
             ),
-        );
+        ));
     }
     Ok(Some(format!("restarting {first} for new settings")))
 }

@@ -10,38 +10,37 @@ use haswarm_crds::PostgresCluster;
 use super::etcd;
 use super::observe::{self, ClusterView};
 use super::render;
-use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
+use crate::reconcilers::slots::{self, Family, Placed, Stay};
 use crate::runtime::{Context, ReconcileError};
 use crate::swarm::Owner;
 
 /// The cluster's slot families: instances, then managed etcd members.
 pub(super) fn families(name: &str, instances: usize, etcd: usize) -> [Family<'_>; 2] {
     [
-        Family {
-            count: instances,
-            slot: Box::new(move |i| render::instance_slot(name, i)),
-            service: Box::new(move |i| render::instance_name(name, i)),
-            retire: None,
-        },
-        Family {
-            count: etcd,
-            slot: Box::new(move |j| render::etcd_slot(name, j)),
-            service: Box::new(move |j| render::etcd_name(name, j)),
-            retire: None,
-        },
+        Family::of(
+            instances,
+            move |i| render::instance_slot(name, i),
+            move |i| render::instance_name(name, i),
+        ),
+        Family::of(
+            etcd,
+            move |j| render::etcd_slot(name, j),
+            move |j| render::etcd_name(name, j),
+        ),
     ]
 }
 
 /// The families with what becomes of a leaving member's volume: one policy
 /// for every volume of the cluster, etcd's included.
 pub(super) fn retiring<'a>(
-    mut families: [Family<'a>; 2],
-    pgc: &'a PostgresCluster,
+    [instances, etcd]: [Family<'a>; 2],
+    pgc: &PostgresCluster,
 ) -> [Family<'a>; 2] {
-    let policy = pgc.spec.storage.reclaim_policy;
-    families[0].retire = Retire::of(policy, &pgc.spec.postgres.image, &pgc.spec.storage);
-    families[1].retire = Retire::of(policy, &pgc.spec.etcd.image, &pgc.spec.etcd.storage);
-    families
+    let (policy, spec) = (pgc.spec.storage.reclaim_policy, &pgc.spec);
+    [
+        instances.retiring(policy, &spec.postgres.image, &spec.storage),
+        etcd.retiring(policy, &spec.etcd.image, &spec.etcd.storage),
+    ]
 }
 
 /// Pins instances and etcd members. The leader's slot never moves (moved, it

@@ -19,9 +19,8 @@ use super::report;
 use super::rotate;
 use super::switchover::{self, switchover};
 use crate::reconcilers::outline::{self, Outcome, Rolled, Stateful};
-use crate::reconcilers::slots;
+use crate::reconcilers::slots::{self, Family};
 use crate::reconcilers::{converge, rollout, status};
-use crate::runtime::controller::event;
 use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
 use crate::swarm::{NodeInfo, Owner, ServiceHealth, ServicePlan};
@@ -111,14 +110,18 @@ fn mark_stalled_replicas(
     }
 }
 
-/// Pins the instances and etcd members to nodes and reports it (events,
+/// Pins the instances and etcd members to nodes and reports it (notices,
 /// unavailable nodes, etcd's quorum); returns the slot labels no node could
 /// take and each slot's incarnation.
 async fn pin(
     ctx: &Context,
     (obj, owner, pgc): (&Record, &Owner, &PostgresCluster),
     (membership, nodes, view): (Option<&EtcdMembership>, &[NodeInfo], Option<&ClusterView>),
-    (old, status): (&PostgresClusterStatus, &mut PostgresClusterStatus),
+    (old, status, notices): (
+        &PostgresClusterStatus,
+        &mut PostgresClusterStatus,
+        &mut Vec<status::Notice>,
+    ),
 ) -> Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError> {
     let (placed, quorum) = place(
         ctx,
@@ -127,7 +130,7 @@ async fn pin(
         view,
     )
     .await?;
-    let placed = placed.report(ctx, obj, &mut status.common);
+    let placed = placed.report(ctx.settings.node_loss_grace, &mut status.common, notices);
     if membership.is_some() {
         report::etcd_quorum(&mut status.common, quorum, obj.metadata.generation);
     }
@@ -143,6 +146,7 @@ async fn carry_out(
     ((pgc, etcd), v, l): ((&PostgresCluster, u8), &ClusterView, &str),
     nodes: &[NodeInfo],
     (old, status): (&PostgresClusterStatus, &mut PostgresClusterStatus),
+    notices: &mut Vec<status::Notice>,
 ) -> Result<bool, ReconcileError> {
     let request = pgc
         .metadata
@@ -156,16 +160,22 @@ async fn carry_out(
         &families(name, usize::from(pgc.spec.instances), 0)[0],
     );
     let wanted = switchover::wanted(pgc, v, l, request, &draining);
+    let at = (pgc, etcd);
     match wanted {
         switchover::Wanted::Nothing => Ok(false),
         switchover::Wanted::Request(request) => {
-            switchover::handle_request(ctx, obj, (pgc, etcd), v, l, request, (old, status)).await
+            let seen = (old, status);
+            switchover::handle_request(ctx, obj, at, (v, l), request, seen, notices).await
         }
         switchover::Wanted::To { to, why } => {
-            switchover(ctx, obj, (pgc, etcd), v, l, Some(to), &why).await
+            switchover(ctx, at, v, (l, Some(to), &why), notices).await
         }
         switchover::Wanted::Skipped(why) => {
-            event(ctx, obj, EventType::Warning, "SwitchoverSkipped", &why);
+            notices.push(status::Notice::new(
+                EventType::Warning,
+                "SwitchoverSkipped",
+                why,
+            ));
             Ok(false)
         }
     }
@@ -176,18 +186,17 @@ async fn carry_out(
 /// once the cluster is settled (`settled_leader`). Returns what it waits for.
 async fn next_job(
     ctx: &Context,
-    (obj, owner, pgc): (&Record, &Owner, &PostgresCluster),
+    (owner, pgc): (&Owner, &PostgresCluster),
     status: &mut PostgresClusterStatus,
     (settled_leader, pw, health): (Option<&str>, &Passwords, &BTreeMap<String, ServiceHealth>),
     (etcd_wanted, incarnations): (u8, &BTreeMap<String, u32>),
     notices: &mut Vec<status::Notice>,
 ) -> Result<Option<String>, ReconcileError> {
     let at = (owner, pgc);
-    if let Some(why) = set_logins(ctx, obj, at, status, (settled_leader, pw), notices).await? {
+    if let Some(why) = set_logins(ctx, at, status, (settled_leader, pw), notices).await? {
         return Ok(Some(why));
     }
-    if let Some(why) = advance_rotation(ctx, obj, at, status, (settled_leader, pw), notices).await?
-    {
+    if let Some(why) = advance_rotation(ctx, at, status, (settled_leader, pw), notices).await? {
         return Ok(Some(why));
     }
     etcd::advance(
@@ -273,13 +282,13 @@ impl Stateful for PostgresClusters {
         ctx: &Context,
         pass: &Pass<'_>,
         f: &Facts,
-        status: &mut PostgresClusterStatus,
+        (status, notices): (&mut PostgresClusterStatus, &mut Vec<status::Notice>),
     ) -> Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError> {
         pin(
             ctx,
             (pass.obj, pass.owner, pass.res),
             (f.membership.as_ref(), &f.nodes, f.view.as_ref()),
-            (pass.old, status),
+            (pass.old, status, notices),
         )
         .await
     }
@@ -359,10 +368,12 @@ impl Stateful for PostgresClusters {
         pass: &Pass<'_>,
         f: &Facts,
         from: &str,
+        notices: &mut Vec<status::Notice>,
     ) -> Result<(), ReconcileError> {
         if let Some(v) = &f.view {
             let at = (pass.res, f.etcd_clients);
-            switchover(ctx, pass.obj, at, v, from, None, "before changing it").await?;
+            let why = "before changing it";
+            switchover(ctx, at, v, (from, None, why), notices).await?;
         }
         Ok(())
     }
@@ -373,13 +384,14 @@ impl Stateful for PostgresClusters {
         ctx: &Context,
         pass: &Pass<'_>,
         (f, rolled): (&Facts, &Rolled),
-        status: &mut PostgresClusterStatus,
+        (status, notices): (&mut PostgresClusterStatus, &mut Vec<status::Notice>),
     ) -> Result<Option<String>, ReconcileError> {
         let (true, Some(v), Some(l)) = (rolled.settled(), &f.view, f.leader.as_deref()) else {
             return Ok(None);
         };
         let at = (pass.res, f.etcd_clients);
-        let switched = carry_out(ctx, pass.obj, (at, v, l), &f.nodes, (pass.old, status)).await?;
+        let seen = (pass.old, status);
+        let switched = carry_out(ctx, pass.obj, (at, v, l), &f.nodes, seen, notices).await?;
         Ok(switched.then(|| "switchover in progress".to_owned()))
     }
 
@@ -403,8 +415,8 @@ impl Stateful for PostgresClusters {
         if let Some(why) = held {
             holding.get_or_insert(why);
         } else if let (true, Some(v), Some(l)) = (settled, &f.view, f.leader.as_deref()) {
-            if let Some(why) = converge_settings(ctx, pass.obj, (pgc, f.etcd_clients), v, l).await?
-            {
+            let at = (pgc, f.etcd_clients);
+            if let Some(why) = converge_settings(ctx, at, (v, l), notices).await? {
                 holding = Some(why);
             }
         }
@@ -413,7 +425,7 @@ impl Stateful for PostgresClusters {
             .flatten();
         let why = next_job(
             ctx,
-            (pass.obj, pass.owner, pgc),
+            (pass.owner, pgc),
             status,
             (settled_leader, &prepared.pw, &rolled.health),
             (pgc.spec.etcd.members, &prepared.incarnations),
@@ -426,19 +438,12 @@ impl Stateful for PostgresClusters {
         Ok(holding)
     }
 
-    async fn release(
-        &self,
-        ctx: &Context,
-        (obj, owner): (&Record, &Owner),
-        pgc: Option<&PostgresCluster>,
-    ) -> Result<(), ReconcileError> {
-        let name = obj.metadata.name.as_str();
-        // Every index any node holds a slot of, whatever the spec says now.
-        let mut families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
-        if let Some(pgc) = pgc {
-            families = retiring(families, pgc);
+    fn slot_families<'a>(name: &'a str, pgc: Option<&PostgresCluster>) -> Vec<Family<'a>> {
+        let all = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
+        match pgc {
+            Some(pgc) => retiring(all, pgc).into(),
+            None => all.into(),
         }
-        slots::release(ctx, (obj, owner), &families).await
     }
 
     async fn report(

@@ -9,7 +9,8 @@ use super::observe::{self, ClusterView};
 use super::patroni::patroni;
 use super::reconcile::MAX_LAG_BYTES;
 use super::render;
-use crate::runtime::controller::{event, write_status};
+use crate::reconcilers::status::Notice;
+use crate::runtime::controller::write_status;
 use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
 
@@ -84,25 +85,39 @@ pub fn wanted(
     }
 }
 
+/// What Patroni's answer to a switchover from `from` to `to` (for `why`)
+/// means: whether it took it, and the event that says so. Pure.
+pub fn answered(from: &str, to: &str, why: &str, answer: &str) -> (bool, Notice) {
+    if answer.trim_start().starts_with("200") {
+        let said = format!("switched the leader over from {from} to {to}: {why}");
+        (true, Notice::new(EventType::Normal, "Switchover", said))
+    } else {
+        let said = format!(
+            "Patroni refused the switchover from {from} to {to}: {}",
+            answer.trim()
+        );
+        (
+            false,
+            Notice::new(EventType::Warning, "SwitchoverFailed", said),
+        )
+    }
+}
+
 /// Asks Patroni to hand the leadership over from `from` to `to` (the best
-/// [`candidate`] when `None`); whether it did. Each outcome is an event.
+/// [`candidate`] when `None`); whether it did. Each outcome is a notice.
 pub async fn switchover(
     ctx: &Context,
-    obj: &Record,
     (pgc, etcd): (&PostgresCluster, u8),
     view: &ClusterView,
-    from: &str,
-    to: Option<String>,
-    why: &str,
+    (from, to, why): (&str, Option<String>, &str),
+    notices: &mut Vec<Notice>,
 ) -> Result<bool, ReconcileError> {
     let Some(to) = to.or_else(|| candidate(view, from, &[])) else {
-        event(
-            ctx,
-            obj,
+        notices.push(Notice::new(
             EventType::Warning,
             "SwitchoverSkipped",
-            &format!("no replica is in sync to take over from {from} ({why})"),
-        );
+            format!("no replica is in sync to take over from {from} ({why})"),
+        ));
         return Ok(false);
     };
     let (leader, candidate) = (view.patroni_name(from), view.patroni_name(&to));
@@ -110,27 +125,8 @@ pub async fn switchover(
     let Some(out) = patroni(ctx, (pgc, etcd), script).await? else {
         return Ok(false);
     };
-    let ok = out.trim_start().starts_with("200");
-    if ok {
-        event(
-            ctx,
-            obj,
-            EventType::Normal,
-            "Switchover",
-            &format!("switched the leader over from {from} to {to}: {why}"),
-        );
-    } else {
-        event(
-            ctx,
-            obj,
-            EventType::Warning,
-            "SwitchoverFailed",
-            &format!(
-                "Patroni refused the switchover from {from} to {to}: {}",
-                out.trim()
-            ),
-        );
-    }
+    let (ok, notice) = answered(from, &to, why, &out);
+    notices.push(notice);
     Ok(ok)
 }
 
@@ -190,39 +186,37 @@ pub async fn handle_request(
     ctx: &Context,
     obj: &Record,
     (pgc, etcd): (&PostgresCluster, u8),
-    view: &ClusterView,
-    leader: &str,
+    (view, leader): (&ClusterView, &str),
     request: String,
     (old, status): (&PostgresClusterStatus, &mut PostgresClusterStatus),
+    notices: &mut Vec<Notice>,
 ) -> Result<bool, ReconcileError> {
     let name = pgc.metadata.name.as_str();
     let step = request_step(name, &request, old.switchover_started.as_ref(), leader);
     let switched = match step {
         RequestStep::Moved { from } => {
-            event(
-                ctx,
-                obj,
+            notices.push(Notice::new(
                 EventType::Normal,
                 "SwitchoverDone",
-                &format!(
+                format!(
                     "the leader moved from {from} to {leader} as asked; haswarm restarted while Patroni handed over"
                 ),
-            );
+            ));
             false
         }
         RequestStep::AlreadyLeads => {
-            event(
-                ctx,
-                obj,
+            notices.push(Notice::new(
                 EventType::Normal,
                 "SwitchoverSkipped",
-                &format!("{leader} is the leader already"),
-            );
+                format!("{leader} is the leader already"),
+            ));
             false
         }
         RequestStep::Ask { to } => {
             // The last status written plus this record: what a restarted
-            // haswarmd must find if it dies while Patroni hands over.
+            // haswarmd must find if it dies while Patroni hands over. The
+            // one status write outside the outline's: it must land before
+            // Patroni is asked.
             let mut marked = old.clone();
             marked.switchover_started = Some(SwitchoverStarted {
                 request: request.clone(),
@@ -230,7 +224,7 @@ pub async fn handle_request(
             });
             write_status(ctx, obj, &marked).await?;
             let why = "requested with haswarmctl pg switchover";
-            switchover(ctx, obj, (pgc, etcd), view, leader, to, why).await?
+            switchover(ctx, (pgc, etcd), view, (leader, to, why), notices).await?
         }
     };
     status.switchover_handled = Some(request);
@@ -242,6 +236,35 @@ pub async fn handle_request(
 mod tests {
     use super::*;
     use crate::reconcilers::postgres::observe::test_view as view;
+
+    #[test]
+    fn patronis_answer_to_a_switchover_is_its_event() {
+        // (answer) -> taken, reason, message
+        let table = [
+            (
+                "200 Successfully switched over to \"db-pg-1\"",
+                true,
+                "Switchover",
+                "switched the leader over from db-pg-0 to db-pg-1: a drain",
+            ),
+            (
+                "412 candidate name does not match with sync_standby",
+                false,
+                "SwitchoverFailed",
+                "Patroni refused the switchover from db-pg-0 to db-pg-1: 412 candidate name does not match with sync_standby",
+            ),
+            (
+                "  503 Switchover failed\n",
+                false,
+                "SwitchoverFailed",
+                "Patroni refused the switchover from db-pg-0 to db-pg-1: 503 Switchover failed",
+            ),
+        ];
+        for (answer, taken, reason, message) in table {
+            let (ok, n) = answered("db-pg-0", "db-pg-1", "a drain", answer);
+            assert_eq!((ok, n.reason, n.message.as_str()), (taken, reason, message));
+        }
+    }
 
     #[test]
     fn the_most_pressing_switchover_is_wanted() {

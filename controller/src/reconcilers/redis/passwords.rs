@@ -7,9 +7,8 @@ use haswarm_crds::{EventType, RedisSentinelGroup};
 use super::render::purpose;
 use super::KIND;
 use crate::reconcilers::contents::{self as shared, generate_password};
-use crate::runtime::controller::event;
+use crate::reconcilers::status::Notice;
 use crate::runtime::{Context, ReconcileError};
-use crate::store::Record;
 use crate::swarm::{Owner, SwarmError};
 
 /// The passwords of a pass: the one members use (secret name, and the value
@@ -119,9 +118,9 @@ fn named_in(
 /// replication and sentinel monitoring never see a wrong password.
 pub(super) async fn start_rotation(
     ctx: &Context,
-    obj: &Record,
     rsg: &RedisSentinelGroup,
     status: &mut RedisSentinelGroupStatus,
+    notices: &mut Vec<Notice>,
 ) -> Result<Option<RotationPhase>, ReconcileError> {
     let asked = rsg
         .metadata
@@ -138,16 +137,14 @@ pub(super) async fn start_rotation(
             if r.name != prev {
                 rotation.from_secret = Some(prev.clone());
                 rotation.phase = Some(RotationPhase::Accept);
-                event(
-                    ctx,
-                    obj,
+                notices.push(Notice::new(
                     EventType::Normal,
                     "PasswordRotation",
-                    &format!(
+                    format!(
                         "spec.passwordSecret changed from {prev} to {}: every member first learns to accept the new password",
                         r.name
                     ),
-                );
+                ));
                 return Ok(rotation.phase);
             }
         }
@@ -161,13 +158,12 @@ pub(super) async fn start_rotation(
     }
     rotation.requested = asked;
     if rsg.spec.password_secret.is_some() {
-        event(
-            ctx,
-            obj,
+        notices.push(Notice::new(
             EventType::Warning,
             "RotationSkipped",
-            "the password comes from spec.passwordSecret: point it at a new secret to rotate it",
-        );
+            "the password comes from spec.passwordSecret: point it at a new secret to rotate it"
+                .to_owned(),
+        ));
         return Ok(None);
     }
     // A fresh next password (a leftover of an interrupted request goes).
@@ -180,13 +176,11 @@ pub(super) async fn start_rotation(
         )
         .await?;
     rotation.phase = Some(RotationPhase::Accept);
-    event(
-        ctx,
-        obj,
+    notices.push(Notice::new(
         EventType::Normal,
         "PasswordRotation",
-        "rotating the password: every member first learns to accept the new one",
-    );
+        "rotating the password: every member first learns to accept the new one".to_owned(),
+    ));
     Ok(rotation.phase)
 }
 
@@ -194,9 +188,9 @@ pub(super) async fn start_rotation(
 /// to every member and the group is healthy.
 pub(super) async fn advance_rotation(
     ctx: &Context,
-    obj: &Record,
     rsg: &RedisSentinelGroup,
     status: &mut RedisSentinelGroupStatus,
+    notices: &mut Vec<Notice>,
 ) -> Result<(), ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let Some(rotation) = status.password_rotation.as_mut() else {
@@ -217,7 +211,11 @@ pub(super) async fn advance_rotation(
         _ => {}
     }
     rotation.phase = next;
-    event(ctx, obj, EventType::Normal, "PasswordRotation", message);
+    notices.push(Notice::new(
+        EventType::Normal,
+        "PasswordRotation",
+        message.to_owned(),
+    ));
     Ok(())
 }
 

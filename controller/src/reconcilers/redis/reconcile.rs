@@ -14,10 +14,9 @@ use super::render::{self, purpose, Inputs};
 use super::report::{self, MAX_LAG_BYTES};
 use super::sentinels::{drain_master, forget_departed, observe, switchover};
 use crate::reconcilers::outline::{self, Outcome, Rolled, Stateful};
-use crate::reconcilers::slots::{self, Family, Placed, Retire, Stay};
+use crate::reconcilers::slots::{self, Family, Placed, Stay};
 use crate::reconcilers::{converge, rollout, status};
 use crate::runtime::{Context, ReconcileError};
-use crate::store::Record;
 use crate::swarm::objects::ContentKind;
 use crate::swarm::{Owner, ServiceHealth, ServicePlan};
 
@@ -32,32 +31,28 @@ const DETACHED_GRACE: Duration = Duration::from_secs(30);
 /// The group's slot families: data instances, then sentinels.
 pub(super) fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
     [
-        Family {
-            count: instances,
-            slot: Box::new(move |i| render::instance_slot(name, i)),
-            service: Box::new(move |i| render::instance_name(name, i)),
-            retire: None,
-        },
-        Family {
-            count: sentinels,
-            slot: Box::new(move |j| render::sentinel_slot(name, j)),
-            service: Box::new(move |j| render::sentinel_name(name, j)),
-            retire: None,
-        },
+        Family::of(
+            instances,
+            move |i| render::instance_slot(name, i),
+            move |i| render::instance_name(name, i),
+        ),
+        Family::of(
+            sentinels,
+            move |j| render::sentinel_slot(name, j),
+            move |j| render::sentinel_name(name, j),
+        ),
     ]
 }
 
 /// The families with what becomes of a leaving member's volume (the
 /// sentinels' storage is `render::sentinel_storage` of the data's).
-fn retiring<'a>(
-    mut families: [Family<'a>; 2],
-    rsg: &'a RedisSentinelGroup,
-    sentinel_storage: &'a haswarm_crds::common::Storage,
-) -> [Family<'a>; 2] {
-    let policy = rsg.spec.storage.reclaim_policy;
-    families[0].retire = Retire::of(policy, &rsg.spec.image, &rsg.spec.storage);
-    families[1].retire = Retire::of(policy, &rsg.spec.image, sentinel_storage);
-    families
+fn retiring<'a>([data, sentinels]: [Family<'a>; 2], rsg: &RedisSentinelGroup) -> [Family<'a>; 2] {
+    let (policy, spec) = (rsg.spec.storage.reclaim_policy, &rsg.spec);
+    let sentinel_storage = render::sentinel_storage(&spec.storage);
+    [
+        data.retiring(policy, &spec.image, &spec.storage),
+        sentinels.retiring(policy, &spec.image, &sentinel_storage),
+    ]
 }
 
 /// Pins every instance and sentinel to a node; returns the labels no node
@@ -75,11 +70,9 @@ async fn place(
 ) -> Result<Placed, ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let instances = usize::from(rsg.spec.instances);
-    let sentinel_storage = render::sentinel_storage(&rsg.spec.storage);
     let families = retiring(
         families(name, instances, usize::from(rsg.spec.sentinels.count)),
         rsg,
-        &sentinel_storage,
     );
     let master = view.and_then(|v| v.master.as_deref());
     let mut stay = Stay {
@@ -350,11 +343,12 @@ impl Stateful for RedisGroups {
         ctx: &Context,
         pass: &Pass<'_>,
         f: &Facts,
-        status: &mut RedisSentinelGroupStatus,
+        (status, notices): (&mut RedisSentinelGroupStatus, &mut Vec<status::Notice>),
     ) -> Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError> {
         let before = &pass.old.common.unavailable_nodes;
         let placed = place(ctx, pass.res, (pass.owner, before), f.view()).await?;
-        Ok(placed.report(ctx, pass.obj, &mut status.common))
+        let grace = ctx.settings.node_loss_grace;
+        Ok(placed.report(grace, &mut status.common, notices))
     }
 
     async fn prepare(
@@ -363,10 +357,10 @@ impl Stateful for RedisGroups {
         pass: &Pass<'_>,
         (_, incarnations): (&Facts, &BTreeMap<String, u32>),
         status: &mut RedisSentinelGroupStatus,
-        _notices: &mut Vec<status::Notice>,
+        notices: &mut Vec<status::Notice>,
     ) -> Result<Ready, ReconcileError> {
         let (owner, rsg) = (pass.owner, pass.res);
-        let phase = start_rotation(ctx, pass.obj, rsg, status).await?;
+        let phase = start_rotation(ctx, rsg, status, notices).await?;
         let rotation = status.password_rotation.as_ref();
         let prepared = prepare(ctx, rsg, owner, rotation, incarnations).await?;
         Ok(Ready { prepared, phase })
@@ -400,16 +394,10 @@ impl Stateful for RedisGroups {
         pass: &Pass<'_>,
         f: &Facts,
         from: &str,
+        notices: &mut Vec<status::Notice>,
     ) -> Result<(), ReconcileError> {
-        switchover(
-            ctx,
-            pass.obj,
-            pass.res,
-            from,
-            &f.views,
-            "before changing it",
-        )
-        .await
+        let why = "before changing it";
+        switchover(ctx, pass.res, (from, why), &f.views, notices).await
     }
 
     async fn before_apply(
@@ -417,7 +405,7 @@ impl Stateful for RedisGroups {
         _ctx: &Context,
         _pass: &Pass<'_>,
         _seen: (&Facts, &Rolled),
-        _status: &mut RedisSentinelGroupStatus,
+        _out: (&mut RedisSentinelGroupStatus, &mut Vec<status::Notice>),
     ) -> Result<Option<String>, ReconcileError> {
         Ok(None)
     }
@@ -433,7 +421,7 @@ impl Stateful for RedisGroups {
         _held: Option<String>,
         (status, notices): (&mut RedisSentinelGroupStatus, &mut Vec<status::Notice>),
     ) -> Result<Option<String>, ReconcileError> {
-        let (obj, rsg) = (pass.obj, pass.res);
+        let rsg = pass.res;
         status.password_secret = Some(ready.prepared.secret.clone());
         status.network = Some(render::network_name(rsg.metadata.name.as_str()));
         if !rolled.step.pending() {
@@ -447,10 +435,10 @@ impl Stateful for RedisGroups {
         }
         let group = &rolled.group;
         if holding.is_none() && group.is_ok() {
-            holding = drain_master(ctx, obj, rsg, &f.views).await?;
+            holding = drain_master(ctx, rsg, &f.views, notices).await?;
         }
         if ready.phase.is_some() && holding.is_none() && group.is_ok() {
-            advance_rotation(ctx, obj, rsg, status).await?;
+            advance_rotation(ctx, rsg, status, notices).await?;
         }
         if let Some(phase) = status.password_rotation.as_ref().and_then(|r| r.phase) {
             holding.get_or_insert_with(|| format!("password rotation, phase {phase:?}"));
@@ -458,22 +446,12 @@ impl Stateful for RedisGroups {
         Ok(holding)
     }
 
-    async fn release(
-        &self,
-        ctx: &Context,
-        (obj, owner): (&Record, &Owner),
-        rsg: Option<&RedisSentinelGroup>,
-    ) -> Result<(), ReconcileError> {
-        let name = obj.metadata.name.as_str();
-        let sentinel_storage = rsg
-            .map(|r| render::sentinel_storage(&r.spec.storage))
-            .unwrap_or_default();
-        // Every index any node holds a slot of, whatever the spec says now.
-        let mut families = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
-        if let Some(rsg) = rsg {
-            families = retiring(families, rsg, &sentinel_storage);
+    fn slot_families<'a>(name: &'a str, rsg: Option<&RedisSentinelGroup>) -> Vec<Family<'a>> {
+        let all = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
+        match rsg {
+            Some(rsg) => retiring(all, rsg).into(),
+            None => all.into(),
         }
-        slots::release(ctx, (obj, owner), &families).await
     }
 
     async fn report(

@@ -10,9 +10,8 @@ use super::observe::{self, SentinelView};
 use super::reconcile::families;
 use super::render;
 use crate::reconcilers::slots;
-use crate::runtime::controller::event;
+use crate::reconcilers::status::Notice;
 use crate::runtime::{Context, ReconcileError};
-use crate::store::Record;
 use crate::swarm::SwarmError;
 
 /// How long one hold of the master's writes lasts during a switchover. The
@@ -74,11 +73,10 @@ fn catch_up_ms(rsg: &RedisSentinelGroup) -> u64 {
 /// sentinel on this engine's node that [`can_hand_over`].
 pub(super) async fn switchover(
     ctx: &Context,
-    obj: &Record,
     rsg: &RedisSentinelGroup,
-    from: &str,
+    (from, why): (&str, &str),
     views: &[(String, SentinelView)],
-    why: &str,
+    notices: &mut Vec<Notice>,
 ) -> Result<(), ReconcileError> {
     let group = rsg.spec.master_group(&rsg.metadata);
     let script = observe::graceful_failover(&group, SWITCHOVER_PAUSE_MS, catch_up_ms(rsg));
@@ -94,13 +92,11 @@ pub(super) async fn switchover(
             let out = out.trim();
             tracing::info!(sentinel, steps = out, "switchover");
             if out.lines().last() == Some("OK") {
-                event(
-                    ctx,
-                    obj,
+                notices.push(Notice::new(
                     EventType::Normal,
                     "Switchover",
-                    &format!("asked the sentinels to move the master role away from {from} {why}"),
-                );
+                    format!("asked the sentinels to move the master role away from {from} {why}"),
+                ));
             } else {
                 tracing::info!(sentinel, answer = out, "switchover not started");
             }
@@ -116,9 +112,9 @@ pub(super) async fn switchover(
 /// Returns what is in progress.
 pub(super) async fn drain_master(
     ctx: &Context,
-    obj: &Record,
     rsg: &RedisSentinelGroup,
     views: &[(String, SentinelView)],
+    notices: &mut Vec<Notice>,
 ) -> Result<Option<String>, ReconcileError> {
     let Some(master) = views.first().and_then(|(_, v)| v.master.as_deref()) else {
         return Ok(None);
@@ -130,7 +126,7 @@ pub(super) async fn drain_master(
         return Ok(None);
     };
     let why = format!("because its node {node} is being drained");
-    switchover(ctx, obj, rsg, master, views, &why).await?;
+    switchover(ctx, rsg, (master, &why), views, notices).await?;
     Ok(Some(format!("switching the master over: {node} drains")))
 }
 

@@ -12,25 +12,29 @@ use haswarm_crds::EventType;
 
 use self::plan::{plan_slots, Moves, SlotMove};
 use super::reclaim::{self, Reclaimed, SlotVolume};
-use crate::runtime::controller::{event, Context, ReconcileError};
+use super::status::Notice;
+use crate::runtime::controller::{Context, ReconcileError};
 use crate::swarm::{NodeInfo, Owner};
 
 /// What becomes of the data volume of a slot that leaves its family (its
 /// member scaled away) under `reclaimPolicy: Delete`: it is erased, as at
 /// deletion, before the slot's label goes (the label says which node holds
 /// it; without it the volume would be left behind for good).
-#[derive(Clone, Copy, Debug)]
-pub struct Retire<'a> {
+#[derive(Clone, Debug)]
+pub struct Retire {
     /// The member's image (already on that node) for the erase job.
-    pub image: &'a str,
+    pub image: String,
     /// The member's storage.
-    pub storage: &'a Storage,
+    pub storage: Storage,
 }
 
-impl<'a> Retire<'a> {
+impl Retire {
     /// `Some` when the resource's policy says data goes with its member.
-    pub fn of(policy: ReclaimPolicy, image: &'a str, storage: &'a Storage) -> Option<Self> {
-        (policy == ReclaimPolicy::Delete).then_some(Self { image, storage })
+    pub fn of(policy: ReclaimPolicy, image: &str, storage: &Storage) -> Option<Self> {
+        (policy == ReclaimPolicy::Delete).then(|| Self {
+            image: image.to_owned(),
+            storage: storage.clone(),
+        })
     }
 }
 
@@ -72,7 +76,7 @@ pub struct Family<'a> {
     /// The service of index `i`.
     pub service: Box<dyn Fn(usize) -> String + Send + Sync + 'a>,
     /// Whether a slot that leaves takes its data volume with it.
-    pub retire: Option<Retire<'a>>,
+    pub retire: Option<Retire>,
 }
 
 impl std::fmt::Debug for Family<'_> {
@@ -84,7 +88,30 @@ impl std::fmt::Debug for Family<'_> {
     }
 }
 
-impl Family<'_> {
+impl<'a> Family<'a> {
+    /// A family of `count` slots, named by index; its volumes stay when a
+    /// slot leaves ([`Family::retiring`] says otherwise).
+    pub fn of(
+        count: usize,
+        slot: impl Fn(usize) -> String + Send + Sync + 'a,
+        service: impl Fn(usize) -> String + Send + Sync + 'a,
+    ) -> Self {
+        Self {
+            count,
+            slot: Box::new(slot),
+            service: Box::new(service),
+            retire: None,
+        }
+    }
+
+    /// The family with what `policy` makes of a leaving member's volume,
+    /// erased with `image` (see [`Retire`]).
+    #[must_use]
+    pub fn retiring(mut self, policy: ReclaimPolicy, image: &str, storage: &Storage) -> Self {
+        self.retire = Retire::of(policy, image, storage);
+        self
+    }
+
     /// The labels' common prefix.
     pub fn prefix(&self) -> String {
         (self.slot)(0).trim_end_matches(char::is_numeric).to_owned()
@@ -119,37 +146,34 @@ impl Family<'_> {
 }
 
 impl Placed {
-    /// Says what changed as events and records the unavailable nodes in
+    /// Says what changed as notices and records the unavailable nodes in
     /// `common`: `VolumesReclaimed` (volumes of members scaled away were
     /// erased), `NodeDown` and `NodeReturned` (a node holding a member went
-    /// away or came back: edges against the nodes `common` listed),
-    /// `SlotMoved` (a member replaced on another node). Returns the labels
-    /// no node could take and the incarnations.
+    /// away or came back: edges against the nodes `common` listed, with
+    /// `grace` the node-loss grace), `SlotMoved` (a member replaced on
+    /// another node). Returns the labels no node could take and the
+    /// incarnations. Pure.
     pub fn report(
         self,
-        ctx: &Context,
-        obj: &crate::store::Record,
+        grace: std::time::Duration,
         common: &mut CommonStatus,
+        notices: &mut Vec<Notice>,
     ) -> (Vec<String>, BTreeMap<String, u32>) {
         if !self.reclaimed.erased.is_empty() {
-            event(
-                ctx,
-                obj,
+            notices.push(Notice::new(
                 EventType::Normal,
                 "VolumesReclaimed",
-                &format!(
+                format!(
                     "members scaled away ({}): {}",
                     self.reclaimed.erased.join(", "),
                     self.reclaimed.summary()
                 ),
-            );
+            ));
         }
-        for (type_, reason, text) in node_events(
-            &common.unavailable_nodes,
-            &self.unavailable,
-            ctx.settings.node_loss_grace,
-        ) {
-            event(ctx, obj, type_, reason, &text);
+        for (type_, reason, text) in
+            node_events(&common.unavailable_nodes, &self.unavailable, grace)
+        {
+            notices.push(Notice::new(type_, reason, text));
         }
         for (service, m) in &self.moved {
             // A node listed without a down time is drained (by Swarm or by
@@ -159,16 +183,14 @@ impl Placed {
                 .iter()
                 .any(|u| u.node == m.from && u.since.is_none());
             let node = if drained { "drained" } else { "lost" };
-            event(
-                ctx,
-                obj,
+            notices.push(Notice::new(
                 EventType::Warning,
                 "SlotMoved",
-                &format!(
+                format!(
                     "{service} left the {node} node {} for {}: a new member (incarnation {}) replaces it and starts from the others' data; the volume {service}-data stays on {} (not erased)",
                     m.from, m.to, m.incarnation, m.from
                 ),
-            );
+            ));
         }
         common.left_volumes = left_after_moves(&common.left_volumes, &self.moved);
         common.unavailable_nodes = self.unavailable;
@@ -366,7 +388,7 @@ pub async fn place(
         }
         for (node, label) in &plan.remove {
             let left = f.index(label).filter(|i| *i >= f.count);
-            if let (Some(i), Some(retire)) = (left, f.retire) {
+            if let (Some(i), Some(retire)) = (left, f.retire.as_ref()) {
                 let volume = f.volume(i);
                 match erase(ctx, owner, retire, (nodes, node), (&volume, label)).await {
                     Some(done) => placed.reclaimed.merge(done),
@@ -441,7 +463,7 @@ async fn still_running(
 async fn erase(
     ctx: &Context,
     owner: &Owner,
-    retire: Retire<'_>,
+    retire: &Retire,
     (nodes, node): (&[NodeInfo], &str),
     (volume, label): (&str, &str),
 ) -> Option<Reclaimed> {
@@ -458,7 +480,7 @@ async fn erase(
         volume: volume.to_owned(),
         slot: label.to_owned(),
     }];
-    match reclaim::reclaim(ctx, owner, retire.image, retire.storage, &target).await {
+    match reclaim::reclaim(ctx, owner, &retire.image, &retire.storage, &target).await {
         Ok(done) => Some(done),
         Err(e) => {
             tracing::warn!(volume, error = %e, "could not erase the volume of a member scaled away; retrying");
@@ -552,13 +574,13 @@ pub async fn release(
         .unwrap_or_default();
     let mut done = None;
     for f in families {
-        let Some(retire) = f.retire else { continue };
+        let Some(retire) = &f.retire else { continue };
         let volumes = slot_volumes(&nodes, std::slice::from_ref(f));
         let stale = stale_copies(&left, f, &reclaim::locate(&volumes, &nodes));
         let done = done.get_or_insert_with(Reclaimed::default);
-        done.merge(reclaim::reclaim(ctx, owner, retire.image, retire.storage, &volumes).await?);
+        done.merge(reclaim::reclaim(ctx, owner, &retire.image, &retire.storage, &volumes).await?);
         done.merge(
-            reclaim::reclaim_left(ctx, owner, (retire.image, retire.storage), &stale).await?,
+            reclaim::reclaim_left(ctx, owner, (&retire.image, &retire.storage), &stale).await?,
         );
     }
     if let Some(done) = done {

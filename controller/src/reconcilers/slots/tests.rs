@@ -276,3 +276,95 @@ fn stale_copies_are_those_of_the_family_not_on_the_slots_node() {
     let stale = stale_copies(&recorded, &family, &[(&current, Some(&node2))]);
     assert_eq!(stale, [left("db-pg-1-data", "node4")]);
 }
+
+#[test]
+fn what_a_pin_changed_is_said_as_notices_and_recorded_in_status() {
+    let lost = |node: &str, since: bool| UnavailableNode {
+        node: node.into(),
+        since: since.then(Utc::now),
+        members: vec!["db-pg-1".into()],
+    };
+    let moved = |from: &str| {
+        (
+            "db-pg-1".to_owned(),
+            SlotMove {
+                label: "io.haswarm.x.db.pg.slot-1".into(),
+                from: from.into(),
+                to: "node4".into(),
+                incarnation: 1,
+            },
+        )
+    };
+    // (nodes unavailable before, now, moves, erased) -> reasons, in order
+    type Row = (
+        Vec<UnavailableNode>,
+        Vec<UnavailableNode>,
+        Vec<(String, SlotMove)>,
+        Vec<String>,
+        &'static [&'static str],
+    );
+    let table: [Row; 5] = [
+        (vec![], vec![], vec![], vec![], &[]),
+        (
+            vec![],
+            vec![lost("node2", true)],
+            vec![],
+            vec![],
+            &["NodeDown"],
+        ),
+        (
+            vec![lost("node2", true)],
+            vec![lost("node2", true)],
+            vec![moved("node2")],
+            vec![],
+            &["SlotMoved"],
+        ),
+        (
+            vec![lost("node2", true)],
+            vec![],
+            vec![],
+            vec![],
+            &["NodeReturned"],
+        ),
+        (
+            vec![],
+            vec![],
+            vec![],
+            vec!["db-pg-3-data".into()],
+            &["VolumesReclaimed"],
+        ),
+    ];
+    for (before, now, moves, erased, want) in table {
+        let mut common = CommonStatus {
+            unavailable_nodes: before.clone(),
+            ..Default::default()
+        };
+        let placed = Placed {
+            unassigned: vec!["io.haswarm.x.db.pg.slot-2".into()],
+            reclaimed: Reclaimed {
+                erased,
+                ..Default::default()
+            },
+            moved: moves.clone(),
+            unavailable: now.clone(),
+            ..Default::default()
+        };
+        let mut notices = Vec::new();
+        let (unassigned, _) = placed.report(
+            std::time::Duration::from_secs(30),
+            &mut common,
+            &mut notices,
+        );
+        let reasons: Vec<&str> = notices.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, want, "{before:?} -> {now:?}");
+        assert_eq!(unassigned, ["io.haswarm.x.db.pg.slot-2"]);
+        assert_eq!(common.unavailable_nodes, now);
+        if !moves.is_empty() {
+            // The moved member's volume stays on the node it left, named.
+            assert_eq!(common.left_volumes.len(), 1);
+            assert!(notices[0]
+                .message
+                .contains("left the lost node node2 for node4"));
+        }
+    }
+}
