@@ -17,16 +17,12 @@ use crate::swarm::Owner;
 /// The cluster's slot families: instances, then managed etcd members.
 pub(super) fn families(name: &str, instances: usize, etcd: usize) -> [Family<'_>; 2] {
     [
-        Family::of(
+        Family::named(
             instances,
-            move |i| render::instance_slot(name, i),
-            move |i| render::instance_name(name, i),
+            name,
+            (render::instance_slot, render::instance_name),
         ),
-        Family::of(
-            etcd,
-            move |j| render::etcd_slot(name, j),
-            move |j| render::etcd_name(name, j),
-        ),
+        Family::named(etcd, name, (render::etcd_slot, render::etcd_name)),
     ]
 }
 

@@ -31,15 +31,15 @@ const DETACHED_GRACE: Duration = Duration::from_secs(30);
 /// The group's slot families: data instances, then sentinels.
 pub(super) fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
     [
-        Family::of(
+        Family::named(
             instances,
-            move |i| render::instance_slot(name, i),
-            move |i| render::instance_name(name, i),
+            name,
+            (render::instance_slot, render::instance_name),
         ),
-        Family::of(
+        Family::named(
             sentinels,
-            move |j| render::sentinel_slot(name, j),
-            move |j| render::sentinel_name(name, j),
+            name,
+            (render::sentinel_slot, render::sentinel_name),
         ),
     ]
 }

@@ -66,6 +66,10 @@ pub struct Stay {
     pub serving: Vec<String>,
 }
 
+/// A render function naming index `i` of resource `name` (a slot label or
+/// a service).
+pub type Namer = fn(&str, usize) -> String;
+
 /// One family of slots: a role of the resource (data instances, sentinels,
 /// etcd members), each slot pinning the service of the same index.
 pub struct Family<'a> {
@@ -89,17 +93,14 @@ impl std::fmt::Debug for Family<'_> {
 }
 
 impl<'a> Family<'a> {
-    /// A family of `count` slots, named by index; its volumes stay when a
+    /// A family of `count` slots of resource `name`, its labels and
+    /// services named by the render's functions; its volumes stay when a
     /// slot leaves ([`Family::retiring`] says otherwise).
-    pub fn of(
-        count: usize,
-        slot: impl Fn(usize) -> String + Send + Sync + 'a,
-        service: impl Fn(usize) -> String + Send + Sync + 'a,
-    ) -> Self {
+    pub fn named(count: usize, name: &'a str, (slot, service): (Namer, Namer)) -> Self {
         Self {
             count,
-            slot: Box::new(slot),
-            service: Box::new(service),
+            slot: Box::new(move |i| slot(name, i)),
+            service: Box::new(move |i| service(name, i)),
             retire: None,
         }
     }
