@@ -114,7 +114,7 @@ pub(super) async fn heal(
         d.leader,
         d.leader_timeline
     );
-    notices.push(if answer.trim_start().starts_with("200") {
+    notices.push(if observe::took(&answer) {
         Notice::new(
             EventType::Warning,
             "ReplicaRebuilt",

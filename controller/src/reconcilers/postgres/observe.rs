@@ -44,6 +44,12 @@ pub fn answered(out: &str) -> bool {
     !out.is_empty() && !out.starts_with("0 ")
 }
 
+/// Whether a [`rest_call`]'s output says Patroni took the request (HTTP
+/// 200; it prints the status first).
+pub fn took(out: &str) -> bool {
+    out.trim_start().starts_with("200")
+}
+
 /// A script that sends `method path` with a JSON `body` to the Patroni REST
 /// API of `host` (a member's service name, or 127.0.0.1) and prints the HTTP
 /// status and the answer. The body travels base64-encoded: whatever a

@@ -122,7 +122,7 @@ pub(super) async fn converge_settings(
     if let Some(patch) = render::config_patch(&render::dynamic_config(pgc), &live) {
         let script = |host: &str| observe::rest_call(host, "PATCH", "/config", &patch);
         if let Some(answer) = patroni(ctx, (pgc, etcd), script).await? {
-            notices.push(if answer.trim_start().starts_with("200") {
+            notices.push(if observe::took(&answer) {
                 Notice::new(
                     EventType::Normal,
                     "SettingsChanged",

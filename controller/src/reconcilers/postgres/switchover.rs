@@ -88,7 +88,7 @@ pub fn wanted(
 /// What Patroni's answer to a switchover from `from` to `to` (for `why`)
 /// means: whether it took it, and the event that says so. Pure.
 pub fn answered(from: &str, to: &str, why: &str, answer: &str) -> (bool, Notice) {
-    if answer.trim_start().starts_with("200") {
+    if observe::took(answer) {
         let said = format!("switched the leader over from {from} to {to}: {why}");
         (true, Notice::new(EventType::Normal, "Switchover", said))
     } else {
