@@ -3,9 +3,10 @@
 # that already exist. No registry is involved.
 #
 #   haswarm/probe:latest   FROM scratch + busybox-static: the SharedVolume probe.
-#   haswarm/redis:bookworm debootstrap minbase + redis-server, redis-sentinel, redis-tools:
-#                          the data plane of RedisSentinelGroup tests (no registry image needed).
-#   haswarm/postgres:15    debootstrap minbase + postgresql-15, patroni, etcd-server, haproxy:
+#   haswarm/redis:bookworm debootstrap minbase + redis-server, redis-sentinel, redis-tools, nftables:
+#                          the data plane of RedisSentinelGroup tests (no registry image needed);
+#                          nft is what the fence in front of a data member needs (fence.sh).
+#   haswarm/postgres:15    debootstrap minbase + postgresql-15, patroni, etcd-server, haproxy, nftables:
 #                          every part of a PostgresCluster (instances, etcd members, router),
 #                          with Patroni from PyPI (PATRONI_VERSION) in place of bookworm's 3.0.2:
 #                          3.0.2 overwrites another member's leader key when its own lease
@@ -32,6 +33,19 @@ need_pkg() {
 }
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# has IMAGE COMMAND...: IMAGE exists and has every COMMAND. An image built
+# before a command joined its list is built again.
+has() {
+  local image=$1
+  shift
+  image_exists "$image" || return 1
+  docker run --rm --entrypoint /bin/sh "$image" -c 'for c; do command -v "$c" >/dev/null || exit 1; done' sh "$@" >/dev/null 2>&1 || {
+    echo "testbed: $image lacks one of: $*; building it again"
+    docker image rm -f "$image" >/dev/null
+    return 1
+  }
+}
 
 build_probe() {
   local image=haswarm/probe:latest
@@ -109,11 +123,12 @@ PATRONI_VERSION=3.0.4
 build_postgres() {
   local image=haswarm/postgres:15 have
   have=$(docker image inspect -f '{{index .Config.Labels "io.haswarm.patroni"}}' "$image" 2>/dev/null || true)
-  if [ "$have" = "$PATRONI_VERSION" ]; then
+  if [ "$have" = "$PATRONI_VERSION" ] && has "$image" nft bash; then
     echo "testbed: $image present (Patroni $have)"
     return
   fi
-  debootstrap_image "$image" postgresql-15,postgresql-client-15,patroni,etcd-server,etcd-client,haproxy,procps
+  image_exists "$image" && docker image rm -f "$image" >/dev/null
+  debootstrap_image "$image" postgresql-15,postgresql-client-15,patroni,etcd-server,etcd-client,haproxy,procps,nftables
   local ctx
   ctx=$(mktemp -d)
   trap 'rm -rf "${ctx:-}"; trap - RETURN' RETURN
@@ -130,7 +145,8 @@ DOCKERFILE
 }
 
 build_probe
-debootstrap_image haswarm/redis:bookworm redis-server,redis-sentinel,redis-tools,procps
+has haswarm/redis:bookworm nft bash || true
+debootstrap_image haswarm/redis:bookworm redis-server,redis-sentinel,redis-tools,procps,nftables
 build_redis_client
 build_postgres
 debootstrap_image haswarm/git-ssh:bookworm openssh-server,git

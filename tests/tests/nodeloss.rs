@@ -202,6 +202,18 @@ fn role_in_container(bed: &Bed, i: usize, id: &str) -> String {
     .to_owned()
 }
 
+/// Asserts that the fence stopped container `id` on node `i` when it
+/// thawed as the `kind` primary, and that the container has stopped.
+fn fenced(bed: &Bed, i: usize, id: &str, kind: &str) {
+    let logs = bed.docker_on(i, &["logs", id]);
+    assert!(
+        logs.contains(&format!("late as the {kind} primary")),
+        "the fence of {id} did not stop it: {logs}"
+    );
+    let running = bed.docker_on(i, &["inspect", "-f", "{{.State.Running}}", id]);
+    assert_eq!(running.trim(), "false", "{id} still runs");
+}
+
 /// The container of `service`'s task on node `i`.
 fn container_on(bed: &Bed, i: usize, service: &str) -> String {
     let filter = format!("label=com.docker.swarm.service.name={service}");
@@ -448,6 +460,14 @@ fn a_lost_leaders_node_is_replaced_losing_no_commit_never_two_primaries_committi
         writers.is_empty(),
         "two primaries acknowledged commits: {writers:?}"
     );
+    // The fence: the thawed old leader never serves, by name or in its
+    // own container (it stops itself the moment it thaws).
+    assert!(both.is_empty(), "two answered as primary: {both:?}");
+    assert_eq!(
+        direct_primary, 0,
+        "the thawed old leader answered: {direct:?}"
+    );
+    fenced(&bed, victim, &old_container, "postgres");
     for c in [&writer, &poller] {
         bed.docker_on(1, &["rm", "-f", c]);
     }
@@ -706,6 +726,12 @@ fn a_lost_masters_node_fails_over_is_rebuilt_and_never_two_masters_take_writes()
         direct_writes, 0,
         "the thawed old master took writes: {direct:?}"
     );
+    assert!(both.is_empty(), "two answered as master: {both:?}");
+    assert_eq!(
+        direct_master, 0,
+        "the thawed old master answered: {direct:?}"
+    );
+    fenced(&bed, victim, &old_container, "redis");
     for c in [&writer, &poller] {
         bed.docker_on(1, &["rm", "-f", c]);
     }

@@ -13,6 +13,7 @@ use bollard::models::{
 };
 use haswarm_crds::common::{EndpointMode, Placement, Resources, Spread, Storage};
 
+use super::fence::{self, Fence};
 use crate::swarm::objects::ContentKind;
 use crate::swarm::NodeInfo;
 
@@ -301,6 +302,8 @@ pub struct ServiceParts<'a> {
     pub aliases: Vec<String>,
     /// dnsrr or vip.
     pub endpoint_mode: EndpointMode,
+    /// The fence a data member runs behind; `None` for the others.
+    pub fence: Option<Fence<'a>>,
 }
 
 /// The service for `parts`. A pinned task owns a volume, so an update stops
@@ -313,6 +316,14 @@ pub fn service(parts: ServiceParts<'_>) -> crate::swarm::DesiredService {
         TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecRestartPolicy,
         TaskSpecRestartPolicyConditionEnum,
     };
+    let (mut command, mut env, mut configs) = (parts.command, parts.env, parts.configs);
+    let mut capabilities = None;
+    if let Some(f) = parts.fence {
+        command = f.wrap(command);
+        env.extend(f.env());
+        configs.push(config_ref(f.config, fence::PATH, 0o555));
+        capabilities = Some(vec![fence::CAPABILITY.to_owned()]);
+    }
     let mut attachment = network(parts.network);
     if !parts.aliases.is_empty() {
         attachment.aliases = Some(parts.aliases.clone());
@@ -329,12 +340,13 @@ pub fn service(parts: ServiceParts<'_>) -> crate::swarm::DesiredService {
             task_template: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(parts.image.to_owned()),
-                    command: Some(parts.command),
-                    env: Some(parts.env),
+                    command: Some(command),
+                    env: Some(env),
                     hostname: parts.slot.map(|_| parts.name.clone()),
                     mounts: (!parts.mounts.is_empty()).then_some(parts.mounts),
                     secrets: (!parts.secrets.is_empty()).then_some(parts.secrets),
-                    configs: (!parts.configs.is_empty()).then_some(parts.configs),
+                    configs: (!configs.is_empty()).then_some(configs),
+                    capability_add: capabilities,
                     // A lost DNS answer costs glibc's timeout (5 s by
                     // default), and data planes resolve the names of members
                     // that are gone: Sentinel's single-threaded loop goes into

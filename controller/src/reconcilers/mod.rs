@@ -5,6 +5,7 @@
 pub mod common;
 pub mod contents;
 pub mod converge;
+pub mod fence;
 pub mod gitops;
 pub mod outline;
 pub mod postgres;

@@ -36,6 +36,13 @@ fn service(spec: &ServiceSpec) -> Value {
     if let Some(env) = c.env.as_ref().filter(|e| !e.is_empty()) {
         s.insert("environment".into(), json!(env));
     }
+    // The fence's capability (docker stack deploy takes it from 20.10 on).
+    if let Some(caps) = c.capability_add.as_ref().filter(|c| !c.is_empty()) {
+        s.insert("cap_add".into(), json!(caps));
+    }
+    if c.init == Some(true) {
+        s.insert("init".into(), json!(true));
+    }
     let volumes: Vec<Value> = c
         .mounts
         .iter()
@@ -349,6 +356,17 @@ mod tests {
             json!(["cache-net"])
         );
         assert_eq!(stack["services"]["files-probe"]["deploy"]["mode"], "global");
+        // The fence needs its capability; sentinels run unfenced.
+        assert_eq!(
+            stack["services"]["cache-redis-0"]["cap_add"],
+            json!(["CAP_NET_ADMIN"])
+        );
+        assert!(stack["services"]["cache-sentinel-0"]
+            .get("cap_add")
+            .is_none());
+        assert!(stack["configs"]
+            .as_object()
+            .is_some_and(|c| c.keys().any(|k| k.contains("fence"))));
         assert_eq!(
             stack["secrets"]["cache-password"],
             json!({"external": true})

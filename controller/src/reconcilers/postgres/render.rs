@@ -28,6 +28,7 @@ use haswarm_crds::{PostgresCluster, PostgresClusterSpec};
 use crate::reconcilers::common::{
     self, config_ref, data_mount, health, secret_ref, slot_label, DesiredContent, ServiceParts,
 };
+use crate::reconcilers::fence::{self, Fence};
 use crate::swarm::objects::ContentKind;
 use crate::swarm::DesiredService;
 
@@ -255,6 +256,7 @@ pub fn contents(
         config(purpose::PATRONI_CONF, patroni_conf(pgc, etcd_clients)),
         config(purpose::PATRONI_START, PATRONI_START.to_owned()),
         config(purpose::POST_BOOTSTRAP, POST_BOOTSTRAP.to_owned()),
+        fence::content(),
     ];
     if pgc.spec.router.replicas > 0 {
         out.push(config(purpose::ROUTER_RW, haproxy_conf(pgc, true)));
@@ -353,6 +355,16 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
         network: &net,
         aliases: Vec::new(),
         endpoint_mode: spec.network.endpoint_mode,
+        fence: Some(Fence {
+            kind: "postgres",
+            ports: &[PG_PORT, PATRONI_PORT],
+            lease_s: fence::patroni_lease_s(
+                spec.patroni.ttl,
+                spec.patroni.loop_wait,
+                spec.patroni.retry_timeout,
+            ),
+            config: name_of(inputs.config_names, fence::PURPOSE),
+        }),
     })
 }
 
@@ -451,6 +463,7 @@ fn etcd_member(inputs: &Inputs<'_>, j: usize) -> DesiredService {
         network: &net,
         aliases: Vec::new(),
         endpoint_mode: spec.network.endpoint_mode,
+        fence: None,
     })
 }
 

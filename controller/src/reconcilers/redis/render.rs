@@ -29,6 +29,7 @@ use haswarm_crds::{RedisSentinelGroup, RedisSentinelGroupSpec};
 use crate::reconcilers::common::{
     self, config_ref, data_mount, health, secret_ref, slot_label, DesiredContent, ServiceParts,
 };
+use crate::reconcilers::fence::{self, Fence};
 use crate::swarm::objects::ContentKind;
 use crate::swarm::DesiredService;
 
@@ -253,6 +254,7 @@ pub fn contents(
         config(purpose::SENTINEL_CONF, sentinel_conf()),
         config(purpose::REDIS_START, REDIS_START.to_owned()),
         config(purpose::SENTINEL_START, SENTINEL_START.to_owned()),
+        fence::content(),
     ];
     if let Some(pw) = generated_password {
         out.push(DesiredContent {
@@ -369,6 +371,12 @@ fn service(inputs: &Inputs<'_>, role: Role<'_>) -> DesiredService {
         network: &net,
         aliases,
         endpoint_mode: spec.network.endpoint_mode,
+        fence: data.then(|| Fence {
+            kind: "redis",
+            ports: &[REDIS_PORT],
+            lease_s: fence::redis_lease_s(spec.sentinels.down_after.as_millis()),
+            config: name_of(inputs.config_names, fence::PURPOSE),
+        }),
     })
 }
 

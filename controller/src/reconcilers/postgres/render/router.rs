@@ -98,6 +98,7 @@ pub(super) fn service(
         restart_delay_ms: 1_000,
         network: &net,
         aliases: Vec::new(),
+        fence: None,
         endpoint_mode: spec.network.endpoint_mode,
     })
 }

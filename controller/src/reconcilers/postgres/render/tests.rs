@@ -501,3 +501,27 @@ fn parameter_values_cannot_break_out_of_the_yaml() {
         "{conf}"
     );
 }
+
+#[test]
+fn only_instances_run_behind_the_fence_with_patronis_timings() {
+    let r =
+        rendered("  instances: 2\n  patroni:\n    ttl: 20\n    loopWait: 5\n    retryTimeout: 5\n");
+    assert!(r
+        .contents
+        .iter()
+        .any(|c| c.purpose == fence::PURPOSE && c.data == fence::SCRIPT.as_bytes()));
+    let env = [
+        "HASWARM_FENCE_KIND=postgres",
+        "HASWARM_FENCE_PORTS=5432 8008",
+        "HASWARM_FENCE_S=10",
+    ];
+    for s in &r.services {
+        let c = container(s);
+        let fenced = s.name().contains("-pg-");
+        fence::assert_fenced(&c, fenced.then_some(&env[..]), s.name());
+        if fenced {
+            let command = c.command.clone().unwrap_or_default();
+            assert_eq!(&command[2..], ["/bin/sh", "/etc/haswarm/patroni-start.sh"]);
+        }
+    }
+}

@@ -80,6 +80,7 @@ fn a_group_is_instances_sentinels_a_network_and_configs() {
             "sentinel-conf",
             "redis-start",
             "sentinel-start",
+            "fence",
             "password"
         ]
     );
@@ -459,4 +460,19 @@ fn app_env_names_what_dify_reads_without_the_password() {
         "/run/secrets/cache-password-0123abcd"
     );
     assert!(!env.contains_key("REDIS_PASSWORD"));
+}
+
+#[test]
+fn data_instances_run_behind_the_fence_for_down_after_and_sentinels_do_not() {
+    let r = rendered("  sentinels:\n    downAfter: 2500ms\n");
+    assert!(r.contents.iter().any(|c| c.purpose == fence::PURPOSE));
+    let env = [
+        "HASWARM_FENCE_KIND=redis",
+        "HASWARM_FENCE_PORTS=6379",
+        "HASWARM_FENCE_S=3",
+    ];
+    for s in &r.services {
+        let fenced = s.name().contains("-redis-");
+        fence::assert_fenced(&container(s), fenced.then_some(&env[..]), s.name());
+    }
 }
