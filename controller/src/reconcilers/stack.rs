@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bollard::models::{MountType, ServiceSpec};
+use bollard::models::{MountType, ServiceSpec, TaskSpec, TaskSpecContainerSpec};
 use haswarm_crds::{AnyResource, PostgresCluster, RedisSentinelGroup};
 use serde_json::{json, Map, Value};
 
@@ -21,9 +21,26 @@ fn nanos_to_duration(n: i64) -> String {
 
 /// One service in compose form.
 fn service(spec: &ServiceSpec) -> Value {
-    let mut s = Map::new();
     let task = spec.task_template.clone().unwrap_or_default();
     let c = task.container_spec.clone().unwrap_or_default();
+    let mut s = container(&c);
+    let networks: Vec<String> = task
+        .networks
+        .iter()
+        .flatten()
+        .filter_map(|n| n.target.clone())
+        .collect();
+    if !networks.is_empty() {
+        s.insert("networks".into(), json!(networks));
+    }
+    s.insert("deploy".into(), deploy(spec, &task));
+    strip_nulls(Value::Object(s))
+}
+
+/// The container's part of a compose service: image, command, mounts,
+/// secrets, configs and health check.
+fn container(c: &TaskSpecContainerSpec) -> Map<String, Value> {
+    let mut s = Map::new();
     if let Some(i) = &c.image {
         s.insert("image".into(), json!(i));
     }
@@ -88,15 +105,12 @@ fn service(spec: &ServiceSpec) -> Value {
             }),
         );
     }
-    let networks: Vec<String> = task
-        .networks
-        .iter()
-        .flatten()
-        .filter_map(|n| n.target.clone())
-        .collect();
-    if !networks.is_empty() {
-        s.insert("networks".into(), json!(networks));
-    }
+    s
+}
+
+/// A compose service's `deploy` section: mode, endpoint, placement,
+/// resources and restart policy.
+fn deploy(spec: &ServiceSpec, task: &TaskSpec) -> Value {
     let mut deploy = Map::new();
     let mode = spec.mode.clone().unwrap_or_default();
     if mode.global.is_some() {
@@ -143,8 +157,7 @@ fn service(spec: &ServiceSpec) -> Value {
             json!({"condition": rp.condition.map(|c| c.to_string()), "delay": rp.delay.map(nanos_to_duration)}),
         );
     }
-    s.insert("deploy".into(), Value::Object(deploy));
-    strip_nulls(Value::Object(s))
+    Value::Object(deploy)
 }
 
 fn strip_nulls(v: Value) -> Value {
