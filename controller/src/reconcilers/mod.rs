@@ -16,3 +16,4 @@ pub mod slots;
 pub mod stack;
 pub mod status;
 pub mod volume;
+pub mod wait;

@@ -13,6 +13,7 @@ use haswarm_crds::{Kind, Resource};
 
 use super::slots::{self, Family};
 use super::status::{self, Notice};
+use super::wait::Wait;
 use super::{converge, rollout};
 use crate::runtime::controller::{decode, hold_if_paused, known_versions, owner_of};
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
@@ -57,7 +58,7 @@ pub(crate) struct Outcome {
     /// Slot labels no node could take.
     pub unassigned: Vec<String>,
     /// Why changes remain, if they do.
-    pub holding: Option<String>,
+    pub holding: Option<Wait>,
     /// Whether the group is healthy, or why not.
     pub group: Result<(), String>,
 }
@@ -144,7 +145,7 @@ pub(crate) trait Stateful: Send + Sync + 'static {
         pass: &Pass<'_, Self::Spec>,
         seen: (&Self::Facts, &Rolled),
         out: (&mut Self::Status, &mut Vec<Notice>),
-    ) -> impl Future<Output = Result<Option<String>, ReconcileError>> + Send;
+    ) -> impl Future<Output = Result<Option<Wait>, ReconcileError>> + Send;
 
     /// Moves the kind's flows on once the step is applied (`held`: what
     /// [`Stateful::before_apply`] started). Returns why changes remain.
@@ -153,9 +154,9 @@ pub(crate) trait Stateful: Send + Sync + 'static {
         ctx: &Context,
         pass: &Pass<'_, Self::Spec>,
         seen: (&Self::Facts, &Self::Prepared, &Rolled),
-        held: Option<String>,
+        held: Option<Wait>,
         out: (&mut Self::Status, &mut Vec<Notice>),
-    ) -> impl Future<Output = Result<Option<String>, ReconcileError>> + Send;
+    ) -> impl Future<Output = Result<Option<Wait>, ReconcileError>> + Send;
 
     /// The slot families to release at deletion, once the owned objects
     /// are gone: every index any node may hold a slot of, whatever the spec

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use super::wait::{Flow, Wait};
 use crate::swarm::{ServiceChange, ServiceHealth, ServicePlan};
 
 /// A member's part in the group.
@@ -60,7 +61,7 @@ pub struct Step {
     /// Move the primary role away from this member before changing it.
     pub switchover: Option<String>,
     /// Why the remaining changes wait (`None` when nothing remains).
-    pub holding: Option<String>,
+    pub holding: Option<Wait>,
 }
 
 impl Step {
@@ -89,20 +90,23 @@ pub fn next_step(members: &BTreeMap<String, Member>, group: Result<(), String>) 
             // What the group looked like before this step is no evidence of
             // how it is after: only a later pass that changes nothing may
             // call the rollout done.
-            step.holding = Some(format!("waiting for {} to settle", step.apply.join(", ")));
+            step.holding = Some(rolling(format!(
+                "waiting for {} to settle",
+                step.apply.join(", ")
+            )));
         }
         return step;
     }
     if !step.apply.is_empty() {
-        step.holding = Some(format!(
+        step.holding = Some(rolling(format!(
             "{} change(s) wait until {} settle",
             held.len(),
             step.apply.join(", ")
-        ));
+        )));
         return step;
     }
     if let Err(why) = group {
-        step.holding = Some(format!("{} change(s) wait: {why}", held.len()));
+        step.holding = Some(rolling(format!("{} change(s) wait: {why}", held.len())));
         return step;
     }
     // Replicas first (highest name first: scale-down removes from the top),
@@ -120,21 +124,26 @@ pub fn next_step(members: &BTreeMap<String, Member>, group: Result<(), String>) 
     });
     if first.role == Role::Primary && successor {
         step.switchover = Some(name.clone());
-        step.holding = Some(format!(
+        step.holding = Some(rolling(format!(
             "{name} is the primary: switching over before changing it"
-        ));
+        )));
         return step;
     }
     step.apply.push(name.clone());
-    step.holding = Some(if held.len() > 1 {
+    step.holding = Some(rolling(if held.len() > 1 {
         format!(
             "{} more change(s) follow one at a time, after {name}",
             held.len() - 1
         )
     } else {
         format!("waiting for {name} to settle")
-    });
+    }));
     step
+}
+
+/// A wait of the rollout's own.
+fn rolling(why: String) -> Wait {
+    Wait::new(Flow::Rollout, why)
 }
 
 /// Every member that runs or is planned: data-bearing ones (`holds_data`)
@@ -279,8 +288,8 @@ mod tests {
         assert!(s.apply.is_empty() && s.switchover.is_none());
         assert!(s
             .holding
-            .as_deref()
-            .is_some_and(|h| h.contains("5 MB behind")));
+            .as_ref()
+            .is_some_and(|h| h.flow == Flow::Rollout && h.why.contains("5 MB behind")));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use chrono::Utc;
 use haswarm_crds::meta::CommonStatus;
 use haswarm_crds::{ConditionStatus, EventType};
 
+use super::wait::Wait;
 use crate::runtime::controller::{event, report_services, Context, ReconcileError};
 use crate::runtime::Action;
 use crate::store::Record;
@@ -127,16 +128,16 @@ pub async fn finish<S: serde::Serialize + PartialEq>(
     Ok(requeue(common(status), holding))
 }
 
-/// `Progressing` while a rollout holds changes back (saying what waits for
-/// what), gone otherwise.
-pub fn progressing(common: &mut CommonStatus, holding: Option<&String>, generation: Option<u64>) {
+/// `Progressing` while a flow holds changes back (its reason names the
+/// flow, its message what waits for what), gone otherwise.
+pub fn progressing(common: &mut CommonStatus, holding: Option<&Wait>, generation: Option<u64>) {
     match holding {
-        Some(why) => set(
+        Some(w) => set(
             common,
             "Progressing",
             Some(true),
-            "RollingUpdate",
-            why.clone(),
+            w.flow.reason(),
+            w.why.clone(),
             generation,
         ),
         None => common.remove_condition("Progressing"),
@@ -157,7 +158,7 @@ pub fn ready(
     common: &mut CommonStatus,
     healthy: bool,
     group: &Result<(), String>,
-    holding: Option<&String>,
+    holding: Option<&Wait>,
     summary: String,
     generation: Option<u64>,
 ) {
@@ -182,14 +183,14 @@ pub fn ready(
             "Healthy"
         } else if confirming {
             CONFIRMING
-        } else if healthy {
-            "RollingUpdate"
+        } else if let (true, Some(w)) = (healthy, holding) {
+            w.flow.reason()
         } else {
             "Degraded"
         },
         match (holding, group) {
             (_, Err(why)) => why.clone(),
-            (Some(why), _) => why.clone(),
+            (Some(w), _) => w.why.clone(),
             _ if confirming => format!("{summary}; Ready once the next look agrees"),
             _ => summary,
         },
@@ -257,6 +258,7 @@ pub async fn remove_owned(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcilers::wait::Flow;
 
     #[test]
     fn a_member_is_due_once_it_stayed_stuck_for_the_grace() {
@@ -306,7 +308,25 @@ mod tests {
             ready_of(&c),
             (ConditionStatus::True, "Healthy".into(), "all good".into())
         );
-        let why = "waiting for db-pg-1".to_owned();
+        let rotating = Wait::new(Flow::PasswordRotation, "password rotation, phase Use");
+        ready(
+            &mut c,
+            true,
+            &Ok(()),
+            Some(&rotating),
+            "all good".into(),
+            Some(1),
+        );
+        assert_eq!(
+            ready_of(&c),
+            (
+                ConditionStatus::False,
+                "PasswordRotation".into(),
+                rotating.why.clone()
+            ),
+            "a healthy resource names the flow that holds it"
+        );
+        let why = Wait::new(Flow::Rollout, "waiting for db-pg-1");
         ready(
             &mut c,
             true,
@@ -317,7 +337,11 @@ mod tests {
         );
         assert_eq!(
             ready_of(&c),
-            (ConditionStatus::False, "RollingUpdate".into(), why.clone())
+            (
+                ConditionStatus::False,
+                "RollingUpdate".into(),
+                why.why.clone()
+            )
         );
         ready(
             &mut c,
@@ -335,8 +359,12 @@ mod tests {
                 "db-pg-2 is starting".into()
             )
         );
-        progressing(&mut c, Some(&why), Some(1));
-        assert!(c.condition("Progressing").is_some());
+        progressing(&mut c, Some(&rotating), Some(1));
+        let p = c.condition("Progressing").expect("Progressing");
+        assert_eq!(
+            (p.reason.as_str(), p.message.as_str()),
+            ("PasswordRotation", "password rotation, phase Use")
+        );
         // Healthy again after Degraded: confirmed first, then Ready.
         ready(&mut c, true, &Ok(()), None, "back".into(), Some(1));
         assert_eq!(

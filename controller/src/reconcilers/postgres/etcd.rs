@@ -21,6 +21,7 @@ use haswarm_crds::{EventType, PostgresCluster};
 
 use super::render::{self, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 use crate::reconcilers::status::Notice;
+use crate::reconcilers::wait::{Flow, Wait};
 use crate::runtime::{Context, ReconcileError};
 use crate::swarm::jobs::{JobOutcome, NodeJob};
 use crate::swarm::{Owner, ServiceHealth};
@@ -350,7 +351,7 @@ pub async fn advance(
     (desired, incarnations): (u8, &std::collections::BTreeMap<String, u32>),
     (settled, health): (bool, &std::collections::BTreeMap<String, ServiceHealth>),
     notices: &mut Vec<Notice>,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Option<Wait>, ReconcileError> {
     let name = pgc.metadata.name.as_str();
     let Some(m) = status.etcd_membership.clone() else {
         return Ok(None);
@@ -363,11 +364,13 @@ pub async fn advance(
     };
     let (step, what) = match decide(name, &m, (desired, slot), (settled, health)) {
         Decision::Idle => return Ok(None),
-        Decision::Wait(why) => return Ok(Some(why)),
+        Decision::Wait(why) => return Ok(Some(changing(why))),
         Decision::Run { step, what } => (step, what),
     };
     let Some(node) = member_node(ctx, name, &m).await? else {
-        return Ok(Some(format!("{what} waits for a running etcd member")));
+        return Ok(Some(changing(format!(
+            "{what} waits for a running etcd member"
+        ))));
     };
     let job = NodeJob {
         name: format!("{name}-etcd-membership"),
@@ -390,7 +393,12 @@ pub async fn advance(
         status.etcd_membership = Some(next);
     }
     notices.extend(notice);
-    Ok(Some(in_progress))
+    Ok(Some(changing(in_progress)))
+}
+
+/// A wait of the membership's flow.
+fn changing(why: String) -> Wait {
+    Wait::new(Flow::EtcdMembership, why)
 }
 
 #[cfg(test)]

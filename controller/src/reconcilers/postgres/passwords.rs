@@ -14,6 +14,7 @@ use super::render::{self, purpose, PasswordSecrets};
 use super::rotate;
 use crate::reconcilers::contents as shared;
 use crate::reconcilers::status::Notice;
+use crate::reconcilers::wait::{Flow, Wait};
 use crate::runtime::{Context, ReconcileError};
 use crate::swarm::{Owner, SwarmError};
 
@@ -260,7 +261,7 @@ pub(super) async fn set_logins(
     status: &mut PostgresClusterStatus,
     (settled_leader, pw): (Option<&str>, &Passwords),
     notices: &mut Vec<Notice>,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Option<Wait>, ReconcileError> {
     let changes = pending_logins(pgc, pw, status);
     let dropped: Vec<&String> = status
         .user_password_secrets
@@ -290,16 +291,22 @@ pub(super) async fn set_logins(
     }
     let roles: Vec<&str> = changes.iter().map(|c| c.role.as_str()).collect();
     let Some(leader) = settled_leader else {
-        return Ok(Some(format!(
-            "setting the password of {} waits for a settled cluster",
-            roles.join(", ")
+        return Ok(Some(Wait::new(
+            Flow::Logins,
+            format!(
+                "setting the password of {} waits for a settled cluster",
+                roles.join(", ")
+            ),
         )));
     };
     let job = (pw.secrets.superuser.as_str(), changes.as_slice());
     if !logins::run(ctx, (owner, pgc), job, leader, notices).await? {
-        return Ok(Some(format!(
-            "setting the password of {} failed; retrying",
-            roles.join(", ")
+        return Ok(Some(Wait::new(
+            Flow::Logins,
+            format!(
+                "setting the password of {} failed; retrying",
+                roles.join(", ")
+            ),
         )));
     }
     if let Some(app) = &pw.app {
@@ -375,7 +382,7 @@ pub(super) async fn advance_rotation(
     status: &mut PostgresClusterStatus,
     (settled_leader, pw): (Option<&str>, &Passwords),
     notices: &mut Vec<Notice>,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Option<Wait>, ReconcileError> {
     let step = rotate::superuser_step(
         status.password_rotation.as_ref(),
         settled_leader,
@@ -386,7 +393,7 @@ pub(super) async fn advance_rotation(
     };
     match step {
         rotate::SuperuserStep::Idle => Ok(None),
-        rotate::SuperuserStep::Wait(why) => Ok(Some(why)),
+        rotate::SuperuserStep::Wait(why) => Ok(Some(Wait::new(Flow::PasswordRotation, why))),
         rotate::SuperuserStep::Alter { leader, new } => {
             let change = LoginChange {
                 role: "postgres".to_owned(),
@@ -398,9 +405,10 @@ pub(super) async fn advance_rotation(
             if logins::run(ctx, (owner, pgc), job, &leader, notices).await? {
                 notices.push(rotate::altered(rotation));
             }
-            Ok(Some(
-                "password rotation: moving the instances to the new password".to_owned(),
-            ))
+            Ok(Some(Wait::new(
+                Flow::PasswordRotation,
+                "password rotation: moving the instances to the new password",
+            )))
         }
         rotate::SuperuserStep::Finish => {
             rotate::keep_next(ctx, (owner, pgc), rotate::SUPERUSER, &pw.secrets.superuser).await?;

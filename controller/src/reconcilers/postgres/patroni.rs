@@ -12,6 +12,7 @@ use super::observe::{self, ClusterView};
 use super::render;
 use super::switchover::switchover;
 use crate::reconcilers::status::Notice;
+use crate::reconcilers::wait::{Flow, Wait};
 use crate::runtime::controller::event;
 use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
@@ -107,7 +108,7 @@ pub(super) async fn converge_settings(
     (pgc, etcd): (&PostgresCluster, u8),
     (view, leader): (&ClusterView, &str),
     notices: &mut Vec<Notice>,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Option<Wait>, ReconcileError> {
     // Any member answers for the cluster.
     let json = |out: &str| serde_json::from_str::<serde_json::Value>(out.trim()).ok();
     let script = |host: &str| observe::rest_get(host, "/config");
@@ -115,9 +116,9 @@ pub(super) async fn converge_settings(
         .await?
         .and_then(|out| json(&out));
     let Some(live) = live else {
-        return Ok(Some(
-            "waiting for Patroni's dynamic configuration".to_owned(),
-        ));
+        return Ok(Some(settings(
+            "waiting for Patroni's dynamic configuration",
+        )));
     };
     if let Some(patch) = render::config_patch(&render::dynamic_config(pgc), &live) {
         let script = |host: &str| observe::rest_call(host, "PATCH", "/config", &patch);
@@ -136,7 +137,7 @@ pub(super) async fn converge_settings(
                 )
             });
         }
-        return Ok(Some("applying new settings".to_owned()));
+        return Ok(Some(settings("applying new settings")));
     }
     let pending: Vec<&str> = view
         .members
@@ -154,7 +155,9 @@ pub(super) async fn converge_settings(
     if *first == leader {
         let why = "to restart it with new settings";
         switchover(ctx, (pgc, etcd), view, (leader, None, why), notices).await?;
-        return Ok(Some(format!("switching over to restart {leader}")));
+        return Ok(Some(settings(format!(
+            "switching over to restart {leader}"
+        ))));
     }
     // The restart goes to the member itself (by name: it may run elsewhere).
     let script = |_: &str| observe::rest_call(first, "POST", "/restart", &serde_json::json!({}));
@@ -168,7 +171,14 @@ pub(super) async fn converge_settings(
             ),
         ));
     }
-    Ok(Some(format!("restarting {first} for new settings")))
+    Ok(Some(settings(format!(
+        "restarting {first} for new settings"
+    ))))
+}
+
+/// A wait of the settings' flow.
+fn settings(why: impl Into<String>) -> Wait {
+    Wait::new(Flow::Settings, why)
 }
 
 /// Releases the leader key of a leader whose container is proven dead (see

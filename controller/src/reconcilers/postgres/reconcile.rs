@@ -20,6 +20,7 @@ use super::rotate;
 use super::switchover::{self, switchover};
 use crate::reconcilers::outline::{self, Outcome, Rolled, Stateful};
 use crate::reconcilers::slots::{self, Family};
+use crate::reconcilers::wait::{Flow, Wait};
 use crate::reconcilers::{converge, rollout, status};
 use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
@@ -191,7 +192,7 @@ async fn next_job(
     (settled_leader, pw, health): (Option<&str>, &Passwords, &BTreeMap<String, ServiceHealth>),
     (etcd_wanted, incarnations): (u8, &BTreeMap<String, u32>),
     notices: &mut Vec<status::Notice>,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Option<Wait>, ReconcileError> {
     let at = (owner, pgc);
     if let Some(why) = set_logins(ctx, at, status, (settled_leader, pw), notices).await? {
         return Ok(Some(why));
@@ -385,14 +386,14 @@ impl Stateful for PostgresClusters {
         pass: &Pass<'_>,
         (f, rolled): (&Facts, &Rolled),
         (status, notices): (&mut PostgresClusterStatus, &mut Vec<status::Notice>),
-    ) -> Result<Option<String>, ReconcileError> {
+    ) -> Result<Option<Wait>, ReconcileError> {
         let (true, Some(v), Some(l)) = (rolled.settled(), &f.view, f.leader.as_deref()) else {
             return Ok(None);
         };
         let at = (pass.res, f.etcd_clients);
         let seen = (pass.old, status);
         let switched = carry_out(ctx, pass.obj, (at, v, l), &f.nodes, seen, notices).await?;
-        Ok(switched.then(|| "switchover in progress".to_owned()))
+        Ok(switched.then(|| Wait::new(Flow::Switchover, "switchover in progress")))
     }
 
     /// Patroni's settings once the cluster is settled, then the one-shot
@@ -402,9 +403,9 @@ impl Stateful for PostgresClusters {
         ctx: &Context,
         pass: &Pass<'_>,
         (f, prepared, rolled): (&Facts, &Prepared, &Rolled),
-        held: Option<String>,
+        held: Option<Wait>,
         (status, notices): (&mut PostgresClusterStatus, &mut Vec<status::Notice>),
-    ) -> Result<Option<String>, ReconcileError> {
+    ) -> Result<Option<Wait>, ReconcileError> {
         let pgc = pass.res;
         status.network = Some(render::network_name(pgc.metadata.name.as_str()));
         if let Some(v) = &f.view {

@@ -8,6 +8,7 @@ use super::observe::ClusterView;
 use super::reconcile::MAX_LAG_BYTES;
 use super::render;
 use crate::reconcilers::status::{self, Notice};
+use crate::reconcilers::wait::Wait;
 use crate::swarm::NodeInfo;
 
 /// What a pass saw and left, as the status reports it.
@@ -26,7 +27,7 @@ pub struct Look<'a> {
     /// Slot labels no node could take.
     pub unassigned: &'a [String],
     /// Why changes remain, if they do.
-    pub holding: Option<&'a String>,
+    pub holding: Option<&'a Wait>,
     /// Whether the cluster passed the rollout's health check, or why not.
     pub group: &'a Result<(), String>,
     /// The spec's generation this pass acted on.

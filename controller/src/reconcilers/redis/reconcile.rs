@@ -15,6 +15,7 @@ use super::report::{self, MAX_LAG_BYTES};
 use super::sentinels::{drain_master, forget_departed, observe, switchover};
 use crate::reconcilers::outline::{self, Outcome, Rolled, Stateful};
 use crate::reconcilers::slots::{self, Family, Placed, Stay};
+use crate::reconcilers::wait::{Flow, Wait};
 use crate::reconcilers::{converge, rollout, status};
 use crate::runtime::{Context, ReconcileError};
 use crate::swarm::objects::ContentKind;
@@ -406,7 +407,7 @@ impl Stateful for RedisGroups {
         _pass: &Pass<'_>,
         _seen: (&Facts, &Rolled),
         _out: (&mut RedisSentinelGroupStatus, &mut Vec<status::Notice>),
-    ) -> Result<Option<String>, ReconcileError> {
+    ) -> Result<Option<Wait>, ReconcileError> {
         Ok(None)
     }
 
@@ -418,9 +419,9 @@ impl Stateful for RedisGroups {
         ctx: &Context,
         pass: &Pass<'_>,
         (f, ready, rolled): (&Facts, &Ready, &Rolled),
-        _held: Option<String>,
+        _held: Option<Wait>,
         (status, notices): (&mut RedisSentinelGroupStatus, &mut Vec<status::Notice>),
-    ) -> Result<Option<String>, ReconcileError> {
+    ) -> Result<Option<Wait>, ReconcileError> {
         let rsg = pass.res;
         status.password_secret = Some(ready.prepared.secret.clone());
         status.network = Some(render::network_name(rsg.metadata.name.as_str()));
@@ -441,7 +442,12 @@ impl Stateful for RedisGroups {
             advance_rotation(ctx, rsg, status, notices).await?;
         }
         if let Some(phase) = status.password_rotation.as_ref().and_then(|r| r.phase) {
-            holding.get_or_insert_with(|| format!("password rotation, phase {phase:?}"));
+            holding.get_or_insert_with(|| {
+                Wait::new(
+                    Flow::PasswordRotation,
+                    format!("password rotation, phase {phase:?}"),
+                )
+            });
         }
         Ok(holding)
     }

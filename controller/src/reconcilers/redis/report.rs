@@ -7,6 +7,7 @@ use haswarm_crds::{EventType, RedisSentinelGroup};
 use super::observe::{self, SentinelView};
 use super::render;
 use crate::reconcilers::status::{self, Notice};
+use crate::reconcilers::wait::Wait;
 
 /// A replica more than this many bytes behind counts as out of sync.
 pub const MAX_LAG_BYTES: u64 = 1 << 20;
@@ -23,7 +24,7 @@ pub struct Look<'a> {
     /// Slot labels no node could take.
     pub unassigned: &'a [String],
     /// Why changes remain, if they do.
-    pub holding: Option<&'a String>,
+    pub holding: Option<&'a Wait>,
     /// Whether the group passed the rollout's health check, or why not.
     pub group: &'a Result<(), String>,
     /// The spec's generation this pass acted on.

@@ -11,6 +11,7 @@ use super::reconcile::families;
 use super::render;
 use crate::reconcilers::slots;
 use crate::reconcilers::status::Notice;
+use crate::reconcilers::wait::{Flow, Wait};
 use crate::runtime::{Context, ReconcileError};
 use crate::swarm::SwarmError;
 
@@ -115,7 +116,7 @@ pub(super) async fn drain_master(
     rsg: &RedisSentinelGroup,
     views: &[(String, SentinelView)],
     notices: &mut Vec<Notice>,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Option<Wait>, ReconcileError> {
     let Some(master) = views.first().and_then(|(_, v)| v.master.as_deref()) else {
         return Ok(None);
     };
@@ -127,7 +128,10 @@ pub(super) async fn drain_master(
     };
     let why = format!("because its node {node} is being drained");
     switchover(ctx, rsg, (master, &why), views, notices).await?;
-    Ok(Some(format!("switching the master over: {node} drains")))
+    Ok(Some(Wait::new(
+        Flow::Switchover,
+        format!("switching the master over: {node} drains"),
+    )))
 }
 
 /// Sentinels never forget a sentinel or replica they once saw; after a scale
