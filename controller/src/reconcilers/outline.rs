@@ -80,7 +80,8 @@ pub(crate) trait Stateful: Send + Sync + 'static {
     /// The group's health when the pass rolls nothing out (paused).
     fn unrolled() -> Result<(), String>;
 
-    /// Reads the data plane. Runs even while paused.
+    /// Reads the data plane, and all the report needs. Runs even while
+    /// paused.
     fn observe(
         &self,
         ctx: &Context,
@@ -165,15 +166,14 @@ pub(crate) trait Stateful: Send + Sync + 'static {
     /// decodes: the volumes stay, the labels go.
     fn slot_families<'a>(name: &'a str, res: Option<&Resource<Self::Spec>>) -> Vec<Family<'a>>;
 
-    /// The status and events of what the pass saw and left.
+    /// The status and events of what the pass saw and left. Pure: it reads
+    /// only what [`Stateful::observe`] gathered and the pass left.
     fn report(
-        &self,
-        ctx: &Context,
         pass: &Pass<'_, Self::Spec>,
         facts: &Self::Facts,
         outcome: &Outcome,
         status: &mut Self::Status,
-    ) -> impl Future<Output = Result<Vec<Notice>, ReconcileError>> + Send;
+    ) -> Vec<Notice>;
 }
 
 /// Every stateful kind is reconciled by the outline.
@@ -226,10 +226,7 @@ async fn reconcile<K: Stateful>(
             }
         }
     }
-    notices.extend(
-        kind.report(&ctx, &pass, &facts, &outcome, &mut status)
-            .await?,
-    );
+    notices.extend(K::report(&pass, &facts, &outcome, &mut status));
     status::finish(
         &ctx,
         &obj,

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use haswarm_crds::postgres::{EtcdMembership, PostgresClusterStatus, SWITCHOVER_ANNOTATION};
+use haswarm_crds::postgres::{
+    EtcdMembership, PostgresClusterStatus, PostgresMember, SWITCHOVER_ANNOTATION,
+};
 use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
 
 use super::diverged;
@@ -224,6 +226,8 @@ pub(crate) struct Facts {
     view: Option<ClusterView>,
     /// The leader in that view.
     leader: Option<String>,
+    /// The view's members, each with the node its running task is on.
+    members: Vec<PostgresMember>,
 }
 
 /// A cluster's services ready to plan, and what its flows need.
@@ -267,14 +271,19 @@ impl Stateful for PostgresClusters {
         let name = pgc.metadata.name.as_str();
         let nodes = ctx.swarm.nodes().await?;
         let current = instance_incarnations(name, usize::from(pgc.spec.instances), &nodes);
-        let view = look(ctx, pass.obj, (pgc, etcd_clients), &current).await?;
+        let view = look(ctx, (pgc, etcd_clients), (&current, &nodes), pass.obj).await?;
         let leader = view.as_ref().and_then(|v| v.leader().map(str::to_owned));
+        let members = match &view {
+            Some(v) => with_nodes(ctx, &v.members, &nodes).await?,
+            None => Vec::new(),
+        };
         Ok(Facts {
             membership,
             etcd_clients,
             nodes,
             view,
             leader,
+            members,
         })
     }
 
@@ -447,30 +456,24 @@ impl Stateful for PostgresClusters {
         }
     }
 
-    async fn report(
-        &self,
-        ctx: &Context,
+    fn report(
         pass: &Pass<'_>,
         f: &Facts,
         outcome: &Outcome,
         status: &mut PostgresClusterStatus,
-    ) -> Result<Vec<status::Notice>, ReconcileError> {
-        let members = match &f.view {
-            Some(v) => with_nodes(ctx, &v.members).await?,
-            None => Vec::new(),
-        };
+    ) -> Vec<status::Notice> {
         let look = report::Look {
             pgc: pass.res,
             old: pass.old,
             view: f.view.as_ref(),
-            members,
+            members: f.members.clone(),
             nodes: &f.nodes,
             unassigned: &outcome.unassigned,
             holding: outcome.holding.as_ref(),
             group: &outcome.group,
             generation: pass.obj.metadata.generation,
         };
-        Ok(report::report(&look, status))
+        report::report(&look, status)
     }
 }
 

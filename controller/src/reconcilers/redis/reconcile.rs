@@ -460,14 +460,12 @@ impl Stateful for RedisGroups {
         }
     }
 
-    async fn report(
-        &self,
-        _ctx: &Context,
+    fn report(
         pass: &Pass<'_>,
         f: &Facts,
         outcome: &Outcome,
         status: &mut RedisSentinelGroupStatus,
-    ) -> Result<Vec<status::Notice>, ReconcileError> {
+    ) -> Vec<status::Notice> {
         let look = report::Look {
             rsg: pass.res,
             old: pass.old,
@@ -477,7 +475,7 @@ impl Stateful for RedisGroups {
             group: &outcome.group,
             generation: pass.obj.metadata.generation,
         };
-        Ok(report::report(&look, status))
+        report::report(&look, status)
     }
 }
 
