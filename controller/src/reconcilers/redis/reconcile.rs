@@ -19,7 +19,7 @@ use crate::reconcilers::wait::{Flow, Wait};
 use crate::reconcilers::{converge, rollout, status};
 use crate::runtime::{Context, ReconcileError};
 use crate::swarm::objects::ContentKind;
-use crate::swarm::{Owner, ServiceHealth, ServicePlan};
+use crate::swarm::{NodeInfo, Owner, ServiceHealth, ServicePlan};
 
 /// The RedisSentinelGroup reconciler.
 #[derive(Debug, Default)]
@@ -67,7 +67,7 @@ async fn place(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
     (owner, before): (&Owner, &[haswarm_crds::meta::UnavailableNode]),
-    view: Option<&observe::SentinelView>,
+    (view, nodes): (Option<&observe::SentinelView>, &[NodeInfo]),
 ) -> Result<Placed, ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let instances = usize::from(rsg.spec.instances);
@@ -95,11 +95,10 @@ async fn place(
             .filter_map(|p| families[1].index_of_service(&p.host))
             .map(|j| render::sentinel_slot(name, j)),
     );
-    let nodes = ctx.swarm.nodes().await?;
     slots::place(
         ctx,
         (owner, before),
-        (&rsg.spec.placement, &nodes),
+        (&rsg.spec.placement, nodes),
         &families,
         &stay,
     )
@@ -299,7 +298,10 @@ fn detached_instances(
 /// What a pass saw of a group before it acts: each sentinel's view that
 /// answered, by sentinel (the first is the one the pass goes by).
 pub(crate) struct Facts {
+    /// The sentinels' views that know a master, by sentinel.
     views: Vec<(String, SentinelView)>,
+    /// The Swarm's nodes.
+    nodes: Vec<NodeInfo>,
 }
 
 impl Facts {
@@ -334,8 +336,10 @@ impl Stateful for RedisGroups {
         pass: &Pass<'_>,
         _status: &mut RedisSentinelGroupStatus,
     ) -> Result<Facts, ReconcileError> {
+        let nodes = ctx.swarm.nodes().await?;
         Ok(Facts {
-            views: observe(ctx, pass.res).await?,
+            views: observe(ctx, pass.res, &nodes).await?,
+            nodes,
         })
     }
 
@@ -347,7 +351,7 @@ impl Stateful for RedisGroups {
         (status, notices): (&mut RedisSentinelGroupStatus, &mut Vec<status::Notice>),
     ) -> Result<(Vec<String>, BTreeMap<String, u32>), ReconcileError> {
         let before = &pass.old.common.unavailable_nodes;
-        let placed = place(ctx, pass.res, (pass.owner, before), f.view()).await?;
+        let placed = place(ctx, pass.res, (pass.owner, before), (f.view(), &f.nodes)).await?;
         let grace = ctx.settings.node_loss_grace;
         Ok(placed.report(grace, &mut status.common, notices))
     }
@@ -436,7 +440,7 @@ impl Stateful for RedisGroups {
         }
         let group = &rolled.group;
         if holding.is_none() && group.is_ok() {
-            holding = drain_master(ctx, rsg, &f.views, notices).await?;
+            holding = drain_master(ctx, rsg, (&f.views, &f.nodes), notices).await?;
         }
         if ready.phase.is_some() && holding.is_none() && group.is_ok() {
             advance_rotation(ctx, rsg, status, notices).await?;

@@ -13,7 +13,7 @@ use crate::reconcilers::slots;
 use crate::reconcilers::status::Notice;
 use crate::reconcilers::wait::{Flow, Wait};
 use crate::runtime::{Context, ReconcileError};
-use crate::swarm::SwarmError;
+use crate::swarm::{NodeInfo, SwarmError};
 
 /// How long one hold of the master's writes lasts during a switchover. The
 /// script renews it until the old master follows the promoted replica, so
@@ -114,16 +114,15 @@ pub(super) async fn switchover(
 pub(super) async fn drain_master(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
-    views: &[(String, SentinelView)],
+    (views, nodes): (&[(String, SentinelView)], &[NodeInfo]),
     notices: &mut Vec<Notice>,
 ) -> Result<Option<Wait>, ReconcileError> {
     let Some(master) = views.first().and_then(|(_, v)| v.master.as_deref()) else {
         return Ok(None);
     };
-    let nodes = ctx.swarm.nodes().await?;
     let name = rsg.metadata.name.as_str();
     let data = &families(name, usize::from(rsg.spec.instances), 0)[0];
-    let Some(node) = slots::draining(&nodes, data).remove(master) else {
+    let Some(node) = slots::draining(nodes, data).remove(master) else {
         return Ok(None);
     };
     let why = format!("because its node {node} is being drained");
@@ -217,16 +216,16 @@ async fn probe(ctx: &Context, rsg: &RedisSentinelGroup) -> Result<Option<String>
 pub(super) async fn observe(
     ctx: &Context,
     rsg: &RedisSentinelGroup,
+    nodes: &[NodeInfo],
 ) -> Result<Vec<(String, SentinelView)>, ReconcileError> {
     let name = rsg.metadata.name.as_str();
-    let nodes = ctx.swarm.nodes().await?;
     let current: BTreeMap<String, u32> = families(
         name,
         usize::from(rsg.spec.instances),
         usize::from(rsg.spec.sentinels.count),
     )
     .iter()
-    .flat_map(|f| f.incarnations(&nodes))
+    .flat_map(|f| f.incarnations(nodes))
     .collect();
     let group = rsg.spec.master_group(&rsg.metadata);
     let probe = probe(ctx, rsg).await?;
