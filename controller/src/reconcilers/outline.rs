@@ -54,7 +54,8 @@ impl Rolled {
 }
 
 /// What a pass leaves for the report.
-pub(crate) struct Outcome {
+#[derive(Debug)]
+pub struct Outcome {
     /// Slot labels no node could take.
     pub unassigned: Vec<String>,
     /// Why changes remain, if they do.
@@ -113,7 +114,9 @@ pub(crate) trait Stateful: Send + Sync + 'static {
     /// The prepared services.
     fn services(prepared: &Self::Prepared) -> &converge::Prepared;
 
-    /// Whether the group is healthy enough for one member to go down.
+    /// Whether the group is healthy enough for one member to go down, once
+    /// every service serves (the outline checks that first,
+    /// [`rollout::serving`]).
     fn group_health(
         pass: &Pass<'_, Self::Spec>,
         facts: &Self::Facts,
@@ -159,12 +162,27 @@ pub(crate) trait Stateful: Send + Sync + 'static {
         out: (&mut Self::Status, &mut Vec<Notice>),
     ) -> impl Future<Output = Result<Option<Wait>, ReconcileError>> + Send;
 
+    /// The resource's two slot families (data members, then witnesses)
+    /// for `counts` members each, named by the kind's render.
+    fn families(name: &str, counts: (usize, usize)) -> [Family<'_>; 2];
+
+    /// The families with what `reclaimPolicy` makes of a leaving member's
+    /// volumes.
+    fn retiring<'a>(families: [Family<'a>; 2], res: &Resource<Self::Spec>) -> [Family<'a>; 2];
+
     /// The slot families to release at deletion, once the owned objects
     /// are gone: every index any node may hold a slot of, whatever the spec
     /// says now, each with what `reclaimPolicy` makes of its volumes (see
     /// [`slots::release`]). `res` is `None` when the stored object no longer
     /// decodes: the volumes stay, the labels go.
-    fn slot_families<'a>(name: &'a str, res: Option<&Resource<Self::Spec>>) -> Vec<Family<'a>>;
+    fn slot_families<'a>(name: &'a str, res: Option<&Resource<Self::Spec>>) -> Vec<Family<'a>> {
+        let every = usize::from(u8::MAX);
+        let all = Self::families(name, (every, every));
+        match res {
+            Some(res) => Self::retiring(all, res).into(),
+            None => all.into(),
+        }
+    }
 
     /// The status and events of what the pass saw and left. Pure: it reads
     /// only what [`Stateful::observe`] gathered and the pass left.
@@ -260,7 +278,7 @@ async fn act<K: Stateful>(
         )
         .await?;
     let health = ctx.swarm.service_health(pass.owner).await?;
-    let group = K::group_health(pass, facts, &health);
+    let group = rollout::serving(&health).and_then(|()| K::group_health(pass, facts, &health));
     let members = K::members(pass, facts, &plan, &health);
     let step = rollout::next_step(&members, group.clone());
     if !step.apply.is_empty() || step.switchover.is_some() {

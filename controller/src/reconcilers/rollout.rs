@@ -146,6 +146,16 @@ fn rolling(why: String) -> Wait {
     Wait::new(Flow::Rollout, why)
 }
 
+/// The first rule of a group's health, the same for every kind: every
+/// service serves (a task runs, healthy, and no update is under way). The
+/// first that does not is the reason.
+pub fn serving(health: &BTreeMap<String, ServiceHealth>) -> Result<(), String> {
+    health.iter().try_for_each(|(service, h)| match h {
+        ServiceHealth::NotReady(why) => Err(format!("{service}: {why}")),
+        ServiceHealth::Running => Ok(()),
+    })
+}
+
 /// Every member that runs or is planned: data-bearing ones (`holds_data`)
 /// are the primary or replicas, the rest witnesses; each with its health and
 /// the change the plan holds for it.
@@ -276,6 +286,24 @@ mod tests {
         }
         assert_eq!(order, ["r2", "r1", "s1", "s0", "switchover r0", "r0"]);
         assert!(g.values().all(|x| x.change.is_none()));
+    }
+
+    #[test]
+    fn a_group_serves_only_when_every_service_does() {
+        let mut h: BTreeMap<String, ServiceHealth> = ["c-redis-0", "c-sentinel-0"]
+            .into_iter()
+            .map(|n| (n.to_owned(), ServiceHealth::Running))
+            .collect();
+        assert_eq!(serving(&h), Ok(()));
+        assert_eq!(serving(&BTreeMap::new()), Ok(()));
+        h.insert(
+            "c-sentinel-0".into(),
+            ServiceHealth::NotReady("update in progress".into()),
+        );
+        assert_eq!(
+            serving(&h),
+            Err("c-sentinel-0: update in progress".to_owned())
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! PostgresCluster placement: its slot families (instances, etcd
-//! members), which of them may move off lost nodes, and the incarnation of
-//! each instance (an etcd member on a lost node that answers stays).
+//! PostgresCluster placement: which slots of its families (instances, etcd
+//! members) may move off lost nodes, and the incarnation of each instance
+//! (an etcd member on a lost node that answers stays).
 
 use std::collections::BTreeMap;
 
@@ -9,35 +9,12 @@ use haswarm_crds::PostgresCluster;
 
 use super::etcd;
 use super::observe::{self, ClusterView};
+use super::reconcile::PostgresClusters;
 use super::render;
-use crate::reconcilers::slots::{self, Family, Placed, Stay};
+use crate::reconcilers::outline::Stateful;
+use crate::reconcilers::slots::{self, Placed, Stay};
 use crate::runtime::{Context, ReconcileError};
 use crate::swarm::Owner;
-
-/// The cluster's slot families: instances, then managed etcd members.
-pub(super) fn families(name: &str, instances: usize, etcd: usize) -> [Family<'_>; 2] {
-    [
-        Family::named(
-            instances,
-            name,
-            (render::instance_slot, render::instance_name),
-        ),
-        Family::named(etcd, name, (render::etcd_slot, render::etcd_name)),
-    ]
-}
-
-/// The families with what becomes of a leaving member's volume: one policy
-/// for every volume of the cluster, etcd's included.
-pub(super) fn retiring<'a>(
-    [instances, etcd]: [Family<'a>; 2],
-    pgc: &PostgresCluster,
-) -> [Family<'a>; 2] {
-    let (policy, spec) = (pgc.spec.storage.reclaim_policy, &pgc.spec);
-    [
-        instances.retiring(policy, &spec.postgres.image, &spec.storage),
-        etcd.retiring(policy, &spec.etcd.image, &spec.etcd.storage),
-    ]
-}
 
 /// Pins instances and etcd members. The leader's slot never moves (moved, it
 /// would start empty), nor, while no leader is known, any instance's, nor
@@ -64,7 +41,8 @@ pub(super) async fn place(
     let nodes = &slots::down_since_first_seen(nodes, before);
     let instances = usize::from(pgc.spec.instances);
     let members = etcd.map_or(0, |m| usize::from(m.members));
-    let families = retiring(families(name, instances, members), pgc);
+    let families =
+        PostgresClusters::retiring(PostgresClusters::families(name, (instances, members)), pgc);
     let leader = view.and_then(ClusterView::leader);
     let mut stay = Stay {
         always: slots::stay(&families[0], leader),
@@ -158,5 +136,5 @@ pub(super) fn instance_incarnations(
     instances: usize,
     nodes: &[crate::swarm::NodeInfo],
 ) -> BTreeMap<String, u32> {
-    families(name, instances, 0)[0].incarnations(nodes)
+    PostgresClusters::families(name, (instances, 0))[0].incarnations(nodes)
 }

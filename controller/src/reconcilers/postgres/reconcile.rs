@@ -15,7 +15,7 @@ use super::etcd;
 use super::observe::ClusterView;
 use super::passwords::{advance_rotation, passwords, set_logins, Passwords};
 use super::patroni::{converge_settings, look, with_nodes};
-use super::placement::{families, instance_incarnations, place, retiring};
+use super::placement::{instance_incarnations, place};
 use super::render::{self, Inputs};
 use super::report;
 use super::rotate;
@@ -38,19 +38,13 @@ pub(super) const MAX_LAG_BYTES: u64 = 16 << 20;
 #[derive(Debug, Default)]
 pub struct PostgresClusters;
 
-/// Healthy enough for the next rollout step: every service runs, a leader
-/// runs, and every other instance streams from it without much lag.
+/// Healthy enough for the next rollout step, once every service serves: a
+/// leader runs, and every other instance streams from it without much lag.
 fn cluster_health(
     spec: &PostgresClusterSpec,
     name: &str,
-    health: &BTreeMap<String, ServiceHealth>,
     view: Option<&ClusterView>,
 ) -> Result<(), String> {
-    for (service, h) in health {
-        if let ServiceHealth::NotReady(why) = h {
-            return Err(format!("{service}: {why}"));
-        }
-    }
     let view = view.ok_or("Patroni does not answer yet")?;
     let leader = view.running_leader().ok_or("no running leader")?;
     for i in 0..usize::from(spec.instances) {
@@ -160,7 +154,7 @@ async fn carry_out(
     let name = pgc.metadata.name.as_str();
     let draining = slots::draining(
         nodes,
-        &families(name, usize::from(pgc.spec.instances), 0)[0],
+        &PostgresClusters::families(name, (usize::from(pgc.spec.instances), 0))[0],
     );
     let wanted = switchover::wanted(pgc, v, l, request, &draining);
     let at = (pgc, etcd);
@@ -348,15 +342,10 @@ impl Stateful for PostgresClusters {
     fn group_health(
         pass: &Pass<'_>,
         f: &Facts,
-        health: &BTreeMap<String, ServiceHealth>,
+        _health: &BTreeMap<String, ServiceHealth>,
     ) -> Result<(), String> {
         let pgc = pass.res;
-        cluster_health(
-            &pgc.spec,
-            pgc.metadata.name.as_str(),
-            health,
-            f.view.as_ref(),
-        )
+        cluster_health(&pgc.spec, pgc.metadata.name.as_str(), f.view.as_ref())
     }
 
     fn members(
@@ -448,12 +437,25 @@ impl Stateful for PostgresClusters {
         Ok(holding)
     }
 
-    fn slot_families<'a>(name: &'a str, pgc: Option<&PostgresCluster>) -> Vec<Family<'a>> {
-        let all = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
-        match pgc {
-            Some(pgc) => retiring(all, pgc).into(),
-            None => all.into(),
-        }
+    /// Instances, then managed etcd members.
+    fn families(name: &str, (instances, etcd): (usize, usize)) -> [Family<'_>; 2] {
+        [
+            Family::named(
+                instances,
+                name,
+                (render::instance_slot, render::instance_name),
+            ),
+            Family::named(etcd, name, (render::etcd_slot, render::etcd_name)),
+        ]
+    }
+
+    /// One policy for every volume of the cluster, etcd's included.
+    fn retiring<'a>([instances, etcd]: [Family<'a>; 2], pgc: &PostgresCluster) -> [Family<'a>; 2] {
+        let (policy, spec) = (pgc.spec.storage.reclaim_policy, &pgc.spec);
+        [
+            instances.retiring(policy, &spec.postgres.image, &spec.storage),
+            etcd.retiring(policy, &spec.etcd.image, &spec.etcd.storage),
+        ]
     }
 
     fn report(
@@ -468,9 +470,7 @@ impl Stateful for PostgresClusters {
             view: f.view.as_ref(),
             members: f.members.clone(),
             nodes: &f.nodes,
-            unassigned: &outcome.unassigned,
-            holding: outcome.holding.as_ref(),
-            group: &outcome.group,
+            outcome,
             generation: pass.obj.metadata.generation,
         };
         report::report(&look, status)
@@ -485,13 +485,6 @@ mod tests {
 
     fn spec(instances: u8) -> PostgresClusterSpec {
         serde_json::from_value(serde_json::json!({ "instances": instances })).expect("spec")
-    }
-
-    fn running(names: &[&str]) -> BTreeMap<String, ServiceHealth> {
-        names
-            .iter()
-            .map(|n| ((*n).to_owned(), ServiceHealth::Running))
-            .collect()
     }
 
     #[test]
@@ -534,33 +527,25 @@ mod tests {
 
     #[test]
     fn a_cluster_is_healthy_when_every_replica_streams_from_a_running_leader() {
-        let h = running(&["db-pg-0", "db-pg-1", "db-etcd-0"]);
         let good = view(&[
             ("db-pg-0", "leader", "running", None),
             ("db-pg-1", "replica", "streaming", Some(0)),
         ]);
-        assert_eq!(cluster_health(&spec(2), "db", &h, Some(&good)), Ok(()));
-        assert!(cluster_health(&spec(2), "db", &h, None).is_err());
+        assert_eq!(cluster_health(&spec(2), "db", Some(&good)), Ok(()));
+        assert!(cluster_health(&spec(2), "db", None).is_err());
         let starting = view(&[
             ("db-pg-0", "leader", "running", None),
             ("db-pg-1", "replica", "starting", None),
         ]);
-        assert!(cluster_health(&spec(2), "db", &h, Some(&starting))
+        assert!(cluster_health(&spec(2), "db", Some(&starting))
             .is_err_and(|e| e.contains("db-pg-1 is starting")));
         let missing = view(&[("db-pg-0", "leader", "running", None)]);
-        assert!(cluster_health(&spec(2), "db", &h, Some(&missing))
+        assert!(cluster_health(&spec(2), "db", Some(&missing))
             .is_err_and(|e| e.contains("not a member")));
-        let mut updating = h.clone();
-        updating.insert(
-            "db-etcd-0".into(),
-            ServiceHealth::NotReady("update in progress".into()),
-        );
-        assert!(cluster_health(&spec(2), "db", &updating, Some(&good)).is_err());
     }
 
     #[test]
     fn a_replica_on_another_timeline_is_not_in_sync_even_without_lag() {
-        let h = running(&["db-pg-0", "db-pg-1"]);
         let at = |replica: Option<u64>| {
             crate::reconcilers::postgres::observe::parse_cluster(
                 &serde_json::json!({"members": [
@@ -572,14 +557,11 @@ mod tests {
             .expect("view")
         };
         assert_eq!(
-            cluster_health(&spec(2), "db", &h, Some(&at(Some(2)))),
+            cluster_health(&spec(2), "db", Some(&at(Some(2)))),
             Err("db-pg-1 is on timeline 2, the leader db-pg-0 on 3".to_owned())
         );
-        assert_eq!(
-            cluster_health(&spec(2), "db", &h, Some(&at(Some(3)))),
-            Ok(())
-        );
+        assert_eq!(cluster_health(&spec(2), "db", Some(&at(Some(3)))), Ok(()));
         // Patroni did not say: the lag decides.
-        assert_eq!(cluster_health(&spec(2), "db", &h, Some(&at(None))), Ok(()));
+        assert_eq!(cluster_health(&spec(2), "db", Some(&at(None))), Ok(()));
     }
 }

@@ -7,8 +7,8 @@ use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
 use super::observe::ClusterView;
 use super::reconcile::MAX_LAG_BYTES;
 use super::render;
+use crate::reconcilers::outline::Outcome;
 use crate::reconcilers::status::{self, Notice};
-use crate::reconcilers::wait::Wait;
 use crate::swarm::NodeInfo;
 
 /// What a pass saw and left, as the status reports it.
@@ -24,12 +24,9 @@ pub struct Look<'a> {
     pub members: Vec<PostgresMember>,
     /// The swarm's nodes.
     pub nodes: &'a [NodeInfo],
-    /// Slot labels no node could take.
-    pub unassigned: &'a [String],
-    /// Why changes remain, if they do.
-    pub holding: Option<&'a Wait>,
-    /// Whether the cluster passed the rollout's health check, or why not.
-    pub group: &'a Result<(), String>,
+    /// What the pass left: slot labels no node could take, why changes
+    /// remain, and the rollout's health check.
+    pub outcome: &'a Outcome,
     /// The spec's generation this pass acted on.
     pub generation: Option<u64>,
 }
@@ -37,7 +34,11 @@ pub struct Look<'a> {
 /// Writes what `look` says into `status` and returns the events it calls for.
 pub fn report(look: &Look<'_>, status: &mut PostgresClusterStatus) -> Vec<Notice> {
     let name = look.pgc.metadata.name.as_str();
-    status::progressing(&mut status.common, look.holding, look.generation);
+    status::progressing(
+        &mut status.common,
+        look.outcome.holding.as_ref(),
+        look.generation,
+    );
     if look.pgc.spec.router.replicas > 0 {
         status.read_write_endpoint = Some(format!("{}:{}", render::rw_name(name), render::PG_PORT));
         status.read_only_endpoint = Some(format!("{}:{}", render::ro_name(name), render::PG_PORT));
@@ -53,7 +54,7 @@ pub fn report(look: &Look<'_>, status: &mut PostgresClusterStatus) -> Vec<Notice
             &mut status.common,
             (&["PrimaryAvailable", "ReplicasInSync"], "NoAnswer"),
             "Patroni does not answer yet (haswarm asks it on the node of the engine it talks to)",
-            look.unassigned,
+            &look.outcome.unassigned,
             look.generation,
         );
         return Vec::new();
@@ -177,8 +178,8 @@ fn replicas(
     status::ready(
         &mut status.common,
         now.is_some() && replicas_ok,
-        look.group,
-        look.holding,
+        &look.outcome.group,
+        look.outcome.holding.as_ref(),
         format!(
             "leader {}, {in_sync}/{expected} replicas in sync",
             now.unwrap_or("unknown")

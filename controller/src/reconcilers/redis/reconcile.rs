@@ -29,33 +29,6 @@ pub struct RedisGroups;
 /// restarted (its start script then asks the sentinels for the master).
 const DETACHED_GRACE: Duration = Duration::from_secs(30);
 
-/// The group's slot families: data instances, then sentinels.
-pub(super) fn families(name: &str, instances: usize, sentinels: usize) -> [Family<'_>; 2] {
-    [
-        Family::named(
-            instances,
-            name,
-            (render::instance_slot, render::instance_name),
-        ),
-        Family::named(
-            sentinels,
-            name,
-            (render::sentinel_slot, render::sentinel_name),
-        ),
-    ]
-}
-
-/// The families with what becomes of a leaving member's volume (the
-/// sentinels' storage is `render::sentinel_storage` of the data's).
-fn retiring<'a>([data, sentinels]: [Family<'a>; 2], rsg: &RedisSentinelGroup) -> [Family<'a>; 2] {
-    let (policy, spec) = (rsg.spec.storage.reclaim_policy, &rsg.spec);
-    let sentinel_storage = render::sentinel_storage(&spec.storage);
-    [
-        data.retiring(policy, &spec.image, &spec.storage),
-        sentinels.retiring(policy, &spec.image, &sentinel_storage),
-    ]
-}
-
 /// Pins every instance and sentinel to a node; returns the labels no node
 /// could take. The master's slot stays even on a lost node: moved, it would
 /// start empty. The sentinels fail over first; only then is it a replica
@@ -71,8 +44,8 @@ async fn place(
 ) -> Result<Placed, ReconcileError> {
     let name = rsg.metadata.name.as_str();
     let instances = usize::from(rsg.spec.instances);
-    let families = retiring(
-        families(name, instances, usize::from(rsg.spec.sentinels.count)),
+    let families = RedisGroups::retiring(
+        RedisGroups::families(name, (instances, usize::from(rsg.spec.sentinels.count))),
         rsg,
     );
     let master = view.and_then(|v| v.master.as_deref());
@@ -176,18 +149,14 @@ fn members(
     rollout::members(plan, health, |n| render::is_instance(prefix, n), master)
 }
 
-/// Whether the group is healthy enough for one member to go down: every
-/// service serving, the master up, every data instance linked and in sync.
+/// Whether the group is healthy enough for one member to go down, once
+/// every service serves: the master up, every data instance linked and in
+/// sync.
 fn group_health(
     prefix: &str,
     health: &BTreeMap<String, ServiceHealth>,
     view: Option<&SentinelView>,
 ) -> Result<(), String> {
-    for (name, h) in health {
-        if let ServiceHealth::NotReady(why) = h {
-            return Err(format!("{name}: {why}"));
-        }
-    }
     let Some(view) = view else {
         return Err("no sentinel answers".into());
     };
@@ -456,12 +425,33 @@ impl Stateful for RedisGroups {
         Ok(holding)
     }
 
-    fn slot_families<'a>(name: &'a str, rsg: Option<&RedisSentinelGroup>) -> Vec<Family<'a>> {
-        let all = families(name, usize::from(u8::MAX), usize::from(u8::MAX));
-        match rsg {
-            Some(rsg) => retiring(all, rsg).into(),
-            None => all.into(),
-        }
+    /// Data instances, then sentinels.
+    fn families(name: &str, (instances, sentinels): (usize, usize)) -> [Family<'_>; 2] {
+        [
+            Family::named(
+                instances,
+                name,
+                (render::instance_slot, render::instance_name),
+            ),
+            Family::named(
+                sentinels,
+                name,
+                (render::sentinel_slot, render::sentinel_name),
+            ),
+        ]
+    }
+
+    /// The sentinels' storage is `render::sentinel_storage` of the data's.
+    fn retiring<'a>(
+        [data, sentinels]: [Family<'a>; 2],
+        rsg: &RedisSentinelGroup,
+    ) -> [Family<'a>; 2] {
+        let (policy, spec) = (rsg.spec.storage.reclaim_policy, &rsg.spec);
+        let sentinel_storage = render::sentinel_storage(&spec.storage);
+        [
+            data.retiring(policy, &spec.image, &spec.storage),
+            sentinels.retiring(policy, &spec.image, &sentinel_storage),
+        ]
     }
 
     fn report(
@@ -474,9 +464,7 @@ impl Stateful for RedisGroups {
             rsg: pass.res,
             old: pass.old,
             views: &f.views,
-            unassigned: &outcome.unassigned,
-            holding: outcome.holding.as_ref(),
-            group: &outcome.group,
+            outcome,
             generation: pass.obj.metadata.generation,
         };
         report::report(&look, status)
@@ -517,12 +505,6 @@ mod tests {
         undiscovered.replicas.pop();
         assert!(group_health("c", &all_running(), Some(&undiscovered))
             .is_err_and(|e| e.contains("do not know c-redis-2")));
-        let mut restarting = all_running();
-        restarting.insert(
-            "c-sentinel-0".into(),
-            ServiceHealth::NotReady("update in progress".into()),
-        );
-        assert!(group_health("c", &restarting, Some(&healthy_view())).is_err());
         let mut gone = all_running();
         gone.remove("c-redis-0");
         assert!(
@@ -576,7 +558,7 @@ mod tests {
 
     #[test]
     fn slot_families_are_the_label_prefixes() {
-        let [i, s] = families("cache", 3, 3);
+        let [i, s] = RedisGroups::families("cache", (3, 3));
         assert_eq!(
             i.prefix(),
             "io.haswarm.redissentinelgroup.cache.redis.slot-"

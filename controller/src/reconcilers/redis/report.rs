@@ -6,8 +6,8 @@ use haswarm_crds::{EventType, RedisSentinelGroup};
 
 use super::observe::{self, SentinelView};
 use super::render;
+use crate::reconcilers::outline::Outcome;
 use crate::reconcilers::status::{self, Notice};
-use crate::reconcilers::wait::Wait;
 
 /// A replica more than this many bytes behind counts as out of sync.
 pub const MAX_LAG_BYTES: u64 = 1 << 20;
@@ -21,12 +21,9 @@ pub struct Look<'a> {
     pub old: &'a RedisSentinelGroupStatus,
     /// The sentinels' views, the current truth first (see `observe`).
     pub views: &'a [(String, SentinelView)],
-    /// Slot labels no node could take.
-    pub unassigned: &'a [String],
-    /// Why changes remain, if they do.
-    pub holding: Option<&'a Wait>,
-    /// Whether the group passed the rollout's health check, or why not.
-    pub group: &'a Result<(), String>,
+    /// What the pass left: slot labels no node could take, why changes
+    /// remain, and the rollout's health check.
+    pub outcome: &'a Outcome,
     /// The spec's generation this pass acted on.
     pub generation: Option<u64>,
 }
@@ -34,7 +31,11 @@ pub struct Look<'a> {
 /// Writes what `look` says into `status` (conditions, master, replicas,
 /// sentinels seen) and returns the events it calls for.
 pub fn report(look: &Look<'_>, status: &mut RedisSentinelGroupStatus) -> Vec<Notice> {
-    status::progressing(&mut status.common, look.holding, look.generation);
+    status::progressing(
+        &mut status.common,
+        look.outcome.holding.as_ref(),
+        look.generation,
+    );
     match look.views.first() {
         None => {
             no_sentinel_answers(look, status);
@@ -56,7 +57,7 @@ fn no_sentinel_answers(look: &Look<'_>, status: &mut RedisSentinelGroupStatus) {
             "NoSentinelAnswer",
         ),
         "no sentinel answers yet (haswarm asks them through a member of the group on the node of the engine it talks to)",
-        look.unassigned,
+        &look.outcome.unassigned,
         look.generation,
     );
 }
@@ -131,8 +132,8 @@ fn from_view(
     status::ready(
         &mut status.common,
         master_ok && quorum_ok && replicas_ok,
-        look.group,
-        look.holding,
+        &look.outcome.group,
+        look.outcome.holding.as_ref(),
         format!(
             "master {}, {in_sync}/{expected} replicas in sync, {seen}/{} sentinels",
             master.as_deref().unwrap_or("unknown"),

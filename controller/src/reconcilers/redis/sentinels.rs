@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use haswarm_crds::{EventType, RedisSentinelGroup};
 
 use super::observe::{self, SentinelView};
-use super::reconcile::families;
+use super::reconcile::RedisGroups;
 use super::render;
+use crate::reconcilers::outline::Stateful;
 use crate::reconcilers::slots;
 use crate::reconcilers::status::Notice;
 use crate::reconcilers::wait::{Flow, Wait};
@@ -121,7 +122,7 @@ pub(super) async fn drain_master(
         return Ok(None);
     };
     let name = rsg.metadata.name.as_str();
-    let data = &families(name, usize::from(rsg.spec.instances), 0)[0];
+    let data = &RedisGroups::families(name, (usize::from(rsg.spec.instances), 0))[0];
     let Some(node) = slots::draining(nodes, data).remove(master) else {
         return Ok(None);
     };
@@ -219,14 +220,14 @@ pub(super) async fn observe(
     nodes: &[NodeInfo],
 ) -> Result<Vec<(String, SentinelView)>, ReconcileError> {
     let name = rsg.metadata.name.as_str();
-    let current: BTreeMap<String, u32> = families(
-        name,
+    let counts = (
         usize::from(rsg.spec.instances),
         usize::from(rsg.spec.sentinels.count),
-    )
-    .iter()
-    .flat_map(|f| f.incarnations(nodes))
-    .collect();
+    );
+    let current: BTreeMap<String, u32> = RedisGroups::families(name, counts)
+        .iter()
+        .flat_map(|f| f.incarnations(nodes))
+        .collect();
     let group = rsg.spec.master_group(&rsg.metadata);
     let probe = probe(ctx, rsg).await?;
     let mut views = Vec::new();
