@@ -255,6 +255,38 @@ async fn reconcile<K: Stateful>(
     .await
 }
 
+/// What a pass chose, before it acts.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    /// The members as the rollout saw them.
+    pub members: BTreeMap<String, rollout::Member>,
+    /// Whether the group is healthy enough for a member to go down, or why
+    /// not.
+    pub group: Result<(), String>,
+    /// The step the rollout lets through.
+    pub step: rollout::Step,
+}
+
+/// The pure choice of a pass: from what it saw (`facts`), the services'
+/// planned changes and their health, the group's health (every service
+/// serving, then the kind's rule), the members, and the one safe step
+/// ([`rollout::next_step`]). Each kind's tests run it without Docker.
+pub(crate) fn plan<K: Stateful>(
+    pass: &Pass<'_, K::Spec>,
+    facts: &K::Facts,
+    services: &ServicePlan,
+    health: &BTreeMap<String, ServiceHealth>,
+) -> Planned {
+    let group = rollout::serving(health).and_then(|()| K::group_health(pass, facts, health));
+    let members = K::members(pass, facts, services, health);
+    let step = rollout::next_step(&members, group.clone());
+    Planned {
+        members,
+        group,
+        step,
+    }
+}
+
 /// The acting part of a pass: pin, prepare, roll one safe step (see
 /// [`rollout`]), apply it, and move the kind's flows on.
 async fn act<K: Stateful>(
@@ -269,7 +301,7 @@ async fn act<K: Stateful>(
         .prepare(ctx, pass, (facts, &incarnations), status, notices)
         .await?;
     let services = K::services(&prepared);
-    let plan = ctx
+    let changes = ctx
         .swarm
         .plan_services(
             pass.owner,
@@ -278,9 +310,11 @@ async fn act<K: Stateful>(
         )
         .await?;
     let health = ctx.swarm.service_health(pass.owner).await?;
-    let group = rollout::serving(&health).and_then(|()| K::group_health(pass, facts, &health));
-    let members = K::members(pass, facts, &plan, &health);
-    let step = rollout::next_step(&members, group.clone());
+    let Planned {
+        members,
+        group,
+        step,
+    } = plan::<K>(pass, facts, &changes, &health);
     if !step.apply.is_empty() || step.switchover.is_some() {
         tracing::info!(?members, ?step, ?group, "rollout step");
     }
@@ -298,7 +332,7 @@ async fn act<K: Stateful>(
     status.common_mut().owned_objects = converge::apply(
         ctx,
         (pass.obj, pass.owner),
-        &plan,
+        &changes,
         &rolled.step.apply,
         services,
     )
@@ -317,4 +351,101 @@ async fn act<K: Stateful>(
         holding,
         group: rolled.group,
     })
+}
+
+/// Runs `f` on a pass over `res` with a default status, as a reconcile of
+/// the stored object would see it: for the kinds' tests of [`plan`].
+#[cfg(test)]
+fn with_pass<S: Kind, T>(res: &Resource<S>, f: impl FnOnce(&Pass<'_, S>) -> T) -> T
+where
+    S::Status: HasCommon,
+{
+    let obj = Record {
+        api_version: haswarm_crds::API_VERSION.to_owned(),
+        kind: S::KIND.to_owned(),
+        metadata: res.metadata.clone(),
+        spec: serde_json::to_value(&res.spec).expect("spec"),
+        status: None,
+    };
+    let owner = Owner {
+        kind: S::KIND.to_owned(),
+        name: res.metadata.name.to_string(),
+        uid: "uid".to_owned(),
+        instance: "test".to_owned(),
+    };
+    let old = S::Status::default();
+    f(&Pass {
+        obj: &obj,
+        owner: &owner,
+        res,
+        old: &old,
+    })
+}
+
+/// A row of a kind's table test of [`plan`]: the services whose change is
+/// planned, those not serving (with why), the data plane's view; then the
+/// services applied now, the member switched over from, and how the wait
+/// begins.
+#[cfg(test)]
+pub(crate) type PlanRow<'a, V> = (
+    &'a [&'a str],
+    &'a [(&'a str, &'a str)],
+    &'a V,
+    &'a [&'a str],
+    Option<&'a str>,
+    &'a str,
+);
+
+/// The health of `services`: running, but those `down` names with why not.
+#[cfg(test)]
+fn health_of(services: &[&str], down: &[(&str, &str)]) -> BTreeMap<String, ServiceHealth> {
+    services
+        .iter()
+        .map(|n| {
+            let h = match down.iter().find(|(d, _)| d == n) {
+                Some((_, why)) => ServiceHealth::NotReady((*why).to_owned()),
+                None => ServiceHealth::Running,
+            };
+            ((*n).to_owned(), h)
+        })
+        .collect()
+}
+
+/// A service plan that updates `names`.
+#[cfg(test)]
+fn updating(names: &[&str]) -> ServicePlan {
+    let update = || crate::swarm::ServiceChange::Update {
+        spec: Default::default(),
+        drifted: false,
+    };
+    ServicePlan {
+        changes: names.iter().map(|n| ((*n).to_owned(), update())).collect(),
+        versions: BTreeMap::new(),
+    }
+}
+
+/// A kind's table test of [`plan`]: each row's services (`services`, all
+/// running but the row's down ones) and planned updates, with the facts
+/// `facts` makes of the row's view, give the row's step: what is applied,
+/// the switchover, and a rollout's wait that begins as the row says.
+#[cfg(test)]
+pub(crate) fn check_plans<K: Stateful, V>(
+    res: &Resource<K::Spec>,
+    services: &[&str],
+    table: &[PlanRow<'_, V>],
+    facts: impl Fn(&V) -> K::Facts,
+) where
+    K::Status: HasCommon,
+{
+    for &(names, down, v, applied, from, wait) in table {
+        let (health, changes) = (health_of(services, down), updating(names));
+        let f = facts(v);
+        let planned = with_pass(res, |pass| plan::<K>(pass, &f, &changes, &health));
+        let step = &planned.step;
+        assert_eq!(step.apply, applied, "{names:?}");
+        assert_eq!(step.switchover.as_deref(), from, "{names:?}");
+        let w = step.holding.as_ref().expect("changes remain");
+        assert_eq!(w.flow, super::wait::Flow::Rollout);
+        assert!(w.why.starts_with(wait), "{names:?}: {}", w.why);
+    }
 }

@@ -564,4 +564,104 @@ mod tests {
         // Patroni did not say: the lag decides.
         assert_eq!(cluster_health(&spec(2), "db", Some(&at(None))), Ok(()));
     }
+
+    /// `db`, 3 instances and 3 etcd members.
+    fn db() -> PostgresCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "haswarm.io/v1alpha1", "kind": "PostgresCluster",
+            "metadata": {"name": "db"}, "spec": {"instances": 3}
+        }))
+        .expect("cluster")
+    }
+
+    fn facts(view: ClusterView) -> Facts {
+        Facts {
+            membership: None,
+            etcd_clients: 3,
+            nodes: Vec::new(),
+            leader: view.leader().map(str::to_owned),
+            view: Some(view),
+            members: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_pass_plans_replicas_first_then_etcd_then_a_switchover_and_waits_while_unhealthy() {
+        use crate::reconcilers::outline::{check_plans, PlanRow};
+        let services = [
+            "db-pg-0",
+            "db-pg-1",
+            "db-pg-2",
+            "db-etcd-0",
+            "db-etcd-1",
+            "db-etcd-2",
+        ];
+        let healthy = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "sync_standby", "streaming", Some(0)),
+            ("db-pg-2", "replica", "streaming", Some(0)),
+        ]);
+        let lagging = view(&[
+            ("db-pg-0", "leader", "running", None),
+            ("db-pg-1", "sync_standby", "streaming", Some(0)),
+            ("db-pg-2", "replica", "streaming", Some(MAX_LAG_BYTES + 1)),
+        ]);
+        let rolling = [("db-etcd-0", "update in progress")];
+        // (changes planned, services not serving, Patroni's view) →
+        // (applied now, switched over from, the wait's start)
+        let table: [PlanRow<'_, ClusterView>; 6] = [
+            (
+                &["db-pg-0", "db-pg-1", "db-pg-2", "db-etcd-0"],
+                &[],
+                &healthy,
+                &["db-pg-2"],
+                None,
+                "3 more change(s)",
+            ),
+            (
+                &["db-pg-0", "db-pg-1", "db-etcd-0"],
+                &[],
+                &healthy,
+                &["db-pg-1"],
+                None,
+                "2 more change(s)",
+            ),
+            (
+                &["db-pg-0", "db-etcd-0"],
+                &[],
+                &healthy,
+                &["db-etcd-0"],
+                None,
+                "1 more change(s)",
+            ),
+            (
+                &["db-pg-0"],
+                &[],
+                &healthy,
+                &[],
+                Some("db-pg-0"),
+                "db-pg-0 is the primary",
+            ),
+            // A replica too far behind does not serve: its change goes at
+            // once; the leader's waits for a healthy cluster.
+            (
+                &["db-pg-0", "db-pg-2"],
+                &[],
+                &lagging,
+                &["db-pg-2"],
+                None,
+                "1 change(s) wait until db-pg-2 settle",
+            ),
+            // A service that does not serve holds every disruptive change.
+            (
+                &["db-pg-1"],
+                &rolling,
+                &healthy,
+                &[],
+                None,
+                "1 change(s) wait: db-etcd-0: update in progress",
+            ),
+        ];
+        check_plans::<PostgresClusters, _>(&db(), &services, &table, |v| facts(v.clone()));
+    }
 }

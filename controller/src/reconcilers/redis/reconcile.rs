@@ -569,4 +569,85 @@ mod tests {
         );
         assert!(render::instance_slot("cache", 12).starts_with(&i.prefix()));
     }
+
+    #[test]
+    fn a_pass_plans_replicas_first_then_sentinels_then_a_switchover_and_waits_while_unhealthy() {
+        use crate::reconcilers::outline::{check_plans, PlanRow};
+        let services = [
+            "c-redis-0",
+            "c-redis-1",
+            "c-redis-2",
+            "c-sentinel-0",
+            "c-sentinel-1",
+            "c-sentinel-2",
+        ];
+        let healthy = healthy_view();
+        let mut syncing = healthy_view();
+        syncing.connected[1].state = "wait_bgsave".into();
+        let rolling = [("c-sentinel-0", "update in progress")];
+        // (changes planned, services not serving, the sentinels' view) →
+        // (applied now, switched over from, the wait's start)
+        let table: [PlanRow<'_, SentinelView>; 6] = [
+            (
+                &["c-redis-0", "c-redis-1", "c-redis-2", "c-sentinel-0"],
+                &[],
+                &healthy,
+                &["c-redis-2"],
+                None,
+                "3 more change(s)",
+            ),
+            (
+                &["c-redis-0", "c-redis-1", "c-sentinel-0"],
+                &[],
+                &healthy,
+                &["c-redis-1"],
+                None,
+                "2 more change(s)",
+            ),
+            (
+                &["c-redis-0", "c-sentinel-0"],
+                &[],
+                &healthy,
+                &["c-sentinel-0"],
+                None,
+                "1 more change(s)",
+            ),
+            (
+                &["c-redis-0"],
+                &[],
+                &healthy,
+                &[],
+                Some("c-redis-0"),
+                "c-redis-0 is the primary",
+            ),
+            // A replica still syncing holds every disruptive change.
+            (
+                &["c-redis-0", "c-redis-1"],
+                &[],
+                &syncing,
+                &[],
+                None,
+                "2 change(s) wait: c-redis-2 is syncing",
+            ),
+            // So does a service that does not serve.
+            (
+                &["c-redis-1"],
+                &rolling,
+                &healthy,
+                &[],
+                None,
+                "1 change(s) wait: c-sentinel-0: update in progress",
+            ),
+        ];
+        let rsg: RedisSentinelGroup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "haswarm.io/v1alpha1", "kind": "RedisSentinelGroup",
+            "metadata": {"name": "c"}, "spec": {"instances": 3}
+        }))
+        .expect("group");
+        let facts = |v: &SentinelView| Facts {
+            views: vec![("c-sentinel-0".to_owned(), v.clone())],
+            nodes: Vec::new(),
+        };
+        check_plans::<RedisGroups, _>(&rsg, &services, &table, facts);
+    }
 }
