@@ -27,7 +27,7 @@ const MIN_LEASE_S: u64 = 2;
 pub struct Fence<'a> {
     /// How fence.sh tells a primary: `postgres` or `redis`.
     pub kind: &'static str,
-    /// The ports closed to other hosts while the lease has run out.
+    /// The ports closed to every TCP client while the lease has run out.
     pub ports: &'a [u16],
     /// The lease, seconds; also how late the loop may wake as primary.
     pub lease_s: u64,
