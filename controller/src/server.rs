@@ -206,6 +206,19 @@ pub fn start_controllers(
             metrics,
             stopping,
         });
-        crate::runtime::events::start_all(ctx);
+        start_reconcilers(ctx);
     });
+}
+
+/// Starts every kind's controller, then the Docker event feed that
+/// triggers them: the one place that wires the kinds into the runtime.
+fn start_reconcilers(ctx: std::sync::Arc<crate::runtime::Context>) {
+    use crate::reconcilers::{gitops, postgres, redis, volume};
+    use crate::runtime::events::{self, Dispatch};
+    let mut kinds = Dispatch::new();
+    events::add(&mut kinds, &ctx, volume::SharedVolumes);
+    events::add(&mut kinds, &ctx, redis::RedisGroups);
+    events::add(&mut kinds, &ctx, postgres::PostgresClusters);
+    events::add(&mut kinds, &ctx, gitops::GitSources);
+    events::spawn(ctx, kinds);
 }

@@ -92,23 +92,8 @@ pub fn spawn(ctx: Arc<Context>, dispatch: Dispatch) {
     });
 }
 
-/// Starts every kind's controller and the Docker event feed.
-pub fn start_all(ctx: Arc<Context>) {
-    fn add<R: super::Reconciler>(dispatch: &mut Dispatch, ctx: &Arc<Context>, r: R) {
-        dispatch.insert(R::KIND, super::controller::start(r, Arc::clone(ctx)));
-    }
-    let mut dispatch = Dispatch::new();
-    add(
-        &mut dispatch,
-        &ctx,
-        crate::reconcilers::volume::SharedVolumes,
-    );
-    add(&mut dispatch, &ctx, crate::reconcilers::redis::RedisGroups);
-    add(
-        &mut dispatch,
-        &ctx,
-        crate::reconcilers::postgres::PostgresClusters,
-    );
-    add(&mut dispatch, &ctx, crate::reconcilers::gitops::GitSources);
-    spawn(ctx, dispatch);
+/// Starts the controller of kind `R` and routes its triggers through
+/// `dispatch` (the daemon names the kinds; the runtime knows none).
+pub fn add<R: super::Reconciler>(dispatch: &mut Dispatch, ctx: &Arc<Context>, r: R) {
+    dispatch.insert(R::KIND, super::controller::start(r, Arc::clone(ctx)));
 }
