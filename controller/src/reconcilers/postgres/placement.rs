@@ -18,9 +18,9 @@ use crate::swarm::Owner;
 
 /// Pins instances and etcd members. The leader's slot never moves (moved, it
 /// would start empty), nor, while no leader is known, any instance's, nor
-/// that of an instance Patroni still sees running (its node is down to
-/// Swarm, but it serves: an engine that stopped, not a lost node) unless
-/// haswarm drains its node. etcd
+/// that of an instance Patroni still lists, in any state (its node is down
+/// to Swarm, but its Patroni renews its member key, so its container runs:
+/// an engine that stopped, not a lost node) unless haswarm drains its node. etcd
 /// members move one at a time and only while the others keep a quorum
 /// (see [`etcd::stays`]); the `Err` of the second value says why not. An
 /// etcd member on a lost node that answers a health check stays too. The
@@ -48,10 +48,13 @@ pub(super) async fn place(
         always: slots::stay(&families[0], leader),
         serving: Vec::new(),
     };
+    // Any state, not only running: a member cut off with its engine may be
+    // rewinding or restarting when it is looked at (seen: a former leader,
+    // demoted while its DNS was gone, moved while it rewound, its container
+    // alive). A lost node's members leave the list when their keys expire.
     stay.serving.extend(
         view.into_iter()
             .flat_map(|v| &v.members)
-            .filter(|m| matches!(m.state.as_str(), "running" | "streaming"))
             .filter_map(|m| families[0].index_of_service(&m.name))
             .map(|i| render::instance_slot(name, i)),
     );
