@@ -588,14 +588,12 @@ mod tests {
     #[test]
     fn a_pass_plans_replicas_first_then_etcd_then_a_switchover_and_waits_while_unhealthy() {
         use crate::reconcilers::outline::{check_plans, PlanRow};
-        let services = [
-            "db-pg-0",
-            "db-pg-1",
-            "db-pg-2",
-            "db-etcd-0",
-            "db-etcd-1",
-            "db-etcd-2",
-        ];
+        // Named by the render, as the cluster's services are.
+        let names: Vec<String> = (0..3)
+            .map(|i| render::instance_name("db", i))
+            .chain((0..3).map(|j| render::etcd_name("db", j)))
+            .collect();
+        let services: Vec<&str> = names.iter().map(String::as_str).collect();
         let healthy = view(&[
             ("db-pg-0", "leader", "running", None),
             ("db-pg-1", "sync_standby", "streaming", Some(0)),
