@@ -13,7 +13,9 @@ use crate::quantity::ScalarString;
 use crate::validate::{self, Catalog, FieldPath, Report};
 use crate::{defaults, Kind};
 
+mod backup;
 mod status;
+pub use backup::*;
 pub use status::*;
 
 /// Desired state of a highly available PostgreSQL cluster.
@@ -55,6 +57,10 @@ pub struct PostgresClusterSpec {
     /// The overlay network applications join to reach the cluster.
     #[serde(default)]
     pub network: Network,
+    /// Backups and continuous WAL archiving (pgBackRest). Left out, the
+    /// cluster archives nothing and takes no backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSettings>,
     /// Instance index (0-based) that should be primary. Changing it performs a
     /// switchover; leave it out to let Patroni choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,6 +284,12 @@ pub struct Bootstrap {
     /// drop it yourself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<BootstrapUser>,
+    /// Start the cluster from another cluster's backups, to a point in
+    /// time, instead of an empty database. Read only when the cluster is
+    /// first created. `database`, `owner` and `users` are then whatever the
+    /// source had; their passwords are still set from this cluster's secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
 }
 
 impl Default for Bootstrap {
@@ -286,6 +298,7 @@ impl Default for Bootstrap {
             database: defaults::pg_database(),
             owner: defaults::pg_owner(),
             users: Vec::new(),
+            recovery: None,
         }
     }
 }
@@ -330,6 +343,12 @@ const MANAGED_PARAMETERS: &[&str] = &[
     "restore_command",
     "archive_cleanup_command",
     "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_action",
+    "archive_mode",
+    "archive_command",
 ];
 
 fn is_pg_identifier(s: &str) -> bool {
@@ -348,7 +367,7 @@ impl Kind for PostgresClusterSpec {
 
     fn apply_defaults(&mut self, _meta: &ObjectMeta) {}
 
-    fn validate(&self, _meta: &ObjectMeta, report: &mut Report, catalog: &dyn Catalog) {
+    fn validate(&self, meta: &ObjectMeta, report: &mut Report, catalog: &dyn Catalog) {
         let spec = FieldPath::root().key("spec");
         self.validate_instances(&spec, report);
         self.postgres.validate(&spec.key("postgres"), report);
@@ -360,6 +379,17 @@ impl Kind for PostgresClusterSpec {
         self.placement.validate(&spec.key("placement"), report);
         self.resources.validate(&spec.key("resources"), report);
         self.bootstrap.validate(&spec.key("bootstrap"), report);
+        if let Some(r) = &self.bootstrap.recovery {
+            r.validate(
+                &spec.key("bootstrap").key("recovery"),
+                meta.name.as_str(),
+                self.backup.as_ref(),
+                report,
+            );
+        }
+        if let Some(b) = &self.backup {
+            b.validate(&spec.key("backup"), report, catalog);
+        }
         self.credentials.validate(&spec.key("credentials"), report);
         self.validate_target_primary(&spec, report);
     }

@@ -212,6 +212,10 @@ pub struct PostgresClusterStatus {
     /// Patroni rebuild it from the leader.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub diverged_since: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    /// Backups and archiving (`spec.backup`): the backups in the
+    /// repositories, the first point a restore can reach, the last backup.
+    #[serde(flatten)]
+    pub backup: super::BackupStatus,
 }
 
 /// The managed etcd cluster's history, as far as starting its members needs.
