@@ -301,6 +301,33 @@ pub enum PgCommand {
         after_help = "To keep a preferred leader declaratively (GitOps), set spec.targetPrimary instead.\n\nExamples:\n  haswarmctl pg switchover dify-db\n  haswarmctl pg switchover dify-db --to 2 --wait"
     )]
     Switchover(PgSwitchoverArgs),
+    /// Take a backup now with pgBackRest (the cluster needs spec.backup).
+    /// It is copied from a replica in sync where there is one, so the
+    /// leader carries no copy load; WAL is archived all the time anyway.
+    #[command(
+        after_help = "The backups, the first point a restore can reach and the last backup show in haswarmctl describe pgc NAME and get pgc -o wide.\n\nExamples:\n  haswarmctl pg backup dify-db\n  haswarmctl pg backup dify-db --type diff --wait\n  haswarmctl pg backup dify-db --repository nfs --wait"
+    )]
+    Backup(PgBackupArgs),
+}
+
+/// `haswarmctl pg backup`.
+#[derive(Debug, Args)]
+pub struct PgBackupArgs {
+    /// The PostgresCluster.
+    pub name: String,
+    /// full (every file), diff (changed since the last full) or incr
+    /// (changed since the last backup).
+    #[arg(long = "type", default_value = "full", value_parser = ["full", "diff", "incr"])]
+    pub kind: String,
+    /// The repository, by name (spec.backup.repositories); the first by default.
+    #[arg(long)]
+    pub repository: Option<String>,
+    /// Wait until the backup is done, and fail if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long, e.g. 2h.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub timeout: String,
 }
 
 /// `haswarmctl node ...`.

@@ -177,6 +177,10 @@ fn postgres_columns() -> Vec<Column> {
         wide("RW-ENDPOINT", |v| {
             shown(str_at(v, "/status/readWriteEndpoint").map(str::to_owned))
         }),
+        wide("LAST-BACKUP", |v| {
+            str_at(v, "/status/lastSuccessfulBackup")
+                .map_or_else(|| "<none>".into(), |t| age(Some(t), Utc::now()))
+        }),
     ]
 }
 

@@ -63,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Wait(a) => online(|| wait::run(&conn, &a)),
         Command::RotatePassword(a) => online(|| rotate::run(&conn, &a)),
         Command::Pg(crate::cli::PgCommand::Switchover(a)) => online(|| pg::switchover(&conn, &a)),
+        Command::Pg(crate::cli::PgCommand::Backup(a)) => online(|| pg::backup(&conn, &a)),
         Command::Node(c) => online(|| node::run(&conn, &c)),
         Command::Up(a) => up::run(&a),
         Command::Render(a) => render::run(&a),

@@ -1,13 +1,13 @@
-//! `haswarmctl pg switchover NAME [--to I]`: asks the controller for a
-//! Patroni switchover through the `haswarm.io/switchover` annotation, then
-//! optionally waits until it is handled and the cluster is Ready again.
+//! `haswarmctl pg switchover NAME [--to I]` and `pg backup NAME`: ask the
+//! controller through an annotation (`haswarm.io/switchover`,
+//! `haswarm.io/backup`), then optionally wait until it is handled.
 
 use haswarm_controller::reconcilers::postgres::render::instance_name;
-use haswarm_crds::postgres::SWITCHOVER_ANNOTATION;
+use haswarm_crds::postgres::{BACKUP_ANNOTATION, SWITCHOVER_ANNOTATION};
 use serde_json::Value;
 
 use super::{annotate, poll_until, timeout, Conn};
-use crate::cli::PgSwitchoverArgs;
+use crate::cli::{PgBackupArgs, PgSwitchoverArgs};
 use crate::exit::ExitCode;
 use crate::report;
 
@@ -85,6 +85,99 @@ pub async fn switchover(conn: &Conn, args: &PgSwitchoverArgs) -> ExitCode {
                     "the switchover to {to} did not happen, {leader} leads (with synchronous replication Patroni hands over only to the synchronous standby): see the events in haswarmctl describe pgc {name}"
                 )),
                 _ => Ok(format!("postgrescluster/{name} leader is {leader}")),
+            }
+        })
+    };
+    poll_until(
+        &client,
+        "postgresclusters",
+        name,
+        limit,
+        done,
+        &format!("see haswarmctl describe pgc {name}"),
+    )
+    .await
+}
+
+pub async fn backup(conn: &Conn, args: &PgBackupArgs) -> ExitCode {
+    let name = args.name.as_str();
+    let limit = match timeout(&args.timeout) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let client = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let token = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut value = format!("{token} type={}", args.kind);
+    if let Some(r) = &args.repository {
+        value.push_str(&format!(" repository={r}"));
+    }
+    let repository = args.repository.clone();
+    let can = |obj: &Value| {
+        let Some(repos) = obj
+            .pointer("/spec/backup/repositories")
+            .and_then(Value::as_array)
+        else {
+            report::error(&format!(
+                "pgc/{name} has no spec.backup: add a repository first (haswarmctl explain pgc.spec.backup)"
+            ));
+            return Err(ExitCode::Invalid);
+        };
+        match &repository {
+            Some(r) if !repos.iter().any(|x| x["name"] == r.as_str()) => {
+                report::error(&format!("pgc/{name} has no repository named {r:?}"));
+                Err(ExitCode::Invalid)
+            }
+            _ => Ok(()),
+        }
+    };
+    if let Err(code) = annotate(
+        &client,
+        "postgresclusters",
+        name,
+        BACKUP_ANNOTATION,
+        &value,
+        can,
+    )
+    .await
+    {
+        return code;
+    }
+    println!("postgrescluster/{name} {} backup requested", args.kind);
+    if !args.wait {
+        println!("follow it with: haswarmctl describe pgc {name}");
+        return ExitCode::Success;
+    }
+    let done = |obj: &Value| {
+        let handled = obj
+            .pointer("/status/backupRequestHandled")
+            .and_then(Value::as_str)
+            == Some(value.as_str());
+        handled.then(|| {
+            let healthy = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c["type"] == "BackupsHealthy"));
+            match healthy {
+                Some(c) if c["status"] == "True" => {
+                    let last = obj
+                        .pointer("/status/backups")
+                        .and_then(Value::as_array)
+                        .and_then(|b| b.last());
+                    Ok(format!(
+                        "postgrescluster/{name} backup {} done",
+                        last.and_then(|b| b["label"].as_str()).unwrap_or("?")
+                    ))
+                }
+                Some(c) => Err(format!(
+                    "the backup failed: {}",
+                    c["message"].as_str().unwrap_or("?")
+                )),
+                None => {
+                    Err("the backup's result is not known: see haswarmctl describe pgc".to_owned())
+                }
             }
         })
     };

@@ -172,6 +172,26 @@ pub async fn stored_password(
     })
 }
 
+/// A generated credential that is not a password (a TLS identity, say):
+/// the stored one, or `make`'s, stored first.
+///
+/// # Errors
+/// Store errors, and `make`'s.
+pub async fn stored_or_made(
+    ctx: &Context,
+    (kind, name, purpose): (&str, &str, &str),
+    make: impl FnOnce() -> Result<Vec<u8>, ReconcileError>,
+) -> Result<Vec<u8>, ReconcileError> {
+    Ok(match ctx.store.credential(kind, name, purpose)? {
+        Some(c) => c,
+        None => {
+            let c = make()?;
+            ctx.store.put_credential(kind, name, purpose, &c).await?;
+            c
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

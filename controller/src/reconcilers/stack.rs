@@ -268,6 +268,7 @@ impl Stack {
                 postgres::purpose::REPLICATION,
             ),
             api: pick(None, postgres::purpose::API),
+            backup: None,
         };
         let services = postgres::render(&postgres::Inputs {
             pgc,

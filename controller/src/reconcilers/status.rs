@@ -248,6 +248,10 @@ pub async fn remove_owned(
         .converge_services(owner, &[], &BTreeMap::new())
         .await?;
     report_services(ctx, obj, &report);
+    // A job still running (a backup, say) holds the network.
+    for job in ctx.swarm.owned_jobs(owner).await? {
+        ctx.swarm.remove_service(&job).await?;
+    }
     ctx.swarm.remove_networks(owner).await?;
     for kind in [ContentKind::Config, ContentKind::Secret] {
         ctx.swarm.prune_content_objects(kind, owner, &[]).await?;

@@ -98,22 +98,7 @@ impl Swarm {
         let started = tokio::time::Instant::now();
         let outcome = loop {
             let tasks = self.tasks(&job.name).await?;
-            let ended = tasks.iter().find_map(|t| {
-                let status = t.status.as_ref()?;
-                match status.state? {
-                    TaskState::COMPLETE => Some(JobOutcome::Completed),
-                    TaskState::FAILED | TaskState::REJECTED | TaskState::ORPHANED => {
-                        Some(JobOutcome::Failed(
-                            status
-                                .err
-                                .clone()
-                                .or_else(|| status.message.clone())
-                                .unwrap_or_else(|| "the task failed".into()),
-                        ))
-                    }
-                    _ => None,
-                }
-            });
+            let ended = ended(&tasks);
             if let Some(o) = ended {
                 break o;
             }
@@ -128,6 +113,107 @@ impl Swarm {
         };
         self.remove_service(&job.name).await?;
         Ok(outcome)
+    }
+}
+
+/// A detached job as it stands: its labels and, once its task ended, how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobState {
+    /// The service's labels.
+    pub labels: std::collections::HashMap<String, String>,
+    /// `None` while its task has not ended.
+    pub ended: Option<JobOutcome>,
+}
+
+fn ended(tasks: &[bollard::models::Task]) -> Option<JobOutcome> {
+    tasks.iter().find_map(|t| {
+        let status = t.status.as_ref()?;
+        match status.state? {
+            TaskState::COMPLETE => Some(JobOutcome::Completed),
+            TaskState::FAILED | TaskState::REJECTED | TaskState::ORPHANED => {
+                Some(JobOutcome::Failed(
+                    status
+                        .err
+                        .clone()
+                        .or_else(|| status.message.clone())
+                        .unwrap_or_else(|| "the task failed".into()),
+                ))
+            }
+            _ => None,
+        }
+    })
+}
+
+impl Swarm {
+    /// Starts `job` with `labels` added to its service's, and returns at
+    /// once: the service is the record that it runs ([`Swarm::job_state`]).
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn start_job(
+        &self,
+        owner: &Owner,
+        job: &NodeJob,
+        labels: &[(&str, String)],
+    ) -> Result<(), SwarmError> {
+        let mut spec = job_spec(owner, job);
+        if let Some(l) = spec.labels.as_mut() {
+            l.extend(labels.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        }
+        self.docker()
+            .create_service(spec, None)
+            .await
+            .map_err(|e| SwarmError::from_bollard(e, || format!("job {}", job.name)))?;
+        Ok(())
+    }
+
+    /// The job service `name` owned by `owner`, if there is one.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn job_state(
+        &self,
+        owner: &Owner,
+        name: &str,
+    ) -> Result<Option<JobState>, SwarmError> {
+        let service = match self.docker().inspect_service(name, None).await {
+            Ok(s) => s,
+            Err(e) => match SwarmError::from_bollard(e, || format!("job {name}")) {
+                SwarmError::NotFound(_) => return Ok(None),
+                other => return Err(other),
+            },
+        };
+        let labels = service.spec.and_then(|s| s.labels).unwrap_or_default();
+        if !owner.owns(Some(&labels)) {
+            return Ok(None);
+        }
+        let tasks = self.tasks(name).await?;
+        Ok(Some(JobState {
+            labels,
+            ended: ended(&tasks),
+        }))
+    }
+
+    /// What job `name` printed (stdout and stderr), its last `tail` lines.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn job_output(&self, name: &str, tail: usize) -> Result<String, SwarmError> {
+        use futures::StreamExt;
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker().service_logs(name, Some(options));
+        let mut out = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| SwarmError::from_bollard(e, || format!("logs of job {name}")))?;
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        Ok(out)
     }
 }
 

@@ -83,8 +83,17 @@ fn version_of(s: &Service) -> u64 {
     s.version.as_ref().and_then(|v| v.index).unwrap_or(0)
 }
 
+/// Whether a service is a one-shot job (replicated or global).
+fn is_job(s: &Service) -> bool {
+    s.spec
+        .as_ref()
+        .and_then(|sp| sp.mode.as_ref())
+        .is_some_and(|m| m.replicated_job.is_some() || m.global_job.is_some())
+}
+
 impl Swarm {
-    /// The services `owner` owns, by name.
+    /// The services `owner` owns, by name, but its jobs: a job is no
+    /// member, and the flow that started it removes it ([`Swarm::owned_jobs`]).
     ///
     /// # Errors
     /// [`SwarmError`].
@@ -92,6 +101,29 @@ impl Swarm {
         &self,
         owner: &Owner,
     ) -> Result<HashMap<String, Service>, SwarmError> {
+        Ok(self
+            .owned(owner)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| !is_job(s))
+            .collect())
+    }
+
+    /// The job services `owner` owns, by name.
+    ///
+    /// # Errors
+    /// [`SwarmError`].
+    pub async fn owned_jobs(&self, owner: &Owner) -> Result<Vec<String>, SwarmError> {
+        Ok(self
+            .owned(owner)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| is_job(s))
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    async fn owned(&self, owner: &Owner) -> Result<HashMap<String, Service>, SwarmError> {
         let list = self
             .docker()
             .list_services(Some(ListServicesOptions {

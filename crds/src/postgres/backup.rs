@@ -300,7 +300,10 @@ pub struct BackupStatus {
     /// The last `haswarm.io/backup` request handled (taken or failed; the
     /// events say which).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_handled: Option<String>,
+    pub backup_request_handled: Option<String>,
+    /// When haswarm last read the archiver and the repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups_checked: Option<DateTime<Utc>>,
     /// When each schedule (by index in `spec.backup.schedules`, as
     /// `<index>:<schedule>`) last fired: the next time is after it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]

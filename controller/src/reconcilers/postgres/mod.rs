@@ -2,6 +2,7 @@
 //! consensus store, and HAProxy routers for read-write and read-only
 //! endpoints.
 
+pub mod backup;
 mod diverged;
 pub mod etcd;
 pub mod logins;

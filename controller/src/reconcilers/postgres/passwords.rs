@@ -216,11 +216,13 @@ pub(super) async fn passwords(
             secret_for(ctx, at, u.password_secret.as_ref(), &p, &p, &mut generated).await?;
         users.insert(u.name.clone(), secret);
     }
+    let backup = super::backup::secrets(ctx, (owner, pgc), KIND, &mut generated).await?;
     Ok(Passwords {
         secrets: PasswordSecrets {
             superuser,
             replication,
             api,
+            backup,
         },
         generated,
         next_superuser,
@@ -439,6 +441,7 @@ mod tests {
                 superuser: "s".into(),
                 replication: "r".into(),
                 api: "a".into(),
+                backup: None,
             },
             generated: HashMap::new(),
             next_superuser: None,

@@ -49,5 +49,20 @@ chown postgres:postgres "$conf"
 # haswarm job now, not at bootstrap).
 rm -f "$home/.haswarm-app-password" "$home"/.haswarm-user-*-password
 
+# With backups: pgBackRest's TLS identity and S3 keys where only postgres
+# reads them, and its TLS server, through which a backup job reaches this
+# instance (it lets in only the cluster's own certificate).
+if [ -e /etc/haswarm/pgbackrest-prepare.sh ]; then
+  . /etc/haswarm/pgbackrest-prepare.sh
+  pgbackrest_prepare
+  (
+    while :; do
+      runuser -u postgres -- pgbackrest --config=/etc/haswarm/pgbackrest.conf \
+        --config-include-path=/var/lib/postgresql/pgbackrest/conf.d server || true
+      sleep 2
+    done
+  ) &
+fi
+
 echo "haswarm: starting Patroni member $PATRONI_NAME"
 exec runuser -u postgres -- patroni "$conf"

@@ -10,6 +10,7 @@ use haswarm_crds::postgres::{
 };
 use haswarm_crds::{EventType, PostgresCluster, PostgresClusterSpec};
 
+use super::backup;
 use super::diverged;
 use super::etcd;
 use super::observe::ClusterView;
@@ -86,6 +87,27 @@ fn replica_in_sync(view: &ClusterView, member: &str, leader: &str) -> Result<(),
         return Err(format!("{member} lags behind {leader}"));
     }
     Ok(())
+}
+
+/// The replica a backup copies from: the first instance in sync with
+/// the leader (`None`: the leader alone, the event says so).
+fn backup_standby<'a>(
+    spec: &PostgresClusterSpec,
+    name: &str,
+    view: Option<&'a ClusterView>,
+    leader: &str,
+) -> Option<&'a str> {
+    let view = view?;
+    (0..usize::from(spec.instances))
+        .map(|i| render::instance_name(name, i))
+        .filter(|m| m != leader)
+        .find(|m| replica_in_sync(view, m, leader).is_ok())
+        .and_then(|m| {
+            view.members
+                .iter()
+                .find(|v| v.name == m)
+                .map(|v| v.name.as_str())
+        })
 }
 
 /// Replicas that a running leader has but that do not replicate count as
@@ -434,6 +456,29 @@ impl Stateful for PostgresClusters {
         if let Some(why) = why {
             holding.get_or_insert(why);
         }
+        // Backups run beside everything else, never holding the cluster:
+        // only their jobs need it settled.
+        let hosts = settled_leader.map(|leader| backup::run::Hosts {
+            leader,
+            standby: backup_standby(
+                &pgc.spec,
+                pgc.metadata.name.as_str(),
+                f.view.as_ref(),
+                leader,
+            ),
+        });
+        backup::advance(
+            ctx,
+            (pass.owner, pgc),
+            status,
+            (
+                hosts,
+                prepared.pw.secrets.backup.as_ref(),
+                &prepared.pw.secrets.superuser,
+            ),
+            notices,
+        )
+        .await?;
         Ok(holding)
     }
 

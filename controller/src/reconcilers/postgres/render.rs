@@ -29,6 +29,7 @@ use crate::reconcilers::common::{
     self, config_ref, data_mount, health, secret_ref, slot_label, DesiredContent, ServiceParts,
 };
 use crate::reconcilers::fence::{self, Fence};
+use crate::reconcilers::postgres::backup;
 use crate::swarm::objects::ContentKind;
 use crate::swarm::DesiredService;
 
@@ -156,6 +157,8 @@ pub struct PasswordSecrets {
     pub replication: String,
     /// Patroni's REST API's, for its unsafe endpoints.
     pub api: String,
+    /// The backups' (with `spec.backup`).
+    pub backup: Option<super::backup::BackupSecrets>,
 }
 
 /// The purpose (stored credential, secret name part) of a bootstrap user's
@@ -258,6 +261,14 @@ pub fn contents(
         config(purpose::POST_BOOTSTRAP, POST_BOOTSTRAP.to_owned()),
         fence::content(),
     ];
+    if let Some(b) = &pgc.spec.backup {
+        let stanza = pgc.metadata.name.as_str();
+        out.push(config(
+            backup::purpose::CONF,
+            backup::conf::instance_conf(stanza, b),
+        ));
+        out.push(config(backup::purpose::PREPARE, backup::PREPARE.to_owned()));
+    }
     if pgc.spec.router.replicas > 0 {
         out.push(config(purpose::ROUTER_RW, haproxy_conf(pgc, true)));
         out.push(config(purpose::ROUTER_RO, haproxy_conf(pgc, false)));
@@ -286,6 +297,56 @@ const INSTANCE_START_PERIOD_S: i64 = 300;
 /// tests, and Patroni's own leader key, not this check, keeps one primary.
 const INSTANCE_HEALTH_RETRIES: i64 = 6;
 
+/// An instance's secrets and configs: the passwords and Patroni's files,
+/// and with `spec.backup` pgBackRest's.
+fn instance_files(
+    inputs: &Inputs<'_>,
+) -> (
+    Vec<bollard::models::TaskSpecContainerSpecSecrets>,
+    Vec<bollard::models::TaskSpecContainerSpecConfigs>,
+) {
+    let mut secrets = vec![
+        secret_ref(&inputs.secrets.superuser, "pg-superuser-password", 0o400),
+        secret_ref(
+            &inputs.secrets.replication,
+            "pg-replication-password",
+            0o400,
+        ),
+        secret_ref(&inputs.secrets.api, "pg-api-password", 0o400),
+    ];
+    let mut configs = vec![
+        config_ref(
+            name_of(inputs.config_names, purpose::PATRONI_CONF),
+            "/etc/haswarm/patroni.yml",
+            0o444,
+        ),
+        config_ref(
+            name_of(inputs.config_names, purpose::PATRONI_START),
+            "/etc/haswarm/patroni-start.sh",
+            0o555,
+        ),
+        config_ref(
+            name_of(inputs.config_names, purpose::POST_BOOTSTRAP),
+            "/etc/haswarm/post-bootstrap.sh",
+            0o555,
+        ),
+    ];
+    if let Some(b) = &inputs.secrets.backup {
+        secrets.extend(b.mounts());
+        configs.push(config_ref(
+            name_of(inputs.config_names, backup::purpose::CONF),
+            backup::conf::CONF_PATH,
+            0o444,
+        ));
+        configs.push(config_ref(
+            name_of(inputs.config_names, backup::purpose::PREPARE),
+            backup::PREPARE_PATH,
+            0o444,
+        ));
+    }
+    (secrets, configs)
+}
+
 fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
     let pgc = inputs.pgc;
     let name = pgc.metadata.name.as_str();
@@ -298,6 +359,12 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
     let liveness = format!(
         "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PATRONI_PORT}/liveness', timeout=2)\""
     );
+    let (secrets, configs) = instance_files(inputs);
+    let ports: &[u16] = if spec.backup.is_some() {
+        &[PG_PORT, PATRONI_PORT, backup::conf::TLS_PORT]
+    } else {
+        &[PG_PORT, PATRONI_PORT]
+    };
     common::service(ServiceParts {
         name: member.clone(),
         role: "postgres",
@@ -315,32 +382,8 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
             &format!("{member}-data"),
             "/var/lib/postgresql",
         )],
-        secrets: vec![
-            secret_ref(&inputs.secrets.superuser, "pg-superuser-password", 0o400),
-            secret_ref(
-                &inputs.secrets.replication,
-                "pg-replication-password",
-                0o400,
-            ),
-            secret_ref(&inputs.secrets.api, "pg-api-password", 0o400),
-        ],
-        configs: vec![
-            config_ref(
-                name_of(inputs.config_names, purpose::PATRONI_CONF),
-                "/etc/haswarm/patroni.yml",
-                0o444,
-            ),
-            config_ref(
-                name_of(inputs.config_names, purpose::PATRONI_START),
-                "/etc/haswarm/patroni-start.sh",
-                0o555,
-            ),
-            config_ref(
-                name_of(inputs.config_names, purpose::POST_BOOTSTRAP),
-                "/etc/haswarm/post-bootstrap.sh",
-                0o555,
-            ),
-        ],
+        secrets,
+        configs,
         health: Some(health(
             &liveness,
             5,
@@ -357,7 +400,7 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
         endpoint_mode: spec.network.endpoint_mode,
         fence: Some(Fence {
             kind: "postgres",
-            ports: &[PG_PORT, PATRONI_PORT],
+            ports,
             lease_s: fence::patroni_lease_s(
                 spec.patroni.ttl,
                 spec.patroni.loop_wait,

@@ -31,7 +31,7 @@ pub fn patroni_conf(pgc: &PostgresCluster, etcd_clients: u8) -> String {
     // restart, only the restarts a parameter needs. (JSON is YAML.)
     c.extend([
         "bootstrap:".to_owned(),
-        format!("  dcs: {}", bootstrap_dynamic_config()),
+        format!("  dcs: {}", bootstrap_dynamic_config(pgc)),
     ]);
     c.extend([
         "  initdb:".to_owned(),
@@ -64,6 +64,17 @@ pub fn patroni_conf(pgc: &PostgresCluster, etcd_clients: u8) -> String {
     c.join("\n")
 }
 
+/// With `spec.backup`, the parameters that archive every WAL segment.
+fn archive_parameters(pgc: &PostgresCluster) -> Vec<(String, serde_json::Value)> {
+    if pgc.spec.backup.is_none() {
+        return Vec::new();
+    }
+    crate::reconcilers::postgres::backup::conf::archive_parameters(pgc.metadata.name.as_str())
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+        .collect()
+}
+
 /// Parameters replication needs, whatever the spec says.
 const REPLICATION_PARAMETERS: [(&str, &str); 5] = [
     ("wal_level", "replica"),
@@ -73,13 +84,16 @@ const REPLICATION_PARAMETERS: [(&str, &str); 5] = [
     ("max_replication_slots", "10"),
 ];
 
-/// The dynamic configuration a new cluster starts with: the same for every
-/// spec, so the instances' config does not change with the spec.
-pub fn bootstrap_dynamic_config() -> serde_json::Value {
-    let parameters: serde_json::Map<String, serde_json::Value> = REPLICATION_PARAMETERS
+/// The dynamic configuration a new cluster starts with: replication's,
+/// and archiving's with `spec.backup` (`archive_mode` needs a restart, so
+/// a new cluster starts with it rather than restarting for it). Only
+/// those, so the instances' config does not change with other settings.
+pub fn bootstrap_dynamic_config(pgc: &PostgresCluster) -> serde_json::Value {
+    let mut parameters: serde_json::Map<String, serde_json::Value> = REPLICATION_PARAMETERS
         .iter()
         .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned())))
         .collect();
+    parameters.extend(archive_parameters(pgc));
     serde_json::json!({
         "postgresql": {
             "use_pg_rewind": true,
@@ -102,6 +116,7 @@ pub fn dynamic_config(pgc: &PostgresCluster) -> serde_json::Value {
     for (k, v) in &pgc.spec.postgres.parameters {
         parameters.insert(k.clone(), serde_json::Value::String(v.0.clone()));
     }
+    parameters.extend(archive_parameters(pgc));
     serde_json::json!({
         "ttl": p.ttl,
         "loop_wait": p.loop_wait,

@@ -40,6 +40,7 @@ fn rendered(spec: &str) -> Rendered {
         superuser: "db-superuser-password-1".into(),
         replication: "db-replication-password-2".into(),
         api: "db-api-password-4".into(),
+        backup: None,
     };
     let names = HashMap::from([
         (
@@ -352,6 +353,7 @@ fn a_member_added_later_joins_the_members_before_it_in_a_directory_of_its_join()
         superuser: "s".into(),
         replication: "r".into(),
         api: "a".into(),
+        backup: None,
     };
     let r = render(&Inputs {
         pgc: &c,
@@ -405,6 +407,7 @@ fn a_moved_member_is_a_new_incarnation_and_its_etcd_member_waits_to_be_replaced(
         superuser: "s".into(),
         replication: "r".into(),
         api: "a".into(),
+        backup: None,
     };
     let incarnations = BTreeMap::from([(instance_slot("db", 1), 2), (etcd_slot("db", 1), 1)]);
     let mut etcd = EtcdMembership::created(3);
