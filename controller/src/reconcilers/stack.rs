@@ -279,6 +279,11 @@ impl Stack {
             incarnations: &Default::default(),
         });
         self.network(postgres::network_name(name));
+        if pgc.spec.backup.is_some() {
+            self.notes.push(format!(
+                "{name}: spec.backup is not in this stack: archiving and backups need haswarm (a TLS identity it generates, and its backup jobs); without them PostgreSQL keeps WAL it cannot archive"
+            ));
+        }
         for s in [
             &secret_names.superuser,
             &secret_names.replication,

@@ -239,7 +239,8 @@ pub struct Recovery {
     /// repository). It may have been deleted.
     pub source: String,
     /// The repository, one of `spec.backup.repositories` by name, that
-    /// holds the source's backups and WAL.
+    /// holds the source's backups and WAL: where the source archived (same
+    /// endpoint, bucket and path, or the same SharedVolume).
     pub repository: String,
     /// Replay WAL up to this time (RFC 3339, e.g.
     /// `2026-12-06T10:15:00Z`) and stop there. At most one target is

@@ -149,7 +149,7 @@ pub fn etcd_slot(name: &str, j: usize) -> String {
 }
 
 /// The Swarm secret each password the instances need is read from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PasswordSecrets {
     /// The `postgres` superuser's.
     pub superuser: String,
@@ -377,11 +377,14 @@ fn instance(inputs: &Inputs<'_>, i: usize) -> DesiredService {
             format!("HASWARM_OWNER={}", spec.bootstrap.owner),
             format!("HASWARM_DATABASE={}", spec.bootstrap.database),
         ],
-        mounts: vec![data_mount(
+        mounts: [data_mount(
             &spec.storage,
             &format!("{member}-data"),
             "/var/lib/postgresql",
-        )],
+        )]
+        .into_iter()
+        .chain(inputs.secrets.backup.iter().flat_map(|b| b.volumes.clone()))
+        .collect(),
         secrets,
         configs,
         health: Some(health(

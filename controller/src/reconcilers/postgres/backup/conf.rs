@@ -77,10 +77,14 @@ fn repositories(backup: &BackupSettings, out: &mut String) {
             }
             Some(RepositoryKind::Volume(_)) => {
                 let _ = writeln!(out, "repo{n}-type=posix");
-                let _ = writeln!(out, "repo{n}-path={VOLUME_DIR}/{}", r.name);
+                // A folder prepare.sh makes postgres's, inside the volume.
+                let _ = writeln!(out, "repo{n}-path={VOLUME_DIR}/{}/pgbackrest", r.name);
             }
             None => {}
         }
+        // Small files go into bundles: half the requests to an object store
+        // (a full backup took 11 s without, 5.3 with, in the proof runs).
+        let _ = writeln!(out, "repo{n}-bundle=y");
         if let Some(c) = r.retention.full_count {
             let _ = writeln!(out, "repo{n}-retention-full-type=count");
             let _ = writeln!(out, "repo{n}-retention-full={c}");
@@ -123,7 +127,9 @@ fn common_global() -> String {
         "start-fast=y",
         "process-max=2",
         "compress-type=lz4",
-        "io-timeout=20",
+        // A repository that does not answer fails an operation after about
+        // four of these: archiving shows False within a minute.
+        "io-timeout=5",
         "db-timeout=60",
         "archive-timeout=30",
         "",
@@ -179,6 +185,34 @@ pub fn archive_parameters(stanza: &str) -> [(&'static str, String); 3] {
     ]
 }
 
+/// The command Patroni bootstraps a restored cluster with
+/// (`spec.bootstrap.recovery`): pgBackRest restores the source's backup
+/// from the repository and writes the recovery settings (the source's WAL
+/// through `restore_command`, the target, promotion at the target), and
+/// PostgreSQL replays up to it. `None` without a recovery.
+pub fn restore_command(pgc: &haswarm_crds::PostgresCluster) -> Option<String> {
+    let r = pgc.spec.bootstrap.recovery.as_ref()?;
+    let backup = pgc.spec.backup.as_ref()?;
+    let (index, _) = backup.repository(&r.repository)?;
+    let target = if let Some(t) = r.target_time {
+        format!(
+            " --type=time --target=\"{}\" --target-action=promote",
+            t.format("%Y-%m-%d %H:%M:%S%.6f+00")
+        )
+    } else if let Some(lsn) = &r.target_lsn {
+        format!(" --type=lsn --target={lsn} --target-action=promote")
+    } else if let Some(name) = &r.target_name {
+        format!(" --type=name --target=\"{name}\" --target-action=promote")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "mkdir -p -m 0700 {PG_DATA} && exec {} --pg1-path={PG_DATA} --repo={}{target} restore",
+        command(&r.source),
+        index + 1
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +244,7 @@ mod tests {
             "repo1-retention-full-type=count",
             "repo1-retention-full=2",
             "repo2-type=posix",
-            "repo2-path=/var/lib/haswarm-backup/nfs",
+            "repo2-path=/var/lib/haswarm-backup/nfs/pgbackrest",
             "repo2-retention-full-type=time",
             "repo2-retention-full=14",
             "tls-server-auth=haswarm=db",
@@ -237,6 +271,29 @@ mod tests {
         assert!(c.contains("pg2-host-type=tls\n"), "{c}");
         let alone = job_conf("db", &settings(), &hosts[..1]);
         assert!(alone.contains("backup-standby=n\n"), "{alone}");
+    }
+
+    #[test]
+    fn a_restore_reads_the_sources_stanza_up_to_its_one_target() {
+        let mut pgc: haswarm_crds::PostgresCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "haswarm.io/v1alpha1", "kind": "PostgresCluster",
+            "metadata": {"name": "db2"},
+            "spec": {"bootstrap": {"recovery": {"source": "db", "repository": "nfs",
+                "targetTime": "2026-12-06T10:15:00.25Z"}}}
+        }))
+        .expect("pgc");
+        assert_eq!(restore_command(&pgc), None, "no repository, no restore");
+        pgc.spec.backup = Some(settings());
+        let c = restore_command(&pgc).expect("a command");
+        assert!(c.contains("--stanza=db --pg1-path=/var/lib/postgresql/data --repo=2 --type=time --target=\"2026-12-06 10:15:00.250000+00\" --target-action=promote restore"), "{c}");
+        if let Some(r) = pgc.spec.bootstrap.recovery.as_mut() {
+            r.target_time = None;
+        }
+        let all = restore_command(&pgc).expect("a command");
+        assert!(
+            all.ends_with("--stanza=db --pg1-path=/var/lib/postgresql/data --repo=2 restore"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -50,14 +50,17 @@ pub mod purpose {
     pub const TLS_KEY: &str = "backup-tls-key";
 }
 
-/// The Swarm secrets of the backups: the TLS identity's three (generated),
-/// and each S3 repository's credentials and CA (the user's).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What instances and jobs mount for the backups: the TLS identity's three
+/// secrets (generated), each S3 repository's credentials and CA (the
+/// user's), and each SharedVolume repository's volume.
+#[derive(Clone, Debug, PartialEq)]
 pub struct BackupSecrets {
     /// The TLS identity's secrets: CA, certificate, key.
     pub tls: [String; 3],
     /// `(repository number from 1, credentials secret, CA secret)`.
     pub s3: Vec<(usize, String, Option<String>)>,
+    /// The SharedVolume repositories' mounts, at `<VOLUME_DIR>/<repository>`.
+    pub volumes: Vec<bollard::models::Mount>,
 }
 
 impl BackupSecrets {
@@ -116,7 +119,18 @@ pub async fn secrets(
         generated.insert(p.to_owned(), data);
     }
     let mut s3 = Vec::new();
+    let mut volumes = Vec::new();
     for (i, r) in backup.repositories.iter().enumerate() {
+        if let Some(RepositoryKind::Volume(v)) = r.kind() {
+            let target = format!("{}/{}", conf::VOLUME_DIR, r.name);
+            volumes.push(shared_volume_mount(
+                ctx,
+                &v.shared_volume,
+                &target,
+                (i, &r.name),
+            )?);
+            continue;
+        }
         let Some(RepositoryKind::S3(repo)) = r.kind() else {
             continue;
         };
@@ -136,5 +150,33 @@ pub async fn secrets(
             repo.ca_secret.as_ref().map(|c| c.name.clone()),
         ));
     }
-    Ok(Some(BackupSecrets { tls, s3 }))
+    Ok(Some(BackupSecrets { tls, s3, volumes }))
+}
+
+/// The mount of SharedVolume `name` at `target`, as the SharedVolume's own
+/// probe mounts it (same driver and options).
+fn shared_volume_mount(
+    ctx: &Context,
+    name: &str,
+    target: &str,
+    (i, repo): (usize, &str),
+) -> Result<bollard::models::Mount, ReconcileError> {
+    let kind = <haswarm_crds::SharedVolumeSpec as haswarm_crds::Kind>::KIND;
+    let missing = || {
+        ReconcileError::Swarm(SwarmError::NotFound(format!(
+            "SharedVolume {name:?} named in spec.backup.repositories[{i}] ({repo})"
+        )))
+    };
+    let record = match ctx.store.get(kind, name) {
+        Ok(r) => r,
+        Err(crate::store::StoreError::NotFound { .. }) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    let spec: haswarm_crds::SharedVolumeSpec =
+        serde_json::from_value(record.spec).map_err(|e| ReconcileError::Decode {
+            kind,
+            message: e.to_string(),
+        })?;
+    let sv = haswarm_crds::SharedVolume::new(record.metadata, spec);
+    Ok(crate::reconcilers::volume::render::mount(&sv, target))
 }

@@ -31,5 +31,14 @@ pgbackrest_prepare() {
       done
     } >"$pgbr/conf.d/secrets.conf"
     chown -R postgres:postgres "$pgbr" /tmp/pgbackrest
+    # SharedVolume repositories: pgBackRest writes as postgres under
+    # <volume>/pgbackrest (an NFS export that squashes root must let the
+    # postgres user, uid $(id -u postgres), write there).
+    for v in /var/lib/haswarm-backup/*; do
+      [ -d "$v" ] || continue
+      mkdir -p "$v/pgbackrest"
+      chown postgres:postgres "$v/pgbackrest"
+      chmod 0750 "$v/pgbackrest"
+    done
   )
 }

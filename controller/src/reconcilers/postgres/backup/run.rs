@@ -57,11 +57,17 @@ pub fn script(pgc: &PostgresCluster, kind: &JobKind, hosts: Hosts<'_>) -> String
         conf::command_with(JOB_CONF, name)
     );
     let step = match kind {
-        JobKind::Stanza => format!("run stanza-create {pgbr} stanza-create"),
+        // `check` switches WAL and waits for it in the repositories: the
+        // archiver retries a segment that failed before the stanza existed
+        // at once, not a minute later. Its failure is the next check's news.
+        JobKind::Stanza => {
+            format!("run stanza-create {pgbr} stanza-create\n{pgbr} check 2>&1 || true")
+        }
         JobKind::Backup {
             repository, kind, ..
         } => format!(
-            "run backup {pgbr} --repo={} --type={} backup",
+            // A copy may wait on a busy store longer than archiving should.
+            "run backup {pgbr} --io-timeout=60 --repo={} --type={} backup",
             repository + 1,
             kind.as_str()
         ),
@@ -189,7 +195,7 @@ async fn start(
         node,
         image: pgc.spec.postgres.image.clone(),
         script: script(pgc, kind, hosts),
-        mounts: Vec::new(),
+        mounts: secrets.volumes.clone(),
         secrets: mounts,
         networks: vec![bollard::models::NetworkAttachmentConfig {
             target: Some(render::network_name(name)),

