@@ -183,17 +183,15 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
         &name,
         &format!("psql -h {name}-rw -v ON_ERROR_STOP=1 -c 'create table t(id int primary key); insert into t select generate_series(1, 10000)'"),
     );
-    let o = d.ctl(&[
-        "pg",
-        "backup",
-        &name,
-        "--type",
-        "full",
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
-    assert_code(&o, 0);
+    // `haswarmctl pg backup CLUSTER ARGS --wait`, which must succeed.
+    let backup = |cluster: &str, args: &[&str]| {
+        let mut all = vec!["pg", "backup", cluster, "--wait", "--timeout", "5m"];
+        all.extend_from_slice(args);
+        let o = d.ctl(&all);
+        assert_code(&o, 0);
+        o
+    };
+    let o = backup(&name, &["--type", "full"]);
     assert!(stdout(&o).contains("backup"), "{}", stdout(&o));
 
     let v = d.get_json("pgc", &name);
@@ -252,31 +250,9 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
     };
     // The volume repository: a full backup now, a differential after the
     // next 1,000 rows.
-    let o = d.ctl(&[
-        "pg",
-        "backup",
-        &name,
-        "--repository",
-        "nfs",
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
-    assert_code(&o, 0);
+    backup(&name, &["--repository", "nfs"]);
     sql(&name, "insert into t select generate_series(10001, 11000)");
-    let o = d.ctl(&[
-        "pg",
-        "backup",
-        &name,
-        "--repository",
-        "nfs",
-        "--type",
-        "diff",
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
-    assert_code(&o, 0);
+    backup(&name, &["--repository", "nfs", "--type", "diff"]);
     let v = d.get_json("pgc", &name);
     let kinds: Vec<String> = v["status"]["backups"]
         .as_array()
@@ -336,9 +312,7 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
     let from_volume = format!("{name}-v");
     for (cluster, repo) in [(&restored, "s3"), (&from_volume, "nfs")] {
         cleanup.owner("PostgresCluster", cluster);
-        let recovery = format!(
-            "  bootstrap:\n    recovery:\n      source: {name}\n      repository: {repo}\n      targetTime: \"{t}\"\n"
-        );
+        let recovery = recovery_of(&name, repo, &t);
         d.apply(
             "restored.yaml",
             &manifest_with(cluster, &name, (&creds, &ca), &recovery),
@@ -357,6 +331,7 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
     }
     for cluster in [&restored, &from_volume] {
         d.wait_for(&format!("pgc/{cluster}"), "condition=Ready", "420s");
+        d.wait_for(&format!("pgc/{cluster}"), "condition=Restored", "30s");
         assert_eq!(sql(cluster, "select count(*) from t"), "11000", "{cluster}");
     }
     assert!(
@@ -368,8 +343,7 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
         "condition=ContinuousArchiving",
         "240s",
     );
-    let o = d.ctl(&["pg", "backup", &restored, "--wait", "--timeout", "5m"]);
-    assert_code(&o, 0);
+    backup(&restored, &[]);
     let mine = d.get_json("pgc", &restored);
     assert_eq!(
         mine["status"]["backups"].as_array().map(Vec::len),
@@ -384,4 +358,43 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
         "the restored cluster's backup went into its own stanza: {}",
         theirs["status"]
     );
+
+    // Schedules: a full backup every minute into S3, which keeps 2.
+    let manual = mine["status"]["backups"][0]["label"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let scheduled = format!(
+        "{}    schedules:\n    - {{schedule: \"* * * * *\", type: full, repository: s3}}\n",
+        recovery_of(&name, "s3", &t)
+    );
+    d.apply(
+        "restored.yaml",
+        &manifest_with(&restored, &name, (&creds, &ca), &scheduled),
+    );
+    let mut last = Value::Null;
+    // Two scheduled backups made, the manual one expired by retention.
+    let kept = eventually(Duration::from_secs(300), || {
+        last = d.get_json("pgc", &restored)["status"]["backups"].clone();
+        let labels: Vec<&str> = last
+            .as_array()
+            .map(|b| b.iter().filter_map(|x| x["label"].as_str()).collect())
+            .unwrap_or_default();
+        labels.len() == 2 && !labels.contains(&manual.as_str())
+    });
+    assert!(kept, "scheduled backups, the two newest kept: {last}");
+    let events = d.events("postgresclusters", &restored);
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "BackupStarted" && m.contains("scheduled")),
+        "{events:?}"
+    );
+}
+
+/// The `spec:` lines that restore `source` from `repository` to `t`.
+fn recovery_of(source: &str, repository: &str, t: &str) -> String {
+    format!(
+        "  bootstrap:\n    recovery:\n      source: {source}\n      repository: {repository}\n      targetTime: \"{t}\"\n"
+    )
 }

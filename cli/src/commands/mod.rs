@@ -226,6 +226,15 @@ fn failed(e: &ClientError) -> ExitCode {
     }
 }
 
+/// What every request made through an annotation starts with: the wait's
+/// limit, a client, and a new token (the request's identity).
+fn request(conn: &Conn, limit: &str) -> Result<(std::time::Duration, Client, String), ExitCode> {
+    let limit = timeout(limit)?;
+    let client = conn.client()?;
+    let token = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Ok((limit, client, token))
+}
+
 /// Parses a `--timeout` value.
 fn timeout(text: &str) -> Result<std::time::Duration, ExitCode> {
     haswarm_crds::quantity::Duration::parse(text)

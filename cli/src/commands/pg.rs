@@ -6,22 +6,17 @@ use haswarm_controller::reconcilers::postgres::render::instance_name;
 use haswarm_crds::postgres::{BACKUP_ANNOTATION, SWITCHOVER_ANNOTATION};
 use serde_json::Value;
 
-use super::{annotate, poll_until, timeout, Conn};
+use super::{annotate, poll_until, request, Conn};
 use crate::cli::{PgBackupArgs, PgSwitchoverArgs};
 use crate::exit::ExitCode;
 use crate::report;
 
 pub async fn switchover(conn: &Conn, args: &PgSwitchoverArgs) -> ExitCode {
     let name = args.name.as_str();
-    let limit = match timeout(&args.timeout) {
-        Ok(t) => t,
+    let (limit, client, token) = match request(conn, &args.timeout) {
+        Ok(r) => r,
         Err(code) => return code,
     };
-    let client = match conn.client() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let token = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let value = match args.to {
         Some(i) => format!("{token} to={i}"),
         None => token.clone(),
@@ -101,15 +96,10 @@ pub async fn switchover(conn: &Conn, args: &PgSwitchoverArgs) -> ExitCode {
 
 pub async fn backup(conn: &Conn, args: &PgBackupArgs) -> ExitCode {
     let name = args.name.as_str();
-    let limit = match timeout(&args.timeout) {
-        Ok(t) => t,
+    let (limit, client, token) = match request(conn, &args.timeout) {
+        Ok(r) => r,
         Err(code) => return code,
     };
-    let client = match conn.client() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let token = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut value = format!("{token} type={}", args.kind);
     if let Some(r) = &args.repository {
         value.push_str(&format!(" repository={r}"));

@@ -7,7 +7,7 @@ use haswarm_crds::common::ROTATE_PASSWORD_ANNOTATION;
 use haswarm_crds::KindInfo;
 use serde_json::Value;
 
-use super::{annotate, poll_until, target, timeout, Conn};
+use super::{annotate, poll_until, request, target, Conn};
 use crate::cli::RotatePasswordArgs;
 use crate::exit::ExitCode;
 use crate::report;
@@ -117,15 +117,10 @@ pub async fn run(conn: &Conn, args: &RotatePasswordArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let limit = match timeout(&args.timeout) {
-        Ok(t) => t,
+    let (limit, client, stamp) = match request(conn, &args.timeout) {
+        Ok(r) => r,
         Err(code) => return code,
     };
-    let client = match conn.client() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let token = match login {
         Some((user, _)) => format!("{stamp} user={user}"),
         None => stamp,

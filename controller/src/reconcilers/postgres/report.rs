@@ -46,6 +46,7 @@ pub fn report(look: &Look<'_>, status: &mut PostgresClusterStatus) -> Vec<Notice
         status.read_write_endpoint = None;
         status.read_only_endpoint = None;
     }
+    let restored = restore_progress(look, status);
     let Some(view) = look.view else {
         // The last leader seen stays (with PrimaryAvailable Unknown): the
         // next answer tells whether it moved.
@@ -60,10 +61,59 @@ pub fn report(look: &Look<'_>, status: &mut PostgresClusterStatus) -> Vec<Notice
         return Vec::new();
     };
     status.members.clone_from(&look.members);
-    let (now, notices) = leader(look, view, status);
+    let (now, mut notices) = leader(look, view, status);
     replicas(look, view, now.as_deref(), status);
+    notices.extend(restored);
     notices
 }
+
+/// The condition a cluster restored from backups (`spec.bootstrap.recovery`)
+/// carries: `Restored` False while its first instance bootstraps from them,
+/// True once a leader runs (and from then on: the recovery is done once).
+fn restore_progress(look: &Look<'_>, status: &mut PostgresClusterStatus) -> Option<Notice> {
+    let r = look.pgc.spec.bootstrap.recovery.as_ref()?;
+    let done = status
+        .common
+        .condition(RESTORED)
+        .is_some_and(|c| c.status == haswarm_crds::meta::ConditionStatus::True);
+    if done {
+        return None;
+    }
+    let target = match (&r.target_time, &r.target_lsn, &r.target_name) {
+        (Some(t), _, _) => format!("time {}", t.to_rfc3339()),
+        (_, Some(lsn), _) => format!("WAL position {lsn}"),
+        (_, _, Some(n)) => format!("restore point {n:?}"),
+        _ => "the end of its archived WAL".to_owned(),
+    };
+    let what = format!(
+        "from {}'s backups in repository {}, to {target}",
+        r.source, r.repository
+    );
+    if look.view.and_then(ClusterView::running_leader).is_some() {
+        let message = format!("restored {what}");
+        status::set(
+            &mut status.common,
+            RESTORED,
+            Some(true),
+            "Restored",
+            message.clone(),
+            look.generation,
+        );
+        return Some(Notice::new(EventType::Normal, "Restored", message));
+    }
+    status::set(
+        &mut status.common,
+        RESTORED,
+        Some(false),
+        "Restoring",
+        format!("restoring {what}: the first instance bootstraps from them (its log has pgBackRest's progress and errors)"),
+        look.generation,
+    );
+    None
+}
+
+/// The condition of a restore ([`restore_progress`]).
+pub const RESTORED: &str = "Restored";
 
 /// The leader, and `PrimaryAvailable`. Patroni's word is its members' keys
 /// in etcd, which outlive a lost node by up to the ttl: a leader whose

@@ -261,3 +261,66 @@ fn synchronous_mode_wants_a_synchronous_standby() {
     ]);
     assert!(!synchronous_standby_missing(&sync, &with_standby));
 }
+
+#[test]
+fn a_restored_cluster_says_it_restores_until_a_leader_runs_once() {
+    let pgc: PostgresCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "haswarm.io/v1alpha1", "kind": "PostgresCluster",
+        "metadata": {"name": "db2"},
+        "spec": {"backup": {"repositories": [{"name": "s3", "s3": {"endpoint": "s3",
+            "bucket": "backups", "credentialsSecret": {"name": "c"}}}]},
+          "bootstrap": {"recovery": {"source": "db", "repository": "s3",
+            "targetTime": "2026-12-06T10:15:00Z"}}}
+    }))
+    .expect("cluster");
+    let outcome = Outcome {
+        unassigned: Vec::new(),
+        holding: None,
+        group: Ok(()),
+    };
+    let pass = |v: Option<&ClusterView>, old: &PostgresClusterStatus| {
+        let mut status = old.clone();
+        let notices = report(
+            &Look {
+                pgc: &pgc,
+                old,
+                view: v,
+                members: Vec::new(),
+                nodes: &[],
+                outcome: &outcome,
+                generation: Some(1),
+            },
+            &mut status,
+        );
+        let restored: Vec<Notice> = notices
+            .into_iter()
+            .filter(|n| n.reason == "Restored")
+            .collect();
+        (status, restored)
+    };
+    let (s, n) = pass(None, &PostgresClusterStatus::default());
+    assert_eq!(
+        condition(&s, RESTORED),
+        (ConditionStatus::False, "Restoring".into())
+    );
+    let message = &s.common.condition(RESTORED).expect("condition").message;
+    assert!(
+        message.contains("from db's backups in repository s3, to time 2026-12-06T10:15:00+00:00"),
+        "{message}"
+    );
+    assert!(n.is_empty());
+    let led = view(&[("db2-pg-0", "leader", "running", None)]);
+    let (s, n) = pass(Some(&led), &s);
+    assert_eq!(
+        condition(&s, RESTORED),
+        (ConditionStatus::True, "Restored".into())
+    );
+    assert_eq!(n.len(), 1, "one event: {n:?}");
+    let (s, n) = pass(None, &s);
+    assert_eq!(
+        condition(&s, RESTORED).0,
+        ConditionStatus::True,
+        "done once, for good"
+    );
+    assert!(n.is_empty());
+}
