@@ -364,8 +364,9 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    // Under spec.backup, which the repositories end: before bootstrap.
     let scheduled = format!(
-        "{}    schedules:\n    - {{schedule: \"* * * * *\", type: full, repository: s3}}\n",
+        "    schedules:\n    - {{schedule: \"* * * * *\", type: full, repository: s3}}\n{}",
         recovery_of(&name, "s3", &t)
     );
     d.apply(
