@@ -285,10 +285,10 @@ pub struct BackupRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
-    /// The stanza haswarm created in each repository, by repository name,
-    /// with the cluster's database system id it belongs to.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub stanzas: std::collections::BTreeMap<String, String>,
+    /// The repositories, by name, that haswarm created the cluster's
+    /// stanza in (a repository added later gets it on the next job).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub stanzas: std::collections::BTreeSet<String>,
     /// Every backup in the repositories, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<BackupRecord>,

@@ -81,9 +81,9 @@ pub enum Step {
     Start(JobKind),
 }
 
-/// A request's value as `(token, type, repository)`: `<token>`, then
-/// optional `type=full|diff|incr` and `repository=<name>`. The rest is
-/// checked when the job is planned.
+/// The type and repository a request's value names: `<token>`, then
+/// optional `type=full|diff|incr` and `repository=<name>`. One not given,
+/// or not one of those, is the default (full, the first repository).
 pub fn parse_request(value: &str) -> (Option<BackupType>, Option<&str>) {
     let mut kind = None;
     let mut repository = None;
@@ -149,7 +149,7 @@ pub fn next(f: &Facts<'_>) -> Step {
         .backup
         .repositories
         .iter()
-        .all(|r| f.status.stanzas.contains_key(&r.name));
+        .all(|r| f.status.stanzas.contains(&r.name));
     if !stanzas_made {
         return Step::Start(JobKind::Stanza);
     }

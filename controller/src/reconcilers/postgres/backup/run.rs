@@ -14,7 +14,7 @@ use crate::reconcilers::common::secret_ref;
 use crate::reconcilers::postgres::render::{self, PG_PORT};
 use crate::reconcilers::status::{self, Notice};
 use crate::runtime::{Context, ReconcileError};
-use crate::swarm::jobs::{JobOutcome, NodeJob};
+use crate::swarm::jobs::{JobOutcome, JobState, NodeJob};
 use crate::swarm::Owner;
 
 /// The label holding what a job is for.
@@ -159,8 +159,6 @@ pub async fn advance(
         }
     }
 }
-
-use crate::swarm::jobs::JobState;
 
 async fn start(
     ctx: &Context,
@@ -310,10 +308,7 @@ pub fn collect(
         JobKind::Stanza => match &failed {
             None => {
                 for repo in &backup.repositories {
-                    status
-                        .backup
-                        .stanzas
-                        .insert(repo.name.clone(), "created".into());
+                    status.backup.stanzas.insert(repo.name.clone());
                 }
                 notices.push(Notice::new(
                     EventType::Normal,

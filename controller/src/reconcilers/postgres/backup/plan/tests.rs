@@ -25,10 +25,7 @@ fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
 
 fn made() -> BackupStatus {
     BackupStatus {
-        stanzas: [("s3", "1"), ("nfs", "1")]
-            .into_iter()
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            .collect(),
+        stanzas: ["s3", "nfs"].into_iter().map(str::to_owned).collect(),
         ..BackupStatus::default()
     }
 }
