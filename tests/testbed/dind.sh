@@ -187,6 +187,22 @@ set_frozen() {
   return 1
 }
 
+# Pauses node container $1. runc's freeze gives up ("unable to freeze") when
+# a process of the node is caught mid-fork or in an uninterruptible wait
+# (stop 26's CI met it once); it leaves the node thawed, so asking again
+# is safe, and a node that a later try froze is simply paused.
+pause_node() {
+  local n=$1 try err
+  for try in 1 2 3 4 5; do
+    if err=$(docker pause "$n" 2>&1 >/dev/null); then return 0; fi
+    [ "$(docker inspect -f '{{.State.Paused}}' "$n" 2>/dev/null)" = true ] && return 0
+    echo "testbed: pausing $n (try $try): $err" >&2
+    sleep 0.5
+  done
+  echo "testbed: $n could not be paused: $err" >&2
+  return 1
+}
+
 lose() {
   local bed=$1 i=$2 n record ids id files f
   n=$(node "$bed" "$i")
@@ -213,7 +229,7 @@ lose() {
     [ -n "$f" ] || continue
     set_frozen "$f" 1
   done <"$record"
-  docker pause "$n" >/dev/null
+  pause_node "$n"
 }
 
 # Thaws what `lose` froze on node $2 of bed $1 (the record stays).
@@ -248,7 +264,7 @@ partition() {
   local bed=$1 i=$2 n
   n=$(node "$bed" "$i")
   docker exec "$n" docker ps -q --no-trunc >"$(cut_file "$bed" "$i")"
-  docker pause "$n" >/dev/null
+  pause_node "$n"
 }
 heal() {
   local bed=$1 i=$2 n
