@@ -20,11 +20,14 @@ for f in tests/tests/*.rs; do
 done
 
 # Runs a command with its output prefixed by the lane's name.
+# Its last line says how long the lane took: CI's time is the longer lane's.
 lane() {
-  local name=$1
+  local name=$1 start=$SECONDS status
   shift
   "$@" 2>&1 | sed -u "s/^/[$name] /"
-  return "${PIPESTATUS[0]}"
+  status=${PIPESTATUS[0]}
+  echo "[$name] lane took $((SECONDS - start)) s"
+  return "$status"
 }
 
 # Every lane goes on past a failing test binary (--no-fail-fast), so that
