@@ -2,14 +2,15 @@
 //!
 //! Controller metrics keep controller-runtime's names (`reconcile_total`,
 //! `workqueue_depth`...) so that dashboards written for Kubernetes
-//! controllers read them. Data-plane gauges (`haswarm_*`) are computed from
-//! the stored statuses at each scrape: the status is what the reconcilers
+//! controllers read them. Data-plane gauges (`haswarm_*`, backups' too) are
+//! computed from the stored statuses at each scrape: the status is what the reconcilers
 //! observed, so the metrics and `haswarmctl get` never disagree.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use haswarm_crds::postgres::{MemberRole, PostgresClusterStatus};
+use haswarm_crds::postgres::{BackupStatus, MemberRole, PostgresClusterStatus};
 use haswarm_crds::redis::RedisSentinelGroupStatus;
 use haswarm_crds::{ConditionStatus, EventType};
 use prometheus_client::encoding::text::encode;
@@ -58,6 +59,9 @@ pub struct Metrics {
     members: Family<Labels, Gauge>,
     members_in_sync: Family<Labels, Gauge>,
     lag: Family<Labels, Gauge>,
+    backup_last_success: Family<Labels, Gauge>,
+    backup_duration: Family<Labels, Gauge>,
+    archive_failures: Family<Labels, Counter>,
     docker: AtomicU8,
     /// Serializes scrapes: the data-plane families are cleared and refilled.
     scrape: Mutex<()>,
@@ -90,6 +94,9 @@ impl Metrics {
         let members = Family::<Labels, Gauge>::default();
         let members_in_sync = Family::<Labels, Gauge>::default();
         let lag = Family::<Labels, Gauge>::default();
+        let backup_last_success = Family::<Labels, Gauge>::default();
+        let backup_duration = Family::<Labels, Gauge>::default();
+        let archive_failures = Family::<Labels, Counter>::default();
         registry.register(
             "reconcile",
             "Reconciles per controller (kind) and result: success, requeue or error",
@@ -155,6 +162,21 @@ impl Metrics {
             "Replication lag of each replica, in bytes, as last observed",
             lag.clone(),
         );
+        registry.register(
+            "haswarm_backup_last_success_timestamp_seconds",
+            "When a PostgresCluster's newest backup that succeeded ended (Unix time)",
+            backup_last_success.clone(),
+        );
+        registry.register(
+            "haswarm_backup_duration_seconds",
+            "How long the newest backup of each repository and type took",
+            backup_duration.clone(),
+        );
+        registry.register(
+            "haswarm_wal_archive_failures",
+            "WAL archiving attempts that failed, counted across the primaries haswarm read",
+            archive_failures.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -170,6 +192,9 @@ impl Metrics {
             members,
             members_in_sync,
             lag,
+            backup_last_success,
+            backup_duration,
+            archive_failures,
             docker: AtomicU8::new(0),
             scrape: Mutex::new(()),
         }
@@ -255,9 +280,18 @@ impl Metrics {
             .scrape
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for family in [&self.ready, &self.members, &self.members_in_sync, &self.lag] {
+        for family in [
+            &self.ready,
+            &self.members,
+            &self.members_in_sync,
+            &self.lag,
+            &self.backup_last_success,
+            &self.backup_duration,
+        ] {
             family.clear();
         }
+        // A counter read from the status: set afresh at each scrape.
+        self.archive_failures.clear();
         for (kind, name, status) in objects {
             for sample in data_plane(kind, name, status) {
                 let family = match sample.metric {
@@ -265,6 +299,15 @@ impl Metrics {
                     Sample::Members => &self.members,
                     Sample::InSync => &self.members_in_sync,
                     Sample::Lag => &self.lag,
+                    Sample::BackupLastSuccess => &self.backup_last_success,
+                    Sample::BackupDuration => &self.backup_duration,
+                    Sample::ArchiveFailures => {
+                        let n = u64::try_from(sample.value).unwrap_or(0);
+                        self.archive_failures
+                            .get_or_create(&sample.labels)
+                            .inc_by(n);
+                        continue;
+                    }
                 };
                 family.get_or_create(&sample.labels).set(sample.value);
             }
@@ -284,6 +327,9 @@ enum Sample {
     Members,
     InSync,
     Lag,
+    BackupLastSuccess,
+    BackupDuration,
+    ArchiveFailures,
 }
 
 #[derive(Debug, PartialEq)]
@@ -344,6 +390,7 @@ fn data_plane(kind: &str, name: &str, status: &Value) -> Vec<Point> {
                     out.push(lag(&m.name, bytes));
                 }
             }
+            out.extend(backup_points(name, &s.backup));
         }
         "RedisSentinelGroup" => {
             let Ok(s) = serde_json::from_value::<RedisSentinelGroupStatus>(status.clone()) else {
@@ -364,6 +411,39 @@ fn data_plane(kind: &str, name: &str, status: &Value) -> Vec<Point> {
             }
         }
         _ => {}
+    }
+    out
+}
+
+/// A PostgresCluster's backup samples (labelled by `name` alone, as the
+/// metrics' names say whose they are).
+fn backup_points(name: &str, b: &BackupStatus) -> Vec<Point> {
+    let point = |metric, extra: &[(&'static str, &str)], value| {
+        let mut labels = vec![("name", name.to_owned())];
+        labels.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        Point {
+            metric,
+            labels,
+            value,
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(t) = b.last_successful_backup {
+        out.push(point(Sample::BackupLastSuccess, &[], t.timestamp()));
+    }
+    // The newest of each repository and type (backups are oldest first).
+    let mut newest = BTreeMap::new();
+    for r in &b.backups {
+        newest.insert((r.repository.as_str(), r.kind.as_str()), r);
+    }
+    for ((repository, kind), r) in newest {
+        let secs = (r.stop - r.start).num_seconds().max(0);
+        let labels = [("repository", repository), ("type", kind)];
+        out.push(point(Sample::BackupDuration, &labels, secs));
+    }
+    if let Some(a) = &b.archiver {
+        let n = i64::try_from(a.failures_total).unwrap_or(i64::MAX);
+        out.push(point(Sample::ArchiveFailures, &[], n));
     }
     out
 }
@@ -468,5 +548,36 @@ mod tests {
         }
         // A deleted resource's gauges go with it.
         assert!(!m.render([]).contains("name=\"cache\""));
+    }
+
+    #[test]
+    fn backup_metrics_come_from_the_status() {
+        let backup = |label: &str, kind: &str, start: &str, stop: &str| {
+            json!({"label": label, "type": kind, "repository": "s3", "start": start, "stop": stop,
+              "sizeBytes": 1, "repositorySizeBytes": 1, "walStart": "1", "walStop": "1"})
+        };
+        let pg = json!({
+            "backups": [
+                backup("a", "full", "2026-12-06T10:00:00Z", "2026-12-06T10:00:40Z"),
+                backup("b", "diff", "2026-12-06T11:00:00Z", "2026-12-06T11:00:05Z"),
+                backup("c", "full", "2026-12-06T12:00:00Z", "2026-12-06T12:00:30Z"),
+            ],
+            "lastSuccessfulBackup": "2026-12-06T12:00:30Z",
+            "archiver": {"primary": "db-pg-1", "failedCount": 2, "failuresTotal": 9}
+        });
+        let m = Metrics::new();
+        let text = m.render([("PostgresCluster", "db", &pg)]);
+        for line in [
+            "haswarm_backup_last_success_timestamp_seconds{name=\"db\"} 1796558430",
+            "haswarm_backup_duration_seconds{name=\"db\",repository=\"s3\",type=\"full\"} 30",
+            "haswarm_backup_duration_seconds{name=\"db\",repository=\"s3\",type=\"diff\"} 5",
+            "haswarm_wal_archive_failures_total{name=\"db\"} 9",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // Scraped again: the counter is the status's, not added up.
+        assert!(m
+            .render([("PostgresCluster", "db", &pg)])
+            .contains("haswarm_wal_archive_failures_total{name=\"db\"} 9"));
     }
 }

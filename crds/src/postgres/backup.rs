@@ -309,6 +309,49 @@ pub struct BackupStatus {
     /// `<index>:<schedule>`) last fired: the next time is after it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub schedules_fired: std::collections::BTreeMap<String, DateTime<Utc>>,
+    /// The primary's WAL archiver, as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiver: Option<ArchiverStatus>,
+}
+
+/// The primary's WAL archiver (PostgreSQL's `pg_stat_archiver`), and the
+/// failures counted across primaries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiverStatus {
+    /// The instance that was primary when it was read.
+    pub primary: String,
+    /// The last WAL segment archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_time: Option<DateTime<Utc>>,
+    /// The last WAL segment whose archiving failed (PostgreSQL retries it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_wal: Option<String>,
+    /// When it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_time: Option<DateTime<Utc>>,
+    /// That primary's own count of failed attempts.
+    pub failed_count: u64,
+    /// Failed attempts counted across every primary haswarm read (the
+    /// metric `haswarm_wal_archive_failures_total`): it only grows.
+    pub failures_total: u64,
+}
+
+impl ArchiverStatus {
+    /// The total once `primary` reports `failed_count`: the same primary's
+    /// rise adds to it; another primary's (or a reset's) count adds whole,
+    /// as it counted from zero.
+    pub fn total_after(&self, primary: &str, failed_count: u64) -> u64 {
+        let rise = if primary == self.primary && failed_count >= self.failed_count {
+            failed_count - self.failed_count
+        } else {
+            failed_count
+        };
+        self.failures_total.saturating_add(rise)
+    }
 }
 
 fn is_repository_name(s: &str) -> bool {

@@ -17,6 +17,10 @@ pub struct Archiver {
     pub last_archived: Option<(String, DateTime<Utc>)>,
     /// The last segment that failed, and when.
     pub last_failed: Option<(String, DateTime<Utc>)>,
+    /// The primary's count of failed attempts.
+    pub failed_count: u64,
+    /// The instance it was read on.
+    pub primary: String,
 }
 
 impl Archiver {
@@ -115,8 +119,8 @@ fn backups(json: &str, settings: &BackupSettings) -> Vec<BackupRecord> {
     out
 }
 
-/// `wal|epoch|wal|epoch` as the job prints `pg_stat_archiver` (empty
-/// fields where PostgreSQL has none).
+/// `wal|epoch|wal|epoch|failed count|instance` as the job prints
+/// `pg_stat_archiver` (empty fields where PostgreSQL has none).
 fn archiver(value: &str) -> Archiver {
     let f: Vec<&str> = value.split('|').map(str::trim).collect();
     let pair = |wal: Option<&&str>, t: Option<&&str>| -> Option<(String, DateTime<Utc>)> {
@@ -127,6 +131,8 @@ fn archiver(value: &str) -> Archiver {
     Archiver {
         last_archived: pair(f.first(), f.get(1)),
         last_failed: pair(f.get(2), f.get(3)),
+        failed_count: f.get(4).and_then(|c| c.parse().ok()).unwrap_or(0),
+        primary: f.get(5).map_or_else(String::new, |p| (*p).to_owned()),
     }
 }
 
@@ -197,8 +203,8 @@ mod tests {
     #[test]
     fn archiving_is_healthy_once_a_segment_arrived_after_the_last_failure() {
         let table = [
-            ("||", false),
-            ("000000010000000000000003|1765015000||", true),
+            ("||||", false),
+            ("000000010000000000000003|1765015000|||0|db-pg-0", true),
             (
                 "000000010000000000000003|1765015000|000000010000000000000004|1765015100",
                 false,
@@ -212,5 +218,12 @@ mod tests {
             let r = read(&format!("{MARK} archiver {line}\n"), &settings());
             assert_eq!(r.archiver.expect("read").healthy(), healthy, "{line}");
         }
+        let a = read(
+            &format!("{MARK} archiver 000000010000000000000004|1765015200|000000010000000000000004|1765015100|7|db-pg-1\n"),
+            &settings(),
+        )
+        .archiver
+        .expect("read");
+        assert_eq!((a.failed_count, a.primary.as_str()), (7, "db-pg-1"));
     }
 }

@@ -74,11 +74,12 @@ pub fn script(pgc: &PostgresCluster, kind: &JobKind, hosts: Hosts<'_>) -> String
         JobKind::Check => String::new(),
     };
     let archiver = format!(
-        "PGPASSWORD=\"$(cat /run/secrets/{SUPERUSER_FILE})\" psql -h {leader} -p {PG_PORT} -U postgres -d postgres -X -A -t -c \"select coalesce(last_archived_wal,''), coalesce(extract(epoch from last_archived_time)::bigint::text,''), coalesce(last_failed_wal,''), coalesce(extract(epoch from last_failed_time)::bigint::text,'') from pg_stat_archiver\"",
+        "PGPASSWORD=\"$(cat /run/secrets/{SUPERUSER_FILE})\" psql -h {leader} -p {PG_PORT} -U postgres -d postgres -X -A -t -c \"select coalesce(last_archived_wal,''), coalesce(extract(epoch from last_archived_time)::bigint::text,''), coalesce(last_failed_wal,''), coalesce(extract(epoch from last_failed_time)::bigint::text,''), failed_count from pg_stat_archiver\"",
         leader = hosts.leader
     );
     format!(
-        "set -u\n{PREPARE}\nrun() {{ what=$1; shift; \"$@\" 2>&1 || {{ echo \"{MARK} failed $what\"; exit 1; }}; }}\npgbackrest_prepare || {{ echo \"{MARK} failed prepare\"; exit 1; }}\ncat >{JOB_CONF} <<'CONF'\n{job_conf}CONF\nchmod 0644 {JOB_CONF}\n{step}\na=$({archiver} 2>&1) || {{ echo \"$a\"; echo \"{MARK} failed archiver\"; exit 1; }}\necho \"{MARK} archiver $a\"\ni=$({pgbr} --output=json info 2>&1) || {{ echo \"$i\"; echo \"{MARK} failed info\"; exit 1; }}\necho \"{MARK} info $(echo \"$i\" | tr -d '\\n')\"\n"
+        "set -u\n{PREPARE}\nrun() {{ what=$1; shift; \"$@\" 2>&1 || {{ echo \"{MARK} failed $what\"; exit 1; }}; }}\npgbackrest_prepare || {{ echo \"{MARK} failed prepare\"; exit 1; }}\ncat >{JOB_CONF} <<'CONF'\n{job_conf}CONF\nchmod 0644 {JOB_CONF}\n{step}\na=$({archiver} 2>&1) || {{ echo \"$a\"; echo \"{MARK} failed archiver\"; exit 1; }}\necho \"{MARK} archiver $a|{leader}\"\ni=$({pgbr} --output=json info 2>&1) || {{ echo \"$i\"; echo \"{MARK} failed info\"; exit 1; }}\necho \"{MARK} info $(echo \"$i\" | tr -d '\\n')\"\n",
+        leader = hosts.leader
     )
 }
 
@@ -260,6 +261,9 @@ pub fn collect(
         status.backup.last_successful_backup = last;
         status.backup.backups = b;
     }
+    if let Some(a) = &r.archiver {
+        record_archiver(&mut status.backup, a);
+    }
     let failed = match (&r.failed, end) {
         (Some((step, why)), _) => Some(format!("{step}: {why}")),
         (None, JobOutcome::Failed(why)) => Some(format!("the job failed: {why}")),
@@ -376,6 +380,23 @@ pub fn collect(
     );
 }
 
+/// Keeps what the job read of the primary's archiver, its failures added
+/// to the total across primaries.
+fn record_archiver(backup: &mut haswarm_crds::postgres::BackupStatus, a: &report::Archiver) {
+    let total = backup.archiver.as_ref().map_or(a.failed_count, |seen| {
+        seen.total_after(&a.primary, a.failed_count)
+    });
+    backup.archiver = Some(haswarm_crds::postgres::ArchiverStatus {
+        primary: a.primary.clone(),
+        last_archived_wal: a.last_archived.as_ref().map(|(w, _)| w.clone()),
+        last_archived_time: a.last_archived.as_ref().map(|(_, t)| *t),
+        last_failed_wal: a.last_failed.as_ref().map(|(w, _)| w.clone()),
+        last_failed_time: a.last_failed.as_ref().map(|(_, t)| *t),
+        failed_count: a.failed_count,
+        failures_total: total,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,7 +440,7 @@ mod tests {
         let pgc = db();
         let mut st = PostgresClusterStatus::default();
         let mut n = Vec::new();
-        let out = format!("{MARK} archiver 000000010000000000000003|1765015000||\nP00 ERROR: [049]: unable to get address for 's3': [-2] Name or service not known\n{MARK} failed info\n");
+        let out = format!("{MARK} archiver 000000010000000000000003|1765015000|000000010000000000000004|1765015010|3|db-pg-0\nP00 ERROR: [049]: unable to get address for 's3': [-2] Name or service not known\n{MARK} failed info\n");
         collect(
             &pgc,
             &mut st,
@@ -433,7 +454,7 @@ mod tests {
         let c = st.common.condition(ARCHIVING).expect("condition");
         assert_eq!(c.status, haswarm_crds::meta::ConditionStatus::False);
         assert!(c.message.contains("unable to get address"), "{}", c.message);
-        let ok = format!("{MARK} archiver 000000010000000000000004|1765015100||\n{MARK} info []\n");
+        let ok = format!("{MARK} archiver 000000010000000000000004|1765015100|000000010000000000000004|1765015010|3|db-pg-0\n{MARK} info []\n");
         collect(
             &pgc,
             &mut st,
@@ -443,5 +464,20 @@ mod tests {
         let c = st.common.condition(ARCHIVING).expect("condition");
         assert_eq!(c.status, haswarm_crds::meta::ConditionStatus::True);
         assert!(n.is_empty(), "a check says nothing: {n:?}");
+        // Read twice at 3 failures: counted once. A new primary counts
+        // from its own zero.
+        let a = st.backup.archiver.as_ref().expect("archiver");
+        assert_eq!((a.failed_count, a.failures_total), (3, 3));
+        let promoted = format!(
+            "{MARK} archiver 000000020000000000000005|1765015200|||2|db-pg-1\n{MARK} info []\n"
+        );
+        collect(
+            &pgc,
+            &mut st,
+            (&JobKind::Check, &JobOutcome::Completed, &promoted),
+            &mut n,
+        );
+        let a = st.backup.archiver.as_ref().expect("archiver");
+        assert_eq!((a.primary.as_str(), a.failures_total), ("db-pg-1", 5));
     }
 }
