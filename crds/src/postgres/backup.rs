@@ -312,6 +312,39 @@ pub struct BackupStatus {
     /// The primary's WAL archiver, as last read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archiver: Option<ArchiverStatus>,
+    /// A restored cluster (`spec.bootstrap.recovery`): what haswarm found
+    /// in the repository before it created any instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_check: Option<RestoreCheck>,
+}
+
+/// The look into the source's repository that comes before a restore: the
+/// instances are created only once it says the target can be reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreCheck {
+    /// The recovery it judged (source, repository, target): a recovery
+    /// edited before the restore started is judged again.
+    pub recovery: String,
+    /// What it found.
+    pub verdict: RestoreVerdict,
+    /// Why, in words (pgBackRest's own where it failed).
+    pub message: String,
+    /// When.
+    pub checked: DateTime<Utc>,
+}
+
+/// Whether a restore can reach its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestoreVerdict {
+    /// The source's backups reach the target: the restore goes ahead.
+    Possible,
+    /// They cannot (no stanza at that path, no backup, a target before
+    /// the first recoverability point): nothing is created until the
+    /// recovery is edited.
+    Impossible,
+    /// The repository did not answer: looked at again every 30 s.
+    Unknown,
 }
 
 /// The primary's WAL archiver (PostgreSQL's `pg_stat_archiver`), and the

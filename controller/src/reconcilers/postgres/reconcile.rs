@@ -110,6 +110,11 @@ fn backup_standby<'a>(
         })
 }
 
+/// Whether Patroni knows of any member (instances have run).
+fn has_members(f: &Facts) -> bool {
+    f.view.as_ref().is_some_and(|v| !v.members.is_empty())
+}
+
 /// Replicas that a running leader has but that do not replicate count as
 /// not serving, as a crashed service does: a change planned for one goes
 /// ahead at once. Otherwise it would wait for the cluster to be healthy,
@@ -333,20 +338,27 @@ impl Stateful for PostgresClusters {
         let pw = passwords(ctx, (owner, pgc), rotation.as_ref(), status).await?;
         let network = render::network_name(pgc.metadata.name.as_str());
         let etcd = f.membership.clone().unwrap_or_default();
+        // A restore's instances wait until its repository was looked into.
+        let hold = backup::restore::holds_instances(pgc, status, has_members(f));
         let converge = converge::prepare(
             ctx,
             owner,
             (&network, pgc.spec.network.encrypted),
             &render::contents(pgc, &pw.generated, f.etcd_clients),
             |names| {
-                render::render(&Inputs {
+                let mut services = render::render(&Inputs {
                     pgc,
                     generated: &pw.generated,
                     secrets: &pw.secrets,
                     config_names: names,
                     etcd: &etcd,
                     incarnations,
-                })
+                });
+                if hold {
+                    let name = pgc.metadata.name.as_str();
+                    services.retain(|s| !render::is_instance(name, s.name()));
+                }
+                services
             },
         )
         .await?;
@@ -476,6 +488,7 @@ impl Stateful for PostgresClusters {
                 prepared.pw.secrets.backup.as_ref(),
                 &prepared.pw.secrets.superuser,
             ),
+            (has_members(f), &f.nodes),
             notices,
         )
         .await?;

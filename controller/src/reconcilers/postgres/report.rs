@@ -89,6 +89,17 @@ fn restore_progress(look: &Look<'_>, status: &mut PostgresClusterStatus) -> Opti
         "from {}'s backups in repository {}, to {target}",
         r.source, r.repository
     );
+    if let Some((reason, message)) = restore_look(look, r, status) {
+        status::set(
+            &mut status.common,
+            RESTORED,
+            Some(false),
+            reason,
+            format!("not restoring {what}: {message}"),
+            look.generation,
+        );
+        return None;
+    }
     if look.view.and_then(ClusterView::running_leader).is_some() {
         let message = format!("restored {what}");
         status::set(
@@ -110,6 +121,35 @@ fn restore_progress(look: &Look<'_>, status: &mut PostgresClusterStatus) -> Opti
         look.generation,
     );
     None
+}
+
+/// While a restore's instances wait for the look into its repository
+/// (`backup::restore`): the condition's reason and why.
+fn restore_look(
+    look: &Look<'_>,
+    r: &haswarm_crds::postgres::Recovery,
+    status: &PostgresClusterStatus,
+) -> Option<(&'static str, String)> {
+    use haswarm_crds::postgres::RestoreVerdict;
+    let members = look.view.is_some_and(|v| !v.members.is_empty());
+    if !crate::reconcilers::postgres::backup::restore::holds_instances(look.pgc, status, members) {
+        return None;
+    }
+    let key = crate::reconcilers::postgres::backup::restore::key(r);
+    match status.backup.restore_check.as_ref().filter(|c| c.recovery == key) {
+        Some(c) if c.verdict == RestoreVerdict::Impossible => Some((
+            "RestoreRefused",
+            format!("{} (no instance is created until spec.bootstrap.recovery is edited)", c.message),
+        )),
+        Some(c) if c.verdict == RestoreVerdict::Unknown => Some((
+            "RepositoryUnreachable",
+            format!("{} (looked at again every 30 s)", c.message),
+        )),
+        _ => Some((
+            "Verifying",
+            "looking into the repository first: the instances start once it holds what the target needs".to_owned(),
+        )),
+    }
 }
 
 /// The condition of a restore ([`restore_progress`]).

@@ -15,6 +15,7 @@ pub mod certs;
 pub mod conf;
 pub mod plan;
 pub mod report;
+pub mod restore;
 pub mod run;
 
 use haswarm_crds::postgres::RepositoryKind;

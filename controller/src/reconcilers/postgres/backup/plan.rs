@@ -38,6 +38,9 @@ pub enum JobKind {
     },
     /// Read the archiver and the repositories' backups.
     Check,
+    /// Before a restore: read what the source's repository holds (see
+    /// `restore`); no instance runs yet.
+    VerifyRestore,
 }
 
 /// A job of the cluster's that exists.
@@ -62,6 +65,9 @@ pub struct Facts<'a> {
     pub running: Option<&'a Running>,
     /// Whether the cluster is settled with a running leader (jobs need one).
     pub settled: bool,
+    /// Whether a restore waits for a look into its repository
+    /// (`restore::wanted`): the one job that needs no instance.
+    pub verify_restore: bool,
     /// When archiving was last looked at.
     pub checked: Option<DateTime<Utc>>,
     /// Now.
@@ -141,6 +147,9 @@ pub fn next(f: &Facts<'_>) -> Step {
         Some(r) if r.ended => return Step::Collect,
         Some(_) => return Step::Running,
         None => {}
+    }
+    if f.verify_restore {
+        return Step::Start(JobKind::VerifyRestore);
     }
     if !f.settled {
         return Step::Idle;

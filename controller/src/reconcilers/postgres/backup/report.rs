@@ -44,6 +44,10 @@ pub struct JobReport {
     /// The step that failed and pgBackRest's error (its `ERROR:` line), or
     /// the last line printed.
     pub failed: Option<(String, String)>,
+    /// The stanza's status in `info`: pgBackRest's code (0 is ok) and words.
+    pub stanza_status: Option<(i64, String)>,
+    /// The WAL position the oldest backup ended at (`info`'s `lsn.stop`).
+    pub first_stop_lsn: Option<String>,
 }
 
 /// Reads a job's output.
@@ -59,7 +63,10 @@ pub fn read(output: &str, backup: &BackupSettings) -> JobReport {
                 .split_once(' ')
                 .unwrap_or((rest.trim(), ""));
             match what {
-                "info" => report.backups = Some(backups(value, backup)),
+                "info" => {
+                    report.backups = Some(backups(value, backup));
+                    (report.stanza_status, report.first_stop_lsn) = stanza(value);
+                }
                 "archiver" => report.archiver = Some(archiver(value)),
                 "failed" => {
                     let why = last_error
@@ -119,6 +126,28 @@ fn backups(json: &str, settings: &BackupSettings) -> Vec<BackupRecord> {
     out
 }
 
+/// The first stanza's status in `info`, and the stop LSN of its oldest
+/// backup.
+fn stanza(json: &str) -> (Option<(i64, String)>, Option<String>) {
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return (None, None);
+    };
+    let s = &v[0];
+    let status = s["status"]["code"].as_i64().map(|c| {
+        let words = s["status"]["message"].as_str().unwrap_or_default();
+        (c, words.to_owned())
+    });
+    let oldest = s["backup"]
+        .as_array()
+        .and_then(|b| {
+            b.iter()
+                .filter(|b| !b["error"].as_bool().unwrap_or(false))
+                .min_by_key(|b| b.pointer("/timestamp/stop").and_then(Value::as_i64))
+        })
+        .and_then(|b| b.pointer("/lsn/stop")?.as_str().map(str::to_owned));
+    (status, oldest)
+}
+
 /// `wal|epoch|wal|epoch|failed count|instance` as the job prints
 /// `pg_stat_archiver` (empty fields where PostgreSQL has none).
 fn archiver(value: &str) -> Archiver {
@@ -156,7 +185,7 @@ mod tests {
         .expect("settings")
     }
 
-    const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000007","min":"000000010000000000000001"}],"backup":[{"archive":{"start":"000000010000000000000005","stop":"000000010000000000000005"},"database":{"id":1,"repo-key":1},"error":false,"info":{"delta":40,"repository":{"delta":5,"size":5},"size":40},"label":"20261206-101502F_20261206-102000D","timestamp":{"start":1765015200,"stop":1765015210},"type":"diff"},{"archive":{"start":"000000010000000000000003","stop":"000000010000000000000003"},"database":{"id":1,"repo-key":1},"error":false,"info":{"delta":100,"repository":{"delta":12,"size":12},"size":100},"label":"20261206-101502F","timestamp":{"start":1765015000,"stop":1765015010},"type":"full"}],"name":"db"}]"#;
+    const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000007","min":"000000010000000000000001"}],"backup":[{"archive":{"start":"000000010000000000000005","stop":"000000010000000000000005"},"database":{"id":1,"repo-key":1},"error":false,"info":{"delta":40,"repository":{"delta":5,"size":5},"size":40},"label":"20261206-101502F_20261206-102000D","timestamp":{"start":1765015200,"stop":1765015210},"type":"diff"},{"archive":{"start":"000000010000000000000003","stop":"000000010000000000000003"},"database":{"id":1,"repo-key":1},"error":false,"info":{"delta":100,"repository":{"delta":12,"size":12},"size":100},"label":"20261206-101502F","lsn":{"start":"0/3000028","stop":"0/3000100"},"timestamp":{"start":1765015000,"stop":1765015010},"type":"full"}],"name":"db","status":{"code":0,"message":"ok"}}]"#;
 
     #[test]
     fn info_becomes_records_oldest_first() {
@@ -175,6 +204,17 @@ mod tests {
         assert_eq!(first, at(&serde_json::json!(1_765_015_010)));
         assert_eq!(last, at(&serde_json::json!(1_765_015_210)));
         assert_eq!(r.failed, None);
+        assert_eq!(r.stanza_status, Some((0, "ok".into())));
+        assert_eq!(r.first_stop_lsn.as_deref(), Some("0/3000100"));
+        let missing = read(
+            &format!("{MARK} info [{{\"backup\":[],\"name\":\"db\",\"status\":{{\"code\":1,\"message\":\"missing stanza path\"}}}}]\n"),
+            &settings(),
+        );
+        assert_eq!(
+            missing.stanza_status,
+            Some((1, "missing stanza path".into()))
+        );
+        assert_eq!(missing.backups, Some(vec![]));
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! chose (see `plan`).
 
 use chrono::Utc;
-use haswarm_crds::postgres::{PostgresClusterStatus, BACKUP_ANNOTATION};
+use haswarm_crds::postgres::{PostgresClusterStatus, RestoreVerdict, BACKUP_ANNOTATION};
 use haswarm_crds::{EventType, PostgresCluster};
 
 use super::conf;
 use super::plan::{self, Cause, JobKind, Running, Step};
 use super::report::{self, MARK};
+use super::restore;
 use super::{BackupSecrets, PREPARE};
 use crate::reconcilers::common::secret_ref;
 use crate::reconcilers::postgres::render::{self, PG_PORT};
@@ -49,6 +50,9 @@ pub fn script(pgc: &PostgresCluster, kind: &JobKind, hosts: Hosts<'_>) -> String
     let Some(backup) = &pgc.spec.backup else {
         return "echo 'haswarm: no spec.backup'; exit 1".into();
     };
+    if *kind == JobKind::VerifyRestore {
+        return verify_script(pgc);
+    }
     let mut list = vec![hosts.leader.to_owned()];
     list.extend(hosts.standby.map(str::to_owned));
     let job_conf = conf::job_conf(name, backup, &list);
@@ -71,7 +75,7 @@ pub fn script(pgc: &PostgresCluster, kind: &JobKind, hosts: Hosts<'_>) -> String
             repository + 1,
             kind.as_str()
         ),
-        JobKind::Check => String::new(),
+        JobKind::Check | JobKind::VerifyRestore => String::new(),
     };
     let archiver = format!(
         "PGPASSWORD=\"$(cat /run/secrets/{SUPERUSER_FILE})\" psql -h {leader} -p {PG_PORT} -U postgres -d postgres -X -A -t -c \"select coalesce(last_archived_wal,''), coalesce(extract(epoch from last_archived_time)::bigint::text,''), coalesce(last_failed_wal,''), coalesce(extract(epoch from last_failed_time)::bigint::text,''), failed_count from pg_stat_archiver\"",
@@ -80,6 +84,26 @@ pub fn script(pgc: &PostgresCluster, kind: &JobKind, hosts: Hosts<'_>) -> String
     format!(
         "set -u\n{PREPARE}\nrun() {{ what=$1; shift; \"$@\" 2>&1 || {{ echo \"{MARK} failed $what\"; exit 1; }}; }}\npgbackrest_prepare || {{ echo \"{MARK} failed prepare\"; exit 1; }}\ncat >{JOB_CONF} <<'CONF'\n{job_conf}CONF\nchmod 0644 {JOB_CONF}\n{step}\na=$({archiver} 2>&1) || {{ echo \"$a\"; echo \"{MARK} failed archiver\"; exit 1; }}\necho \"{MARK} archiver $a|{leader}\"\ni=$({pgbr} --output=json info 2>&1) || {{ echo \"$i\"; echo \"{MARK} failed info\"; exit 1; }}\necho \"{MARK} info $(echo \"$i\" | tr -d '\\n')\"\n",
         leader = hosts.leader
+    )
+}
+
+/// A restore's look into its repository, pure: `info` of the source's
+/// stanza in that repository alone (no instance to reach).
+pub fn verify_script(pgc: &PostgresCluster) -> String {
+    let (Some(backup), Some(r)) = (&pgc.spec.backup, &pgc.spec.bootstrap.recovery) else {
+        return "echo 'haswarm: no spec.backup or recovery'; exit 1".into();
+    };
+    let Some((index, _)) = backup.repository(&r.repository) else {
+        return format!("echo 'haswarm: no repository {}'; exit 1", r.repository);
+    };
+    let job_conf = conf::job_conf(&r.source, backup, &[]);
+    let pgbr = format!(
+        "runuser -u postgres -- {} --repo={}",
+        conf::command_with(JOB_CONF, &r.source),
+        index + 1
+    );
+    format!(
+        "set -u\n{PREPARE}\npgbackrest_prepare || {{ echo \"{MARK} failed prepare\"; exit 1; }}\ncat >{JOB_CONF} <<'CONF'\n{job_conf}CONF\nchmod 0644 {JOB_CONF}\ni=$({pgbr} --output=json info 2>&1) || {{ echo \"$i\"; echo \"{MARK} failed info\"; exit 1; }}\necho \"{MARK} info $(echo \"$i\" | tr -d '\\n')\"\n"
     )
 }
 
@@ -92,6 +116,7 @@ pub async fn advance(
     (owner, pgc): (&Owner, &PostgresCluster),
     status: &mut PostgresClusterStatus,
     (hosts, secrets, superuser): (Option<Hosts<'_>>, Option<&BackupSecrets>, &str),
+    (members, nodes): (bool, &[crate::swarm::NodeInfo]),
     notices: &mut Vec<Notice>,
 ) -> Result<(), ReconcileError> {
     let (Some(backup), Some(secrets)) = (&pgc.spec.backup, secrets) else {
@@ -126,6 +151,7 @@ pub async fn advance(
         request,
         running: running.as_ref(),
         settled: hosts.is_some(),
+        verify_restore: restore::wanted(pgc, status, members, Utc::now()),
         checked: status.backup.backups_checked,
         now: Utc::now(),
     };
@@ -142,9 +168,27 @@ pub async fn advance(
                 return Ok(());
             };
             let output = ctx.swarm.job_output(&job, 400).await?;
-            collect(pgc, status, (&r.kind, &end, &output), notices);
+            if r.kind == JobKind::VerifyRestore {
+                collect_verify(pgc, status, (&end, &output), notices);
+            } else {
+                collect(pgc, status, (&r.kind, &end, &output), notices);
+            }
             ctx.swarm.remove_service(&job).await?;
             Ok(())
+        }
+        Step::Start(JobKind::VerifyRestore) => {
+            // Where instance 0 is pinned (its image goes there anyway), or
+            // any node that can run it.
+            let slot = render::instance_slot(name, 0);
+            let node = nodes
+                .iter()
+                .filter(|n| n.ready && !n.drained)
+                .max_by_key(|n| n.labels.contains_key(&slot))
+                .map(|n| n.id.clone());
+            let Some(node) = node else { return Ok(()) };
+            let script = verify_script(pgc);
+            let kind = JobKind::VerifyRestore;
+            launch(ctx, (owner, pgc), (node, script, &kind), (secrets, None)).await
         }
         Step::Start(kind) => {
             let Some(hosts) = hosts else { return Ok(()) };
@@ -169,7 +213,6 @@ async fn start(
     (secrets, superuser): (&BackupSecrets, &str),
     notices: &mut Vec<Notice>,
 ) -> Result<(), ReconcileError> {
-    let name = pgc.metadata.name.as_str();
     // On the node of the instance it copies from: the image is there.
     let from = hosts.standby.unwrap_or(hosts.leader);
     let node = ctx
@@ -182,29 +225,14 @@ async fn start(
         })
         .and_then(|t| t.node_id.clone());
     let Some(node) = node else { return Ok(()) };
-    let mut mounts = secrets.mounts();
-    mounts.push(secret_ref(superuser, SUPERUSER_FILE, 0o400));
-    for m in &mut mounts {
-        if let Some(n) = m.secret_name.as_deref() {
-            m.secret_id = ctx.swarm.secret_id(n).await?;
-        }
-    }
-    let job = NodeJob {
-        name: job_name(name),
-        node,
-        image: pgc.spec.postgres.image.clone(),
-        script: script(pgc, kind, hosts),
-        mounts: secrets.volumes.clone(),
-        secrets: mounts,
-        networks: vec![bollard::models::NetworkAttachmentConfig {
-            target: Some(render::network_name(name)),
-            ..Default::default()
-        }],
-    };
-    let label = serde_json::to_string(kind).unwrap_or_default();
-    ctx.swarm
-        .start_job(owner, &job, &[(JOB_LABEL, label)])
-        .await?;
+    let script = script(pgc, kind, hosts);
+    launch(
+        ctx,
+        (owner, pgc),
+        (node, script, kind),
+        (secrets, Some(superuser)),
+    )
+    .await?;
     match kind {
         JobKind::Backup {
             kind: t,
@@ -237,9 +265,77 @@ async fn start(
                 ),
             ));
         }
-        JobKind::Stanza | JobKind::Check => {}
+        JobKind::Stanza | JobKind::Check | JobKind::VerifyRestore => {}
     }
     Ok(())
+}
+
+/// Starts the cluster's job on `node`, with the backups' secrets and
+/// volumes (and the superuser's password where it reads the archiver).
+async fn launch(
+    ctx: &Context,
+    (owner, pgc): (&Owner, &PostgresCluster),
+    (node, script, kind): (String, String, &JobKind),
+    (secrets, superuser): (&BackupSecrets, Option<&str>),
+) -> Result<(), ReconcileError> {
+    let name = pgc.metadata.name.as_str();
+    let mut mounts = secrets.mounts();
+    if let Some(superuser) = superuser {
+        mounts.push(secret_ref(superuser, SUPERUSER_FILE, 0o400));
+    }
+    for m in &mut mounts {
+        if let Some(n) = m.secret_name.as_deref() {
+            m.secret_id = ctx.swarm.secret_id(n).await?;
+        }
+    }
+    let job = NodeJob {
+        name: job_name(name),
+        node,
+        image: pgc.spec.postgres.image.clone(),
+        script,
+        mounts: secrets.volumes.clone(),
+        secrets: mounts,
+        networks: vec![bollard::models::NetworkAttachmentConfig {
+            target: Some(render::network_name(name)),
+            ..Default::default()
+        }],
+    };
+    let label = serde_json::to_string(kind).unwrap_or_default();
+    ctx.swarm
+        .start_job(owner, &job, &[(JOB_LABEL, label)])
+        .await?;
+    Ok(())
+}
+
+/// Records what a restore's look into its repository found, with an
+/// event when it refuses (see `restore::judge`). Pure.
+pub fn collect_verify(
+    pgc: &PostgresCluster,
+    status: &mut PostgresClusterStatus,
+    (end, output): (&JobOutcome, &str),
+    notices: &mut Vec<Notice>,
+) {
+    let (Some(backup), Some(r)) = (&pgc.spec.backup, &pgc.spec.bootstrap.recovery) else {
+        return;
+    };
+    let read = report::read(output, backup);
+    let failed = match (&read.failed, end) {
+        (Some((step, why)), _) => Some(format!("{step}: {why}")),
+        (None, JobOutcome::Failed(why)) => Some(format!("the job failed: {why}")),
+        (None, JobOutcome::Completed) => None,
+    };
+    let check = restore::judge(r, &read, failed.as_deref(), Utc::now());
+    let seen_before = status.backup.restore_check.as_ref().is_some_and(|c| {
+        (c.recovery.as_str(), c.verdict) == (check.recovery.as_str(), check.verdict)
+    });
+    if check.verdict == RestoreVerdict::Impossible && !seen_before {
+        notices.push(Notice::new(
+            EventType::Warning,
+            "RestoreRefused",
+            check.message.clone(),
+        ));
+    }
+    status.backup.restore_check = Some(check);
 }
 
 /// Records what an ended job says. Pure.
@@ -351,7 +447,7 @@ pub fn collect(
                 Some(f) => notices.push(Notice::new(EventType::Warning, "BackupFailed", f.clone())),
             }
         }
-        JobKind::Check => {}
+        JobKind::Check | JobKind::VerifyRestore => {}
     }
     let healthy = failed.is_none() && !status.backup.backups.is_empty();
     let why = match (&failed, status.backup.backups.last()) {

@@ -298,7 +298,41 @@ fn a_restored_cluster_says_it_restores_until_a_leader_runs_once() {
             .collect();
         (status, restored)
     };
-    let (s, n) = pass(None, &PostgresClusterStatus::default());
+    // Before the look into the repository, and when it refuses.
+    let (s, _) = pass(None, &PostgresClusterStatus::default());
+    assert_eq!(
+        condition(&s, RESTORED),
+        (ConditionStatus::False, "Verifying".into())
+    );
+    let check = |verdict| {
+        let mut st = PostgresClusterStatus::default();
+        st.backup.restore_check = Some(haswarm_crds::postgres::RestoreCheck {
+            recovery: crate::reconcilers::postgres::backup::restore::key(
+                pgc.spec.bootstrap.recovery.as_ref().expect("recovery"),
+            ),
+            verdict,
+            message: "targetTime is before the first recoverability point".into(),
+            checked: chrono::Utc::now(),
+        });
+        st
+    };
+    let (s, _) = pass(
+        None,
+        &check(haswarm_crds::postgres::RestoreVerdict::Impossible),
+    );
+    assert_eq!(
+        condition(&s, RESTORED),
+        (ConditionStatus::False, "RestoreRefused".into())
+    );
+    let message = &s.common.condition(RESTORED).expect("condition").message;
+    assert!(
+        message.contains("before the first recoverability point"),
+        "{message}"
+    );
+    let (s, n) = pass(
+        None,
+        &check(haswarm_crds::postgres::RestoreVerdict::Possible),
+    );
     assert_eq!(
         condition(&s, RESTORED),
         (ConditionStatus::False, "Restoring".into())

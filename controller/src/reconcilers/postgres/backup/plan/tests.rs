@@ -36,6 +36,7 @@ struct Row {
     request: Option<&'static str>,
     running: Option<Running>,
     settled: bool,
+    verify_restore: bool,
     checked: Option<DateTime<Utc>>,
     want: Step,
 }
@@ -47,6 +48,7 @@ fn row(what: &'static str, want: Step) -> Row {
         request: None,
         running: None,
         settled: true,
+        verify_restore: false,
         checked: Some(t(10, 0, 0)),
         want,
     }
@@ -86,6 +88,10 @@ fn the_flow_runs_one_job_at_a_time_in_this_order() {
         ),
         row("then a check every 30 s", Step::Start(JobKind::Check)),
         row("a check never made is made", Step::Start(JobKind::Check)),
+        row(
+            "a restore's look into its repository needs no leader",
+            Step::Start(JobKind::VerifyRestore),
+        ),
     ];
     let mut rows = rows;
     rows[0].running = Some(Running {
@@ -106,6 +112,8 @@ fn the_flow_runs_one_job_at_a_time_in_this_order() {
     rows[6].status = fired;
     rows[7].checked = Some(t(9, 59, 30));
     rows[8].checked = None;
+    rows[9].settled = false;
+    rows[9].verify_restore = true;
     for r in &rows {
         let f = Facts {
             backup: &b,
@@ -113,6 +121,7 @@ fn the_flow_runs_one_job_at_a_time_in_this_order() {
             request: r.request,
             running: r.running.as_ref(),
             settled: r.settled,
+            verify_restore: r.verify_restore,
             checked: r.checked,
             now: t(10, 0, 0),
         };
