@@ -8,8 +8,11 @@
 //!   standby over that TLS: stanza creation, backups (copied from the
 //!   standby), and a check of the archiver and the repositories every
 //!   30 s. The job service is the record of what runs (`run`).
+//! - A restored cluster's instances wait for one job that looks into the
+//!   source's repository first (`restore`: the verdict and the hold).
 //! - The pure parts: `conf` (pgBackRest's files), `plan` (which job
-//!   next), `report` (what a job printed), `certs` (the TLS identity).
+//!   next), `report` (what a job printed), `restore`, `certs` (the TLS
+//!   identity).
 
 pub mod certs;
 pub mod conf;
