@@ -6,7 +6,10 @@
 //! credentials show nowhere they must not. Then the issue's point-in-time
 //! case: 10,000 rows, a full backup, 1,000 more, time T, the table dropped;
 //! a NEW cluster restored to T has exactly 11,000 rows, archives under its
-//! own name, and the source is untouched.
+//! own name, and the source is untouched; one restored to before the first
+//! backup is refused before any instance exists. The metrics follow. Last,
+//! an S3 outage (the condition False, then True), a failover under a writer
+//! (backups and archiving go on), and a restore to a time inside the outage.
 
 use std::time::Duration;
 
@@ -191,6 +194,9 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
         assert_code(&o, 0);
         o
     };
+    // Before any backup: a restore to here is refused later.
+    let early = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(Duration::from_secs(1));
     let o = backup(&name, &["--type", "full"]);
     assert!(stdout(&o).contains("backup"), "{}", stdout(&o));
 
@@ -307,28 +313,61 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
     );
 
     // Two new clusters at once: one from S3, one from the volume (its
-    // differential backup and the WAL after it).
+    // differential backup and the WAL after it). A third asks for a time
+    // before the first backup ended, which no restore can reach.
     let restored = format!("{name}-r");
     let from_volume = format!("{name}-v");
-    for (cluster, repo) in [(&restored, "s3"), (&from_volume, "nfs")] {
+    let too_early = format!("{name}-x");
+    for (cluster, repo, at) in [
+        (&restored, "s3", &t),
+        (&from_volume, "nfs", &t),
+        (&too_early, "s3", &early),
+    ] {
         cleanup.owner("PostgresCluster", cluster);
-        let recovery = recovery_of(&name, repo, &t);
+        let recovery = recovery_of(&name, repo, at);
         d.apply(
             "restored.yaml",
             &manifest_with(cluster, &name, (&creds, &ca), &recovery),
         );
     }
-    for cluster in [&restored, &from_volume] {
-        let net = network_of(cluster);
-        docker_ok(&[
-            "service",
-            "update",
-            "--detach",
-            "--network-add",
-            &format!("name={net},alias={S3_HOST}"),
-            &format!("{name}-s3"),
-        ]);
+    // One update for the three networks: each restarts the S3 server.
+    let mut update = vec!["service".to_owned(), "update".into(), "--detach".into()];
+    for cluster in [&restored, &from_volume, &too_early] {
+        update.push("--network-add".into());
+        update.push(format!("name={},alias={S3_HOST}", network_of(cluster)));
     }
+    update.push(format!("{name}-s3"));
+    docker_ok(&update.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut seen = Value::Null;
+    let refused = eventually(Duration::from_secs(180), || {
+        seen = d.get_json("pgc", &too_early);
+        condition(&seen, "Restored").is_some_and(|(s, m)| {
+            s == "False" && m.contains("before the first recoverability point")
+        })
+    });
+    assert!(
+        refused,
+        "the restore before any backup is refused: {}",
+        seen["status"]
+    );
+    let instances = docker_ok(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("name={too_early}-pg-"),
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert!(
+        instances.trim().is_empty(),
+        "no instance of a refused restore: {instances}"
+    );
+    let events = d.events("postgresclusters", &too_early);
+    assert!(
+        events.iter().any(|(r, _)| r == "RestoreRefused"),
+        "{events:?}"
+    );
+    assert_code(&d.ctl(&["delete", "pgc", &too_early]), 0);
     for cluster in [&restored, &from_volume] {
         d.wait_for(&format!("pgc/{cluster}"), "condition=Ready", "420s");
         d.wait_for(&format!("pgc/{cluster}"), "condition=Restored", "30s");
@@ -358,6 +397,17 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
         "the restored cluster's backup went into its own stanza: {}",
         theirs["status"]
     );
+    let (code, metrics) = d.http_get("/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        format!("haswarm_backup_last_success_timestamp_seconds{{name=\"{name}\"}}"),
+        format!(
+            "haswarm_backup_duration_seconds{{name=\"{name}\",repository=\"nfs\",type=\"diff\"}}"
+        ),
+        format!("haswarm_wal_archive_failures_total{{name=\"{restored}\"}}"),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
 
     // Schedules: a full backup every minute into S3, which keeps 2.
     let manual = mine["status"]["backups"][0]["label"]
@@ -391,6 +441,134 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
             .any(|(r, m)| r == "BackupStarted" && m.contains("scheduled")),
         "{events:?}"
     );
+    for cluster in [&restored, &from_volume] {
+        assert_code(&d.ctl(&["delete", "pgc", cluster]), 0);
+    }
+    outage_then_failover(&d, &name, (&creds, &ca), &mut cleanup);
+}
+
+/// Done-when 4 and 5 on cluster `name`: the S3 server stopped turns
+/// `ContinuousArchiving` False with pgBackRest's reason, and True again once
+/// it is back; then the leader is killed under a writer, and a backup and
+/// archiving go on against the new one; last, a new cluster restored to a
+/// time inside the outage has exactly the rows written before it (no WAL
+/// was lost).
+fn outage_then_failover(d: &Daemon, name: &str, secrets: (&str, &str), cleanup: &mut Cleanup) {
+    let at = haswarm_testbed::pg::At::Local;
+    let s3 = format!("{name}-s3");
+    let sql = |q: &str| {
+        client(
+            d,
+            at,
+            name,
+            &format!("psql -h {name}-rw -v ON_ERROR_STOP=1 -At -c \"{q}\" 2>&1"),
+        )
+        .trim()
+        .to_owned()
+    };
+    let su = secret(at, name, "pg-superuser-password");
+    let switch = || {
+        run_client_as(
+            at,
+            name,
+            &["--rm"],
+            ("postgres", &su),
+            &format!("psql -h {name}-rw -d postgres -v ON_ERROR_STOP=1 -At -c 'select pg_walfile_name(pg_switch_wal())' 2>&1"),
+        )
+        .trim()
+        .to_owned()
+    };
+    let archiving = |want: &str, within: u64| -> (Duration, String) {
+        let start = std::time::Instant::now();
+        let mut seen = None;
+        let ok = eventually(Duration::from_secs(within), || {
+            seen = condition(&d.get_json("pgc", name), "ContinuousArchiving");
+            seen.as_ref().is_some_and(|(s, _)| s == want)
+        });
+        assert!(ok, "ContinuousArchiving never {want}: {seen:?}");
+        (start.elapsed(), seen.map(|(_, m)| m).unwrap_or_default())
+    };
+
+    // 4. The outage, with rows written during it and a time T2 among them.
+    docker_ok(&["service", "scale", "--detach", &format!("{s3}=0")]);
+    sql("create table o(id int primary key); insert into o select generate_series(1, 500)");
+    switch();
+    let (took, why) = archiving("False", 180);
+    eprintln!("figure: ContinuousArchiving False {took:?} after the S3 server stopped: {why}");
+    assert!(
+        why.contains("repository s3:") || why.contains("failed at"),
+        "the condition quotes the cause: {why}"
+    );
+    sql("insert into o select generate_series(501, 1000)");
+    std::thread::sleep(Duration::from_secs(1));
+    let t2 = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(Duration::from_secs(1));
+    sql("insert into o select generate_series(1001, 1500)");
+    switch();
+    docker_ok(&["service", "scale", "--detach", &format!("{s3}=1")]);
+    let (took, _) = archiving("True", 240);
+    eprintln!("figure: ContinuousArchiving True again {took:?} after the S3 server was started");
+
+    // 5. A failover under a writer; a backup and archiving go on.
+    let (old, new) = haswarm_testbed::pg::fail_over(d, name, at);
+    let o = d.ctl(&[
+        "pg",
+        "backup",
+        name,
+        "--type",
+        "incr",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    assert_code(&o, 0);
+    let segment = switch();
+    let mut status = Value::Null;
+    let caught_up = eventually(Duration::from_secs(180), || {
+        status = d.get_json("pgc", name)["status"].clone();
+        status["archiver"]["primary"] == new.as_str()
+            && status["archiver"]["lastArchivedWal"]
+                .as_str()
+                .is_some_and(|w| w >= segment.as_str())
+    });
+    assert!(
+        caught_up,
+        "archiving went on from {new} (was {old}) past {segment}: {status}"
+    );
+    let events = d.events("postgresclusters", name);
+    assert!(
+        events
+            .iter()
+            .rev()
+            .find(|(r, _)| r == "BackupStarted")
+            .is_some_and(|(_, m)| !m.contains(&format!("from {new}"))),
+        "the backup after the failover copied from a replica, not from {new}: {events:?}"
+    );
+
+    // The restore to T2, inside the outage.
+    let mid = format!("{name}-o");
+    cleanup.owner("PostgresCluster", &mid);
+    d.apply(
+        "mid.yaml",
+        &manifest_with(&mid, name, secrets, &recovery_of(name, "s3", &t2)),
+    );
+    let net = network_of(&mid);
+    docker_ok(&[
+        "service",
+        "update",
+        "--detach",
+        "--network-add",
+        &format!("name={net},alias={S3_HOST}"),
+        &s3,
+    ]);
+    d.wait_for(&format!("pgc/{mid}"), "condition=Ready", "420s");
+    let count = client(
+        d,
+        at,
+        &mid,
+        &format!("psql -h {mid}-rw -At -c 'select count(*) from o' 2>&1"),
+    );
+    assert_eq!(count.trim(), "1000", "restored to T2, inside the outage");
 }
 
 /// The `spec:` lines that restore `source` from `repository` to `t`.

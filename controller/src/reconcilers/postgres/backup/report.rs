@@ -48,6 +48,27 @@ pub struct JobReport {
     pub stanza_status: Option<(i64, String)>,
     /// The WAL position the oldest backup ended at (`info`'s `lsn.stop`).
     pub first_stop_lsn: Option<String>,
+    /// Repositories `info` could not read (status 99, pgBackRest's "other":
+    /// an endpoint that does not answer): name and pgBackRest's words.
+    /// `info` itself still ends well then.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// pgBackRest's `info` status for an error it has no code of its own for
+/// (a repository that does not answer is one).
+pub const STATUS_OTHER: i64 = 99;
+
+impl JobReport {
+    /// The repositories `info` could not read, as one reason.
+    pub fn unreadable_reason(&self) -> Option<String> {
+        (!self.unreadable.is_empty()).then(|| {
+            self.unreadable
+                .iter()
+                .map(|(repo, why)| format!("repository {repo}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
 }
 
 /// Reads a job's output.
@@ -66,6 +87,7 @@ pub fn read(output: &str, backup: &BackupSettings) -> JobReport {
                 "info" => {
                     report.backups = Some(backups(value, backup));
                     (report.stanza_status, report.first_stop_lsn) = stanza(value);
+                    report.unreadable = unreadable(value, backup);
                 }
                 "archiver" => report.archiver = Some(archiver(value)),
                 "failed" => {
@@ -148,6 +170,32 @@ fn stanza(json: &str) -> (Option<(i64, String)>, Option<String>) {
     (status, oldest)
 }
 
+/// The repositories of the first stanza whose status is
+/// [`STATUS_OTHER`], by name.
+fn unreadable(json: &str, settings: &BackupSettings) -> Vec<(String, String)> {
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return Vec::new();
+    };
+    v[0]["repo"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"]["code"].as_i64() == Some(STATUS_OTHER))
+        .map(|r| {
+            let key = r["key"]
+                .as_u64()
+                .and_then(|k| usize::try_from(k).ok())
+                .unwrap_or(0);
+            let name = settings
+                .repositories
+                .get(key.wrapping_sub(1))
+                .map_or_else(|| format!("repo{key}"), |r| r.name.clone());
+            let why = r["status"]["message"].as_str().unwrap_or("unreadable");
+            (name, why.trim().to_owned())
+        })
+        .collect()
+}
+
 /// `wal|epoch|wal|epoch|failed count|instance` as the job prints
 /// `pg_stat_archiver` (empty fields where PostgreSQL has none).
 fn archiver(value: &str) -> Archiver {
@@ -191,7 +239,7 @@ mod tests {
     fn info_becomes_records_oldest_first() {
         let out = format!("P00 INFO: backup command end\n{MARK} info {INFO}\n");
         let r = read(&out, &settings());
-        let b = r.backups.expect("info read");
+        let b = r.backups.clone().expect("info read");
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].label, "20261206-101502F");
         assert_eq!(b[0].kind, BackupType::Full);
@@ -215,6 +263,18 @@ mod tests {
             Some((1, "missing stanza path".into()))
         );
         assert_eq!(missing.backups, Some(vec![]));
+        // The S3 server down: info ends well (after about 4 × io-timeout), its
+        // repository says 99 (pgBackRest 2.45's words).
+        let down = read(
+            &format!("{MARK} info [{{\"archive\":[],\"backup\":[],\"name\":\"db\",\"repo\":[{{\"cipher\":\"none\",\"key\":1,\"status\":{{\"code\":99,\"message\":\"[HostConnectError] unable to get address for 's3': [-3] Temporary failure in name resolution\"}}}}],\"status\":{{\"code\":99,\"lock\":{{\"backup\":{{\"held\":false}}}},\"message\":\"other\"}}}}]\n"),
+            &settings(),
+        );
+        let why = down.unreadable_reason().expect("unreadable");
+        assert!(
+            why.starts_with("repository s3: [HostConnectError] unable to get address"),
+            "{why}"
+        );
+        assert_eq!(r.unreadable_reason(), None);
     }
 
     #[test]

@@ -13,6 +13,9 @@ use haswarm_crds::PostgresCluster;
 use super::plan::CHECK_EVERY;
 use super::report::JobReport;
 
+/// pgBackRest's `info` status of a stanza without a valid backup.
+const NO_BACKUP: i64 = 2;
+
 /// The recovery as one string: a changed one is judged again.
 pub fn key(r: &Recovery) -> String {
     let target = match (&r.target_time, &r.target_lsn, &r.target_name) {
@@ -93,14 +96,16 @@ pub fn judge(
         checked: now,
     };
     let (source, repo) = (&r.source, &r.repository);
-    if let Some(f) = failed {
+    let unreadable = report.unreadable_reason();
+    if let Some(f) = failed.or(unreadable.as_deref()) {
         return check(
             RestoreVerdict::Unknown,
             format!("could not read repository {repo}: {f}"),
         );
     }
     if let Some((code, message)) = &report.stanza_status {
-        if *code != 0 {
+        // 2: no valid backup, said below.
+        if *code != 0 && *code != NO_BACKUP {
             return check(
                 RestoreVerdict::Impossible,
                 format!("repository {repo} has no usable stanza {source} ({message}): is the repository's path the one {source} archived into?"),
@@ -244,10 +249,21 @@ mod tests {
             (
                 "a stanza without backups",
                 at(10),
-                found(Some(vec![]), Some((0, "ok"))),
+                found(Some(vec![]), Some((2, "no valid backups"))),
                 None,
                 Impossible,
                 "holds no backup",
+            ),
+            (
+                "info ended well, its repository unreadable",
+                at(10),
+                JobReport {
+                    unreadable: vec![("s3".into(), "other: HostConnectError".into())],
+                    ..ok.clone()
+                },
+                None,
+                Unknown,
+                "HostConnectError",
             ),
             (
                 "an unreachable repository",

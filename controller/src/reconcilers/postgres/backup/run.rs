@@ -351,7 +351,8 @@ pub fn collect(
     let generation = None;
     let r = report::read(output, backup);
     status.backup.backups_checked = Some(Utc::now());
-    if let Some(b) = r.backups {
+    // A repository info could not read lists no backup: keep what it had.
+    if let Some(b) = r.backups.clone().filter(|_| r.unreadable.is_empty()) {
         let (first, last) = report::recoverability(&b);
         status.backup.first_recoverability_point = first;
         status.backup.last_successful_backup = last;
@@ -363,7 +364,9 @@ pub fn collect(
     let failed = match (&r.failed, end) {
         (Some((step, why)), _) => Some(format!("{step}: {why}")),
         (None, JobOutcome::Failed(why)) => Some(format!("the job failed: {why}")),
-        (None, JobOutcome::Completed) => None,
+        // An unreachable repository: archiving into it fails as well, but
+        // the archiver tells only after its own timeouts.
+        (None, JobOutcome::Completed) => r.unreadable_reason(),
     };
     match (&r.archiver, &failed) {
         (Some(a), None) if a.healthy() => status::set(
