@@ -50,6 +50,7 @@ pub mod faults;
 pub mod git_http;
 pub mod pg;
 pub mod redis;
+pub mod s3;
 
 /// The folder holding the workspace's binaries (`target/debug`), found from
 /// the running test executable (`target/debug/deps/...`).

@@ -13,25 +13,16 @@
 
 use std::time::Duration;
 
-use haswarm_testbed::docker::{
-    create_secret, docker, docker_ok, eventually, require_image, require_swarm, Cleanup,
-};
+use haswarm_testbed::docker::{docker_ok, eventually, require_image, require_swarm, Cleanup};
 use haswarm_testbed::pg::{client, run_client_as, secret, IMAGE};
+use haswarm_testbed::s3::{self, condition};
 use haswarm_testbed::{assert_code, one_at_a_time, stdout, Daemon};
 use serde_json::Value;
-
-/// The S3 server's image (tests/testbed/build-images.sh).
-const S3_IMAGE: &str = "haswarm/s3:latest";
-/// Its credentials, baked into the image for tests.
-const S3_KEY: &str = "haswarmtest";
-const S3_SECRET: &str = "haswarmtest-secret-key";
-/// The name its certificate carries.
-const S3_HOST: &str = "s3.haswarm.test";
 
 /// Cluster `name` with the S3 repository and the volume repository
 /// `<source>-files` (a restored cluster shares its source's), and `extra`
 /// appended under `spec:` (indented by two).
-fn manifest_with(name: &str, source: &str, (creds, ca): (&str, &str), extra: &str) -> String {
+fn manifest_with(name: &str, source: &str, secrets: (&str, &str), extra: &str) -> String {
     format!(
         "apiVersion: haswarm.io/v1alpha1
 kind: PostgresCluster
@@ -57,75 +48,14 @@ spec:
     reclaimPolicy: Delete
   backup:
     repositories:
-    - name: s3
-      s3:
-        endpoint: {S3_HOST}:8333
-        bucket: backups
-        path: /e2e/{source}
-        uriStyle: path
-        credentialsSecret:
-          name: {creds}
-        caSecret:
-          name: {ca}
-      retention:
+{s3}      retention:
         fullCount: 2
     - name: nfs
       volume:
         sharedVolume: {source}-files
-{extra}"
+{extra}",
+        s3 = s3::repository(&format!("/e2e/{source}"), secrets)
     )
-}
-
-/// Waits for the network haswarm makes for cluster `name`.
-fn network_of(name: &str) -> String {
-    let net = format!("{name}-net");
-    assert!(
-        eventually(Duration::from_secs(120), || !docker(&[
-            "network", "inspect", "--format", "{{.Id}}", &net
-        ])
-        .trim()
-        .is_empty()),
-        "the cluster's network {net} never appeared"
-    );
-    net
-}
-
-/// Starts the S3 server on the cluster's network once haswarm made it,
-/// owned by the cluster for cleanup (its services go before its network).
-fn start_s3(name: &str) -> String {
-    let net = network_of(name);
-    let s3 = format!("{name}-s3");
-    docker_ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        &s3,
-        "--label",
-        &format!("io.haswarm.owner=PostgresCluster/{name}"),
-        // Swarm's virtual IPs need IPVS, which this kernel may lack.
-        "--endpoint-mode",
-        "dnsrr",
-        "--network",
-        &format!("name={net},alias={S3_HOST}"),
-        // Its data outlives the task: joining a restored cluster's network
-        // later restarts it (the volume goes with the cluster's).
-        "--mount",
-        &format!("type=volume,source={s3}-data,target=/data"),
-        S3_IMAGE,
-    ]);
-    s3
-}
-
-fn condition(v: &Value, kind: &str) -> Option<(String, String)> {
-    v["status"]["conditions"].as_array()?.iter().find_map(|c| {
-        (c["type"] == kind).then(|| {
-            (
-                c["status"].as_str().unwrap_or_default().to_owned(),
-                c["message"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-    })
 }
 
 #[test]
@@ -133,28 +63,11 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
     let _one = one_at_a_time();
     require_swarm();
     require_image(IMAGE);
-    require_image(S3_IMAGE);
     let name = format!("e2e-bk-{}", std::process::id());
     let mut cleanup = Cleanup::default();
     cleanup.owner("PostgresCluster", &name);
-    let creds = format!("{name}-s3-creds");
-    let ca = format!("{name}-s3-ca");
-    create_secret(
-        &creds,
-        &format!("AWS_ACCESS_KEY_ID={S3_KEY}\nAWS_SECRET_ACCESS_KEY={S3_SECRET}\n"),
-    );
-    cleanup.named("secret", &creds);
-    let ca_pem = docker_ok(&[
-        "run",
-        "--rm",
-        "--entrypoint",
-        "cat",
-        S3_IMAGE,
-        "/etc/s3/ca.crt",
-    ]);
-    create_secret(&ca, &ca_pem);
-    cleanup.named("secret", &ca);
-
+    let (creds, ca) = s3::secrets(&name, &mut cleanup);
+    require_image(s3::IMAGE);
     // The volume repository: a SharedVolume over a folder (on one node,
     // the folder every node would mount over NFS).
     let files = format!("{name}-files");
@@ -172,7 +85,7 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
         ),
     );
     d.apply("pgc.yaml", &manifest_with(&name, &name, (&creds, &ca), ""));
-    start_s3(&name);
+    s3::start(&name);
     d.wait_for(&format!("pgc/{name}"), "condition=Ready", "300s");
     d.wait_for(
         &format!("pgc/{name}"),
@@ -241,7 +154,7 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
     assert_code(&wide, 0);
     assert!(stdout(&wide).contains("LAST-BACKUP"), "{}", stdout(&wide));
 
-    d.assert_secrets_hidden("PostgresCluster", "pgc", &name, &[S3_SECRET]);
+    d.assert_secrets_hidden("PostgresCluster", "pgc", &name, &[s3::SECRET]);
 
     // Point in time: 1,000 rows more, T, then the table dropped.
     let sql = |cluster: &str, q: &str| {
@@ -331,13 +244,10 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
         );
     }
     // One update for the three networks: each restarts the S3 server.
-    let mut update = vec!["service".to_owned(), "update".into(), "--detach".into()];
-    for cluster in [&restored, &from_volume, &too_early] {
-        update.push("--network-add".into());
-        update.push(format!("name={},alias={S3_HOST}", network_of(cluster)));
-    }
-    update.push(format!("{name}-s3"));
-    docker_ok(&update.iter().map(String::as_str).collect::<Vec<_>>());
+    s3::join(
+        &format!("{name}-s3"),
+        &[&restored, &from_volume, &too_early],
+    );
     let mut seen = Value::Null;
     let refused = eventually(Duration::from_secs(180), || {
         seen = d.get_json("pgc", &too_early);
@@ -455,7 +365,7 @@ fn wal_is_archived_into_s3_and_a_backup_is_taken_from_the_replica() {
 /// was lost).
 fn outage_then_failover(d: &Daemon, name: &str, secrets: (&str, &str), cleanup: &mut Cleanup) {
     let at = haswarm_testbed::pg::At::Local;
-    let s3 = format!("{name}-s3");
+    let server = format!("{name}-s3");
     let sql = |q: &str| {
         client(
             d,
@@ -490,7 +400,7 @@ fn outage_then_failover(d: &Daemon, name: &str, secrets: (&str, &str), cleanup: 
     };
 
     // 4. The outage, with rows written during it and a time T2 among them.
-    docker_ok(&["service", "scale", "--detach", &format!("{s3}=0")]);
+    docker_ok(&["service", "scale", "--detach", &format!("{server}=0")]);
     sql("create table o(id int primary key); insert into o select generate_series(1, 500)");
     switch();
     let (took, why) = archiving("False", 180);
@@ -505,7 +415,7 @@ fn outage_then_failover(d: &Daemon, name: &str, secrets: (&str, &str), cleanup: 
     std::thread::sleep(Duration::from_secs(1));
     sql("insert into o select generate_series(1001, 1500)");
     switch();
-    docker_ok(&["service", "scale", "--detach", &format!("{s3}=1")]);
+    docker_ok(&["service", "scale", "--detach", &format!("{server}=1")]);
     let (took, _) = archiving("True", 240);
     eprintln!("figure: ContinuousArchiving True again {took:?} after the S3 server was started");
 
@@ -552,15 +462,7 @@ fn outage_then_failover(d: &Daemon, name: &str, secrets: (&str, &str), cleanup: 
         "mid.yaml",
         &manifest_with(&mid, name, secrets, &recovery_of(name, "s3", &t2)),
     );
-    let net = network_of(&mid);
-    docker_ok(&[
-        "service",
-        "update",
-        "--detach",
-        "--network-add",
-        &format!("name={net},alias={S3_HOST}"),
-        &s3,
-    ]);
+    s3::join(&server, &[&mid]);
     d.wait_for(&format!("pgc/{mid}"), "condition=Ready", "420s");
     let count = client(
         d,
