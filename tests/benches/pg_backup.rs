@@ -72,9 +72,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use haswarm_testbed::bench::secs;
-use haswarm_testbed::docker::{
-    docker, eventually, require_image, require_swarm, service_logs, Cleanup,
-};
+use haswarm_testbed::docker::{eventually, require_image, require_swarm, service_logs, Cleanup};
 use haswarm_testbed::pg::{client, run_client_as, secret, At, IMAGE};
 use haswarm_testbed::{assert_code, s3, Daemon};
 use serde_json::Value;
@@ -225,7 +223,7 @@ fn main() {
 
     // The S3 server is on the restored cluster's network: it goes first,
     // so that the network can go with its cluster.
-    docker(&["service", "rm", &server]);
+    s3::stop(&server);
     for cluster in [&restored, &name] {
         let o = d.ctl(&["delete", "pgc", cluster, "--wait", "--timeout=180s"]);
         if !o.status.success() {

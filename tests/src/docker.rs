@@ -299,9 +299,18 @@ impl Drop for Cleanup {
 impl Lists {
     /// Removes everything listed (again, harmlessly, if it is gone).
     fn remove(&self) {
+        // Every owner's services first: one owner's task may sit on another
+        // owner's network (the backup test's S3 server), and a network
+        // removed while a container leaves it can stay behind on the node.
         for (kind, name) in &self.owners {
             let filter = format!("label=io.haswarm.owner={kind}/{name}");
-            for what in ["service", "network", "secret", "config"] {
+            for x in ls("service", &filter) {
+                docker(&["service", "rm", &x]);
+            }
+        }
+        for (kind, name) in &self.owners {
+            let filter = format!("label=io.haswarm.owner={kind}/{name}");
+            for what in ["network", "secret", "config"] {
                 for x in ls(what, &filter) {
                     docker(&[what, "rm", &x]);
                 }

@@ -74,6 +74,20 @@ pub fn join(s3: &str, clusters: &[&str]) {
     docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
+/// Removes service `s3` and waits until its container is gone: a
+/// cluster's network removed while the server's container still sits on
+/// it stays behind on the node, listed and unremovable ("not found").
+pub fn stop(s3: &str) {
+    docker(&["service", "rm", s3]);
+    let filter = format!("label=com.docker.swarm.service.name={s3}");
+    let gone = eventually(Duration::from_secs(60), || {
+        docker_ok(&["ps", "-aq", "--filter", &filter])
+            .trim()
+            .is_empty()
+    });
+    assert!(gone, "the S3 server {s3}'s container did not go");
+}
+
 /// The repository's secrets for cluster `name`: the credentials
 /// (`<name>-s3-creds`, the two lines pgBackRest's secret takes) and the
 /// server's CA (`<name>-s3-ca`, read from the image), removed by `cleanup`.

@@ -471,6 +471,8 @@ fn outage_then_failover(d: &Daemon, name: &str, secrets: (&str, &str), cleanup: 
         &format!("psql -h {mid}-rw -At -c 'select count(*) from o' 2>&1"),
     );
     assert_eq!(count.trim(), "1000", "restored to T2, inside the outage");
+    // Before the clusters' networks go (see s3::stop).
+    s3::stop(&server);
 }
 
 /// The `spec:` lines that restore `source` from `repository` to `t`.
