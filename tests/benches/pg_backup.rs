@@ -89,33 +89,11 @@ const RESTORE_LIMIT: Duration = Duration::from_secs(1800);
 /// under `/bench/<source>` (a restored cluster reads its source's), and
 /// `extra` appended under `spec:` (indented by two).
 fn manifest(name: &str, source: &str, instances: u8, secrets: (&str, &str), extra: &str) -> String {
-    format!(
-        "apiVersion: haswarm.io/v1alpha1
-kind: PostgresCluster
-metadata:
-  name: {name}
-spec:
-  instances: {instances}
-  postgres:
-    image: {IMAGE}
-  etcd:
-    members: 1
-    image: {IMAGE}
-  router:
-    replicas: 1
-    image: {IMAGE}
-  placement:
-    spread: None
-  patroni:
-    ttl: 20
-    loopWait: 2
-    retryTimeout: 4
-  storage:
-    reclaimPolicy: Delete
-  backup:
-    repositories:
-{s3}{extra}",
-        s3 = s3::repository(&format!("/bench/{source}"), secrets)
+    s3::cluster(
+        name,
+        instances,
+        (&format!("/bench/{source}"), secrets),
+        extra,
     )
 }
 

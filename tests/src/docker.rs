@@ -299,13 +299,23 @@ impl Drop for Cleanup {
 impl Lists {
     /// Removes everything listed (again, harmlessly, if it is gone).
     fn remove(&self) {
-        // Every owner's services first: one owner's task may sit on another
-        // owner's network (the backup test's S3 server), and a network
-        // removed while a container leaves it can stay behind on the node.
+        // Every owner's services first, and their containers with them: a
+        // job service removed while its task runs (a backup job when the
+        // test ends) leaves its container behind on Docker 20.10, and a
+        // network removed while a container is on it stays behind on the
+        // node for good (listed, "not found" on rm).
         for (kind, name) in &self.owners {
             let filter = format!("label=io.haswarm.owner={kind}/{name}");
             for x in ls("service", &filter) {
+                let service = docker(&["service", "inspect", "--format", "{{.Spec.Name}}", &x]);
                 docker(&["service", "rm", &x]);
+                if service.trim().is_empty() {
+                    continue;
+                }
+                let of = format!("label=com.docker.swarm.service.name={}", service.trim());
+                for c in docker(&["ps", "-aq", "--filter", &of]).split_whitespace() {
+                    docker(&["rm", "-f", c]);
+                }
             }
         }
         for (kind, name) in &self.owners {

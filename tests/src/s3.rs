@@ -130,6 +130,48 @@ pub fn repository(path: &str, (creds, ca): (&str, &str)) -> String {
     )
 }
 
+/// A small PostgresCluster `name` of `instances` instances (1 etcd member,
+/// 1 router, Patroni's short timers, volumes deleted with it) whose
+/// `spec.backup.repositories` start with the S3 repository at `path`;
+/// `rest` follows it (more of that entry, more repositories, more of
+/// `spec`, indented to fit).
+pub fn cluster(
+    name: &str,
+    instances: u8,
+    (path, secrets): (&str, (&str, &str)),
+    rest: &str,
+) -> String {
+    let image = crate::pg::IMAGE;
+    format!(
+        "apiVersion: haswarm.io/v1alpha1
+kind: PostgresCluster
+metadata:
+  name: {name}
+spec:
+  instances: {instances}
+  postgres:
+    image: {image}
+  etcd:
+    members: 1
+    image: {image}
+  router:
+    replicas: 1
+    image: {image}
+  placement:
+    spread: None
+  patroni:
+    ttl: 20
+    loopWait: 2
+    retryTimeout: 4
+  storage:
+    reclaimPolicy: Delete
+  backup:
+    repositories:
+{}{rest}",
+        repository(path, secrets)
+    )
+}
+
 /// The status and message of condition `kind` in an object's JSON.
 pub fn condition(v: &serde_json::Value, kind: &str) -> Option<(String, String)> {
     v["status"]["conditions"].as_array()?.iter().find_map(|c| {

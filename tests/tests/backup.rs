@@ -23,39 +23,15 @@ use serde_json::Value;
 /// `<source>-files` (a restored cluster shares its source's), and `extra`
 /// appended under `spec:` (indented by two).
 fn manifest_with(name: &str, source: &str, secrets: (&str, &str), extra: &str) -> String {
-    format!(
-        "apiVersion: haswarm.io/v1alpha1
-kind: PostgresCluster
-metadata:
-  name: {name}
-spec:
-  instances: 2
-  postgres:
-    image: {IMAGE}
-  etcd:
-    members: 1
-    image: {IMAGE}
-  router:
-    replicas: 1
-    image: {IMAGE}
-  placement:
-    spread: None
-  patroni:
-    ttl: 20
-    loopWait: 2
-    retryTimeout: 4
-  storage:
-    reclaimPolicy: Delete
-  backup:
-    repositories:
-{s3}      retention:
+    let rest = format!(
+        "      retention:
         fullCount: 2
     - name: nfs
       volume:
         sharedVolume: {source}-files
-{extra}",
-        s3 = s3::repository(&format!("/e2e/{source}"), secrets)
-    )
+{extra}"
+    );
+    s3::cluster(name, 2, (&format!("/e2e/{source}"), secrets), &rest)
 }
 
 #[test]
