@@ -319,11 +319,7 @@ pub fn collect_verify(
         return;
     };
     let read = report::read(output, backup);
-    let failed = match (&read.failed, end) {
-        (Some((step, why)), _) => Some(format!("{step}: {why}")),
-        (None, JobOutcome::Failed(why)) => Some(format!("the job failed: {why}")),
-        (None, JobOutcome::Completed) => None,
-    };
+    let failed = failure(&read, end);
     let check = restore::judge(r, &read, failed.as_deref(), Utc::now());
     let seen_before = status.backup.restore_check.as_ref().is_some_and(|c| {
         (c.recovery.as_str(), c.verdict) == (check.recovery.as_str(), check.verdict)
@@ -361,13 +357,7 @@ pub fn collect(
     if let Some(a) = &r.archiver {
         record_archiver(&mut status.backup, a);
     }
-    let failed = match (&r.failed, end) {
-        (Some((step, why)), _) => Some(format!("{step}: {why}")),
-        (None, JobOutcome::Failed(why)) => Some(format!("the job failed: {why}")),
-        // An unreachable repository: archiving into it fails as well, but
-        // the archiver tells only after its own timeouts.
-        (None, JobOutcome::Completed) => r.unreadable_reason(),
-    };
+    let failed = failure(&r, end);
     match (&r.archiver, &failed) {
         (Some(a), None) if a.healthy() => status::set(
             &mut status.common,
@@ -477,6 +467,17 @@ pub fn collect(
         why,
         generation,
     );
+}
+
+/// Why a job failed: the step that failed, the job's own end, or a
+/// repository `info` could not read (archiving into it fails as well, but
+/// the archiver tells only after its own timeouts).
+fn failure(r: &report::JobReport, end: &JobOutcome) -> Option<String> {
+    match (&r.failed, end) {
+        (Some((step, why)), _) => Some(format!("{step}: {why}")),
+        (None, JobOutcome::Failed(why)) => Some(format!("the job failed: {why}")),
+        (None, JobOutcome::Completed) => r.unreadable_reason(),
+    }
 }
 
 /// Keeps what the job read of the primary's archiver, its failures added
