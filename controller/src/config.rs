@@ -34,6 +34,10 @@ pub mod env {
     pub const NODE_LOSS_GRACE: &str = "HASWARM_NODE_LOSS_GRACE";
     /// `--secrets-dir`.
     pub const SECRETS_DIR: &str = "HASWARM_SECRETS_DIR";
+    /// `--store-id`.
+    pub const STORE_ID: &str = "HASWARM_STORE_ID";
+    /// `--mirror-key-file`.
+    pub const MIRROR_KEY_FILE: &str = "HASWARM_MIRROR_KEY_FILE";
 }
 
 /// The folder for the default socket: `$XDG_RUNTIME_DIR/haswarm`, else `./.haswarm`.
@@ -103,6 +107,28 @@ pub struct DaemonConfig {
     /// credentials are read (spec.credentials.secret names a file there).
     #[arg(long, env = env::SECRETS_DIR, default_value = "/run/secrets", value_name = "DIR")]
     pub secrets_dir: PathBuf,
+    /// The store's id, which every Swarm object haswarm makes is labelled
+    /// with and which names its mirror. A data folder of another id is
+    /// refused. Needs --mirror-key-file.
+    #[arg(long, env = env::STORE_ID, value_name = "ID", requires = "mirror_key_file")]
+    pub store_id: Option<String>,
+    /// Mirror the store in Swarm's Raft: each resource (spec, metadata and
+    /// status) as a Swarm config, written before a change is acknowledged,
+    /// its generated credentials sealed (ChaCha20-Poly1305) with the key in
+    /// this file (64 hex digits; `haswarmctl install` keeps it in a Swarm
+    /// secret). haswarmd started on another manager with an empty folder
+    /// rebuilds the store from the mirror. Needs --store-id.
+    #[arg(long, env = env::MIRROR_KEY_FILE, value_name = "FILE", requires = "store_id")]
+    pub mirror_key_file: Option<PathBuf>,
+}
+
+/// What mirroring the store needs.
+#[derive(Clone, Debug)]
+pub struct MirrorSettings {
+    /// The store's id.
+    pub store_id: String,
+    /// The key credentials are sealed with.
+    pub key: crate::store::seal::SealKey,
 }
 
 /// A configuration that passed validation: everything needed to start.
@@ -118,6 +144,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Reconciler settings; `None` serves the API only.
     pub controllers: Option<crate::runtime::Settings>,
+    /// The mirror in Swarm, when on.
+    pub mirror: Option<MirrorSettings>,
 }
 
 /// Why the configuration cannot start a daemon.
@@ -138,6 +166,12 @@ pub enum ConfigError {
     /// The node loss grace does not parse.
     #[error("--node-loss-grace: {0}")]
     NodeLossGrace(String),
+    /// The store id cannot label Swarm objects.
+    #[error("--store-id {0:?}: use 1 to 64 letters, digits, '-', '_' or '.'")]
+    StoreId(String),
+    /// The mirror key cannot be read.
+    #[error("--mirror-key-file: {0}")]
+    MirrorKey(#[from] crate::store::seal::SealError),
 }
 
 impl DaemonConfig {
@@ -173,12 +207,30 @@ impl DaemonConfig {
             secrets_dir: self.secrets_dir,
             ..crate::runtime::Settings::default()
         });
+        let mirror = match (self.store_id, self.mirror_key_file) {
+            (Some(id), Some(file)) => {
+                let ok = !id.is_empty()
+                    && id.len() <= 64
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !ok {
+                    return Err(ConfigError::StoreId(id));
+                }
+                Some(MirrorSettings {
+                    store_id: id,
+                    key: crate::store::seal::SealKey::read(&file)?,
+                })
+            }
+            _ => None,
+        };
         Ok(Settings {
             data_dir: self.data_dir,
             socket,
             tcp,
             log_format: self.log_format,
             controllers,
+            mirror,
         })
     }
 }

@@ -89,7 +89,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(io("cannot create the data folder", &settings.data_dir))?;
-    let store = Store::open(&settings.data_dir)?;
+    let store = match &settings.mirror {
+        Some(m) => open_mirrored(&settings.data_dir, m).await?,
+        None => Store::open(&settings.data_dir)?,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let state = AppState {
@@ -162,6 +165,36 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())
+}
+
+/// Opens the store rebuilt from its mirror, waiting for the Docker engine
+/// (nothing is served before: an empty store must never reconcile, since it
+/// would take every object for an orphan). A mirror that cannot be opened
+/// (another key) is an error at once.
+async fn open_mirrored(
+    dir: &Path,
+    settings: &crate::config::MirrorSettings,
+) -> Result<Store, ServeError> {
+    use crate::store::mirror::{Mirror, MirrorError};
+    let mut warned = false;
+    loop {
+        let failure = match crate::swarm::Swarm::connect().await {
+            Ok(swarm) => {
+                let mirror = Mirror::new(Arc::new(swarm), settings.key.clone(), &settings.store_id);
+                match Store::open_mirrored(dir, mirror).await {
+                    Ok(store) => return Ok(store),
+                    Err(StoreError::Mirror(MirrorError::Swarm(e))) => e,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        if !warned {
+            tracing::warn!(error = %failure, "cannot read the store's mirror in Swarm yet; retrying");
+            warned = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 /// Connects to Docker in the background (retrying until the engine answers,

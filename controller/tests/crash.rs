@@ -5,6 +5,10 @@
 //! ones), kills it with SIGKILL after a random delay, and checks after the
 //! restart that every acknowledged write is in the store.
 //!
+//! The second test does the same with the store mirrored in Swarm's Raft
+//! (it needs a Docker engine that is a swarm manager), and deletes the data
+//! folder before some restarts: the daemon rebuilds it from the mirror.
+//!
 //! `HASWARM_CRASH_CYCLES` changes the number of cycles, `HASWARM_CRASH_SEED`
 //! replays a run (the seed is printed at the start).
 
@@ -25,6 +29,10 @@ use serde_json::{json, Value};
 
 /// Kill/restart cycles (at least 50 are required).
 const CYCLES: usize = 60;
+/// Kill/restart cycles with the mirror: each start reads it from Swarm.
+const MIRROR_CYCLES: usize = 30;
+/// With the mirror, the data folder is deleted before every this many restarts.
+const WIPE_EVERY: usize = 3;
 /// Concurrent writers, each with its own client and its own objects.
 const WRITERS: usize = 4;
 /// The kill comes this many milliseconds (at most) after the writers start.
@@ -49,8 +57,16 @@ struct Daemon {
 
 impl Daemon {
     /// Starts the daemon and waits for its ready line; panics when it does not start.
-    fn start(data_dir: &Path, socket: &Path, what: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_haswarmd"))
+    fn start(data_dir: &Path, socket: &Path, mirror: Option<&Mirrored>, what: &str) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haswarmd"));
+        if let Some(m) = mirror {
+            cmd.env("HASWARM_STORE_ID", &m.store_id)
+                .env("HASWARM_MIRROR_KEY_FILE", &m.key_file);
+        } else {
+            cmd.env_remove("HASWARM_STORE_ID")
+                .env_remove("HASWARM_MIRROR_KEY_FILE");
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--socket")
@@ -284,16 +300,64 @@ async fn lost_writes(socket: &Path, writers: &[Writer]) -> (Vec<String>, usize) 
     (lost, list.items.len())
 }
 
+/// The store's mirror: its id and key file. Dropping it removes every
+/// mirror config of the store, whatever assertion failed.
+struct Mirrored {
+    store_id: String,
+    key_file: PathBuf,
+}
+
+impl Drop for Mirrored {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args(["config", "ls", "-q", "--filter"])
+            .arg(format!("label=io.haswarm.mirror-of={}", self.store_id))
+            .output();
+        if let Ok(out) = ids {
+            let ids = String::from_utf8_lossy(&out.stdout);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["config", "rm"])
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
+    crash_cycles(CYCLES, None);
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_and_the_loss_of_the_folder_with_a_mirror() {
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    let key_file = tmp.path().join("key");
+    std::fs::write(&key_file, format!("{:064x}", rand::random::<u128>())).expect("key");
+    let mirror = Mirrored {
+        store_id: format!("crash-{}", rand::random::<u32>()),
+        key_file,
+    };
+    crash_cycles(MIRROR_CYCLES, Some(&mirror));
+}
+
+/// Kills and restarts the daemon `default_cycles` times under writers, and
+/// checks that nothing acknowledged is lost.
+fn crash_cycles(default_cycles: usize, mirror: Option<&Mirrored>) {
     let started = Instant::now();
-    let cycles = env_number("HASWARM_CRASH_CYCLES").map_or(CYCLES, |c| c as usize);
+    let cycles = env_number("HASWARM_CRASH_CYCLES").map_or(default_cycles, |c| c as usize);
     let seed = env_number("HASWARM_CRASH_SEED").unwrap_or_else(rand::random);
-    println!("crash test: {cycles} cycles, {WRITERS} writers, seed {seed} (HASWARM_CRASH_SEED)");
+    let mirrored = if mirror.is_some() { ", mirrored" } else { "" };
+    println!(
+        "crash test: {cycles} cycles, {WRITERS} writers{mirrored}, seed {seed} (HASWARM_CRASH_SEED)"
+    );
     let mut rng = StdRng::seed_from_u64(seed);
 
     // A short folder in /tmp: the socket path must stay far below 108 bytes.
@@ -325,7 +389,8 @@ fn acknowledged_writes_survive_sigkill() {
     let mut total_lost = 0usize;
     let mut stored_objects = 0usize;
 
-    let mut daemon = Daemon::start(&data_dir, &socket, "first start");
+    let mut wiped = 0;
+    let mut daemon = Daemon::start(&data_dir, &socket, mirror, "first start");
     for cycle in 1..=cycles {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = std::mem::take(&mut writers)
@@ -353,10 +418,15 @@ fn acknowledged_writes_survive_sigkill() {
             out
         });
 
+        if mirror.is_some() && cycle % WIPE_EVERY == 0 {
+            std::fs::remove_dir_all(&data_dir).expect("the data folder is deleted");
+            wiped += 1;
+        }
         let t0 = Instant::now();
         daemon = Daemon::start(
             &data_dir,
             &socket,
+            mirror,
             &format!("restart after kill {cycle} (seed {seed})"),
         );
         max_start = max_start.max(t0.elapsed());
@@ -377,6 +447,7 @@ fn acknowledged_writes_survive_sigkill() {
     let unanswered: u64 = writers.iter().map(|w| w.unanswered).sum();
     let anomalies: Vec<&String> = writers.iter().flat_map(|w| &w.anomalies).collect();
     println!("crash test: cycles (SIGKILL + restart): {cycles}");
+    println!("crash test: restarts with the data folder deleted: {wiped}");
     println!(
         "crash test: acknowledged writes: {} ({creates} creates, {updates} updates)",
         creates + updates

@@ -285,7 +285,24 @@ impl Daemon {
     /// A daemon given `--listen` on port 0 would come back on another
     /// port: that is refused rather than followed.
     pub fn kill_and_restart(&self) {
+        self.restart_after_kill(false);
+    }
+
+    /// As [`Daemon::kill_and_restart`], deleting the data folder between
+    /// the kill and the start, as when haswarmd moves to another node: a
+    /// daemon with a mirror rebuilds its store from it. Returns how long
+    /// the start took until the daemon served.
+    pub fn kill_wipe_and_restart(&self) -> Duration {
+        self.restart_after_kill(true)
+    }
+
+    fn restart_after_kill(&self, wipe: bool) -> Duration {
         self.stop();
+        if wipe {
+            let data = self.dir.path().join("data");
+            std::fs::remove_dir_all(&data)
+                .unwrap_or_else(|e| panic!("cannot delete {}: {e}", data.display()));
+        }
         if let Ok(mut log) = std::fs::OpenOptions::new()
             .append(true)
             .open(self.dir.path().join("haswarmd.log"))
@@ -297,9 +314,15 @@ impl Daemon {
         }
         let started = Instant::now();
         let (child, tcp, ready) = spawn(self.dir.path(), &self.socket, &self.args, &self.env);
+        let took = started.elapsed();
         figure!(
-            "[figures] haswarmd killed with SIGKILL; serving again {:.1} s after its restart",
-            started.elapsed().as_secs_f64()
+            "[figures] haswarmd killed with SIGKILL{}; serving again {:.1} s after its restart",
+            if wipe {
+                " and its data folder deleted"
+            } else {
+                ""
+            },
+            took.as_secs_f64()
         );
         self.pid
             .store(child.id(), std::sync::atomic::Ordering::Relaxed);
@@ -309,6 +332,7 @@ impl Daemon {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = child;
         assert!(ready, "haswarmd did not become ready after its restart");
         assert_eq!(tcp, self.tcp, "the restarted daemon listens where it did");
+        took
     }
 
     /// `GET path` on the daemon's unix socket, as a scraper or a health

@@ -112,6 +112,9 @@ pub fn run(args: &UpArgs) -> ExitCode {
             git_cache: args.data_dir.join("git"),
             ..Default::default()
         }),
+        // The store stays in the folder: a mirror needs a key kept in a
+        // Swarm secret, which only an installed haswarmd has mounted.
+        mirror: None,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -41,6 +41,9 @@ async fn shutdown_signal() {
 }
 
 fn main() {
+    // Everything haswarmd writes (the store holds generated passwords) is
+    // its own: files 0600, folders 0700.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let settings = match DaemonConfig::parse().validate() {
         Ok(s) => s,
         Err(e) => {

@@ -5,7 +5,7 @@ use chrono::Utc;
 use haswarm_crds::{Event, EventType};
 
 use super::keys::Key;
-use super::{decode, encode, sync_credentials, Store, StoreError, EVENTS_PER_OBJECT};
+use super::{decode, encode, Store, StoreError, EVENTS_PER_OBJECT};
 
 impl Store {
     /// Records an event on an object. Best effort: not flushed on its own
@@ -55,7 +55,8 @@ impl Store {
     }
 
     /// A credential the controller generated for an object (a password), or
-    /// `None`. Credentials are never part of the object: the API does not
+    /// `None`. With a mirror, credentials are kept sealed with its key, so
+    /// that no file of the folder holds one in clear. Credentials are never part of the object: the API does not
     /// serve them, and they go with the object when it is deleted.
     ///
     /// # Errors
@@ -66,15 +67,25 @@ impl Store {
         name: &str,
         purpose: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .inner
-            .db
-            .get(Key::credential(kind, name, purpose))?
-            .map(|v| v.to_vec()))
+        let Some(stored) = self.inner.db.get(Key::credential(kind, name, purpose))? else {
+            return Ok(None);
+        };
+        let plain = match &self.inner.mirror {
+            Some(m) => m
+                .key()
+                .open_credential(&self.inner.id, (kind, name, purpose), &stored)?,
+            None if super::seal::is_sealed(&stored) => {
+                return Err(StoreError::Seal(super::seal::SealError::Open))
+            }
+            None => stored.to_vec(),
+        };
+        Ok(Some(plain))
     }
 
-    /// Stores a credential durably (flushed before returning), replacing any
-    /// previous value for the purpose.
+    /// Stores a credential durably (flushed, and mirrored when the store has
+    /// a mirror, before returning), replacing any previous value for the
+    /// purpose. The object's resourceVersion moves on, so that its mirrored
+    /// copy and its credentials are always of one version.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when the object does not exist; I/O errors.
@@ -85,23 +96,15 @@ impl Store {
         purpose: &str,
         value: &[u8],
     ) -> Result<(), StoreError> {
-        let rv = {
-            let w = self.lock();
-            if !self.contains(kind, name) {
-                return Err(StoreError::NotFound {
-                    kind: kind.to_owned(),
-                    name: name.to_owned(),
-                });
-            }
-            self.inner
-                .db
-                .insert(Key::credential(kind, name, purpose), value)?;
-            w.rv
+        let stored = match &self.inner.mirror {
+            Some(m) => m
+                .key()
+                .seal_credential(&self.inner.id, (kind, name, purpose), value),
+            None => value.to_vec(),
         };
-        // Ride on the next group flush, and make sure there is one.
-        self.inner.flush.request(rv);
-        self.inner.db.flush_async().await?;
-        sync_credentials(&self.inner.path).await;
+        let mut batch = sled::Batch::default();
+        batch.insert(Key::credential(kind, name, purpose), stored);
+        self.modify_with(kind, name, None, |_| true, batch).await?;
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! Group commit: writers apply their batch, ask for a flush and wait; one task
-//! flushes for all writes made so far, then publishes their changes to
-//! watchers and wakes the writers. Under load, one fsync covers many writes.
+//! flushes for all writes made so far, brings the mirror (when there is one)
+//! up to date for the objects they changed, then publishes their changes to
+//! watchers and wakes the writers. Under load, one fsync and one round of
+//! mirror writes cover many writes.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -25,18 +27,18 @@ impl Flusher {
         }
     }
 
-    /// Asks for a flush covering `rv`.
-    pub(crate) fn request(&self, _rv: u64) {
+    /// Asks for a flush covering change `seq`.
+    pub(crate) fn request(&self, _seq: u64) {
         self.wake.notify_one();
     }
 
-    /// Waits until everything up to `rv` is on disk.
-    pub(crate) async fn wait_durable(&self, rv: u64, timeout: Duration) -> Result<(), StoreError> {
+    /// Waits until every change up to `seq` is on disk (and mirrored).
+    pub(crate) async fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<(), StoreError> {
         let mut rx = self.durable.subscribe();
         let reached =
             tokio::time::timeout(
                 timeout,
-                async move { rx.wait_for(|d| *d >= rv).await.is_ok() },
+                async move { rx.wait_for(|d| *d >= seq).await.is_ok() },
             )
             .await;
         match reached {
@@ -55,36 +57,58 @@ pub(crate) fn spawn(store: Weak<Inner>, flusher: Flusher) {
             let Some(inner) = store.upgrade() else {
                 return;
             };
-            let (target, events) = {
+            let (target, seq, events, dirty) = {
                 let mut w = inner
                     .writer
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                (w.rv, std::mem::take(&mut w.pending))
+                (
+                    w.rv,
+                    w.seq,
+                    std::mem::take(&mut w.pending),
+                    std::mem::take(&mut w.dirty),
+                )
             };
             let db = inner.db.clone();
             let path = inner.path.clone();
-            let flushed = tokio::task::spawn_blocking(move || {
+            let flush = tokio::task::spawn_blocking(move || {
                 db.flush()?;
                 sync_to_disk(&path).map_err(sled::Error::Io)?;
                 Ok::<_, sled::Error>(())
-            })
-            .await;
-            match flushed {
-                Ok(Ok(_)) => {
+            });
+            // The mirror is written while the disk syncs: both must finish
+            // before anyone hears of the changes. A crash between the two
+            // leaves one side newer, which the rebuild at the next start sorts
+            // out (unacknowledged changes may or may not survive).
+            let mirrored = async {
+                match &inner.mirror {
+                    Some(m) => m
+                        .sync(&dirty, |kind, name| inner.current(kind, name))
+                        .await
+                        .err()
+                        .map(|e| e.to_string()),
+                    None => None,
+                }
+            };
+            let (flushed, mirrored) = tokio::join!(flush, mirrored);
+            let failed = match flushed {
+                Ok(Ok(())) => mirrored,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            match failed {
+                None => {
                     inner.published.store(target, Ordering::SeqCst);
                     for e in events {
                         // No receivers is fine: nobody is watching.
                         let _ = inner.live.send(e);
                     }
-                    flusher.durable.send_replace(target);
+                    flusher.durable.send_replace(seq);
+                    if let Some(m) = inner.mirror.clone() {
+                        tokio::spawn(async move { m.prune().await });
+                    }
                 }
-                failed => {
-                    let reason = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
+                Some(reason) => {
                     tracing::error!(%reason, "store flush failed; retrying");
                     {
                         let mut w = inner
@@ -94,6 +118,7 @@ pub(crate) fn spawn(store: Weak<Inner>, flusher: Flusher) {
                         let newer = std::mem::take(&mut w.pending);
                         w.pending = events;
                         w.pending.extend(newer);
+                        w.dirty.extend(dirty);
                     }
                     drop(inner);
                     tokio::time::sleep(Duration::from_millis(200)).await;

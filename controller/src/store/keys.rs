@@ -15,6 +15,8 @@ impl Key {
     pub(crate) const ID: &'static [u8] = b"m:id";
     /// Prefix of every object key.
     pub(crate) const OBJECT_PREFIX: &'static [u8] = b"o:";
+    /// Prefix of every credential key.
+    pub(crate) const CREDENTIAL_PREFIX: &'static [u8] = b"c:";
 
     /// An object: `o:<kind>:<name>`. Names cannot contain ':', so keys are unambiguous.
     pub(crate) fn object(kind: &str, name: &str) -> Vec<u8> {

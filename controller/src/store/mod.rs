@@ -15,10 +15,12 @@
 mod events;
 mod flush;
 mod keys;
+pub mod mirror;
+mod open;
+pub mod seal;
 mod watch;
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -211,6 +213,19 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// The folder belongs to another store than the one asked for.
+    #[error("the store at {path} has id {found}, but haswarmd was started for store {wanted}: point --data-dir at that store's folder, or start with --store-id {found}")]
+    IdMismatch {
+        path: String,
+        found: String,
+        wanted: String,
+    },
+    /// A stored credential does not open.
+    #[error("stored credential: {0}")]
+    Seal(#[from] seal::SealError),
+    /// The mirror in Swarm could not be read or written.
+    #[error(transparent)]
+    Mirror(#[from] mirror::MirrorError),
     /// A write could not be made durable in time.
     #[error("the store could not make the write durable within {0:?}; it may or may not have been applied")]
     Unavailable(Duration),
@@ -226,6 +241,10 @@ struct Writer {
     compacted: u64,
     /// Changes made but not yet flushed, in rv order; published after the flush.
     pending: Vec<Arc<WatchEvent>>,
+    /// Counts every change, credentials included: what a writer waits on.
+    seq: u64,
+    /// Objects changed since the last flush, for the mirror.
+    dirty: BTreeSet<mirror::ObjectKey>,
 }
 
 struct Inner {
@@ -240,6 +259,8 @@ struct Inner {
     published: AtomicU64,
     live: broadcast::Sender<Arc<WatchEvent>>,
     flush: flush::Flusher,
+    /// The copy in Swarm's Raft, when mirroring is on.
+    mirror: Option<Arc<mirror::Mirror>>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -248,16 +269,42 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+impl Inner {
+    /// An object and its credentials as they are now, for the mirror; read
+    /// under the write lock so that the two are of one version.
+    fn current(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<mirror::Current>, mirror::MirrorError> {
+        let failed = |e: StoreError| mirror::MirrorError::Store(e.to_string());
+        let _w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = Key::object(kind, name);
+        let Some(v) = self.db.get(&key).map_err(|e| failed(e.into()))? else {
+            return Ok(None);
+        };
+        let record: Record = decode(&key, &v).map_err(failed)?;
+        let prefix = Key::credential_prefix(kind, name);
+        let mut credentials = BTreeMap::new();
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(|e| failed(e.into()))?;
+            let purpose = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            credentials.insert(purpose, v.to_vec());
+        }
+        Ok(Some(mirror::Current {
+            record,
+            credentials,
+        }))
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
     }
-}
-
-/// fsync after a credential write, as the flush task does for object writes.
-async fn sync_credentials(path: &Path) {
-    let path = path.to_path_buf();
-    let _ = tokio::task::spawn_blocking(move || flush::sync_to_disk(&path)).await;
 }
 
 fn read_u64(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
@@ -280,67 +327,6 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `path`. Must run inside a tokio runtime:
-    /// it starts the task that flushes writes.
-    ///
-    /// # Errors
-    /// [`StoreError::Open`] when the folder cannot be opened or is locked by
-    /// another process, [`StoreError::TooNew`] for a newer layout.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            // Writes are flushed explicitly before they are acknowledged;
-            // sled's own timer would only add flushes.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        let found = db
-            .get(Key::SCHEMA)?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-            .map(u32::from_be_bytes);
-        match found {
-            None => {
-                db.insert(Key::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                db.insert(Key::ID, uuid::Uuid::new_v4().to_string().as_bytes())?;
-                db.flush()?;
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(StoreError::TooNew {
-                    path: path.display().to_string(),
-                    found: v,
-                    supported: SCHEMA_VERSION,
-                })
-            }
-            // Version 1 is the first layout: nothing to migrate yet.
-            Some(_) => {}
-        }
-        let rv = read_u64(&db, Key::RV)?;
-        let compacted = read_u64(&db, Key::COMPACTED)?;
-        let id = db
-            .get(Key::ID)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default();
-        let (live, _) = broadcast::channel(4096);
-        let inner = Arc::new(Inner {
-            path: path.to_path_buf(),
-            id,
-            db,
-            writer: Mutex::new(Writer {
-                rv,
-                compacted,
-                pending: Vec::new(),
-            }),
-            published: AtomicU64::new(rv),
-            live,
-            flush: flush::Flusher::new(rv),
-        });
-        flush::spawn(Arc::downgrade(&inner), inner.flush.clone());
-        Ok(Self { inner })
-    }
-
     fn lock(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding the lock cannot leave sled half-written (each
         // write is one atomic batch), so the state behind a poisoned lock is sound.
@@ -516,24 +502,25 @@ impl Store {
             if dry_run || events.is_empty() {
                 return Ok(results);
             }
-            self.commit(&mut w, sled_batch, events, rv)?;
+            let seq = self.commit(&mut w, sled_batch, events, rv)?;
             drop(w);
-            (rv, results)
+            (seq, results)
         };
-        let (rv, results) = last_rv;
-        self.inner.flush.wait_durable(rv, FLUSH_TIMEOUT).await?;
+        let (seq, results) = last_rv;
+        self.inner.flush.wait_durable(seq, FLUSH_TIMEOUT).await?;
         Ok(results)
     }
 
     /// Appends the change log entries and the new counter to `batch`, applies
     /// it atomically and queues the changes for publication after the flush.
+    /// Returns the change's sequence number, to wait on.
     fn commit(
         &self,
         w: &mut Writer,
         mut batch: sled::Batch,
         events: Vec<WatchEvent>,
         rv: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         for e in &events {
             batch.insert(Key::log(e.resource_version()), encode(e));
         }
@@ -552,9 +539,17 @@ impl Store {
         self.inner.db.apply_batch(batch)?;
         w.rv = rv;
         w.compacted = compacted;
+        if self.inner.mirror.is_some() {
+            w.dirty.extend(
+                events
+                    .iter()
+                    .map(|e| (e.object.kind.clone(), e.object.metadata.name.to_string())),
+            );
+        }
         w.pending.extend(events.into_iter().map(Arc::new));
-        self.inner.flush.request(rv);
-        Ok(())
+        w.seq += 1;
+        self.inner.flush.request(w.seq);
+        Ok(w.seq)
     }
 
     /// Applies a change to one stored object under the write lock, bumping its
@@ -566,7 +561,21 @@ impl Store {
         expected_rv: Option<u64>,
         change: impl FnOnce(&mut Record) -> bool,
     ) -> Result<Record, StoreError> {
-        let (rv, record) = {
+        self.modify_with(kind, name, expected_rv, change, sled::Batch::default())
+            .await
+    }
+
+    /// [`Store::modify`], applying `batch` (writes beside the object) in the
+    /// same atomic write.
+    async fn modify_with(
+        &self,
+        kind: &str,
+        name: &str,
+        expected_rv: Option<u64>,
+        change: impl FnOnce(&mut Record) -> bool,
+        mut batch: sled::Batch,
+    ) -> Result<Record, StoreError> {
+        let (seq, record) = {
             let mut w = self.lock();
             let mut record = self.get(kind, name)?;
             if let Some(expected) = expected_rv {
@@ -585,7 +594,6 @@ impl Store {
             let rv = w.rv + 1;
             record.metadata.resource_version = Some(rv);
             let key = Key::object(kind, name);
-            let mut batch = sled::Batch::default();
             let gone = record.metadata.deletion_timestamp.is_some()
                 && record.metadata.finalizers.is_empty();
             let event = if gone {
@@ -610,10 +618,10 @@ impl Store {
                     object: record.clone(),
                 }
             };
-            self.commit(&mut w, batch, vec![event], rv)?;
-            (rv, record)
+            let seq = self.commit(&mut w, batch, vec![event], rv)?;
+            (seq, record)
         };
-        self.inner.flush.wait_durable(rv, FLUSH_TIMEOUT).await?;
+        self.inner.flush.wait_durable(seq, FLUSH_TIMEOUT).await?;
         Ok(record)
     }
 

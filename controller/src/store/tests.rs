@@ -472,3 +472,32 @@ async fn credentials_are_private_and_go_with_their_object() {
     store.delete(SV, "a", None).await.expect("deleted");
     assert_eq!(store.credential(SV, "a", "password").expect("read"), None);
 }
+
+#[tokio::test]
+async fn the_folder_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data");
+    std::fs::create_dir(&path).expect("mkdir");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = Store::open(&path).expect("opens");
+    put(&store, desired("a", "/x")).await.expect("written");
+    drop(store);
+    // A store made by an older haswarm, with open files, is fixed at open.
+    std::fs::set_permissions(path.join("db"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let store = Store::open(&path).expect("opens again");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o700);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&path).expect("list") {
+        let p = entry.expect("entry").path();
+        if p.is_file() {
+            files += 1;
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+    assert!(files > 0, "the listing found no file to check");
+    drop(store);
+}

@@ -9,6 +9,7 @@
 
 pub mod jobs;
 pub mod labels;
+mod mirror;
 pub mod objects;
 mod services;
 
