@@ -267,6 +267,7 @@ async fn run_mirrored(tmp: &Path, base: &Baseline) {
         mirror: Some(haswarm_controller::config::MirrorSettings {
             store_id: store_id.clone(),
             key: haswarm_controller::store::seal::SealKey::read(&key_file).expect("key"),
+            lease_term: haswarm_controller::lease::DEFAULT_TERM,
         }),
     };
     serve(settings, |socket| async move {

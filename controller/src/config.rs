@@ -38,6 +38,8 @@ pub mod env {
     pub const STORE_ID: &str = "HASWARM_STORE_ID";
     /// `--mirror-key-file`.
     pub const MIRROR_KEY_FILE: &str = "HASWARM_MIRROR_KEY_FILE";
+    /// `--lease-term`.
+    pub const LEASE_TERM: &str = "HASWARM_LEASE_TERM";
 }
 
 /// The folder for the default socket: `$XDG_RUNTIME_DIR/haswarm`, else `./.haswarm`.
@@ -120,6 +122,12 @@ pub struct DaemonConfig {
     /// rebuilds the store from the mirror. Needs --store-id.
     #[arg(long, env = env::MIRROR_KEY_FILE, value_name = "FILE", requires = "store_id")]
     pub mirror_key_file: Option<PathBuf>,
+    /// With a mirror, one haswarmd per store acts: the one holding the
+    /// store's lease in Swarm's Raft, renewed every third of this term. A
+    /// haswarmd that cannot renew stops acting before the term ends; another
+    /// takes the lease over once it has seen no renewal for a whole term.
+    #[arg(long, env = env::LEASE_TERM, default_value = "15s", value_name = "DURATION")]
+    pub lease_term: String,
 }
 
 /// What mirroring the store needs.
@@ -129,6 +137,8 @@ pub struct MirrorSettings {
     pub store_id: String,
     /// The key credentials are sealed with.
     pub key: crate::store::seal::SealKey,
+    /// The lease's term.
+    pub lease_term: std::time::Duration,
 }
 
 /// A configuration that passed validation: everything needed to start.
@@ -167,8 +177,11 @@ pub enum ConfigError {
     #[error("--node-loss-grace: {0}")]
     NodeLossGrace(String),
     /// The store id cannot label Swarm objects.
-    #[error("--store-id {0:?}: use 1 to 64 letters, digits, '-', '_' or '.'")]
+    #[error("--store-id {0:?}: use 1 to 48 letters, digits, '-', '_' or '.'")]
     StoreId(String),
+    /// The lease term does not parse.
+    #[error("--lease-term: {0}")]
+    LeaseTerm(String),
     /// The mirror key cannot be read.
     #[error("--mirror-key-file: {0}")]
     MirrorKey(#[from] crate::store::seal::SealError),
@@ -210,16 +223,24 @@ impl DaemonConfig {
         let mirror = match (self.store_id, self.mirror_key_file) {
             (Some(id), Some(file)) => {
                 let ok = !id.is_empty()
-                    && id.len() <= 64
+                    // Swarm names are at most 64 characters: haswarm-lease-<id>.
+                    && id.len() <= 48
                     && id
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
                 if !ok {
                     return Err(ConfigError::StoreId(id));
                 }
+                let lease_term = haswarm_crds::quantity::Duration::parse(&self.lease_term)
+                    .map_err(ConfigError::LeaseTerm)?
+                    .to_std();
+                if lease_term < std::time::Duration::from_secs(1) {
+                    return Err(ConfigError::LeaseTerm("at least 1s".into()));
+                }
                 Some(MirrorSettings {
                     store_id: id,
                     key: crate::store::seal::SealKey::read(&file)?,
+                    lease_term,
                 })
             }
             _ => None,

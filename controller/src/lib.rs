@@ -6,6 +6,7 @@ pub mod admission;
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod lease;
 pub mod metrics;
 pub mod reconcilers;
 pub mod runtime;

@@ -21,6 +21,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another haswarmd took the store's lease over.
+    #[error("another haswarmd took over this store's lease; this one stopped (see the log)")]
+    LeaseLost,
     /// Another daemon answers on the socket.
     #[error("another haswarmd is already serving {0}; stop it or choose another --socket")]
     SocketInUse(String),
@@ -89,9 +92,12 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(io("cannot create the data folder", &settings.data_dir))?;
-    let store = match &settings.mirror {
-        Some(m) => open_mirrored(&settings.data_dir, m).await?,
-        None => Store::open(&settings.data_dir)?,
+    let (store, held) = match &settings.mirror {
+        Some(m) => {
+            let (store, held) = open_mirrored(&settings.data_dir, m).await?;
+            (store, Some(held))
+        }
+        None => (Store::open(&settings.data_dir)?, None),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
@@ -123,7 +129,12 @@ pub async fn serve(
     };
     ready(&started);
     if let Some(controller_settings) = settings.controllers.clone() {
-        start_controllers(store.clone(), controller_settings, metrics, stop_rx.clone());
+        start_controllers(
+            (store.clone(), held.as_ref().map(|h| h.swarm.clone())),
+            controller_settings,
+            metrics,
+            stop_rx.clone(),
+        );
     }
     tracing::info!(socket = %settings.socket.display(), tcp = ?started.tcp, "serving the API");
 
@@ -151,7 +162,16 @@ pub async fn serve(
                 .await
         })
     });
-    shutdown.await;
+    let lost = async {
+        match &held {
+            Some(h) => h.fence.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let lost = tokio::select! {
+        () = shutdown => false,
+        () = lost => true,
+    };
     tracing::info!("shutting down: finishing requests in flight");
     let _ = stop_tx.send(true);
     let drain = async {
@@ -160,47 +180,108 @@ pub async fn serve(
             let _ = t.await;
         }
     };
-    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+    // Requests waiting on a write can never be acknowledged once the lease is lost.
+    let limit = if lost {
+        std::time::Duration::from_secs(1)
+    } else {
+        DRAIN_TIMEOUT
+    };
+    if tokio::time::timeout(limit, drain).await.is_err() {
+        tracing::warn!("requests still running after {limit:?}; stopping anyway");
     }
     let _ = std::fs::remove_file(&settings.socket);
-    Ok(())
+    match held {
+        Some(_) if lost => Err(ServeError::LeaseLost),
+        Some(h) => {
+            h.swarm.release_lease(&h.store_id, &h.holder).await;
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
-/// Opens the store rebuilt from its mirror, waiting for the Docker engine
-/// (nothing is served before: an empty store must never reconcile, since it
-/// would take every object for an orphan). A mirror that cannot be opened
-/// (another key) is an error at once.
+/// A store kept with a mirror: the Swarm connection gated by the store's
+/// lease, which this process holds.
+struct Held {
+    swarm: crate::swarm::Swarm,
+    fence: crate::lease::Fence,
+    holder: String,
+    store_id: String,
+}
+
+/// Retries `f` until it succeeds, waiting for the Docker engine; says once
+/// what it is waiting for.
+async fn until_ok<T, E, F, Fut>(what: &str, mut f: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut warned = false;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "{what}; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Takes the store's lease (waiting while another haswarmd holds it), then
+/// opens the store rebuilt from its mirror. Nothing is served before: an
+/// empty store must never reconcile, since it would take every object for
+/// an orphan. A mirror that cannot be opened (another key) is an error.
 async fn open_mirrored(
     dir: &Path,
     settings: &crate::config::MirrorSettings,
-) -> Result<Store, ServeError> {
+) -> Result<(Store, Held), ServeError> {
     use crate::store::mirror::{Mirror, MirrorError};
-    let mut warned = false;
+    let swarm = until_ok(
+        "cannot reach the Docker engine yet",
+        crate::swarm::Swarm::connect,
+    )
+    .await;
+    let holder = uuid::Uuid::new_v4().to_string();
+    let id = settings.store_id.clone();
+    let term = settings.lease_term;
+    let (fence, epoch) = until_ok("cannot read the store's lease yet", || {
+        swarm.acquire_lease(&id, &holder, term)
+    })
+    .await;
+    swarm.keep_lease(&id, &holder, term, fence.clone());
+    let swarm = swarm.fenced(fence.clone());
+    tracing::info!(store = %id, epoch, "this haswarmd holds the store's lease");
     loop {
-        let failure = match crate::swarm::Swarm::connect().await {
-            Ok(swarm) => {
-                let mirror = Mirror::new(Arc::new(swarm), settings.key.clone(), &settings.store_id);
-                match Store::open_mirrored(dir, mirror).await {
-                    Ok(store) => return Ok(store),
-                    Err(StoreError::Mirror(MirrorError::Swarm(e))) => e,
-                    Err(e) => return Err(e.into()),
-                }
+        let mirror = Mirror::new(Arc::new(swarm.clone()), settings.key.clone(), &id);
+        match Store::open_mirrored(dir, mirror).await {
+            Ok(store) => {
+                let held = Held {
+                    swarm,
+                    fence,
+                    holder,
+                    store_id: id,
+                };
+                return Ok((store, held));
             }
-            Err(e) => e.to_string(),
-        };
-        if !warned {
-            tracing::warn!(error = %failure, "cannot read the store's mirror in Swarm yet; retrying");
-            warned = true;
+            Err(StoreError::Mirror(MirrorError::Swarm(e))) => {
+                tracing::warn!(error = %e, "cannot read the store's mirror in Swarm yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.into()),
         }
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }
 
 /// Connects to Docker in the background (retrying until the engine answers,
-/// so the API serves meanwhile) and starts every controller.
+/// so the API serves meanwhile), unless given the connection, and starts
+/// every controller.
 pub fn start_controllers(
-    store: Store,
+    (store, connected): (Store, Option<crate::swarm::Swarm>),
     settings: crate::runtime::Settings,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -208,6 +289,9 @@ pub fn start_controllers(
     tokio::spawn(async move {
         let mut warned = false;
         let swarm = loop {
+            if let Some(s) = &connected {
+                break s.clone();
+            }
             match crate::swarm::Swarm::connect().await {
                 Ok(s) => break s,
                 Err(e) => {

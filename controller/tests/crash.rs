@@ -61,10 +61,14 @@ impl Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_haswarmd"));
         if let Some(m) = mirror {
             cmd.env("HASWARM_STORE_ID", &m.store_id)
-                .env("HASWARM_MIRROR_KEY_FILE", &m.key_file);
+                .env("HASWARM_MIRROR_KEY_FILE", &m.key_file)
+                // The killed daemon held the lease: its successor waits a
+                // whole term before it takes it over.
+                .env("HASWARM_LEASE_TERM", "1s");
         } else {
             cmd.env_remove("HASWARM_STORE_ID")
-                .env_remove("HASWARM_MIRROR_KEY_FILE");
+                .env_remove("HASWARM_MIRROR_KEY_FILE")
+                .env_remove("HASWARM_LEASE_TERM");
         }
         let child = cmd
             .arg("--data-dir")
@@ -300,8 +304,8 @@ async fn lost_writes(socket: &Path, writers: &[Writer]) -> (Vec<String>, usize) 
     (lost, list.items.len())
 }
 
-/// The store's mirror: its id and key file. Dropping it removes every
-/// mirror config of the store, whatever assertion failed.
+/// The store's mirror: its id and key file. Dropping it removes the lease and
+/// every mirror config of the store, whatever assertion failed.
 struct Mirrored {
     store_id: String,
     key_file: PathBuf,
@@ -311,7 +315,7 @@ impl Drop for Mirrored {
     fn drop(&mut self) {
         let ids = Command::new("docker")
             .args(["config", "ls", "-q", "--filter"])
-            .arg(format!("label=io.haswarm.mirror-of={}", self.store_id))
+            .arg(format!("label=io.haswarm.instance={}", self.store_id))
             .output();
         if let Ok(out) = ids {
             let ids = String::from_utf8_lossy(&out.stdout);

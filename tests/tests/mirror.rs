@@ -51,7 +51,7 @@ fn services(store_id: &str) -> BTreeMap<String, (String, Vec<String>)> {
             "-q",
             "--no-trunc",
             "--filter",
-            &format!("label=com.docker.swarm.service.id={id}"),
+            &format!("label=com.docker.swarm.service.name={name}"),
         ])
         .lines()
         .map(str::to_owned)
@@ -173,7 +173,9 @@ fn a_store_rebuilt_from_its_mirror_keeps_every_resource_and_touches_no_workload(
     let volume_path = volume_dir.path().display().to_string();
     let key_path = key_file.display().to_string();
     let d = Daemon::start_with_env(
-        &["--resync", "5s"],
+        // The killed daemon held the store's lease: its successor takes it
+        // over once a whole term passed without a renewal.
+        &["--resync", "5s", "--lease-term", "5s"],
         &[
             ("HASWARM_STORE_ID", &store_id),
             ("HASWARM_MIRROR_KEY_FILE", &key_path),
@@ -197,8 +199,8 @@ fn a_store_rebuilt_from_its_mirror_keeps_every_resource_and_touches_no_workload(
     let before = services(&store_id);
     assert!(before.len() >= 7, "{before:?}");
     assert!(
-        before.values().all(|(_, c)| c.len() == 1),
-        "a service without exactly one running container: {before:?}"
+        before.values().all(|(_, c)| !c.is_empty()),
+        "a service without a running container: {before:?}"
     );
     let kinds = [
         ("pgc", format!("{name}-pg")),
@@ -229,8 +231,9 @@ fn a_store_rebuilt_from_its_mirror_keeps_every_resource_and_touches_no_workload(
     assert_eq!(app_pw_after, app_pw, "the generated password survives");
     let log = d.log();
     assert!(
-        log.contains("store rebuilt from its mirror"),
-        "the rebuild is not in the log"
+        log.contains("store rebuilt from its mirror")
+            && log.contains("took over the store's lease"),
+        "the takeover and the rebuild are not in the log"
     );
 
     // The rebuilt haswarmd acts: a SharedVolume deleted and created again.

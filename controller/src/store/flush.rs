@@ -51,6 +51,7 @@ impl Flusher {
 /// Starts the flush task. It holds the store weakly and ends once the store is dropped.
 pub(crate) fn spawn(store: Weak<Inner>, flusher: Flusher) {
     tokio::spawn(async move {
+        let mut last_failure: Option<String> = None;
         loop {
             // A notification sent while no one waits is kept, so none is lost.
             flusher.wake.notified().await;
@@ -98,6 +99,9 @@ pub(crate) fn spawn(store: Weak<Inner>, flusher: Flusher) {
             };
             match failed {
                 None => {
+                    if last_failure.take().is_some() {
+                        tracing::info!("store flush succeeded again");
+                    }
                     inner.published.store(target, Ordering::SeqCst);
                     for e in events {
                         // No receivers is fine: nobody is watching.
@@ -109,7 +113,11 @@ pub(crate) fn spawn(store: Weak<Inner>, flusher: Flusher) {
                     }
                 }
                 Some(reason) => {
-                    tracing::error!(%reason, "store flush failed; retrying");
+                    // Once per cause, not every 200 ms.
+                    if last_failure.as_deref() != Some(reason.as_str()) {
+                        tracing::error!(%reason, "store flush failed; retrying every 200 ms");
+                        last_failure = Some(reason);
+                    }
                     {
                         let mut w = inner
                             .writer

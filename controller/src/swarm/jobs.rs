@@ -91,7 +91,7 @@ impl Swarm {
     ) -> Result<JobOutcome, SwarmError> {
         // A job left behind by an interrupted run would hold the name.
         self.remove_service(&job.name).await?;
-        self.docker()
+        self.docker()?
             .create_service(job_spec(owner, job), None)
             .await
             .map_err(|e| SwarmError::from_bollard(e, || format!("job {}", job.name)))?;
@@ -160,7 +160,7 @@ impl Swarm {
         if let Some(l) = spec.labels.as_mut() {
             l.extend(labels.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         }
-        self.docker()
+        self.docker()?
             .create_service(spec, None)
             .await
             .map_err(|e| SwarmError::from_bollard(e, || format!("job {}", job.name)))?;
@@ -176,7 +176,7 @@ impl Swarm {
         owner: &Owner,
         name: &str,
     ) -> Result<Option<JobState>, SwarmError> {
-        let service = match self.docker().inspect_service(name, None).await {
+        let service = match self.docker()?.inspect_service(name, None).await {
             Ok(s) => s,
             Err(e) => match SwarmError::from_bollard(e, || format!("job {name}")) {
                 SwarmError::NotFound(_) => return Ok(None),
@@ -206,7 +206,7 @@ impl Swarm {
             tail: tail.to_string(),
             ..Default::default()
         };
-        let mut stream = self.docker().service_logs(name, Some(options));
+        let mut stream = self.docker()?.service_logs(name, Some(options));
         let mut out = String::new();
         while let Some(chunk) = stream.next().await {
             let chunk =

@@ -22,6 +22,7 @@ impl MirrorSink for Swarm {
         Box::pin(async move {
             let configs = self
                 .docker()
+                .map_err(failed)?
                 .list_configs(Some(ListConfigsOptions {
                     filters: Some(filters),
                 }))
@@ -62,17 +63,19 @@ impl MirrorSink for Swarm {
                 data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
                 ..Default::default()
             };
-            let created =
-                self.docker().create_config(spec).await.map_err(|e| {
-                    failed(SwarmError::from_bollard(e, || format!("config {name}")))
-                })?;
+            let created = self
+                .docker()
+                .map_err(failed)?
+                .create_config(spec)
+                .await
+                .map_err(|e| failed(SwarmError::from_bollard(e, || format!("config {name}"))))?;
             Ok(created.id)
         })
     }
 
     fn remove(&self, id: String) -> BoxFuture<'_, Result<(), MirrorError>> {
         Box::pin(async move {
-            match self.docker().delete_config(&id).await {
+            match self.docker().map_err(failed)?.delete_config(&id).await {
                 Ok(()) => Ok(()),
                 Err(e) => match SwarmError::from_bollard(e, || format!("config {id}")) {
                     SwarmError::NotFound(_) => Ok(()),

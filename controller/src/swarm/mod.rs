@@ -9,6 +9,7 @@
 
 pub mod jobs;
 pub mod labels;
+mod lease;
 mod mirror;
 pub mod objects;
 mod services;
@@ -56,6 +57,9 @@ pub enum SwarmError {
     /// Any other engine answer.
     #[error("Docker engine: {0}")]
     Api(String),
+    /// This process may not act: it does not hold the store's lease.
+    #[error(transparent)]
+    Fenced(crate::lease::Fenced),
 }
 
 impl SwarmError {
@@ -146,6 +150,8 @@ pub struct NodeInfo {
 #[derive(Clone, Debug)]
 pub struct Swarm {
     docker: Docker,
+    /// The store's lease, when one is kept: no call passes while it is not held.
+    fence: Option<crate::lease::Fence>,
 }
 
 impl Swarm {
@@ -160,12 +166,26 @@ impl Swarm {
             .negotiate_version()
             .await
             .map_err(|e| SwarmError::Unreachable(e.to_string()))?;
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            fence: None,
+        })
     }
 
     /// The bollard client, for the modules of this layer.
-    pub(crate) fn docker(&self) -> &Docker {
-        &self.docker
+    /// The engine, once the fence (when there is one) lets this process act.
+    pub(crate) fn docker(&self) -> Result<&Docker, SwarmError> {
+        if let Some(f) = &self.fence {
+            f.check().map_err(SwarmError::Fenced)?;
+        }
+        Ok(&self.docker)
+    }
+
+    /// The same connection, gated by `fence`.
+    #[must_use]
+    pub fn fenced(mut self, fence: crate::lease::Fence) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Engine and swarm facts.
@@ -378,7 +398,7 @@ impl Swarm {
         };
         let err = |e| SwarmError::from_bollard(e, || format!("exec in {service}"));
         let exec = match self
-            .docker
+            .docker()?
             .create_exec(
                 &container,
                 CreateExecOptions {
@@ -407,8 +427,11 @@ impl Swarm {
         // reconcile that asked, so the whole exchange is bounded.
         let run = async {
             let mut out = String::new();
-            if let StartExecResults::Attached { mut output, .. } =
-                self.docker.start_exec(&exec.id, None).await.map_err(err)?
+            if let StartExecResults::Attached { mut output, .. } = self
+                .docker()?
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(err)?
             {
                 while let Some(chunk) = output.next().await {
                     if let Ok(bollard::container::LogOutput::StdOut { message }) = chunk {

@@ -84,7 +84,7 @@ impl Swarm {
         encrypted: bool,
     ) -> Result<(), SwarmError> {
         match self
-            .docker()
+            .docker()?
             .inspect_network(name, None::<InspectNetworkOptions>)
             .await
         {
@@ -104,7 +104,7 @@ impl Swarm {
         if encrypted {
             options.insert("encrypted".to_owned(), String::new());
         }
-        self.docker()
+        self.docker()?
             .create_network(NetworkCreateRequest {
                 name: name.to_owned(),
                 driver: Some("overlay".into()),
@@ -124,7 +124,7 @@ impl Swarm {
     /// Engine errors (a network still in use is an error: remove services first).
     pub async fn remove_networks(&self, owner: &Owner) -> Result<Vec<String>, SwarmError> {
         let list = self
-            .docker()
+            .docker()?
             .list_networks(Some(ListNetworksOptions {
                 filters: Some(owner.filters()),
             }))
@@ -133,7 +133,7 @@ impl Swarm {
         let mut removed = Vec::new();
         for n in list.into_iter().filter(|n| owner.owns(n.labels.as_ref())) {
             let name = n.name.unwrap_or_default();
-            match self.docker().remove_network(&name).await {
+            match self.docker()?.remove_network(&name).await {
                 Ok(()) => removed.push(name),
                 Err(e) => match SwarmError::from_bollard(e, || format!("network {name}")) {
                     SwarmError::NotFound(_) => {}
@@ -191,7 +191,7 @@ impl Swarm {
     /// Engine errors.
     pub async fn node_availability(&self, node: &str) -> Result<String, SwarmError> {
         let n = self
-            .docker()
+            .docker()?
             .inspect_node(node)
             .await
             .map_err(|e| SwarmError::from_bollard(e, || format!("node {node}")))?;
@@ -211,7 +211,7 @@ impl Swarm {
     ) -> Result<(), SwarmError> {
         for _ in 0..5 {
             let n = self
-                .docker()
+                .docker()?
                 .inspect_node(node)
                 .await
                 .map_err(|e| SwarmError::from_bollard(e, || format!("node {node}")))?;
@@ -223,7 +223,7 @@ impl Swarm {
             let options = UpdateNodeOptions {
                 version: i64::try_from(version).unwrap_or(i64::MAX),
             };
-            match self.docker().update_node(node, spec, options).await {
+            match self.docker()?.update_node(node, spec, options).await {
                 Ok(()) => return Ok(()),
                 Err(e) => match SwarmError::from_bollard(e, || format!("node {node}")) {
                     SwarmError::OutOfSequence(_) => continue,
@@ -255,7 +255,7 @@ impl Swarm {
         let encoded = base64::engine::general_purpose::STANDARD.encode(data);
         let result = match kind {
             ContentKind::Secret => self
-                .docker()
+                .docker()?
                 .create_secret(SecretSpec {
                     name: Some(name.clone()),
                     labels: Some(l),
@@ -265,7 +265,7 @@ impl Swarm {
                 .await
                 .map(|_| ()),
             ContentKind::Config => self
-                .docker()
+                .docker()?
                 .create_config(ConfigSpec {
                     name: Some(name.clone()),
                     labels: Some(l),
@@ -302,7 +302,7 @@ impl Swarm {
         let filters = Some(owner.filters());
         let items: Vec<Listed> = match kind {
             ContentKind::Secret => self
-                .docker()
+                .docker()?
                 .list_secrets(Some(ListSecretsOptions { filters }))
                 .await
                 .map_err(|e| SwarmError::from_bollard(e, || "secrets".into()))?
@@ -313,7 +313,7 @@ impl Swarm {
                 })
                 .collect(),
             ContentKind::Config => self
-                .docker()
+                .docker()?
                 .list_configs(Some(ListConfigsOptions { filters }))
                 .await
                 .map_err(|e| SwarmError::from_bollard(e, || "configs".into()))?
@@ -352,8 +352,8 @@ impl Swarm {
                 continue;
             }
             let result = match kind {
-                ContentKind::Secret => self.docker().delete_secret(&o.id).await,
-                ContentKind::Config => self.docker().delete_config(&o.id).await,
+                ContentKind::Secret => self.docker()?.delete_secret(&o.id).await,
+                ContentKind::Config => self.docker()?.delete_config(&o.id).await,
             };
             match result {
                 Ok(()) => removed.push(o.name),
@@ -376,7 +376,7 @@ impl Swarm {
     /// Engine errors.
     pub async fn local_volumes(&self, owner: &Owner) -> Result<Vec<String>, SwarmError> {
         let list = self
-            .docker()
+            .docker()?
             .list_volumes(Some(ListVolumesOptions {
                 filters: Some(owner.filters()),
             }))
@@ -396,7 +396,7 @@ impl Swarm {
     /// # Errors
     /// Engine errors (a volume in use is an error).
     pub async fn remove_volume(&self, name: &str) -> Result<(), SwarmError> {
-        self.docker()
+        self.docker()?
             .remove_volume(name, None::<RemoveVolumeOptions>)
             .await
             .map_err(|e| SwarmError::from_bollard(e, || format!("volume {name}")))
@@ -410,7 +410,7 @@ impl Swarm {
     async fn remove_ended_task_containers(&self, volume: &str) -> Result<(), SwarmError> {
         let err = |e| SwarmError::from_bollard(e, || format!("containers using volume {volume}"));
         let list = self
-            .docker()
+            .docker()?
             .list_containers(Some(ListContainersOptions {
                 all: true,
                 filters: Some(HashMap::from([
@@ -430,7 +430,7 @@ impl Swarm {
             .map_err(err)?;
         for id in list.into_iter().filter_map(|c| c.id) {
             match self
-                .docker()
+                .docker()?
                 .remove_container(&id, None::<RemoveContainerOptions>)
                 .await
             {

@@ -125,7 +125,7 @@ impl Swarm {
 
     async fn owned(&self, owner: &Owner) -> Result<HashMap<String, Service>, SwarmError> {
         let list = self
-            .docker()
+            .docker()?
             .list_services(Some(ListServicesOptions {
                 filters: Some(owner.filters()),
                 status: None,
@@ -147,7 +147,7 @@ impl Swarm {
     /// # Errors
     /// [`SwarmError`].
     pub async fn managed_services(&self, instance: &str) -> Result<Vec<Service>, SwarmError> {
-        self.docker()
+        self.docker()?
             .list_services(Some(ListServicesOptions {
                 filters: Some(labels::managed_filter(instance)),
                 status: None,
@@ -267,7 +267,7 @@ impl Swarm {
             }
             match change {
                 ServiceChange::Create(spec) => {
-                    self.docker()
+                    self.docker()?
                         .create_service(spec.clone(), None)
                         .await
                         .map_err(|e| SwarmError::from_bollard(e, || format!("service {name}")))?;
@@ -327,7 +327,7 @@ impl Swarm {
     }
 
     async fn inspect_service(&self, name: &str) -> Result<Service, SwarmError> {
-        self.docker()
+        self.docker()?
             .inspect_service(name, None::<InspectServiceOptions>)
             .await
             .map_err(|e| SwarmError::from_bollard(e, || format!("service {name}")))
@@ -344,7 +344,7 @@ impl Swarm {
                 ..Default::default()
             };
             match self
-                .docker()
+                .docker()?
                 .update_service(name, spec.clone(), options, None)
                 .await
             {
@@ -378,7 +378,7 @@ impl Swarm {
     /// # Errors
     /// Engine errors other than "not found".
     pub async fn remove_service(&self, name: &str) -> Result<(), SwarmError> {
-        match self.docker().delete_service(name).await {
+        match self.docker()?.delete_service(name).await {
             Ok(()) => Ok(()),
             Err(e) => match SwarmError::from_bollard(e, || format!("service {name}")) {
                 SwarmError::NotFound(_) => Ok(()),
@@ -441,7 +441,7 @@ impl Swarm {
         let services = self.owned_services(owner).await?;
         let filters = HashMap::from([("desired-state".to_owned(), vec!["running".to_owned()])]);
         let tasks = self
-            .docker()
+            .docker()?
             .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
                 filters: Some(filters),
             }))
