@@ -53,14 +53,24 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
         format!("socketDir={}", sockets.display()),
         format!("dataVolume={volume}"),
         "resync=3s".to_owned(),
+        // A restarted haswarmd waits a whole term for the killed one's lease.
+        "mirror.leaseTerm=5s".to_owned(),
     ];
+    let key_secret = format!("{stack}-mirror-key");
+    cleanup.named("secret", &key_secret);
     let mut args = vec!["install", "--name", &stack];
     for s in &sets {
         args.extend(["--set", s.as_str()]);
     }
     let printed = ctl(&args);
     assert_code(&printed, 0);
-    assert!(stdout(&printed).contains(&format!("name: \"{volume}\"")));
+    let text = stdout(&printed);
+    assert!(text.contains(&format!("name: \"{volume}\"")));
+    assert!(
+        text.contains(&format!("key secret {key_secret} does not exist yet"))
+            && text.contains("--store-id"),
+        "{text}"
+    );
 
     // --wait returns once haswarmd in the stack answers ready.
     args.extend(["--apply", "--wait", "--timeout", "90s"]);
@@ -71,6 +81,18 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
         "{}",
         stdout(&installed)
     );
+    // The mirror's key: made once, labelled with the store's id.
+    let store_id = docker(&[
+        "secret",
+        "inspect",
+        "--format",
+        "{{index .Spec.Labels \"io.haswarm.store-id\"}}",
+        &key_secret,
+    ])
+    .trim()
+    .to_owned();
+    assert!(!store_id.is_empty(), "the key secret names no store");
+    cleanup.instance(&store_id);
     let server = format!("unix://{}/haswarm.sock", sockets.display());
     let healthy = || ctl(&["--server", &server, "healthcheck"]).status.success();
     // The running haswarmd container of the stack (empty when none).
@@ -121,6 +143,15 @@ fn haswarmd_runs_as_a_stack_survives_a_kill_and_uninstall_keeps_resources() {
         0,
     );
     ready("90s");
+    let mirrored = docker(&[
+        "config",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=io.haswarm.mirror-of={store_id}"),
+    ]);
+    assert_eq!(mirrored.lines().count(), 1, "the mirror: {mirrored}");
 
     // SIGKILL of its container: Swarm starts another task, which opens the
     // same store: the resource is still there, and still Ready.

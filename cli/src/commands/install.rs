@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use haswarm_controller::client::{Client, Endpoint};
 
+use super::store_key::{StoreKey, STORE_ID_LABEL};
 use super::Conn;
 use crate::cli::{HealthcheckArgs, InstallArgs, UninstallArgs};
 use crate::exit::ExitCode;
@@ -291,6 +292,37 @@ fn docker(args: &[&str], stdin: Option<&str>) -> Result<(), String> {
     }
 }
 
+/// With the mirror on, fills in `mirror.keySecret` (default
+/// `<release>-mirror-key`) and `mirror.storeId` (from the key secret's
+/// label, else an installed haswarmd's id, else a new one). Returns the
+/// secret and whether it must be made.
+fn store_key(v: &mut Value, release: &str) -> Result<Option<(String, StoreKey)>, String> {
+    if v["mirror"]["enabled"] != Value::Bool(true) {
+        return Ok(None);
+    }
+    release_ok(release)?;
+    let secret = match v["mirror"]["keySecret"].as_str() {
+        Some(s) if !s.is_empty() => s.to_owned(),
+        _ => format!("{release}-mirror-key"),
+    };
+    let socket_dir = v["socketDir"].as_str().unwrap_or("/run/haswarm");
+    let found = super::store_key::resolve(&secret, &Path::new(socket_dir).join("haswarm.sock"))?;
+    let key = match (v["mirror"]["storeId"].as_str(), found) {
+        (Some(given), StoreKey::ToCreate(_)) if !given.is_empty() => {
+            StoreKey::ToCreate(given.to_owned())
+        }
+        (Some(given), StoreKey::Existing(id)) if !given.is_empty() && given != id => {
+            return Err(format!(
+                "mirror.storeId is {given}, but the key secret {secret} belongs to store {id}"
+            ))
+        }
+        (_, found) => found,
+    };
+    v["mirror"]["keySecret"] = Value::String(secret.clone());
+    v["mirror"]["storeId"] = Value::String(key.id().to_owned());
+    Ok(Some((secret, key)))
+}
+
 /// `haswarmctl install`.
 pub fn run_install(args: &InstallArgs) -> ExitCode {
     let rendered = chart_of(args).and_then(|chart| {
@@ -299,11 +331,12 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
             let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
             files.push((f.display().to_string(), text));
         }
-        let v = values(&chart, &files, &args.set)?;
+        let mut v = values(&chart, &files, &args.set)?;
+        let key = store_key(&mut v, &args.name)?;
         let stack = render(&chart, &v, &args.name)?;
-        Ok((v, stack))
+        Ok((v, stack, key))
     });
-    let (v, stack) = match rendered {
+    let (v, stack, key) = match rendered {
         Ok(r) => r,
         Err(e) => {
             report::error(&e);
@@ -311,8 +344,21 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
         }
     };
     if !args.apply {
+        if let Some((secret, StoreKey::ToCreate(id))) = &key {
+            println!(
+                "# The mirror's key secret {secret} does not exist yet: `install --apply` makes it, or
+#   openssl rand -hex 32 | docker secret create --label {STORE_ID_LABEL}={id} {secret} -"
+            );
+        }
         print!("{stack}");
         return ExitCode::Success;
+    }
+    if let Some((secret, StoreKey::ToCreate(id))) = &key {
+        if let Err(e) = super::store_key::create(secret, id) {
+            report::error(&e);
+            return ExitCode::Refused;
+        }
+        println!("made the mirror's key secret {secret} for store {id}");
     }
     let limit = if args.wait {
         match super::timeout(&args.timeout) {
@@ -520,134 +566,4 @@ pub async fn run_healthcheck(conn: &Conn, _args: &HealthcheckArgs) -> ExitCode {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stack(files: &[(&str, &str)], sets: &[&str]) -> Result<Value, String> {
-        let chart = Chart::builtin();
-        let files: Vec<(String, String)> = files
-            .iter()
-            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-            .collect();
-        let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
-        let v = values(&chart, &files, &sets)?;
-        let out = render(&chart, &v, "haswarm")?;
-        serde_saphyr::from_str::<Value>(&out).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn the_defaults_render_a_stack_with_one_haswarmd_on_a_manager() {
-        let s = stack(&[], &[]).expect("renders");
-        let svc = &s["services"]["haswarmd"];
-        assert_eq!(svc["image"], "haswarm/haswarmd:latest");
-        assert_eq!(svc["deploy"]["replicas"], 1);
-        assert_eq!(svc["deploy"]["update_config"]["order"], "stop-first");
-        assert_eq!(
-            svc["deploy"]["placement"]["constraints"][0],
-            "node.role == manager"
-        );
-        assert_eq!(svc["environment"]["HASWARM_LOG_FORMAT"], "json");
-        let mounts: Vec<&str> = svc["volumes"]
-            .as_array()
-            .expect("volumes")
-            .iter()
-            .filter_map(|m| m["target"].as_str())
-            .collect();
-        assert_eq!(
-            mounts,
-            ["/var/run/docker.sock", "/run/haswarm", "/var/lib/haswarm"]
-        );
-        assert_eq!(s["volumes"]["data"]["name"], "haswarm-data");
-        assert_eq!(svc["healthcheck"]["test"][4], "healthcheck");
-        assert!(svc.get("ports").is_none() && s.get("secrets").is_none());
-    }
-
-    #[test]
-    fn values_files_and_sets_override_in_order() {
-        let s = stack(
-            &[("mine.yaml", "log:\n  level: debug\nresync: 10s\n")],
-            &[
-                "resync=5s",
-                "tcp.enabled=true",
-                "tcp.port=7500",
-                "resources.limits.cpus=2",
-                "placement.constraints=[node.hostname == a, node.role == manager]",
-            ],
-        )
-        .expect("renders");
-        let svc = &s["services"]["haswarmd"];
-        assert_eq!(svc["environment"]["HASWARM_LOG"], "debug");
-        let cmd: Vec<&str> = svc["command"]
-            .as_array()
-            .expect("command")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        assert!(cmd.windows(2).any(|w| w == ["--resync", "5s"]), "{cmd:?}");
-        assert!(
-            cmd.windows(2).any(|w| w == ["--listen", "0.0.0.0:7500"]),
-            "{cmd:?}"
-        );
-        assert_eq!(svc["ports"][0]["published"], 7500);
-        assert_eq!(svc["ports"][0]["mode"], "host");
-        assert_eq!(s["secrets"]["token"]["name"], "haswarm-token");
-        assert_eq!(svc["deploy"]["resources"]["limits"]["cpus"], "2");
-        assert_eq!(
-            svc["deploy"]["placement"]["constraints"][0],
-            "node.hostname == a"
-        );
-    }
-
-    #[test]
-    fn git_credentials_are_mounted_as_external_secrets() {
-        let s = stack(&[], &["gitCredentials=[deploy-key, gitea-token]"]).expect("renders");
-        let svc = &s["services"]["haswarmd"];
-        assert_eq!(svc["secrets"][0]["target"], "deploy-key");
-        assert_eq!(svc["secrets"][1]["target"], "gitea-token");
-        assert_eq!(s["secrets"]["git-1"]["name"], "deploy-key");
-        assert_eq!(s["secrets"]["git-2"]["external"], true);
-        assert!(svc.get("ports").is_none());
-    }
-
-    #[test]
-    fn uninstall_names_the_volumes_the_stack_mounts() {
-        let inspected = concat!(
-            r#"[{"Type":"bind","Source":"/var/run/docker.sock","Target":"/var/run/docker.sock"},{"Type":"volume","Source":"haswarm-data","Target":"/var/lib/haswarm"}]"#,
-            "\nnull\n",
-            r#"[{"Type":"volume","Source":"haswarm-data","Target":"/x"},{"Type":"volume","Source":"","Target":"/anon"}]"#,
-            "\n"
-        );
-        assert_eq!(named_volumes(inspected), ["haswarm-data"]);
-        assert!(named_volumes("").is_empty());
-    }
-
-    #[test]
-    fn unknown_keys_wrong_kinds_and_bad_names_are_refused() {
-        let e = stack(&[], &["tcp.enable=true"]).expect_err("typo");
-        assert!(
-            e.contains("unknown value tcp.enable") && e.contains("enabled"),
-            "{e}"
-        );
-        let e = stack(&[("v.yaml", "tcp:\n  enabled: yes please\n")], &[]).expect_err("kind");
-        assert!(e.contains("v.yaml: tcp.enabled must be a boolean"), "{e}");
-        let e = stack(&[], &["socketDir=run/haswarm"]).expect_err("relative");
-        assert!(e.contains("socketDir: must be an absolute path"), "{e}");
-        let e = stack(&[], &["log.format=xml"]).expect_err("format");
-        assert!(e.contains("log.format"), "{e}");
-        let e = stack(&[("v.yaml", "image: [unclosed\n")], &[]).expect_err("yaml");
-        assert!(e.starts_with("v.yaml:"), "{e}");
-        let chart = Chart::builtin();
-        let v = values(&chart, &[], &[]).expect("defaults");
-        assert!(render(&chart, &v, "Bad Name").is_err());
-    }
-
-    #[test]
-    fn a_template_using_an_undefined_value_fails() {
-        let chart = Chart {
-            template: "image: {{ imag }}\n".into(),
-            ..Chart::builtin()
-        };
-        let v = values(&chart, &[], &[]).expect("defaults");
-        assert!(render(&chart, &v, "haswarm").is_err());
-    }
-}
+mod tests;

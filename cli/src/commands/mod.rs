@@ -13,6 +13,7 @@ mod pg;
 mod render;
 mod rotate;
 mod schema;
+mod store_key;
 mod up;
 mod validate;
 mod wait;

@@ -144,12 +144,22 @@ pub fn router(state: AppState) -> Router {
         .nest(API_PREFIX, resources)
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/store", get(store_info))
         .route("/metrics", get(metrics))
         .route("/hooks/gitsources/{name}", post(sync_hook))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound, "no such route")
         })
         .with_state(state)
+}
+
+/// The store's id and whether it is mirrored in Swarm: what `haswarmctl
+/// install` needs to keep an existing store's id when it turns mirroring on.
+async fn store_info(State(s): State<AppState>) -> Json<Value> {
+    Json(serde_json::json!({
+        "id": s.store.id(),
+        "mirrored": s.store.is_mirrored(),
+    }))
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

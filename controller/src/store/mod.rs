@@ -341,6 +341,11 @@ impl Store {
         &self.inner.id
     }
 
+    /// Whether every change is mirrored in Swarm before it is acknowledged.
+    pub fn is_mirrored(&self) -> bool {
+        self.inner.mirror.is_some()
+    }
+
     /// The latest resourceVersion handed out.
     pub fn resource_version(&self) -> u64 {
         self.lock().rv
