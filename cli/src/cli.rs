@@ -207,7 +207,7 @@ pub struct ApplyArgs {
 /// `haswarmctl get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Kind: postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv), gitsources (gs), singular or plural.
+    /// Kind: postgresclusters (pgc), redissentinelgroups (rsg), sharedvolumes (sv), gitsources (gs), singular or plural; or all, every kind (with -o yaml|json: each resource as applied, without status or the store's bookkeeping, an export that apply -f takes back).
     pub kind: String,
     /// One resource's name; all when left out.
     pub name: Option<String>,

@@ -501,3 +501,46 @@ spec:
     );
     assert_code(&d.ctl(&["rotate-password", "sv/whatever"]), 1);
 }
+
+#[test]
+fn get_all_exports_every_resource_as_applied_and_apply_takes_it_back() {
+    let d = Daemon::start();
+    assert_code(&d.ctl(&["apply", "-f", "examples/"]), 0);
+    let o = d.ctl(&["get", "all"]);
+    assert_code(&o, 0);
+    snapshot_settings().bind(|| insta::assert_snapshot!("get_all", stdout(&o)));
+    let o = d.ctl(&["get", "all", "-o", "yaml"]);
+    assert_code(&o, 0);
+    let export = stdout(&o);
+    for dropped in [
+        "resourceVersion",
+        "uid:",
+        "generation",
+        "creationTimestamp",
+        "status:",
+    ] {
+        assert!(
+            !export.contains(dropped),
+            "{dropped} in the export:\n{export}"
+        );
+    }
+    snapshot_settings().bind(|| insta::assert_snapshot!("get_all_yaml", export));
+
+    // Another store takes the export back, and exports the same.
+    let fresh = Daemon::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "export.yaml", &export);
+    let o = fresh.ctl(&["apply", "-f", &file]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).lines().all(|l| l.ends_with(" created")),
+        "{}",
+        stdout(&o)
+    );
+    let again = fresh.ctl(&["get", "all", "-o", "yaml"]);
+    assert_eq!(stdout(&again), export);
+    let empty = Daemon::start();
+    let o = empty.ctl(&["get", "all"]);
+    assert_code(&o, 0);
+    assert_eq!(stderr(&o), "No resources found.\n");
+}

@@ -15,10 +15,15 @@ fn run(args: &[&str]) -> String {
 }
 
 fn run_with(args: &[&str], images: &[&str]) -> String {
+    run_env(args, images, 1)
+}
+
+fn run_env(args: &[&str], images: &[&str], managers: usize) -> String {
     let out = Command::new("bash")
         .arg(script())
         .args(args)
         .env("HASWARM_DIND_IMAGES", images.join(" "))
+        .env("HASWARM_DIND_MANAGERS", managers.to_string())
         .output()
         .expect("dind.sh runs");
     assert!(
@@ -50,6 +55,11 @@ impl Bed {
 
     /// Like [`Bed::up`], loading `images` into every node as well.
     pub fn up_with_images(prefix: &str, nodes: usize, images: &[&str]) -> Self {
+        Self::up_managed(prefix, (nodes, 1), images)
+    }
+
+    /// Like [`Bed::up_with_images`], with nodes 1 to `managers` managers.
+    pub fn up_managed(prefix: &str, (nodes, managers): (usize, usize), images: &[&str]) -> Self {
         let name = format!("{prefix}{}", std::process::id());
         let shared = tempfile::Builder::new()
             .prefix("hsw-shared")
@@ -64,7 +74,7 @@ impl Bed {
             shared,
             _at_exit: crate::at_exit::register(move || run_down(&down)),
         };
-        run_with(
+        run_env(
             &[
                 "up",
                 &bed.name,
@@ -72,8 +82,14 @@ impl Bed {
                 &bed.shared.path().display().to_string(),
             ],
             images,
+            managers,
         );
         bed
+    }
+
+    /// Node `i`'s address on the bed's network (1-based).
+    pub fn addr(&self, i: usize) -> String {
+        run(&["addr", &self.name, &i.to_string()])
     }
 
     /// `DOCKER_HOST` for the manager's engine.

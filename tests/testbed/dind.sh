@@ -3,7 +3,8 @@
 # from Debian's packages (recipe: ../shared/DESIGN.md, "Test bed").
 #
 #   dind.sh image                 build haswarm/dind-node:bookworm if missing (debootstrap + docker import)
-#   dind.sh up BED N [SHARED]     start N nodes on network BED-net; node 1 inits the swarm, the others join;
+#   dind.sh up BED N [SHARED]     start N nodes on network BED-net; node 1 inits the swarm, the others join
+#                                 (nodes 2..HASWARM_DIND_MANAGERS as managers, the rest as workers);
 #                                 SHARED (a host folder) is bind-mounted at /srv/shared on every node (the
 #                                 "pre-mounted network path" pattern) and at /srv/partial on nodes 1..N-1 only,
 #                                 so the last node lacks that one (for mount-failure tests); images are loaded
@@ -114,8 +115,12 @@ up() {
   local lead token
   lead=$(node "$bed" 1)
   docker exec "$lead" docker swarm init --advertise-addr "$(addr "$bed" 1)" >/dev/null
-  token=$(docker exec "$lead" docker swarm join-token -q worker)
+  local managers=${HASWARM_DIND_MANAGERS:-1} worker_token manager_token
+  worker_token=$(docker exec "$lead" docker swarm join-token -q worker)
+  manager_token=$(docker exec "$lead" docker swarm join-token -q manager)
   for i in $(seq 2 "$count"); do
+    token=$worker_token
+    if [ "$i" -le "$managers" ]; then token=$manager_token; fi
     docker exec "$(node "$bed" "$i")" docker swarm join --token "$token" "$(addr "$bed" 1):2377" >/dev/null
   done
   # Images go to every node (no registry to pull from): saved once, loaded

@@ -11,6 +11,9 @@ use crate::output::{self, Format};
 use crate::report;
 
 pub async fn run(conn: &Conn, args: &GetArgs) -> ExitCode {
+    if args.kind == "all" {
+        return all(conn, args).await;
+    }
     let kind = match kind(&args.kind) {
         Ok(k) => k,
         Err(code) => return code,
@@ -99,6 +102,80 @@ pub async fn run(conn: &Conn, args: &GetArgs) -> ExitCode {
                 output::render(kind, std::slice::from_ref(obj), &format, true)
             );
         }
+    }
+    ExitCode::Success
+}
+
+/// What `get all -o yaml|json` keeps of an object: what a user applies.
+/// The store's bookkeeping (uid, resourceVersion, generation, timestamps,
+/// finalizers) and the status are left out, so that `apply -f` takes the
+/// export back into any store.
+fn exported(o: &Value) -> Value {
+    let meta = o.get("metadata").cloned().unwrap_or(Value::Null);
+    let mut m = serde_json::Map::new();
+    for key in ["name", "labels", "annotations"] {
+        if let Some(v) = meta.get(key).filter(|v| !v.is_null()) {
+            m.insert(key.to_owned(), v.clone());
+        }
+    }
+    serde_json::json!({
+        "apiVersion": o.get("apiVersion").cloned().unwrap_or(Value::Null),
+        "kind": o.get("kind").cloned().unwrap_or(Value::Null),
+        "metadata": m,
+        "spec": o.get("spec").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// `get all`: every kind. As a table, one per kind; as YAML or JSON, every
+/// object as applied (an export that `apply -f` takes back).
+async fn all(conn: &Conn, args: &GetArgs) -> ExitCode {
+    if args.name.is_some() || args.watch {
+        report::error("get all takes neither a name nor --watch");
+        return ExitCode::Invalid;
+    }
+    let format = match Format::parse(args.output.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            report::error(&e);
+            return ExitCode::Invalid;
+        }
+    };
+    let client = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut exports = Vec::new();
+    let mut tables = Vec::new();
+    for kind in &haswarm_crds::KINDS {
+        let items = match client.list(kind.plural, args.selector.as_deref()).await {
+            Ok(l) => l.items,
+            Err(e) => return failed(&e),
+        };
+        match format {
+            Format::Yaml | Format::Json => exports.extend(items.iter().map(exported)),
+            _ if items.is_empty() => {}
+            _ => tables.push(output::render(kind, &items, &format, false)),
+        }
+    }
+    match format {
+        Format::Yaml => {
+            for o in &exports {
+                print!("---\n{}", output::yaml(o));
+            }
+        }
+        Format::Json => {
+            let list = serde_json::json!({
+                "apiVersion": haswarm_crds::API_VERSION,
+                "kind": "List",
+                "items": exports,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&list).unwrap_or_default()
+            );
+        }
+        _ if tables.is_empty() => eprintln!("No resources found."),
+        _ => print!("{}", tables.join("\n")),
     }
     ExitCode::Success
 }
