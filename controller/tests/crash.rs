@@ -12,6 +12,8 @@
 //! `HASWARM_CRASH_CYCLES` changes the number of cycles, `HASWARM_CRASH_SEED`
 //! replays a run (the seed is printed at the start).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -313,21 +315,7 @@ struct Mirrored {
 
 impl Drop for Mirrored {
     fn drop(&mut self) {
-        let ids = Command::new("docker")
-            .args(["config", "ls", "-q", "--filter"])
-            .arg(format!("label=io.haswarm.instance={}", self.store_id))
-            .output();
-        if let Ok(out) = ids {
-            let ids = String::from_utf8_lossy(&out.stdout);
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["config", "rm"])
-                    .args(&ids)
-                    .stdout(Stdio::null())
-                    .status();
-            }
-        }
+        support::remove_store_configs(&self.store_id);
     }
 }
 

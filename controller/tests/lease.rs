@@ -6,6 +6,8 @@
 //! thawed, acknowledges nothing more, writes nothing to the mirror, logs that
 //! it lost the lease and exits.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,21 +119,7 @@ struct StoreObjects(String);
 
 impl Drop for StoreObjects {
     fn drop(&mut self) {
-        let listed = Command::new("docker")
-            .args(["config", "ls", "-q", "--filter"])
-            .arg(format!("label=io.haswarm.instance={}", self.0))
-            .output();
-        if let Ok(out) = listed {
-            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["config", "rm"])
-                    .args(&ids)
-                    .stdout(Stdio::null())
-                    .status();
-            }
-        }
+        support::remove_store_configs(&self.0);
     }
 }
 

@@ -197,15 +197,24 @@ impl Bed {
 
     /// The 1-based index of the node running `service`'s task.
     pub fn node_of(&self, service: &str) -> Option<usize> {
-        let host = self.docker(&[
-            "service",
-            "ps",
-            service,
-            "--filter",
-            "desired-state=running",
-            "--format",
-            "{{.Node}}",
-        ]);
+        self.node_of_via(1, service)
+    }
+
+    /// [`Bed::node_of`], asking node `via`'s engine (a manager): for when
+    /// node 1 is lost.
+    pub fn node_of_via(&self, via: usize, service: &str) -> Option<usize> {
+        let host = self.docker_on(
+            via,
+            &[
+                "service",
+                "ps",
+                service,
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.Node}}",
+            ],
+        );
         let host = host.lines().next()?.trim().to_owned();
         (1..=self.nodes).find(|i| self.node(*i) == host)
     }

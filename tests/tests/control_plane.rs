@@ -1,17 +1,23 @@
 //! haswarmd survives the loss of its node, on a Docker-in-Docker bed of
 //! three managers: installed as a stack with `haswarmctl install` (the
 //! store mirrored in Swarm's Raft, the API on TCP), it runs a
-//! RedisSentinelGroup, a PostgresCluster and a SharedVolume. The node
-//! running haswarmd is lost (its engine and workloads frozen); Swarm starts
-//! haswarmd on another manager, which takes the store's lease over, rebuilds
-//! the store from the mirror and finds everything as it was: no service
-//! recreated, no data container restarted. It then acts: a Redis password
-//! rotation, a Postgres switchover, a SharedVolume deleted and created
-//! again. The lost node comes back: its old haswarmd, thawed, finds the lease
-//! taken, acts on nothing and stops, as its log says.
+//! RedisSentinelGroup, a PostgresCluster (one member of each per node) and
+//! a SharedVolume. The node running haswarmd is lost (its engine and
+//! workloads frozen); Swarm starts haswarmd on another manager, which takes
+//! the store's lease over, rebuilds the store from the mirror and finds
+//! everything as it was: no service recreated, no container restarted. It
+//! acts: a Postgres switchover and a SharedVolume deleted and created again
+//! while the node is away, a Redis password rotation once it is back. The
+//! lost node comes back: its old haswarmd, thawed, finds the lease taken,
+//! acts on nothing and stops, as its log says; its members thaw, and both
+//! resources are Ready with the same containers.
 //!
-//! haswarmd is kept on nodes 2 and 3 (label cp=yes), the data on node 1
-//! (label data=yes): the node lost holds the control plane alone.
+//! haswarm reads the data plane through members on the node of the engine
+//! it talks to, so haswarmd's node holds members too: the test first moves
+//! the Postgres leader and the Redis master off it (a primary frozen past
+//! its fence's lease stops when it thaws, which is the fence's job, not
+//! this test's). The node lost is node 1, haswarmd's first: everything
+//! after the loss asks node 2's engine.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
@@ -29,7 +35,7 @@ const TOKEN: &str = "control-plane-test-token-0123456789";
 fn manifests(name: &str) -> String {
     let img = pg::IMAGE;
     format!(
-        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: {name}-rd\nspec:\n  image: {REDIS_IMAGE}\n  instances: 2\n  placement:\n    spread: None\n    nodeSelector:\n      data: \"yes\"\n  sentinels:\n    downAfter: 2s\n    failoverTimeout: 10s\n---\napiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {name}-pg\nspec:\n  instances: 2\n  postgres:\n    image: {img}\n  etcd:\n    image: {img}\n  router:\n    image: {img}\n  placement:\n    spread: None\n    nodeSelector:\n      data: \"yes\"\n  patroni:\n    ttl: 20\n    loopWait: 2\n    retryTimeout: 4\n  storage:\n    reclaimPolicy: Delete\n---\n{}",
+        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: {name}-rd\nspec:\n  image: {REDIS_IMAGE}\n  instances: 3\n  sentinels:\n    downAfter: 2s\n    failoverTimeout: 10s\n---\napiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {name}-pg\nspec:\n  instances: 3\n  postgres:\n    image: {img}\n  etcd:\n    image: {img}\n  router:\n    image: {img}\n  patroni:\n    ttl: 20\n    loopWait: 2\n    retryTimeout: 4\n    synchronousMode: On\n  storage:\n    reclaimPolicy: Delete\n---\n{}",
         volume(name)
     )
 }
@@ -80,46 +86,64 @@ impl Ctl {
     }
 }
 
+fn node_of(bed: &Bed, via: usize, service: &str) -> Option<usize> {
+    bed.node_of_via(via, service)
+}
+
 /// The node haswarmd's task runs on, and the haswarmctl that reaches it.
-fn control_plane(bed: &Bed) -> Option<(usize, Ctl)> {
-    let i = bed.node_of(&format!("{STACK}_haswarmd"))?;
+fn control_plane(bed: &Bed, via: usize) -> Option<(usize, Ctl)> {
+    let i = node_of(bed, via, &format!("{STACK}_haswarmd"))?;
     let ctl = Ctl {
         server: format!("http://{}:7443", bed.addr(i)),
     };
     ctl.healthy().then_some((i, ctl))
 }
 
-/// Every haswarm service by name with its id, and the running containers
-/// on node 1 (the data node) by service name.
-fn workloads(bed: &Bed) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+/// What stays the same when nothing is recreated or restarted: every
+/// haswarm service's id by name (haswarmd's own and the SharedVolume's
+/// probe left out), and the running containers of those services on
+/// `nodes` (keyed `node<i>/<service>`), asking node `via`'s engine for the
+/// services.
+type Workloads = (BTreeMap<String, String>, BTreeMap<String, Vec<String>>);
+
+fn workloads(bed: &Bed, via: usize, nodes: &[usize]) -> Workloads {
+    let kept = |name: &str| !name.starts_with(STACK) && !name.ends_with("-probe");
     let services = bed
-        .docker(&[
-            "service",
-            "ls",
-            "--filter",
-            "label=io.haswarm.managed-by=haswarm",
-            "--format",
-            "{{.Name}} {{.ID}}",
-        ])
+        .docker_on(
+            via,
+            &[
+                "service",
+                "ls",
+                "--filter",
+                "label=io.haswarm.managed-by=haswarm",
+                "--format",
+                "{{.Name}} {{.ID}}",
+            ],
+        )
         .lines()
         .filter_map(|l| l.split_once(' '))
+        .filter(|(n, _)| kept(n))
         .map(|(n, id)| (n.to_owned(), id.to_owned()))
         .collect();
     let mut containers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let listed = bed.docker_on(
-        1,
-        &[
-            "ps",
-            "--format",
-            "{{.Label \"com.docker.swarm.service.name\"}} {{.ID}}",
-        ],
-    );
-    for line in listed.lines() {
-        if let Some((service, id)) = line.split_once(' ') {
-            containers
-                .entry(service.to_owned())
-                .or_default()
-                .push(id.to_owned());
+    for &i in nodes {
+        let listed = bed.docker_on(
+            i,
+            &[
+                "ps",
+                "--format",
+                "{{.Label \"com.docker.swarm.service.name\"}} {{.ID}}",
+            ],
+        );
+        for line in listed.lines() {
+            if let Some((service, id)) = line.split_once(' ') {
+                if kept(service) && !service.is_empty() {
+                    containers
+                        .entry(format!("node{i}/{service}"))
+                        .or_default()
+                        .push(id.to_owned());
+                }
+            }
         }
     }
     for v in containers.values_mut() {
@@ -149,6 +173,8 @@ fn install(bed: &Bed) {
         // A folder every node has (the socket is not used here).
         "socketDir=/tmp".to_owned(),
         "resync=5s".to_owned(),
+        // Nothing moves off the lost node while the test runs.
+        "nodeLossGrace=15m".to_owned(),
         "mirror.leaseTerm=5s".to_owned(),
         "placement.constraints=[node.role == manager, node.labels.cp == yes]".to_owned(),
     ];
@@ -160,6 +186,62 @@ fn install(bed: &Bed) {
     }
     let o = cmd.output().expect("haswarmctl install runs");
     assert_code(&o, 0);
+}
+
+/// The service name of the member `status` names at `pointer` (Patroni
+/// names carry an incarnation suffix after a dot).
+fn member(ctl: &Ctl, short: &str, name: &str, pointer: &str) -> String {
+    ctl.json(short, name)
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Moves the Postgres leader and the Redis master off node 1.
+fn primaries_off_node_1(bed: &Bed, ctl: &Ctl, name: &str) {
+    let pgc = format!("{name}-pg");
+    let leader = member(ctl, "pgc", &pgc, "/status/leader");
+    if node_of(bed, 1, &leader) == Some(1) {
+        let o = ctl.run(&["pg", "switchover", &pgc, "--wait", "--timeout=180s"]);
+        assert_code(&o, 0);
+    }
+    let rsg = format!("{name}-rd");
+    let master = member(ctl, "rsg", &rsg, "/status/master");
+    if node_of(bed, 1, &master) == Some(1) {
+        let c = bed.docker_on(
+            1,
+            &[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={master}"),
+            ],
+        );
+        bed.docker_on(1, &["kill", c.trim()]);
+        let moved = eventually(Duration::from_secs(150), || {
+            let m = member(ctl, "rsg", &rsg, "/status/master");
+            !m.is_empty() && m != master
+        });
+        assert!(moved, "the sentinels did not fail over from {master}");
+    }
+    ctl.wait(&format!("rsg/{rsg}"), "180s");
+    ctl.wait(&format!("pgc/{pgc}"), "180s");
+    let on_1 = |short, n: &str, p| node_of(bed, 1, &member(ctl, short, n, p)) == Some(1);
+    assert!(
+        !on_1("pgc", &pgc, "/status/leader") && !on_1("rsg", &rsg, "/status/master"),
+        "a primary is still on node 1"
+    );
+}
+
+fn uids(ctl: &Ctl, name: &str) -> Vec<serde_json::Value> {
+    [("rsg", "rd"), ("pgc", "pg"), ("sv", "sv")]
+        .iter()
+        .map(|(k, n)| ctl.json(k, &format!("{name}-{n}"))["metadata"]["uid"].clone())
+        .collect()
 }
 
 #[test]
@@ -174,10 +256,8 @@ fn haswarmd_survives_the_loss_of_its_node_and_the_old_one_does_not_act_when_it_r
         .expect("build-image.sh runs");
     assert!(built.success(), "the haswarmd image builds");
     let bed = Bed::up_managed("cp", (3, 3), &[HASWARMD_IMAGE, pg::IMAGE]);
-    bed.docker(&["node", "update", "--label-add", "data=yes", &bed.node(1)]);
-    for i in [2, 3] {
-        bed.docker(&["node", "update", "--label-add", "cp=yes", &bed.node(i)]);
-    }
+    // haswarmd starts on node 1, the only node it may run on at first.
+    bed.docker(&["node", "update", "--label-add", "cp=yes", &bed.node(1)]);
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).expect("token");
@@ -191,28 +271,30 @@ fn haswarmd_survives_the_loss_of_its_node_and_the_old_one_does_not_act_when_it_r
     let mut cp = None;
     assert!(
         eventually(Duration::from_secs(120), || {
-            cp = control_plane(&bed);
+            cp = control_plane(&bed, 1);
             cp.is_some()
         }),
         "haswarmd never answered: {}",
         bed.docker(&["service", "ps", "--no-trunc", &format!("{STACK}_haswarmd")])
     );
     let (first, ctl) = cp.expect("found above");
+    assert_eq!(first, 1, "haswarmd runs on node 1");
 
     let name = "cp";
     ctl.apply(dir.path(), "all.yaml", &manifests(name));
     ctl.wait(&format!("rsg/{name}-rd"), "240s");
     ctl.wait(&format!("pgc/{name}-pg"), "300s");
     ctl.wait(&format!("sv/{name}-sv"), "120s");
-    let uids: Vec<_> = [("rsg", "rd"), ("pgc", "pg"), ("sv", "sv")]
-        .iter()
-        .map(|(k, n)| ctl.json(k, &format!("{name}-{n}"))["metadata"]["uid"].clone())
-        .collect();
-    let before = workloads(&bed);
+    primaries_off_node_1(&bed, &ctl, name);
+    for i in [2, 3] {
+        bed.docker(&["node", "update", "--label-add", "cp=yes", &bed.node(i)]);
+    }
+    let ids = uids(&ctl, name);
+    let before = workloads(&bed, 1, &[1, 2, 3]);
     assert!(before.0.len() >= 10, "{before:?}");
     let old_task = bed
         .docker_on(
-            first,
+            1,
             &[
                 "ps",
                 "-q",
@@ -222,96 +304,70 @@ fn haswarmd_survives_the_loss_of_its_node_and_the_old_one_does_not_act_when_it_r
         )
         .trim()
         .to_owned();
-    assert!(!old_task.is_empty(), "haswarmd's container on node {first}");
+    assert!(!old_task.is_empty(), "haswarmd's container on node 1");
 
     // 1. The node running haswarmd is lost.
     let lost_at = Instant::now();
-    bed.lose(first);
+    bed.lose(1);
     let mut cp = None;
     let back = eventually(Duration::from_secs(240), || {
-        cp = control_plane(&bed).filter(|(i, _)| *i != first);
+        cp = control_plane(&bed, 2).filter(|(i, _)| *i != 1);
         cp.is_some()
     });
     assert!(
         back,
         "haswarmd did not come back on another manager: {}",
-        bed.docker(&["service", "ps", "--no-trunc", &format!("{STACK}_haswarmd")])
+        bed.docker_on(
+            2,
+            &["service", "ps", "--no-trunc", &format!("{STACK}_haswarmd")]
+        )
     );
     let (second, ctl) = cp.expect("found above");
     figure!(
-        "[figures] control plane: node {first} lost; haswarmd serving on node {second} {:.1} s later",
+        "[figures] control plane: node 1 lost; haswarmd serving on node {second} {:.1} s later",
         lost_at.elapsed().as_secs_f64()
     );
-    ctl.wait(&format!("rsg/{name}-rd"), "120s");
-    ctl.wait(&format!("pgc/{name}-pg"), "120s");
-    let after: Vec<_> = [("rsg", "rd"), ("pgc", "pg"), ("sv", "sv")]
-        .iter()
-        .map(|(k, n)| ctl.json(k, &format!("{name}-{n}"))["metadata"]["uid"].clone())
-        .collect();
-    assert_eq!(after, uids, "the rebuilt store has every resource");
-    // Its reconciles (every 5 s) find nothing to change.
+    assert_eq!(
+        uids(&ctl, name),
+        ids,
+        "the rebuilt store has every resource"
+    );
+    // Its reconciles (every 5 s) recreate and restart nothing.
     std::thread::sleep(Duration::from_secs(20));
-    ctl.wait(&format!("pgc/{name}-pg"), "60s");
-    let now = workloads(&bed);
-    assert_eq!(now.1, before.1, "a data container restarted");
-    let recreated: Vec<_> = before
-        .0
+    let away = workloads(&bed, 2, &[2, 3]);
+    assert_eq!(away.0, before.0, "a service was recreated");
+    let before_2_and_3: BTreeMap<_, _> = before
+        .1
         .iter()
-        .filter(|(n, id)| !n.starts_with(STACK) && now.0.get(*n) != Some(id))
+        .filter(|(k, _)| !k.starts_with("node1/"))
+        .map(|(k, c)| (k.clone(), c.clone()))
         .collect();
-    assert!(recreated.is_empty(), "services recreated: {recreated:?}");
+    assert_eq!(away.1, before_2_and_3, "a container restarted");
 
-    // 2. The new haswarmd acts.
-    assert_code(
-        &ctl.run(&[
-            "rotate-password",
-            &format!("rsg/{name}-rd"),
-            "--wait",
-            "--timeout=300s",
-        ]),
-        0,
-    );
-    let leader = |c: &Ctl| {
-        c.json("pgc", &format!("{name}-pg"))["status"]["leader"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let old_leader = leader(&ctl);
-    assert_code(
-        &ctl.run(&[
-            "pg",
-            "switchover",
-            &format!("{name}-pg"),
-            "--wait",
-            "--timeout=180s",
-        ]),
-        0,
-    );
-    let new_leader = leader(&ctl);
+    // 2. The new haswarmd acts while the node is away.
+    let pgc = format!("{name}-pg");
+    let old_leader = member(&ctl, "pgc", &pgc, "/status/leader");
+    let o = ctl.run(&["pg", "switchover", &pgc, "--wait", "--timeout=180s"]);
+    assert_code(&o, 0);
+    let new_leader = member(&ctl, "pgc", &pgc, "/status/leader");
     assert!(
         !new_leader.is_empty() && new_leader != old_leader,
         "{old_leader} -> {new_leader}"
     );
+    let sv = format!("{name}-sv");
     assert_code(
-        &ctl.run(&[
-            "delete",
-            "sv",
-            &format!("{name}-sv"),
-            "--wait",
-            "--timeout=120s",
-        ]),
+        &ctl.run(&["delete", "sv", &sv, "--wait", "--timeout=120s"]),
         0,
     );
     ctl.apply(dir.path(), "sv.yaml", &volume(name));
-    ctl.wait(&format!("sv/{name}-sv"), "120s");
+    let recreated = ctl.json("sv", &sv)["metadata"]["uid"].clone();
+    assert_ne!(recreated, ids[2], "the SharedVolume was created again");
 
     // 3. The lost node comes back: its haswarmd finds the lease taken.
-    let settled = workloads(&bed);
-    bed.restore(first);
+    bed.restore(1);
     let mut log = String::new();
     let stopped = eventually(Duration::from_secs(60), || {
-        log = logs(&bed, first, &old_task);
+        log = logs(&bed, 1, &old_task);
         log.contains("lost the store's lease")
     });
     assert!(stopped, "the old haswarmd's log:\n{log}");
@@ -320,11 +376,19 @@ fn haswarmd_survives_the_loss_of_its_node_and_the_old_one_does_not_act_when_it_r
         "the old haswarmd's lines about the lease:\n{}",
         lease_lines.join("\n")
     );
-    std::thread::sleep(Duration::from_secs(10));
-    let last = workloads(&bed);
-    assert_eq!(
-        last.1, settled.1,
-        "a data container changed once the old haswarmd thawed"
+    ctl.wait(&format!("rsg/{name}-rd"), "240s");
+    ctl.wait(&format!("pgc/{name}-pg"), "240s");
+    ctl.wait(&format!("sv/{sv}"), "120s");
+    let back = workloads(&bed, 2, &[1, 2, 3]);
+    assert_eq!(back, before, "a service recreated or a container restarted");
+    assert_code(
+        &ctl.run(&[
+            "rotate-password",
+            &format!("rsg/{name}-rd"),
+            "--wait",
+            "--timeout=300s",
+        ]),
+        0,
     );
     assert!(ctl.healthy(), "the new haswarmd still serves");
 }

@@ -18,15 +18,8 @@ pub async fn run(conn: &Conn, args: &GetArgs) -> ExitCode {
         Ok(k) => k,
         Err(code) => return code,
     };
-    let format = match Format::parse(args.output.as_deref()) {
-        Ok(f) => f,
-        Err(e) => {
-            report::error(&e);
-            return ExitCode::Invalid;
-        }
-    };
-    let client = match conn.client() {
-        Ok(c) => c,
+    let (format, client) = match format_and_client(conn, args) {
+        Ok(v) => v,
         Err(code) => return code,
     };
     let (objects, rv) = match &args.name {
@@ -106,6 +99,18 @@ pub async fn run(conn: &Conn, args: &GetArgs) -> ExitCode {
     ExitCode::Success
 }
 
+/// The output format asked for, and the client, or the exit code saying why not.
+fn format_and_client(
+    conn: &Conn,
+    args: &GetArgs,
+) -> Result<(Format, haswarm_controller::client::Client), ExitCode> {
+    let format = Format::parse(args.output.as_deref()).map_err(|e| {
+        report::error(&e);
+        ExitCode::Invalid
+    })?;
+    Ok((format, conn.client()?))
+}
+
 /// What `get all -o yaml|json` keeps of an object: what a user applies.
 /// The store's bookkeeping (uid, resourceVersion, generation, timestamps,
 /// finalizers) and the status are left out, so that `apply -f` takes the
@@ -133,15 +138,8 @@ async fn all(conn: &Conn, args: &GetArgs) -> ExitCode {
         report::error("get all takes neither a name nor --watch");
         return ExitCode::Invalid;
     }
-    let format = match Format::parse(args.output.as_deref()) {
-        Ok(f) => f,
-        Err(e) => {
-            report::error(&e);
-            return ExitCode::Invalid;
-        }
-    };
-    let client = match conn.client() {
-        Ok(c) => c,
+    let (format, client) = match format_and_client(conn, args) {
+        Ok(v) => v,
         Err(code) => return code,
     };
     let mut exports = Vec::new();

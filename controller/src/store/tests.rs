@@ -11,7 +11,8 @@ use super::*;
 
 const SV: &str = "SharedVolume";
 
-fn desired(name: &str, path: &str) -> Desired {
+/// A SharedVolume write (shared with the mirror's tests).
+pub(crate) fn desired(name: &str, path: &str) -> Desired {
     Desired {
         kind: SV.into(),
         name: Name::parse(name).expect("valid name"),

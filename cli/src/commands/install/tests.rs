@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// haswarmd's command line in a rendered stack.
+fn command(svc: &Value) -> Vec<&str> {
+    svc["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 fn stack(files: &[(&str, &str)], sets: &[&str]) -> Result<Value, String> {
     let chart = Chart::builtin();
     let files: Vec<(String, String)> = files
@@ -48,12 +58,7 @@ fn the_defaults_render_a_stack_with_one_haswarmd_on_a_manager() {
 fn the_mirror_mounts_its_key_and_names_the_store() {
     let s = stack(&[], &["mirror.storeId=s-1", "mirror.keySecret=k"]).expect("renders");
     let svc = &s["services"]["haswarmd"];
-    let cmd: Vec<&str> = svc["command"]
-        .as_array()
-        .expect("command")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let cmd = command(svc);
     let after = |flag: &str| cmd.iter().position(|a| *a == flag).map(|i| cmd[i + 1]);
     assert_eq!(after("--store-id"), Some("s-1"));
     assert_eq!(
@@ -86,12 +91,7 @@ fn values_files_and_sets_override_in_order() {
     .expect("renders");
     let svc = &s["services"]["haswarmd"];
     assert_eq!(svc["environment"]["HASWARM_LOG"], "debug");
-    let cmd: Vec<&str> = svc["command"]
-        .as_array()
-        .expect("command")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let cmd = command(svc);
     assert!(cmd.windows(2).any(|w| w == ["--resync", "5s"]), "{cmd:?}");
     assert!(
         cmd.windows(2).any(|w| w == ["--listen", "0.0.0.0:7500"]),

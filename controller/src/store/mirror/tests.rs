@@ -11,7 +11,8 @@ use haswarm_crds::{Name, ObjectMeta, API_VERSION};
 use serde_json::json;
 
 use super::*;
-use crate::store::{Desired, Store, StoreError, WriteMode};
+use crate::store::tests::desired;
+use crate::store::{Store, StoreError, WriteMode};
 
 fn record(kind: &str, name: &str, rv: u64) -> Record {
     let mut meta = ObjectMeta::named(Name::parse(name).expect("name"));
@@ -212,17 +213,6 @@ impl MirrorSink for MemSink {
 }
 
 const SV: &str = "SharedVolume";
-
-fn desired(name: &str, path: &str) -> Desired {
-    Desired {
-        kind: SV.into(),
-        name: Name::parse(name).expect("valid name"),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        spec: json!({"nfs": {"server": "nfs.example", "path": path}}),
-        resource_version: None,
-    }
-}
 
 async fn open(dir: &std::path::Path, sink: &Arc<MemSink>, key: u8) -> Result<Store, StoreError> {
     let sink: Arc<dyn MirrorSink> = sink.clone();
