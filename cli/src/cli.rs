@@ -142,7 +142,12 @@ pub struct UninstallArgs {
 
 /// `haswarmctl healthcheck`.
 #[derive(Debug, Args)]
-pub struct HealthcheckArgs {}
+pub struct HealthcheckArgs {
+    /// Give up after this long (a daemon frozen with its node accepts the
+    /// connection and never answers).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub timeout: String,
+}
 
 /// Where manifests come from.
 #[derive(Debug, Args)]

@@ -544,12 +544,20 @@ fn docker_output(args: &[&str]) -> Result<String, String> {
 }
 
 /// `haswarmctl healthcheck`: exit 0 when haswarmd is ready.
-pub async fn run_healthcheck(conn: &Conn, _args: &HealthcheckArgs) -> ExitCode {
+pub async fn run_healthcheck(conn: &Conn, args: &HealthcheckArgs) -> ExitCode {
+    let limit = match super::timeout(&args.timeout) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let client = match conn.client() {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match client.probe("/readyz").await {
+    let Ok(answer) = tokio::time::timeout(limit, client.probe("/readyz")).await else {
+        report::error(&format!("haswarmd did not answer within {limit:?}"));
+        return ExitCode::Unreachable;
+    };
+    match answer {
         Ok((200, _)) => {
             println!("ok");
             ExitCode::Success
