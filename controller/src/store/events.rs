@@ -55,9 +55,10 @@ impl Store {
     }
 
     /// A credential the controller generated for an object (a password), or
-    /// `None`. With a mirror, credentials are kept sealed with its key, so
-    /// that no file of the folder holds one in clear. Credentials are never part of the object: the API does not
-    /// serve them, and they go with the object when it is deleted.
+    /// `None`. Credentials are never part of the object: the API does not
+    /// serve them, and they go with the object when it is deleted. With a
+    /// mirror, they are kept sealed with its key, so that no file of the
+    /// folder holds one in clear.
     ///
     /// # Errors
     /// I/O errors.

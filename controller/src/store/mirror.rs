@@ -20,8 +20,10 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::keys::Key;
 use super::seal::{is_sealed, SealError, SealKey};
 use super::Record;
+use super::{decode, StoreError};
 
 /// Label on every mirror config: the id of the store it mirrors.
 pub const MIRROR_OF: &str = "io.haswarm.mirror-of";
@@ -419,6 +421,34 @@ impl Mirror {
             (MIRROR_RV.to_owned(), rv.to_string()),
         ]);
         (config_name(&self.store_id, rv), labels, data)
+    }
+}
+
+impl super::Inner {
+    /// An object and its credentials as they are now, for the mirror; read
+    /// under the write lock so that the two are of one version.
+    pub(super) fn current(&self, kind: &str, name: &str) -> Result<Option<Current>, MirrorError> {
+        let failed = |e: StoreError| MirrorError::Store(e.to_string());
+        let _w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = Key::object(kind, name);
+        let Some(v) = self.db.get(&key).map_err(|e| failed(e.into()))? else {
+            return Ok(None);
+        };
+        let record: Record = decode(&key, &v).map_err(failed)?;
+        let prefix = Key::credential_prefix(kind, name);
+        let mut credentials = BTreeMap::new();
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(|e| failed(e.into()))?;
+            let purpose = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            credentials.insert(purpose, v.to_vec());
+        }
+        Ok(Some(Current {
+            record,
+            credentials,
+        }))
     }
 }
 

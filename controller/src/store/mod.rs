@@ -269,38 +269,6 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-impl Inner {
-    /// An object and its credentials as they are now, for the mirror; read
-    /// under the write lock so that the two are of one version.
-    fn current(
-        &self,
-        kind: &str,
-        name: &str,
-    ) -> Result<Option<mirror::Current>, mirror::MirrorError> {
-        let failed = |e: StoreError| mirror::MirrorError::Store(e.to_string());
-        let _w = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = Key::object(kind, name);
-        let Some(v) = self.db.get(&key).map_err(|e| failed(e.into()))? else {
-            return Ok(None);
-        };
-        let record: Record = decode(&key, &v).map_err(failed)?;
-        let prefix = Key::credential_prefix(kind, name);
-        let mut credentials = BTreeMap::new();
-        for item in self.db.scan_prefix(&prefix) {
-            let (k, v) = item.map_err(|e| failed(e.into()))?;
-            let purpose = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            credentials.insert(purpose, v.to_vec());
-        }
-        Ok(Some(mirror::Current {
-            record,
-            credentials,
-        }))
-    }
-}
-
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
