@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::dind::Bed;
+use crate::docker::eventually;
 use crate::pg::{self, At, IMAGE};
 use crate::{redis, Daemon};
 
@@ -86,11 +87,24 @@ pub fn nothing_acknowledged_lost(
     at.docker(&["kill", pg_writer]);
     at.docker(&["kill", redis_writer]);
     let commits = pg::acked(at, pg_writer);
+    let leader = pg::leader(d, pgc);
     for i in 0..3 {
         let member = format!("{pgc}-pg-{i}");
-        let rows = pg::rows_on(d, at, pgc, &member);
-        let lost: Vec<&u64> = commits.difference(&rows).collect();
-        assert!(lost.is_empty(), "{member} lacks acknowledged rows {lost:?}");
+        // The leader holds every acknowledged commit now. A replica that
+        // was cut off, restarted or rebuilt streams what it missed once it
+        // follows again (seen in CI: one still 320 rows behind 31 s after
+        // its node's return), so it gets two minutes to.
+        let limit = Duration::from_secs(if member == leader { 0 } else { 120 });
+        let mut lost: Vec<u64> = Vec::new();
+        eventually(limit, || {
+            let rows = pg::rows_on(d, at, pgc, &member);
+            lost = commits.difference(&rows).copied().collect();
+            lost.is_empty()
+        });
+        assert!(
+            lost.is_empty(),
+            "{member} lacks acknowledged rows {lost:?} (leader {leader})"
+        );
     }
     let writes = redis::acked(at, redis_writer);
     let master = d.redis_master(rsg);

@@ -240,12 +240,20 @@ fn replicas(
 ) {
     let spec = &look.pgc.spec;
     let expected = usize::from(spec.instances.saturating_sub(1));
+    let leader_timeline = view
+        .members
+        .iter()
+        .find(|m| Some(m.name.as_str()) == now)
+        .and_then(|m| m.timeline);
+    // A replica on another timeline than the leader's may read as streaming
+    // with no lag while it never catches up (see `diverged`): not in sync.
     let in_sync = view
         .members
         .iter()
         .filter(|m| Some(m.name.as_str()) != now)
         .filter(|m| matches!(m.state.as_str(), "streaming" | "running"))
         .filter(|m| m.lag_bytes.is_some_and(|l| l <= MAX_LAG_BYTES))
+        .filter(|m| m.timeline.zip(leader_timeline).is_none_or(|(t, l)| t == l))
         .count();
     // Synchronous mode promises that no acknowledged commit is lost: only
     // once a standby confirms commits (Patroni picks one a loop after the

@@ -107,6 +107,8 @@ fn each_look_sets_the_conditions_it_says() {
         ("db-pg-0", "replica", "streaming", Some(0)),
         ("db-pg-1", "replica", "streaming", Some(0)),
     ]);
+    let mut forked = healthy();
+    forked.members[2].timeline = Some(2);
     let h = healthy();
     // (case, view, nodes down, synchronous mode, PrimaryAvailable, ReplicasInSync)
     let table = [
@@ -137,6 +139,14 @@ fn each_look_sets_the_conditions_it_says() {
         (
             "behind",
             Some(&behind),
+            &[],
+            true,
+            (True, "LeaderRunning"),
+            (False, "ReplicasBehind"),
+        ),
+        (
+            "a replica on another timeline",
+            Some(&forked),
             &[],
             true,
             (True, "LeaderRunning"),
