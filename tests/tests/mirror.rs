@@ -73,21 +73,31 @@ fn identity(d: &Daemon, short: &str, name: &str) -> (Value, Value) {
 
 /// The content of every mirror config of the store.
 fn mirror_configs(store_id: &str) -> Vec<String> {
-    let ids = docker(&[
-        "config",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("label=io.haswarm.mirror-of={store_id}"),
-    ]);
-    ids.lines()
-        .map(|id| {
-            let data = docker(&["config", "inspect", "--format", "{{json .Spec.Data}}", id]);
-            let b64: String = serde_json::from_str(data.trim()).expect("config data");
-            let bytes = base64_decode(&b64);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-        .collect()
+    // The mirror replaces an object's config as it changes: one listed may
+    // be gone when inspected. A listing counts only when every config in it
+    // was read, so none is skipped unseen.
+    for _ in 0..20 {
+        let ids = docker(&[
+            "config",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=io.haswarm.mirror-of={store_id}"),
+        ]);
+        let read: Option<Vec<String>> = ids
+            .lines()
+            .map(|id| {
+                let data = docker(&["config", "inspect", "--format", "{{json .Spec.Data}}", id]);
+                let b64: String = serde_json::from_str(data.trim()).ok()?;
+                Some(String::from_utf8_lossy(&base64_decode(&b64)).into_owned())
+            })
+            .collect();
+        if let Some(read) = read {
+            return read;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("the mirror's configs of {store_id} kept changing under 20 listings");
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
@@ -246,9 +256,12 @@ fn a_store_rebuilt_from_its_mirror_keeps_every_resource_and_touches_no_workload(
     ]);
     assert_code(&o, 0);
     let gone = eventually(Duration::from_secs(30), || {
-        !mirror_configs(&store_id)
-            .iter()
-            .any(|c| c.contains(&format!("\"name\":\"{name}-sv\"")))
+        // The other resources' configs are there: the listing worked.
+        let left = mirror_configs(&store_id);
+        !left.is_empty()
+            && !left
+                .iter()
+                .any(|c| c.contains(&format!("\"name\":\"{name}-sv\"")))
     });
     assert!(gone, "the deleted SharedVolume is still mirrored");
     d.apply("sv.yaml", &volume(&name, &volume_path));
