@@ -79,7 +79,9 @@ pub enum ConditionStatus {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
     /// What the condition is about: `Ready`, `Reconciling`, `Stalled`, `Paused`,
-    /// or a kind-specific one such as `PrimaryAvailable`, `QuorumHealthy`, `MountedOnAllNodes`.
+    /// `TasksHealthy` (whether Swarm runs every member's tasks, or which it
+    /// rejects or fails, quoting the task's error), or a kind-specific one
+    /// such as `PrimaryAvailable`, `QuorumHealthy`, `MountedOnAllNodes`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

@@ -18,7 +18,7 @@ use super::{converge, rollout};
 use crate::runtime::controller::{decode, hold_if_paused, known_versions, owner_of};
 use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::store::Record;
-use crate::swarm::{Owner, ServiceHealth, ServicePlan};
+use crate::swarm::{Owner, ServiceHealth, ServicePlan, ServicesHealth, TaskTrouble};
 
 /// What every step of a pass may read: the stored object, its owner
 /// identity on the Swarm, the typed resource, and the status the pass
@@ -62,6 +62,9 @@ pub struct Outcome {
     pub holding: Option<Wait>,
     /// Whether the group is healthy, or why not.
     pub group: Result<(), String>,
+    /// The members whose tasks Swarm rejects or fails; `None` when the
+    /// pass did not look (paused).
+    pub tasks: Option<Vec<TaskTrouble>>,
 }
 
 /// The steps a stateful kind fills into the outline. Each reads what the
@@ -233,6 +236,7 @@ async fn reconcile<K: Stateful>(
         unassigned: Vec::new(),
         holding: None,
         group: K::unrolled(),
+        tasks: None,
     };
     if !hold_if_paused(&obj, status.common_mut()) {
         match act(kind, &ctx, &pass, &facts, (&mut status, &mut notices)).await {
@@ -245,6 +249,13 @@ async fn reconcile<K: Stateful>(
         }
     }
     notices.extend(K::report(&pass, &facts, &outcome, &mut status));
+    if let Some(troubles) = &outcome.tasks {
+        notices.extend(status::tasks(
+            status.common_mut(),
+            troubles,
+            obj.metadata.generation,
+        ));
+    }
     status::finish(
         &ctx,
         &obj,
@@ -309,7 +320,10 @@ async fn act<K: Stateful>(
             &known_versions(pass.old.common()),
         )
         .await?;
-    let health = ctx.swarm.service_health(pass.owner).await?;
+    let ServicesHealth {
+        services: health,
+        troubles,
+    } = ctx.swarm.service_health(pass.owner).await?;
     let Planned {
         members,
         group,
@@ -350,6 +364,7 @@ async fn act<K: Stateful>(
         unassigned,
         holding,
         group: rolled.group,
+        tasks: Some(troubles),
     })
 }
 

@@ -15,7 +15,7 @@ use crate::runtime::controller::{event, report_services, Context, ReconcileError
 use crate::runtime::Action;
 use crate::store::Record;
 use crate::swarm::objects::ContentKind;
-use crate::swarm::Owner;
+use crate::swarm::{Owner, TaskTrouble};
 
 /// An event a pure step decided on, recorded by the reconcile ([`emit`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +198,66 @@ pub fn ready(
     );
 }
 
+/// `TasksHealthy`: whether Swarm runs every member's tasks, or which
+/// members' it rejects or fails, quoting each one's newest error (see
+/// [`crate::swarm::tasks`]). While `Ready` is False, its message says that
+/// first: it is why. A Warning event, named by the first cause, each time
+/// the set of troubles changes. Pure.
+pub fn tasks(
+    common: &mut CommonStatus,
+    troubles: &[TaskTrouble],
+    generation: Option<u64>,
+) -> Vec<Notice> {
+    const TYPE: &str = "TasksHealthy";
+    let Some(first) = troubles.first() else {
+        set(
+            common,
+            TYPE,
+            Some(true),
+            "TasksRunning",
+            "Swarm reports no rejected or failing task".to_owned(),
+            generation,
+        );
+        return Vec::new();
+    };
+    let message = troubles
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reason = first.fault.reason();
+    let known = common
+        .condition(TYPE)
+        .is_some_and(|c| c.status == ConditionStatus::False && c.message == message);
+    set(
+        common,
+        TYPE,
+        Some(false),
+        reason,
+        message.clone(),
+        generation,
+    );
+    if let Some(ready) = common
+        .condition("Ready")
+        .filter(|c| c.status == ConditionStatus::False && !c.message.starts_with(&message))
+    {
+        let (reason, was) = (ready.reason.clone(), ready.message.clone());
+        set(
+            common,
+            "Ready",
+            Some(false),
+            &reason,
+            format!("{message}; {was}"),
+            generation,
+        );
+    }
+    if known {
+        Vec::new()
+    } else {
+        vec![Notice::new(EventType::Warning, reason, message)]
+    }
+}
+
 /// When to look again: the data plane changes without Swarm events
 /// (failovers), so it is polled; a rollout moves on as soon as its last step
 /// settles.
@@ -263,6 +323,67 @@ pub async fn remove_owned(
 mod tests {
     use super::*;
     use crate::reconcilers::wait::Flow;
+
+    #[test]
+    fn task_troubles_are_a_condition_lead_ready_s_message_and_warn_once() {
+        use crate::swarm::tasks::TaskFault;
+        let trouble = |service: &str, fault, error: &str| TaskTrouble {
+            service: service.into(),
+            fault,
+            error: error.into(),
+        };
+        let image = trouble("c-redis-0", TaskFault::ImageMissing, "No such image: r:1");
+        let mut c = CommonStatus::default();
+        set(
+            &mut c,
+            "Ready",
+            Some(false),
+            "Starting",
+            "no sentinel answers yet".into(),
+            None,
+        );
+        let n = tasks(&mut c, std::slice::from_ref(&image), None);
+        assert_eq!(
+            n,
+            [Notice::new(
+                EventType::Warning,
+                "ImageMissing",
+                "c-redis-0: task rejected: No such image: r:1".into()
+            )]
+        );
+        let t = c.condition("TasksHealthy").expect("condition");
+        assert_eq!(
+            (t.status, t.reason.as_str()),
+            (ConditionStatus::False, "ImageMissing")
+        );
+        let ready = c.condition("Ready").expect("ready");
+        assert_eq!(ready.reason, "Starting");
+        assert_eq!(
+            ready.message,
+            "c-redis-0: task rejected: No such image: r:1; no sentinel answers yet"
+        );
+        // The next pass: the same trouble, no second event, no second prefix.
+        assert!(tasks(&mut c, std::slice::from_ref(&image), None).is_empty());
+        assert_eq!(
+            c.condition("Ready").expect("ready").message,
+            "c-redis-0: task rejected: No such image: r:1; no sentinel answers yet"
+        );
+        // Another member joins the trouble: a new event.
+        let both = [
+            image,
+            trouble("c-redis-1", TaskFault::CrashLoop, "task: non-zero exit (3)"),
+        ];
+        assert_eq!(tasks(&mut c, &both, None).len(), 1);
+        // A Ready resource keeps its message; no trouble: True.
+        set(&mut c, "Ready", Some(true), "Healthy", "fine".into(), None);
+        assert!(tasks(&mut c, &[], None).is_empty());
+        let t = c.condition("TasksHealthy").expect("condition");
+        assert_eq!(
+            (t.status, t.reason.as_str()),
+            (ConditionStatus::True, "TasksRunning")
+        );
+        assert_eq!(c.condition("Ready").expect("ready").message, "fine");
+    }
 
     #[test]
     fn a_member_is_due_once_it_stayed_stuck_for_the_grace() {

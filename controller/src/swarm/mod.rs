@@ -13,6 +13,7 @@ mod lease;
 mod mirror;
 pub mod objects;
 mod services;
+pub mod tasks;
 
 use std::collections::HashMap;
 
@@ -26,7 +27,10 @@ pub use objects::DRAIN_LABEL;
 /// the end of its output.
 const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-pub use services::{DesiredService, ServiceChange, ServiceHealth, ServicePlan, ServiceReport};
+pub use services::{
+    DesiredService, ServiceChange, ServiceHealth, ServicePlan, ServiceReport, ServicesHealth,
+};
+pub use tasks::TaskTrouble;
 
 /// Why a Swarm call failed.
 #[derive(Debug, thiserror::Error)]

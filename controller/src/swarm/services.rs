@@ -428,18 +428,34 @@ impl ServiceHealth {
     }
 }
 
+/// What Swarm says of an owner's services: each one's health, by name, and
+/// what keeps some from running ([`super::tasks`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServicesHealth {
+    /// Each service's health, by name.
+    pub services: BTreeMap<String, ServiceHealth>,
+    /// The services whose tasks Swarm rejects or fails, by name.
+    pub troubles: Vec<super::TaskTrouble>,
+}
+
 impl Swarm {
-    /// The health of each of `owner`'s services, by name.
+    /// The health of each of `owner`'s services, and what keeps some from
+    /// running, from one listing of their tasks (every state: a crash loop
+    /// shows only in the failed ones).
     ///
     /// # Errors
     /// [`SwarmError`].
-    pub async fn service_health(
-        &self,
-        owner: &Owner,
-    ) -> Result<BTreeMap<String, ServiceHealth>, SwarmError> {
+    pub async fn service_health(&self, owner: &Owner) -> Result<ServicesHealth, SwarmError> {
         use bollard::models::{ServiceUpdateStatusStateEnum as U, TaskState};
         let services = self.owned_services(owner).await?;
-        let filters = HashMap::from([("desired-state".to_owned(), vec!["running".to_owned()])]);
+        let ids: BTreeMap<String, String> = services
+            .iter()
+            .filter_map(|(name, s)| Some((s.id.clone()?, name.clone())))
+            .collect();
+        if ids.is_empty() {
+            return Ok(ServicesHealth::default());
+        }
+        let filters = HashMap::from([("service".to_owned(), ids.keys().cloned().collect())]);
         let tasks = self
             .docker()?
             .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
@@ -447,11 +463,16 @@ impl Swarm {
             }))
             .await
             .map_err(|e| SwarmError::from_bollard(e, || "tasks".into()))?;
+        let meant: Vec<bollard::models::Task> = tasks
+            .iter()
+            .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+            .cloned()
+            .collect();
         let mut out = BTreeMap::new();
         for (name, s) in services {
             let update = s.update_status.as_ref().and_then(|u| u.state);
             let template = s.spec.as_ref().and_then(|sp| sp.task_template.as_ref());
-            let running = tasks.iter().any(|t| {
+            let running = meant.iter().any(|t| {
                 t.service_id.is_some()
                     && t.service_id == s.id
                     && t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING)
@@ -468,10 +489,50 @@ impl Swarm {
                         .and_then(|u| u.message.clone())
                         .unwrap_or_default()
                 )),
-                _ if !running => ServiceHealth::NotReady(not_running(&tasks, s.id.as_deref())),
+                _ if !running => ServiceHealth::NotReady(not_running(&meant, s.id.as_deref())),
                 _ => ServiceHealth::Running,
             };
             out.insert(name, health);
+        }
+        let now = chrono::Utc::now();
+        let unhealthy = self
+            .unhealthy(&super::tasks::to_inspect(&tasks, now))
+            .await?;
+        Ok(ServicesHealth {
+            services: out,
+            troubles: super::tasks::troubles(&ids, &tasks, &unhealthy, now),
+        })
+    }
+
+    /// Which of the ended `containers` Docker stopped as unhealthy, each
+    /// with its last health check's output. Only this engine's node's
+    /// containers can be inspected: the others are not found and left out.
+    async fn unhealthy(
+        &self,
+        containers: &[String],
+    ) -> Result<BTreeMap<String, String>, SwarmError> {
+        use bollard::models::HealthStatusEnum;
+        let mut out = BTreeMap::new();
+        for id in containers {
+            let c = match self.docker()?.inspect_container(id, None).await {
+                Ok(c) => c,
+                Err(e) => match SwarmError::from_bollard(e, || format!("container {id}")) {
+                    SwarmError::NotFound(_) => continue,
+                    other => return Err(other),
+                },
+            };
+            let health = c.state.and_then(|s| s.health);
+            if health.as_ref().and_then(|h| h.status) != Some(HealthStatusEnum::UNHEALTHY) {
+                continue;
+            }
+            let last = health
+                .and_then(|h| h.log)
+                .and_then(|l| l.into_iter().last())
+                .and_then(|l| l.output)
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .unwrap_or_else(|| "no output".to_owned());
+            out.insert(id.clone(), last);
         }
         Ok(out)
     }

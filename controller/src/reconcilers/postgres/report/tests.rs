@@ -77,6 +77,7 @@ fn look(
                 unassigned: Vec::new(),
                 holding: None,
                 group: Ok(()),
+                tasks: None,
             },
             generation: Some(1),
         },
@@ -287,6 +288,7 @@ fn a_restored_cluster_says_it_restores_until_a_leader_runs_once() {
         unassigned: Vec::new(),
         holding: None,
         group: Ok(()),
+        tasks: None,
     };
     let pass = |v: Option<&ClusterView>, old: &PostgresClusterStatus| {
         let mut status = old.clone();

@@ -31,6 +31,7 @@ fn look(
                 unassigned: unassigned.to_vec(),
                 holding: None,
                 group: Ok(()),
+                tasks: None,
             },
             generation: Some(1),
         },

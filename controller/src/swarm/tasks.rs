@@ -1,0 +1,539 @@
+//! Why Swarm does not run a service's tasks, sorted by cause and quoting
+//! the task's own error: a missing image, no node that fits, a failing
+//! health check, a crash loop, a rejection. Pure: read from Swarm's task
+//! list (and the health log of ended containers on the engine's node), so
+//! that every kind reports it the same way.
+//!
+//! Swarm stops an unhealthy container with SIGTERM: one that exits 0 on it
+//! (redis-server, postgres) leaves a task `complete` with no error, so the
+//! health check's verdict is read from the container itself, which only
+//! its own node's engine can inspect. Elsewhere such ends count as exits.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bollard::models::{Task, TaskState};
+use chrono::{DateTime, Utc};
+
+/// What keeps a service's tasks from running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TaskFault {
+    /// The node has no such image and cannot pull it.
+    ImageMissing,
+    /// No node meets the constraints (placement, resources, spread).
+    NoSuitableNode,
+    /// Swarm killed the container for a failing health check.
+    HealthCheckFailing,
+    /// The container keeps exiting soon after it starts ([`LOOP_FAILURES`]
+    /// tasks that ran less than [`LOOP_RUN`], within [`LOOP_WINDOW`]).
+    CrashLoop,
+    /// The node refused the task for another reason (a mount, a network).
+    Rejected,
+}
+
+impl TaskFault {
+    /// The condition reason and event reason: CamelCase.
+    #[must_use]
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::ImageMissing => "ImageMissing",
+            Self::NoSuitableNode => "NoSuitableNode",
+            Self::HealthCheckFailing => "HealthCheckFailing",
+            Self::CrashLoop => "CrashLoop",
+            Self::Rejected => "TaskRejected",
+        }
+    }
+}
+
+/// A service whose tasks Swarm rejects or fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskTrouble {
+    /// The service (the member).
+    pub service: String,
+    /// The cause.
+    pub fault: TaskFault,
+    /// The newest such task's own error, as `docker service ps` shows it.
+    pub error: String,
+}
+
+impl std::fmt::Display for TaskTrouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.fault {
+            TaskFault::ImageMissing | TaskFault::Rejected => "task rejected",
+            TaskFault::NoSuitableNode => "task pending",
+            TaskFault::HealthCheckFailing => "health check failing",
+            TaskFault::CrashLoop => "crash loop",
+        };
+        write!(f, "{}: {what}: {}", self.service, self.error)
+    }
+}
+
+/// Failed tasks this recent count towards a crash loop: long enough for a
+/// data instance that waits up to a minute for the sentinels at each start
+/// (redis-start.sh) before it fails again.
+pub const LOOP_WINDOW: Duration = Duration::from_secs(600);
+/// This many short-lived failed tasks within [`LOOP_WINDOW`] make a crash
+/// loop. One or two are a member killed (a SIGKILL, a lost node) and
+/// restarted.
+pub const LOOP_FAILURES: usize = 3;
+/// A failed task that ran less than this counts towards a crash loop, and
+/// a task that has run this long ends one (and a failing health check's
+/// report): a member that served for a while and was then killed is not
+/// looping.
+pub const LOOP_RUN: Duration = Duration::from_secs(120);
+
+/// The errors of a node that has no image and cannot pull it (Docker's
+/// words across 20.10 to 28).
+const NO_IMAGE: [&str; 4] = [
+    "No such image",
+    "pull access denied",
+    "manifest unknown",
+    "repository does not exist",
+];
+
+/// Whether a task ended as a meant-to-run task should not: failed, or
+/// completed (exited 0).
+fn ended(t: &Task) -> bool {
+    matches!(
+        t.status.as_ref().and_then(|s| s.state),
+        Some(TaskState::FAILED | TaskState::COMPLETE)
+    )
+}
+
+/// The containers of the tasks that ended within [`LOOP_RUN`]: those whose
+/// health log can say they were stopped as unhealthy.
+#[must_use]
+pub fn to_inspect(tasks: &[Task], now: DateTime<Utc>) -> Vec<String> {
+    let recent = chrono::Duration::from_std(LOOP_RUN).unwrap_or(chrono::Duration::MAX);
+    tasks
+        .iter()
+        .filter(|t| ended(t))
+        .filter(|t| since(t).is_some_and(|at| now - at <= recent))
+        .filter_map(|t| {
+            t.status
+                .as_ref()?
+                .container_status
+                .as_ref()?
+                .container_id
+                .clone()
+        })
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// When a task last changed state.
+fn since(t: &Task) -> Option<DateTime<Utc>> {
+    t.status
+        .as_ref()
+        .and_then(|s| s.timestamp.as_deref())
+        .and_then(super::parse_time)
+}
+
+/// What keeps each service's tasks from running, for the services named
+/// by id (`services`: id → name), in name order; `tasks` may list others'.
+/// `unhealthy` holds the ended containers found stopped for their health
+/// check, each with its last check's output.
+#[must_use]
+pub fn troubles(
+    services: &BTreeMap<String, String>,
+    tasks: &[Task],
+    unhealthy: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Vec<TaskTrouble> {
+    let mut by_slot: BTreeMap<(&str, String), Vec<&Task>> = BTreeMap::new();
+    for t in tasks {
+        let Some(name) = t.service_id.as_ref().and_then(|id| services.get(id)) else {
+            continue;
+        };
+        // A replicated service's tasks share a slot; a global one's a node.
+        let slot = t
+            .slot
+            .map_or_else(|| t.node_id.clone().unwrap_or_default(), |s| s.to_string());
+        by_slot.entry((name.as_str(), slot)).or_default().push(t);
+    }
+    let mut out: Vec<TaskTrouble> = Vec::new();
+    for ((name, _), tasks) in by_slot {
+        if out.iter().any(|t| t.service == name) {
+            continue;
+        }
+        if let Some((fault, error)) = fault(&tasks, unhealthy, now) {
+            out.push(TaskTrouble {
+                service: name.to_owned(),
+                fault,
+                error,
+            });
+        }
+    }
+    out
+}
+
+/// The fault of one slot's tasks, with the error to quote.
+fn fault(
+    tasks: &[&Task],
+    unhealthy: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Option<(TaskFault, String)> {
+    let created = |t: &Task| t.created_at.as_deref().and_then(super::parse_time);
+    let newest = tasks.iter().copied().max_by_key(|t| created(t))?;
+    let status = newest.status.as_ref()?;
+    let err = status.err.clone().unwrap_or_default();
+    match status.state {
+        Some(TaskState::PENDING) if err.contains("no suitable node") => {
+            return Some((TaskFault::NoSuitableNode, err));
+        }
+        Some(TaskState::REJECTED) if NO_IMAGE.iter().any(|e| err.contains(e)) => {
+            return Some((TaskFault::ImageMissing, err));
+        }
+        Some(TaskState::REJECTED) => return Some((TaskFault::Rejected, err)),
+        _ => {}
+    }
+    let running_for = (status.state == Some(TaskState::RUNNING))
+        .then(|| since(newest))
+        .flatten()
+        .map(|at| (now - at).to_std().unwrap_or_default());
+    if running_for.is_some_and(|d| d >= LOOP_RUN) {
+        return None;
+    }
+    let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let (window, short) = (span(LOOP_WINDOW), span(LOOP_RUN));
+    let mut failed: Vec<(DateTime<Utc>, bool, String)> = tasks
+        .iter()
+        .filter(|t| ended(t))
+        .filter_map(|t| {
+            let at = since(t).filter(|at| now - *at <= window)?;
+            // How long it lived, its restart delay included.
+            let lived = created(t).map_or(chrono::Duration::zero(), |c| at - c);
+            let (health, err) = why_ended(t, unhealthy);
+            (lived < short || health).then_some((at, health, err))
+        })
+        .collect();
+    failed.sort();
+    let (_, health, last) = failed.last()?;
+    if *health {
+        // Stopped for its health check: one such stop already says why the
+        // member does not serve.
+        Some((TaskFault::HealthCheckFailing, last.clone()))
+    } else if failed.len() >= LOOP_FAILURES {
+        Some((TaskFault::CrashLoop, last.clone()))
+    } else {
+        None
+    }
+}
+
+/// Whether an ended task was stopped for its health check, and the words
+/// that say why it ended: Swarm's error, else the last health check's
+/// output, else its exit.
+fn why_ended(t: &Task, unhealthy: &BTreeMap<String, String>) -> (bool, String) {
+    let status = t.status.as_ref();
+    let err = status.and_then(|s| s.err.clone()).unwrap_or_default();
+    let container = status
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.container_id.as_ref());
+    // Swarm's stop of an unhealthy container that then exits 0 leaves no
+    // error. One that exits non-zero says so itself; without those words it
+    // exited on its own, whatever its health (a crash while it starts is
+    // unhealthy too).
+    if err.contains("unhealthy container") {
+        return (true, err);
+    }
+    if err.is_empty() {
+        if let Some(output) = container.and_then(|c| unhealthy.get(c)) {
+            return (
+                true,
+                format!("stopped as unhealthy, the last check said: {output}"),
+            );
+        }
+        let code = status
+            .and_then(|s| s.container_status.as_ref())
+            .and_then(|c| c.exit_code)
+            .unwrap_or_default();
+        return (false, format!("exited with code {code}"));
+    }
+    (false, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::TaskStatus;
+
+    const NOW: &str = "2026-12-07T12:00:00Z";
+
+    /// A task of service `s1` in slot 1, created and last changed `ago`
+    /// seconds before [`NOW`].
+    fn task(ago: i64, state: TaskState, err: &str) -> Task {
+        lived(ago, ago, state, err)
+    }
+
+    /// A task created `born` and last changed `ago` seconds before [`NOW`].
+    fn lived(born: i64, ago: i64, state: TaskState, err: &str) -> Task {
+        let at = |s: i64| {
+            (DateTime::parse_from_rfc3339(NOW).expect("now") - chrono::Duration::seconds(s))
+                .to_rfc3339()
+        };
+        Task {
+            service_id: Some("s1".into()),
+            slot: Some(1),
+            created_at: Some(at(born)),
+            status: Some(TaskStatus {
+                timestamp: Some(at(ago)),
+                state: Some(state),
+                err: (!err.is_empty()).then(|| err.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(NOW)
+            .expect("now")
+            .with_timezone(&Utc)
+    }
+
+    fn look(tasks: &[Task]) -> Option<(TaskFault, String)> {
+        look_with(tasks, &BTreeMap::new())
+    }
+
+    fn look_with(
+        tasks: &[Task],
+        unhealthy: &BTreeMap<String, String>,
+    ) -> Option<(TaskFault, String)> {
+        let services = BTreeMap::from([("s1".to_owned(), "c-redis-0".to_owned())]);
+        let found = troubles(&services, tasks, unhealthy, now());
+        assert!(found.len() <= 1);
+        found.first().map(|t| {
+            assert_eq!(t.service, "c-redis-0");
+            (t.fault, t.error.clone())
+        })
+    }
+
+    /// (case, a slot's tasks, the fault and the error it quotes)
+    type Row<'a> = (&'a str, Vec<Task>, Option<(TaskFault, &'a str)>);
+
+    #[test]
+    fn each_cause_is_told_from_swarm_s_own_words() {
+        use TaskState::{FAILED, PENDING, REJECTED, RUNNING, STARTING};
+        let exit = "task: non-zero exit (3)";
+        let killed = "task: non-zero exit (137)";
+        let unhealthy = "task: non-zero exit (137): dockerexec: unhealthy container";
+        let no_node = "no suitable node (scheduling constraints not satisfied on 1 node)";
+        let no_image = "No such image: redis:7.2";
+        let table: Vec<Row<'_>> = vec![
+            ("running", vec![task(60, RUNNING, "")], None),
+            ("starting", vec![task(1, STARTING, "")], None),
+            ("no tasks", vec![], None),
+            (
+                "no image",
+                vec![task(6, REJECTED, no_image), task(1, REJECTED, no_image)],
+                Some((TaskFault::ImageMissing, no_image)),
+            ),
+            (
+                "a pull refused",
+                vec![task(
+                    1,
+                    REJECTED,
+                    "pull access denied for x, repository does not exist",
+                )],
+                Some((
+                    TaskFault::ImageMissing,
+                    "pull access denied for x, repository does not exist",
+                )),
+            ),
+            (
+                "another rejection",
+                vec![task(1, REJECTED, "invalid mount config")],
+                Some((TaskFault::Rejected, "invalid mount config")),
+            ),
+            (
+                "no node fits",
+                vec![task(20, PENDING, no_node)],
+                Some((TaskFault::NoSuitableNode, no_node)),
+            ),
+            ("pending without an error", vec![task(1, PENDING, "")], None),
+            (
+                "killed once, restarted",
+                vec![task(5, FAILED, killed), task(3, RUNNING, "")],
+                None,
+            ),
+            (
+                "killed twice",
+                vec![
+                    task(9, FAILED, killed),
+                    task(5, FAILED, killed),
+                    task(1, STARTING, ""),
+                ],
+                None,
+            ),
+            (
+                "a crash loop a minute a turn",
+                vec![
+                    lived(270, 200, FAILED, exit),
+                    lived(200, 130, FAILED, exit),
+                    lived(130, 60, FAILED, exit),
+                    lived(60, 50, RUNNING, ""),
+                ],
+                Some((TaskFault::CrashLoop, exit)),
+            ),
+            (
+                "killed three times, each after serving a while",
+                vec![
+                    lived(590, 400, FAILED, killed),
+                    lived(400, 200, FAILED, killed),
+                    lived(200, 10, FAILED, killed),
+                    lived(10, 3, STARTING, ""),
+                ],
+                None,
+            ),
+            (
+                "a crash loop",
+                vec![
+                    task(9, FAILED, exit),
+                    task(6, FAILED, exit),
+                    task(3, FAILED, exit),
+                    task(1, STARTING, ""),
+                ],
+                Some((TaskFault::CrashLoop, exit)),
+            ),
+            (
+                "a crash loop, running for a moment",
+                vec![
+                    task(9, FAILED, exit),
+                    task(6, FAILED, exit),
+                    task(3, FAILED, exit),
+                    task(1, RUNNING, ""),
+                ],
+                Some((TaskFault::CrashLoop, exit)),
+            ),
+            (
+                "a crash loop that ended: running two minutes",
+                vec![
+                    task(139, FAILED, exit),
+                    task(136, FAILED, exit),
+                    task(133, FAILED, exit),
+                    lived(130, 120, RUNNING, ""),
+                ],
+                None,
+            ),
+            (
+                "old failures are forgotten",
+                vec![
+                    task(900, FAILED, exit),
+                    task(800, FAILED, exit),
+                    task(700, FAILED, exit),
+                    task(5, STARTING, ""),
+                ],
+                None,
+            ),
+            (
+                "a failing health check, once",
+                vec![task(4, FAILED, unhealthy), task(2, STARTING, "")],
+                Some((TaskFault::HealthCheckFailing, unhealthy)),
+            ),
+            (
+                "the health check is the newest failure",
+                vec![
+                    task(9, FAILED, exit),
+                    task(6, FAILED, exit),
+                    task(3, FAILED, unhealthy),
+                    task(1, STARTING, ""),
+                ],
+                Some((TaskFault::HealthCheckFailing, unhealthy)),
+            ),
+        ];
+        for (case, tasks, want) in table {
+            let want = want.map(|(f, e)| (f, e.to_owned()));
+            assert_eq!(look(&tasks), want, "{case}");
+        }
+    }
+
+    /// `t` run in container `id`, which exited 0.
+    fn in_container(mut t: Task, id: &str) -> Task {
+        if let Some(s) = t.status.as_mut() {
+            s.container_status = Some(bollard::models::ContainerStatus {
+                container_id: Some(id.into()),
+                exit_code: Some(0),
+                ..Default::default()
+            });
+        }
+        t
+    }
+
+    #[test]
+    fn a_container_stopped_as_unhealthy_is_told_by_its_health_log() {
+        use TaskState::{COMPLETE, RUNNING, STARTING};
+        // Swarm's SIGTERM ended it with 0: the task says only "complete".
+        let stopped = in_container(lived(300, 5, COMPLETE, ""), "c1");
+        let tasks = [stopped, task(4, STARTING, "")];
+        assert_eq!(to_inspect(&tasks, now()), ["c1"]);
+        let said = BTreeMap::from([(
+            "c1".to_owned(),
+            "Health check exceeded timeout (2s)".to_owned(),
+        )]);
+        assert_eq!(
+            look_with(&tasks, &said),
+            Some((
+                TaskFault::HealthCheckFailing,
+                "stopped as unhealthy, the last check said: Health check exceeded timeout (2s)"
+                    .to_owned()
+            ))
+        );
+        // Without the log (another node's container): a lone exit.
+        assert_eq!(look(&tasks), None);
+        // A container that exited non-zero on its own while it was
+        // unhealthy (it crashed as it started): an exit, not a health stop.
+        let mut crashed = in_container(lived(300, 5, TaskState::FAILED, ""), "c1");
+        if let Some(s) = crashed.status.as_mut() {
+            s.err = Some("task: non-zero exit (1)".into());
+        }
+        assert_eq!(look_with(&[crashed, task(4, STARTING, "")], &said), None);
+        // Long since ended: nothing to inspect.
+        let old = [in_container(lived(900, 300, COMPLETE, ""), "c0")];
+        assert!(to_inspect(&old, now()).is_empty());
+        // Exits with 0 loop as well as failures.
+        let quick = |ago| in_container(task(ago, COMPLETE, ""), "cx");
+        let looping = [quick(9), quick(6), quick(3), task(1, RUNNING, "")];
+        assert_eq!(
+            look(&looping),
+            Some((TaskFault::CrashLoop, "exited with code 0".to_owned()))
+        );
+    }
+
+    #[test]
+    fn only_the_named_services_count_each_once() {
+        let mut other = task(1, TaskState::REJECTED, "No such image: x");
+        other.service_id = Some("s2".into());
+        assert_eq!(look(&[other]), None);
+        let mut second_slot = task(1, TaskState::REJECTED, "No such image: x");
+        second_slot.slot = Some(2);
+        let both = [
+            task(1, TaskState::REJECTED, "No such image: x"),
+            second_slot,
+        ];
+        assert!(look(&both).is_some(), "one trouble for the service");
+    }
+
+    #[test]
+    fn a_trouble_names_the_member_and_quotes_the_task() {
+        let t = TaskTrouble {
+            service: "c-redis-0".into(),
+            fault: TaskFault::ImageMissing,
+            error: "No such image: redis:7.2".into(),
+        };
+        assert_eq!(
+            t.to_string(),
+            "c-redis-0: task rejected: No such image: redis:7.2"
+        );
+        let reasons: std::collections::BTreeSet<_> = [
+            TaskFault::ImageMissing,
+            TaskFault::NoSuitableNode,
+            TaskFault::HealthCheckFailing,
+            TaskFault::CrashLoop,
+            TaskFault::Rejected,
+        ]
+        .iter()
+        .map(|f| f.reason())
+        .collect();
+        assert_eq!(reasons.len(), 5);
+    }
+}

@@ -1,0 +1,167 @@
+//! Swarm's task errors in a resource's status, end to end on the local
+//! single-node Swarm: an image the node does not have, no node with room,
+//! a crash loop and a failing health check each show as the `TasksHealthy`
+//! condition, naming the member and quoting the task's own error, lead
+//! `Ready`'s message, and raise one Warning event. Each test prints how long
+//! after the apply (or the fault) the condition said so.
+
+use std::time::{Duration, Instant};
+
+use haswarm_testbed::docker::{eventually, redis_cli, require_swarm, Cleanup};
+use haswarm_testbed::Daemon;
+
+/// A group of `instances` with `extra` spec lines (indented by two).
+fn group(name: &str, image: &str, instances: u8, extra: &str) -> String {
+    format!(
+        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: {name}\nspec:\n  image: {image}\n  instances: {instances}\n  placement:\n    spread: None\n  sentinels:\n    downAfter: 2s\n{extra}"
+    )
+}
+
+/// The condition `type_` of group `name`, as (status, reason, message).
+fn condition(d: &Daemon, name: &str, type_: &str) -> Option<(String, String, String)> {
+    let v = d.get_json("rsg", name);
+    let c = v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .clone();
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    Some((s("status"), s("reason"), s("message")))
+}
+
+/// Waits (up to `limit` seconds) until `TasksHealthy` is False with `reason`;
+/// returns the seconds since `from` and the condition's message. Checks
+/// that Ready's message leads with it and that a Warning event said it.
+fn reported(d: &Daemon, (name, reason): (&str, &str), from: Instant, limit: u64) -> (f64, String) {
+    let mut seen = None;
+    let found = eventually(Duration::from_secs(limit), || {
+        seen = condition(d, name, "TasksHealthy");
+        seen.as_ref()
+            .is_some_and(|(s, r, _)| s == "False" && r == reason)
+    });
+    let took = from.elapsed().as_secs_f64();
+    assert!(
+        found,
+        "TasksHealthy never said {reason}: {seen:?}; status {}",
+        d.get_json("rsg", name)["status"]
+    );
+    let (_, _, message) = seen.expect("seen");
+    let ready = condition(d, name, "Ready").expect("Ready");
+    assert_eq!(ready.0, "False", "{ready:?}");
+    assert!(
+        ready.2.starts_with(&message),
+        "Ready's message does not lead with the task error {message:?}: {ready:?}"
+    );
+    let events = d.events("redissentinelgroups", name);
+    assert!(
+        events.iter().any(|(r, m)| r == reason && *m == message),
+        "no {reason} event saying {message:?}: {events:?}"
+    );
+    (took, message)
+}
+
+#[test]
+fn an_image_the_node_does_not_have_is_reported_at_once_and_cleared_by_a_fix() {
+    require_swarm();
+    let name = format!("te-img-{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("RedisSentinelGroup", &name);
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let applied = Instant::now();
+    d.apply("rsg.yaml", &group(&name, "haswarm/absent:1", 1, ""));
+    let (took, message) = reported(&d, (&name, "ImageMissing"), applied, 60);
+    assert!(
+        message.contains(&format!(
+            "{name}-redis-0: task rejected: No such image: haswarm/absent:1"
+        )),
+        "{message}"
+    );
+    haswarm_testbed::figure!("[figures] a missing image in status {took:.1} s after the apply");
+
+    // The image fixed: the condition clears and the group becomes Ready.
+    d.apply("rsg.yaml", &group(&name, "haswarm/redis:bookworm", 1, ""));
+    d.wait_for(&format!("rsg/{name}"), "condition=Ready", "180s");
+    let (status, reason, _) = condition(&d, &name, "TasksHealthy").expect("TasksHealthy");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "TasksRunning"));
+}
+
+#[test]
+fn no_node_with_room_is_reported_naming_the_data_members() {
+    require_swarm();
+    let name = format!("te-room-{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("RedisSentinelGroup", &name);
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let applied = Instant::now();
+    let room = "  resources:\n    reservations:\n      memory: 1000Gi\n";
+    d.apply("rsg.yaml", &group(&name, "haswarm/redis:bookworm", 1, room));
+    let (took, message) = reported(&d, (&name, "NoSuitableNode"), applied, 60);
+    assert!(
+        message.starts_with(&format!("{name}-redis-0: task pending: no suitable node")),
+        "{message}"
+    );
+    assert!(message.contains("insufficient resources"), "{message}");
+    assert!(
+        !message.contains("sentinel"),
+        "the sentinels have room: {message}"
+    );
+    haswarm_testbed::figure!("[figures] no node with room in status {took:.1} s after the apply");
+}
+
+#[test]
+fn a_member_that_keeps_exiting_is_a_crash_loop() {
+    require_swarm();
+    let name = format!("te-loop-{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("RedisSentinelGroup", &name);
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let applied = Instant::now();
+    // redis-server refuses a directive it does not know, and exits; each
+    // start after the first waits a minute for the sentinels (none know a
+    // master), so the third failure comes after about two minutes.
+    let bad = "  config:\n    no-such-directive: \"1\"\n";
+    d.apply("rsg.yaml", &group(&name, "haswarm/redis:bookworm", 1, bad));
+    let (took, message) = reported(&d, (&name, "CrashLoop"), applied, 360);
+    assert!(
+        message.starts_with(&format!("{name}-redis-0: crash loop: task: non-zero exit")),
+        "{message}"
+    );
+    haswarm_testbed::figure!(
+        "[figures] a crash loop in status {took:.1} s after the apply (3 failed tasks; each start waits a minute for the sentinels)"
+    );
+}
+
+#[test]
+fn a_member_killed_for_its_health_check_is_reported() {
+    require_swarm();
+    let name = format!("te-health-{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("RedisSentinelGroup", &name);
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    d.apply("rsg.yaml", &group(&name, "haswarm/redis:bookworm", 2, ""));
+    d.wait_for(&format!("rsg/{name}"), "condition=Ready", "180s");
+    let (status, reason, _) = condition(&d, &name, "TasksHealthy").expect("TasksHealthy");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "TasksRunning"));
+    let master = d.redis_master(&name);
+    let replica = (0..2)
+        .map(|i| format!("{name}-redis-{i}"))
+        .find(|s| *s != master)
+        .expect("a replica");
+    // Every client's commands wait, the health check's PING too: Swarm
+    // kills the container after its retries.
+    let paused = redis_cli(&replica, 6379, "CLIENT PAUSE 120000 ALL\n");
+    assert!(paused.contains("OK"), "CLIENT PAUSE: {paused}");
+    let at = Instant::now();
+    let (took, message) = reported(&d, (&name, "HealthCheckFailing"), at, 120);
+    // redis-server exits 0 on Swarm's SIGTERM: the task says only
+    // "complete", the container's health log says why.
+    assert!(
+        message.starts_with(&format!(
+            "{replica}: health check failing: stopped as unhealthy, the last check said: "
+        )),
+        "{message}"
+    );
+    haswarm_testbed::figure!(
+        "[figures] a failing health check in status {took:.1} s after the member stopped answering"
+    );
+}
