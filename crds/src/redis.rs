@@ -105,6 +105,16 @@ pub struct SentinelSettings {
     /// Replicas resynchronised with a new master at the same time (`parallel-syncs`).
     #[serde(default = "defaults::parallel_syncs")]
     pub parallel_syncs: u8,
+    /// Fail over without waiting for `downAfter` when the master's container
+    /// is proven dead: its own node's engine reports it ended and no new one
+    /// runs yet. haswarm then asks one sentinel for `SENTINEL FAILOVER`, but
+    /// only while no sentinel is in TILT or flags the master down yet (their
+    /// own failover is not raced), none was asked for this master already,
+    /// and every replica Sentinel could promote holds every write any
+    /// replica received. A master on a node that does not answer is left to
+    /// the sentinels.
+    #[serde(default = "defaults::yes")]
+    pub fast_failover: bool,
     /// CPU and memory of each sentinel.
     #[serde(default)]
     pub resources: Resources,
@@ -118,6 +128,7 @@ impl Default for SentinelSettings {
             down_after: defaults::down_after(),
             failover_timeout: defaults::failover_timeout(),
             parallel_syncs: defaults::parallel_syncs(),
+            fast_failover: true,
             resources: Resources::default(),
         }
     }
@@ -251,6 +262,23 @@ pub struct RedisSentinelGroupStatus {
     /// master.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub detached_since: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    /// The fast failover haswarm asked for (see `spec.sentinels.fastFailover`),
+    /// kept until the sentinels follow another master or twice the failover
+    /// timeout has passed: none is asked again meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_failover: Option<FastFailover>,
+}
+
+/// A fast failover haswarm asked of a sentinel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FastFailover {
+    /// The master whose container was proven dead.
+    pub master: String,
+    /// The sentinel asked.
+    pub sentinel: String,
+    /// When.
+    pub asked: chrono::DateTime<chrono::Utc>,
 }
 
 /// Directives haswarm renders itself; set through other fields or not at all.

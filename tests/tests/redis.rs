@@ -1,11 +1,12 @@
 //! RedisSentinelGroup end to end on the local single-node Swarm, with real
 //! redis-server and redis-sentinel (image built from Debian's packages by
 //! `tests/testbed/prepare.sh`): Ready, writes acknowledged by a replica
-//! survive a SIGKILL of the master, the sentinels promote a replica, the old
-//! master rejoins as a replica, status and events show it, and the password
-//! appears nowhere it should not.
+//! survive a SIGKILL of the master, the sentinels promote a replica (asked
+//! by haswarm at once with fast failover, or on their own without), never
+//! two masters at once, the old master rejoins as a replica, status and
+//! events show it, and the password appears nowhere it should not.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use haswarm_testbed::docker::{
     assert_keys, docker, eventually, redis_cli, redis_client, require_swarm, service_container,
@@ -14,9 +15,9 @@ use haswarm_testbed::docker::{
 use haswarm_testbed::{assert_code, stdout, Daemon};
 use serde_json::Value;
 
-fn manifest(name: &str) -> String {
+fn manifest(name: &str, fast: bool) -> String {
     format!(
-        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: {name}\nspec:\n  image: haswarm/redis:bookworm\n  masterGroupName: {name}-master\n  placement:\n    spread: None\n  sentinels:\n    downAfter: 2s\n    failoverTimeout: 10s\n"
+        "apiVersion: haswarm.io/v1alpha1\nkind: RedisSentinelGroup\nmetadata:\n  name: {name}\nspec:\n  image: haswarm/redis:bookworm\n  masterGroupName: {name}-master\n  placement:\n    spread: None\n  sentinels:\n    downAfter: 2s\n    failoverTimeout: 10s\n    fastFailover: {fast}\n"
     )
 }
 
@@ -36,14 +37,59 @@ fn master(d: &Daemon, name: &str) -> String {
     d.redis_master(name)
 }
 
+/// What [`two_masters`] saw.
+type Roles = (Vec<(u64, Vec<String>)>, usize, usize);
+
+/// Every second for `span`, the instances that answer `ROLE` as master
+/// while more than one does (seconds after the start, those instances),
+/// how many looks found one master at least (a look where no instance
+/// answered proves nothing), and how many looks there were.
+fn two_masters(instances: Vec<String>, span: Duration) -> std::thread::JoinHandle<Roles> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let (mut seen, mut looks, mut rounds) = (Vec::new(), 0, 0);
+        while start.elapsed() < span {
+            rounds += 1;
+            let masters: Vec<String> = instances
+                .iter()
+                .filter(|i| redis(i, "ROLE\n").lines().next() == Some("master"))
+                .cloned()
+                .collect();
+            looks += usize::from(!masters.is_empty());
+            if masters.len() > 1 {
+                seen.push((start.elapsed().as_secs(), masters));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        (seen, looks, rounds)
+    })
+}
+
 #[test]
-fn a_group_fails_over_without_losing_acknowledged_writes() {
+fn a_group_fails_over_fast_without_losing_acknowledged_writes() {
+    fails_over(true);
+}
+
+#[test]
+fn a_group_fails_over_without_losing_acknowledged_writes_with_fast_failover_off() {
+    fails_over(false);
+}
+
+/// A SIGKILL of the master, with fast failover on or off: a replica takes
+/// over with every acknowledged write, never beside a second master, the
+/// old master comes back as a replica, and a `FastFailover` event says
+/// whether haswarm asked the sentinels (only with it on).
+fn fails_over(fast: bool) {
     require_swarm();
-    let name = format!("e2e-rsg-{}", std::process::id());
+    let name = format!(
+        "e2e-rsg{}-{}",
+        if fast { "" } else { "slow" },
+        std::process::id()
+    );
     let mut cleanup = Cleanup::default();
     cleanup.owner("RedisSentinelGroup", &name);
     let d = Daemon::start_with_controllers(&["--resync", "5s"]);
-    d.apply("rsg.yaml", &manifest(&name));
+    d.apply("rsg.yaml", &manifest(&name, fast));
     d.wait_for(&format!("rsg/{name}"), "condition=Ready", "180s");
     let first = master(&d, &name);
     assert_eq!(
@@ -86,6 +132,9 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let instances: Vec<String> = (0..3).map(|i| format!("{name}-redis-{i}")).collect();
+    let watch = two_masters(instances, Duration::from_secs(40));
+    let killed = Instant::now();
     docker(&["kill", "-s", "KILL", &container(&first)]);
     // A bound on liveness, not a speed (the failover bench measures that):
     // the other CI lane's nested engines can starve the sentinels' timers
@@ -95,7 +144,32 @@ fn a_group_fails_over_without_losing_acknowledged_writes() {
         !m.is_empty() && m != first
     });
     assert!(moved, "no failover: {}", get(&d, &name));
+    eprintln!(
+        "[figures] fast failover {}: status named the new master {:.1} s after the kill",
+        if fast { "on" } else { "off" },
+        killed.elapsed().as_secs_f64()
+    );
     let second = master(&d, &name);
+    let asked = d
+        .events("redissentinelgroups", &name)
+        .into_iter()
+        .filter(|(reason, _)| reason == "FastFailover")
+        .collect::<Vec<_>>();
+    if fast {
+        assert!(
+            asked.len() == 1 && asked[0].1.contains(&format!("master {first} ended")),
+            "{asked:?}"
+        );
+    } else {
+        assert!(asked.is_empty(), "{asked:?}");
+    }
+    let (doubled, looks, rounds) = watch.join().expect("the ROLE watch ran");
+    assert!(doubled.is_empty(), "two masters at once: {doubled:?}");
+    // A few looks fall in the failover: most found the master.
+    assert!(
+        rounds >= 5 && looks * 2 >= rounds,
+        "only {looks} of {rounds} looks found a master"
+    );
     d.wait_for(&format!("rsg/{name}"), "condition=Ready", "120s");
     assert_eq!(
         master(&d, &name),

@@ -7,6 +7,7 @@
 //!   out of sequence" after inspecting again.
 //! - The API version is negotiated with the engine (20.10 / API 1.41 and newer).
 
+pub mod death;
 pub mod jobs;
 pub mod labels;
 mod lease;

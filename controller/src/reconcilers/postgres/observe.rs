@@ -88,40 +88,6 @@ pub fn release_leader_key(scope: &str, leader: &str) -> String {
     )
 }
 
-/// Whether the tasks of a member's service prove its container is gone:
-/// none of them can have a live container (none starting or running, none
-/// on a node that does not answer), and one ended on a node that answers.
-/// Swarm learns a task's end from the node's own engine, so this is the
-/// engine's word that the process is dead, not a guess from silence.
-pub fn proven_dead(tasks: &[bollard::models::Task], node_ready: impl Fn(&str) -> bool) -> bool {
-    use bollard::models::TaskState as S;
-    let mut ended = false;
-    for t in tasks {
-        let state = t.status.as_ref().and_then(|s| s.state);
-        let node = t.node_id.as_deref().unwrap_or_default();
-        match state {
-            Some(S::FAILED | S::SHUTDOWN | S::COMPLETE | S::REJECTED) if node_ready(node) => {
-                ended = true;
-            }
-            // Not started yet; `READY` is the replacement waiting out the
-            // restart delay, its container created but not started.
-            Some(
-                S::NEW
-                | S::PENDING
-                | S::ALLOCATED
-                | S::ASSIGNED
-                | S::ACCEPTED
-                | S::PREPARING
-                | S::READY,
-            ) => {}
-            // Starting, running, removing, orphaned, unknown, or ended on a
-            // node that does not answer: a container may be alive.
-            _ => return false,
-        }
-    }
-    ended
-}
-
 /// The cluster as Patroni's `/cluster` reports it, members named by their
 /// service (with their incarnation).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -304,40 +270,6 @@ mod tests {
         assert_eq!(parse_cluster("<html>"), None);
         let v = parse_cluster(r#"{"members": []}"#).expect("empty cluster");
         assert_eq!(v.leader(), None);
-    }
-
-    fn task(state: bollard::models::TaskState, node: &str) -> bollard::models::Task {
-        bollard::models::Task {
-            node_id: Some(node.into()),
-            status: Some(bollard::models::TaskStatus {
-                state: Some(state),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_member_is_proven_dead_only_by_its_own_node() {
-        use bollard::models::TaskState as S;
-        let up = |n: &str| n != "down";
-        // Killed, restart pending: dead.
-        assert!(proven_dead(
-            &[task(S::FAILED, "a"), task(S::PENDING, "a")],
-            up
-        ));
-        // The restarted container is starting (Patroni may hold the key again).
-        assert!(!proven_dead(
-            &[task(S::FAILED, "a"), task(S::STARTING, "a")],
-            up
-        ));
-        assert!(!proven_dead(&[task(S::RUNNING, "a")], up));
-        // Its node does not answer: nothing is proven, the TTL decides.
-        assert!(!proven_dead(&[task(S::FAILED, "down")], up));
-        assert!(!proven_dead(&[task(S::ORPHANED, "down")], up));
-        // No task ended: nothing to prove.
-        assert!(!proven_dead(&[task(S::PENDING, "a")], up));
-        assert!(!proven_dead(&[], up));
     }
 
     #[test]

@@ -182,7 +182,7 @@ fn settings(why: impl Into<String>) -> Wait {
 }
 
 /// Releases the leader key of a leader whose container is proven dead (see
-/// [`observe::proven_dead`]), so that a replica takes over now rather than
+/// [`crate::swarm::death::proven_dead`]), so that a replica takes over now rather than
 /// when the key's TTL runs out. Returns whether the key was released.
 pub(super) async fn release_dead_leader(
     ctx: &Context,
@@ -193,9 +193,7 @@ pub(super) async fn release_dead_leader(
     if !pgc.spec.patroni.fast_failover || !pgc.spec.etcd.endpoints.is_empty() {
         return Ok(false);
     }
-    let tasks = ctx.swarm.tasks(leader).await?;
-    let ready = |id: &str| nodes.iter().any(|n| n.id == id && n.ready);
-    if !observe::proven_dead(&tasks, ready) {
+    if !ctx.swarm.proven_dead(leader, nodes).await? {
         return Ok(false);
     }
     let name = pgc.metadata.name.as_str();

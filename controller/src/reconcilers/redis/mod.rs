@@ -1,6 +1,7 @@
 //! RedisSentinelGroup: Redis instances replicated from one master, and
 //! the Sentinels that watch them and fail over.
 
+mod fast_failover;
 pub mod observe;
 mod passwords;
 pub mod reconcile;

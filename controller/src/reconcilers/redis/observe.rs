@@ -87,6 +87,8 @@ pub struct ReplicaView {
     pub offset: Option<u64>,
     /// Sentinel flags (`slave`, `s_down`...).
     pub flags: String,
+    /// `replica-priority` as Sentinel last read it: 0 is never promoted.
+    pub priority: Option<u32>,
 }
 
 /// The group as one sentinel sees it.
@@ -327,6 +329,7 @@ pub fn parse(output: &str) -> SentinelView {
                 "flags" => r.flags = v,
                 "master-link-status" => r.link_up = v == "ok",
                 "slave-repl-offset" => r.offset = v.parse().ok(),
+                "slave-priority" => r.priority = v.parse().ok(),
                 _ => {}
             }
         }
@@ -425,7 +428,8 @@ mod tests {
                 host: "cache-redis-0".into(),
                 link_up: true,
                 offset: Some(1200),
-                flags: "slave".into()
+                flags: "slave".into(),
+                priority: None,
             }
         );
         assert!(!v.replicas[1].link_up);

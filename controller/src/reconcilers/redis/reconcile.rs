@@ -8,6 +8,7 @@ use std::time::Duration;
 use haswarm_crds::redis::{PasswordRotation, RedisSentinelGroupStatus, RotationPhase};
 use haswarm_crds::{EventType, RedisSentinelGroup, RedisSentinelGroupSpec};
 
+use super::fast_failover::fast_failover;
 use super::observe::{self, SentinelView};
 use super::passwords::{advance_rotation, passwords, start_rotation, Extra, Passwords};
 use super::render::{self, purpose, Inputs};
@@ -303,9 +304,12 @@ impl Stateful for RedisGroups {
         &self,
         ctx: &Context,
         pass: &Pass<'_>,
-        _status: &mut RedisSentinelGroupStatus,
+        status: &mut RedisSentinelGroupStatus,
     ) -> Result<Facts, ReconcileError> {
         let nodes = ctx.swarm.nodes().await?;
+        // First: every pass a dead master's container triggers comes here
+        // before the sentinels' views, which take a second or more to read.
+        fast_failover(ctx, (pass.res, pass.obj), &nodes, status).await?;
         Ok(Facts {
             views: observe(ctx, pass.res, &nodes).await?,
             nodes,

@@ -178,7 +178,7 @@ pub(super) async fn forget_departed(
 /// when it runs on this engine's node, else in `probe` (a container of the
 /// group here) against the sentinel's service name. `None` when neither
 /// runs here.
-async fn at_sentinel(
+pub(super) async fn at_sentinel(
     ctx: &Context,
     sentinel: &str,
     probe: Option<&str>,
@@ -202,7 +202,10 @@ async fn at_sentinel(
 /// A service of the group with a running container on this engine's node,
 /// sentinels first, to reach the members on other nodes from: each of the
 /// group's containers has the password and `redis-cli`.
-async fn probe(ctx: &Context, rsg: &RedisSentinelGroup) -> Result<Option<String>, SwarmError> {
+pub(super) async fn probe(
+    ctx: &Context,
+    rsg: &RedisSentinelGroup,
+) -> Result<Option<String>, SwarmError> {
     let name = rsg.metadata.name.as_str();
     let sentinels =
         (0..usize::from(rsg.spec.sentinels.count)).map(|j| render::sentinel_name(name, j));
