@@ -242,8 +242,12 @@ pub fn reported_master(
 ) -> ReportedMaster {
     let master = named.filter(|_| up).map(str::to_owned);
     let last = before.0.or(before.1);
-    let changed = match (last, &master) {
-        (Some(b), Some(n)) if b != n => Some((b.to_owned(), n.clone())),
+    // The sentinels following another master is the change, whether it
+    // answers them yet or not: a promoted replica they still call
+    // disconnected for a moment (seen after a fast failover) would
+    // otherwise become the unreachable one, and answering later, no change.
+    let changed = match (last, named) {
+        (Some(b), Some(n)) if b != n => Some((b.to_owned(), n.to_owned())),
         _ => None,
     };
     let unreachable = match (&master, named) {
@@ -641,6 +645,18 @@ mod tests {
         assert_eq!(over.master, some("g-redis-2"));
         assert_eq!(over.unreachable, None);
         assert_eq!(over.changed, Some(("g-redis-0".into(), "g-redis-2".into())));
+        // The sentinels follow the promoted one before their link to it
+        // is up: the change is said then, and not again once it answers.
+        let promoted = r((None, Some("g-redis-0")), Some("g-redis-2"), false);
+        assert_eq!(
+            promoted.changed,
+            Some(("g-redis-0".into(), "g-redis-2".into()))
+        );
+        assert_eq!(promoted.unreachable, some("g-redis-2"));
+        assert_eq!(
+            r((None, Some("g-redis-2")), Some("g-redis-2"), true).changed,
+            None
+        );
         // It came back itself (a full restart): no change.
         assert_eq!(
             r((None, Some("g-redis-0")), Some("g-redis-0"), true).changed,
