@@ -83,6 +83,14 @@ pub(super) fn parse_probe(out: &str) -> (SentinelView, BTreeMap<String, (String,
     (observe::parse(view), offsets)
 }
 
+/// Whether the sentinel seen in `view` flags the master down or fails it
+/// over: the sentinels act on their own, and no other is asked. Pure.
+pub(super) fn acting(view: &SentinelView) -> bool {
+    ["down", "failover"]
+        .iter()
+        .any(|f| view.master_flags.contains(f))
+}
+
 /// Whether the sentinel seen in `view` may be asked to fail `master` (a
 /// service name) over now, given each replica's (role, offset) read from
 /// the replica: it is not in TILT (it would act only after), follows
@@ -111,10 +119,7 @@ pub(super) fn verdict(
             view.master.as_deref().unwrap_or("no master")
         ));
     }
-    if ["down", "failover"]
-        .iter()
-        .any(|f| view.master_flags.contains(f))
-    {
+    if acting(view) {
         return Err(format!("the sentinels act already ({})", view.master_flags));
     }
     let mut max = 0;
@@ -169,13 +174,18 @@ pub(super) async fn fast_failover(
         .collect();
     // The sentinels on this node first, reached in their own containers;
     // only when none runs here, the others through a container of the group.
-    let mut via: Option<Option<String>> = None;
-    loop {
-        let probe_at = via.clone().flatten();
+    let mut through: Option<String> = None;
+    for second_round in [false, true] {
+        if second_round {
+            through = probe(ctx, rsg).await?;
+            if through.is_none() {
+                break;
+            }
+        }
         let mut answered = false;
         for sentinel in &sentinels {
             let script = |host: &str| probe_script(&group, host);
-            let out = match at_sentinel(ctx, sentinel, probe_at.as_deref(), script).await {
+            let out = match at_sentinel(ctx, sentinel, through.as_deref(), script).await {
                 Ok(Some(out)) => out,
                 Ok(None) => continue,
                 Err(SwarmError::TimedOut(why)) => {
@@ -186,6 +196,14 @@ pub(super) async fn fast_failover(
             };
             answered = true;
             let (view, offsets) = parse_probe(&out);
+            if acting(&view) {
+                tracing::info!(
+                    sentinel,
+                    flags = view.master_flags,
+                    "the sentinels fail over already"
+                );
+                return Ok(false);
+            }
             if let Err(why) = verdict(&view, &offsets, &master) {
                 tracing::info!(
                     sentinel,
@@ -195,42 +213,64 @@ pub(super) async fn fast_failover(
                 );
                 continue;
             }
-            let ask =
-                |host: &str| observe::sentinel_command(host, &format!("SENTINEL FAILOVER {group}"));
-            let answer = at_sentinel(ctx, sentinel, probe_at.as_deref(), ask).await?;
-            let answer = answer.unwrap_or_default();
-            if answer.trim() != "OK" {
-                tracing::info!(
-                    sentinel,
-                    answer = answer.trim(),
-                    "fast failover not started"
-                );
-                return Ok(false);
-            }
-            status.fast_failover = Some(FastFailover {
-                master: master.clone(),
-                sentinel: sentinel.clone(),
-                asked: Utc::now(),
-            });
-            // Recorded at once, not with the pass's notices: its time is
-            // when the sentinel was asked (the failover bench reads it).
-            event(
+            ask(
                 ctx,
-                obj,
-                EventType::Warning,
-                "FastFailover",
-                &format!(
-                    "the container of master {master} ended on a node that answers: asked {sentinel} to fail over now rather than after downAfter {}s",
-                    rsg.spec.sentinels.down_after.as_millis() as f64 / 1000.0
-                ),
-            );
+                (rsg, obj),
+                (&master, sentinel, through.as_deref()),
+                status,
+            )
+            .await?;
             return Ok(true);
         }
-        if answered || via.is_some() {
-            return Ok(false);
+        if answered {
+            break;
         }
-        via = Some(probe(ctx, rsg).await?);
     }
+    Ok(false)
+}
+
+/// Sends `SENTINEL FAILOVER` to `sentinel` (through the container
+/// `through`, see [`at_sentinel`]) and records it in status and an event.
+/// A request that timed out is recorded as asked too: the sentinel may have
+/// started, and no other may be asked beside it.
+async fn ask(
+    ctx: &Context,
+    (rsg, obj): (&RedisSentinelGroup, &Record),
+    (master, sentinel, through): (&str, &str, Option<&str>),
+    status: &mut RedisSentinelGroupStatus,
+) -> Result<(), ReconcileError> {
+    let group = rsg.spec.master_group(&rsg.metadata);
+    let command =
+        |host: &str| observe::sentinel_command(host, &format!("SENTINEL FAILOVER {group}"));
+    let (answer, timed_out) = match at_sentinel(ctx, sentinel, through, command).await {
+        Ok(answer) => (answer.unwrap_or_default(), false),
+        Err(SwarmError::TimedOut(why)) => (why, true),
+        Err(e) => return Err(e.into()),
+    };
+    let answer = answer.trim();
+    if answer != "OK" && !timed_out {
+        tracing::info!(sentinel, answer, "fast failover not started");
+        return Ok(());
+    }
+    status.fast_failover = Some(FastFailover {
+        master: master.to_owned(),
+        sentinel: sentinel.to_owned(),
+        asked: Utc::now(),
+    });
+    // Recorded at once, not with the pass's notices: its time is when the
+    // sentinel was asked (the failover bench reads it).
+    event(
+        ctx,
+        obj,
+        EventType::Warning,
+        "FastFailover",
+        &format!(
+            "the container of master {master} ended on a node that answers: asked {sentinel} to fail over now rather than after downAfter {}s{}",
+            rsg.spec.sentinels.down_after.as_millis() as f64 / 1000.0,
+            if timed_out { " (it did not answer in time)" } else { "" }
+        ),
+    );
+    Ok(())
 }
 
 #[cfg(test)]

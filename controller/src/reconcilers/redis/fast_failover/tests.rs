@@ -278,3 +278,22 @@ fn the_probe_script_is_valid_shell_and_reads_every_replica() {
     // Every replica at once: one that does not answer costs its timeout once.
     assert!(script.contains(") & done; wait"));
 }
+
+#[test]
+fn a_sentinel_that_flags_the_master_down_or_fails_it_over_stops_the_asking() {
+    for (flags, want) in [
+        ("master", false),
+        ("master,s_down", true),
+        ("master,s_down,o_down", true),
+        (
+            "master,disconnected,failover_in_progress,force_failover",
+            true,
+        ),
+    ] {
+        assert_eq!(
+            acting(&view(false, "c-redis-0", flags, vec![])),
+            want,
+            "{flags}"
+        );
+    }
+}
