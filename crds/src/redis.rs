@@ -107,12 +107,12 @@ pub struct SentinelSettings {
     pub parallel_syncs: u8,
     /// Fail over without waiting for `downAfter` when the master's container
     /// is proven dead: its own node's engine reports it ended and no new one
-    /// runs yet. haswarm then asks one sentinel for `SENTINEL FAILOVER`, but
-    /// only while no sentinel is in TILT or flags the master down yet (their
-    /// own failover is not raced), none was asked for this master already,
-    /// and every replica Sentinel could promote holds every write any
-    /// replica received. A master on a node that does not answer is left to
-    /// the sentinels.
+    /// runs yet. haswarm then asks one sentinel, not in TILT, for `SENTINEL
+    /// FAILOVER`, but only while the sentinels it reads neither flag the
+    /// master down nor fail it over yet (their own failover is not raced),
+    /// none was asked for this master already, and every replica Sentinel
+    /// could promote holds every write any replica received. A master on a
+    /// node that does not answer is left to the sentinels.
     #[serde(default = "defaults::yes")]
     pub fast_failover: bool,
     /// CPU and memory of each sentinel.
