@@ -369,6 +369,21 @@ pub fn parse(output: &str) -> SentinelView {
     view
 }
 
+/// Fails unless `sh -n` parses `script`: a script haswarm runs in a
+/// container must at least be valid shell.
+#[cfg(test)]
+pub fn assert_valid_shell(script: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-n", "-c", script])
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A sentinel's view of a healthy group `c` of 3, for the reconcilers'
 /// table tests: master c-redis-0, both replicas online (c-redis-2 10 bytes
 /// behind), two other sentinels.
@@ -393,15 +408,7 @@ mod tests {
     #[test]
     fn the_switchover_script_is_valid_shell() {
         let script = graceful_failover("cache", 8000, 1000);
-        let out = std::process::Command::new("sh")
-            .args(["-n", "-c", &script])
-            .output()
-            .expect("sh runs");
-        assert!(
-            out.status.success(),
-            "{}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_valid_shell(&script);
         assert!(
             script.starts_with("G='cache' P=8000 W=1000 ")
                 && script.contains("CLIENT PAUSE \"$P\" WRITE")

@@ -264,15 +264,7 @@ fn the_probe_prints_what_the_verdict_reads() {
 #[test]
 fn the_probe_script_is_valid_shell_and_reads_every_replica() {
     let script = probe_script("c-master", observe::OWN_SENTINEL);
-    let out = std::process::Command::new("sh")
-        .args(["-n", "-c", &script])
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{}\n{script}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    observe::assert_valid_shell(&script);
     assert!(script.contains("SENTINEL replicas c-master"));
     assert!(script.contains("slave_repl_offset"));
     // Every replica at once: one that does not answer costs its timeout once.
