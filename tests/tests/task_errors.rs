@@ -1,6 +1,6 @@
 //! Swarm's task errors in a resource's status, end to end on the local
 //! single-node Swarm: an image the node does not have, no node with room,
-//! a crash loop and a failing health check each show as the `TasksHealthy`
+//! a crash loop, a failing health check and a memory limit each show as the `TasksHealthy`
 //! condition, naming the member and quoting the task's own error, lead
 //! `Ready`'s message, and raise one Warning event. Each test prints how long
 //! after the apply (or the fault) the condition said so.
@@ -17,9 +17,19 @@ fn group(name: &str, image: &str, instances: u8, extra: &str) -> String {
     )
 }
 
-/// The condition `type_` of group `name`, as (status, reason, message).
-fn condition(d: &Daemon, name: &str, type_: &str) -> Option<(String, String, String)> {
-    let v = d.get_json("rsg", name);
+/// A kind as `get` names it and as the events API does.
+type Kind = (&'static str, &'static str);
+const RSG: Kind = ("rsg", "redissentinelgroups");
+const PGC: Kind = ("pgc", "postgresclusters");
+
+/// The condition `type_` of resource `name`, as (status, reason, message).
+fn condition(
+    d: &Daemon,
+    (kind, _): Kind,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let v = d.get_json(kind, name);
     let c = v["status"]["conditions"]
         .as_array()?
         .iter()
@@ -33,9 +43,20 @@ fn condition(d: &Daemon, name: &str, type_: &str) -> Option<(String, String, Str
 /// returns the seconds since `from` and the condition's message. Checks
 /// that Ready's message leads with it and that a Warning event said it.
 fn reported(d: &Daemon, (name, reason): (&str, &str), from: Instant, limit: u64) -> (f64, String) {
+    reported_of(d, RSG, (name, reason), from, limit)
+}
+
+/// [`reported`] for a resource of any kind.
+fn reported_of(
+    d: &Daemon,
+    kind: Kind,
+    (name, reason): (&str, &str),
+    from: Instant,
+    limit: u64,
+) -> (f64, String) {
     let mut seen = None;
     let found = eventually(Duration::from_secs(limit), || {
-        seen = condition(d, name, "TasksHealthy");
+        seen = condition(d, kind, name, "TasksHealthy");
         seen.as_ref()
             .is_some_and(|(s, r, _)| s == "False" && r == reason)
     });
@@ -43,16 +64,16 @@ fn reported(d: &Daemon, (name, reason): (&str, &str), from: Instant, limit: u64)
     assert!(
         found,
         "TasksHealthy never said {reason}: {seen:?}; status {}",
-        d.get_json("rsg", name)["status"]
+        d.get_json(kind.0, name)["status"]
     );
     let (_, _, message) = seen.expect("seen");
-    let ready = condition(d, name, "Ready").expect("Ready");
+    let ready = condition(d, kind, name, "Ready").expect("Ready");
     assert_eq!(ready.0, "False", "{ready:?}");
     assert!(
         ready.2.starts_with(&message),
         "Ready's message does not lead with the task error {message:?}: {ready:?}"
     );
-    let events = d.events("redissentinelgroups", name);
+    let events = d.events(kind.1, name);
     assert!(
         events.iter().any(|(r, m)| r == reason && *m == message),
         "no {reason} event saying {message:?}: {events:?}"
@@ -81,7 +102,7 @@ fn an_image_the_node_does_not_have_is_reported_at_once_and_cleared_by_a_fix() {
     // The image fixed: the condition clears and the group becomes Ready.
     d.apply("rsg.yaml", &group(&name, "haswarm/redis:bookworm", 1, ""));
     d.wait_for(&format!("rsg/{name}"), "condition=Ready", "180s");
-    let (status, reason, _) = condition(&d, &name, "TasksHealthy").expect("TasksHealthy");
+    let (status, reason, _) = condition(&d, RSG, &name, "TasksHealthy").expect("TasksHealthy");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "TasksRunning"));
 }
 
@@ -140,7 +161,7 @@ fn a_member_killed_for_its_health_check_is_reported() {
     let d = Daemon::start_with_controllers(&["--resync", "5s"]);
     d.apply("rsg.yaml", &group(&name, "haswarm/redis:bookworm", 2, ""));
     d.wait_for(&format!("rsg/{name}"), "condition=Ready", "180s");
-    let (status, reason, _) = condition(&d, &name, "TasksHealthy").expect("TasksHealthy");
+    let (status, reason, _) = condition(&d, RSG, &name, "TasksHealthy").expect("TasksHealthy");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "TasksRunning"));
     let master = d.redis_master(&name);
     let replica = (0..2)
@@ -163,5 +184,67 @@ fn a_member_killed_for_its_health_check_is_reported() {
     );
     haswarm_testbed::figure!(
         "[figures] a failing health check in status {took:.1} s after the member stopped answering"
+    );
+}
+
+#[test]
+fn a_member_killed_for_its_memory_is_reported() {
+    require_swarm();
+    let name = format!("te-oom-{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("RedisSentinelGroup", &name);
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let limit = "  resources:\n    limits:\n      memory: 48Mi\n";
+    d.apply(
+        "rsg.yaml",
+        &group(&name, "haswarm/redis:bookworm", 1, limit),
+    );
+    d.wait_for(&format!("rsg/{name}"), "condition=Ready", "180s");
+    let member = format!("{name}-redis-0");
+    // One write that needs 200 MB (SETRANGE pads the string with zeros):
+    // the kernel kills redis-server for its limit. The append-only file
+    // holds the write, so every restart replays it and is killed again.
+    let at = Instant::now();
+    let _ = redis_cli(&member, 6379, "SETRANGE big 200000000 x\n");
+    let (took, message) = reported(&d, (&name, "OutOfMemory"), at, 120);
+    assert!(
+        message.starts_with(&format!(
+            "{member}: out of memory: task: non-zero exit (137)"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("OOMKilled"), "{message}");
+    haswarm_testbed::figure!("[figures] an OOM kill in status {took:.1} s after the write");
+}
+
+#[test]
+fn a_postgres_cluster_reports_its_task_errors_the_same_way() {
+    require_swarm();
+    let name = format!("te-pg-{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    cleanup.owner("PostgresCluster", &name);
+    let d = Daemon::start_with_controllers(&["--resync", "5s"]);
+    let applied = Instant::now();
+    // PostgreSQL's image is missing; etcd's and the router's are not.
+    let image = "haswarm/postgres:15";
+    d.apply(
+        "pgc.yaml",
+        &format!(
+            "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {name}\nspec:\n  instances: 1\n  postgres:\n    image: haswarm/absent:15\n  etcd:\n    members: 1\n    image: {image}\n  router:\n    image: {image}\n    replicas: 1\n  placement:\n    spread: None\n  storage:\n    reclaimPolicy: Delete\n"
+        ),
+    );
+    let (took, message) = reported_of(&d, PGC, (&name, "ImageMissing"), applied, 60);
+    assert!(
+        message.starts_with(&format!(
+            "{name}-pg-0: task rejected: No such image: haswarm/absent:15"
+        )),
+        "{message}"
+    );
+    assert!(
+        !message.contains("etcd") && !message.contains("router"),
+        "etcd's and the router's images are there: {message}"
+    );
+    haswarm_testbed::figure!(
+        "[figures] a PostgresCluster's missing image in status {took:.1} s after the apply"
     );
 }

@@ -201,6 +201,8 @@ impl Swarm {
             l.extend(owner.labels());
             l.insert(labels::SPEC_HASH.to_owned(), hash.clone());
             spec.labels = Some(l);
+            let api = self.docker()?.client_version();
+            fit_health_to_engine(&mut spec, (api.major_version, api.minor_version));
             // Containers carry the owner too, so that their events (a task
             // dying, starting) lead straight to the resource.
             if let Some(c) = spec
@@ -495,22 +497,24 @@ impl Swarm {
             out.insert(name, health);
         }
         let now = chrono::Utc::now();
-        let unhealthy = self
-            .unhealthy(&super::tasks::to_inspect(&tasks, now))
+        let ends = self
+            .container_ends(&super::tasks::to_inspect(&tasks, now))
             .await?;
         Ok(ServicesHealth {
             services: out,
-            troubles: super::tasks::troubles(&ids, &tasks, &unhealthy, now),
+            troubles: super::tasks::troubles(&ids, &tasks, &ends, now),
         })
     }
 
-    /// Which of the ended `containers` Docker stopped as unhealthy, each
-    /// with its last health check's output. Only this engine's node's
-    /// containers can be inspected: the others are not found and left out.
-    async fn unhealthy(
+    /// What the ended `containers` say of their end: stopped as unhealthy
+    /// (with the last health check's output) or killed out of memory. Only
+    /// this engine's node's containers can be inspected: the others are not
+    /// found and left out.
+    async fn container_ends(
         &self,
         containers: &[String],
-    ) -> Result<BTreeMap<String, String>, SwarmError> {
+    ) -> Result<BTreeMap<String, super::tasks::ContainerEnd>, SwarmError> {
+        use super::tasks::ContainerEnd;
         use bollard::models::HealthStatusEnum;
         let mut out = BTreeMap::new();
         for id in containers {
@@ -521,7 +525,12 @@ impl Swarm {
                     other => return Err(other),
                 },
             };
-            let health = c.state.and_then(|s| s.health);
+            let Some(state) = c.state else { continue };
+            if state.oom_killed == Some(true) {
+                out.insert(id.clone(), ContainerEnd::OutOfMemory);
+                continue;
+            }
+            let health = state.health;
             if health.as_ref().and_then(|h| h.status) != Some(HealthStatusEnum::UNHEALTHY) {
                 continue;
             }
@@ -532,9 +541,43 @@ impl Swarm {
                 .map(|o| o.trim().to_owned())
                 .filter(|o| !o.is_empty())
                 .unwrap_or_else(|| "no output".to_owned());
-            out.insert(id.clone(), last);
+            out.insert(id.clone(), ContainerEnd::Unhealthy(last));
         }
         Ok(out)
+    }
+}
+
+/// The first API version whose health checks take a start interval
+/// (Docker 25).
+const START_INTERVAL_API: (usize, usize) = (1, 44);
+/// How often a health check runs during its start period, on engines that
+/// allow it.
+const START_INTERVAL_NS: i64 = 1_000_000_000;
+
+/// Runs a health check every second during its start period when the
+/// engine allows it (API 1.44 and newer). Swarm's DNS lists a task, and
+/// Swarm counts it running, only once a check passed: at the health
+/// interval (5 s), the first check comes 5 s after the start, and a member
+/// still starting then waits 5 s more, which was most of a new Redis
+/// group's time to Ready. Older engines keep the interval throughout: the
+/// field is added after the spec hash, so no change is seen when the
+/// engine is upgraded, and none is sent to an engine that would refuse it.
+/// Pure.
+fn fit_health_to_engine(spec: &mut ServiceSpec, api: (usize, usize)) {
+    if api < START_INTERVAL_API {
+        return;
+    }
+    let health = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+        .and_then(|c| c.health_check.as_mut());
+    if let Some(h) = health {
+        let starting = h.start_period.is_some_and(|p| p > 0);
+        let slower = h.interval.is_some_and(|i| i > START_INTERVAL_NS);
+        if starting && slower && h.start_interval.is_none() {
+            h.start_interval = Some(START_INTERVAL_NS);
+        }
     }
 }
 
@@ -586,8 +629,53 @@ fn not_running(tasks: &[bollard::models::Task], service: Option<&str>) -> String
 mod tests {
     use bollard::models::{TaskSpec, TaskSpecContainerSpec};
 
-    use super::{keep_force_counter, not_running, runs_template};
+    use super::{fit_health_to_engine, keep_force_counter, not_running, runs_template};
     use bollard::models::ServiceSpec;
+
+    #[test]
+    fn checks_run_every_second_while_starting_only_where_the_engine_allows() {
+        let with = |interval_s: i64, start_period_s: i64| ServiceSpec {
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    health_check: Some(crate::reconcilers::common::health(
+                        "true",
+                        interval_s,
+                        3,
+                        start_period_s,
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let start_interval = |mut spec: ServiceSpec, api| {
+            fit_health_to_engine(&mut spec, api);
+            spec.task_template?
+                .container_spec?
+                .health_check?
+                .start_interval
+        };
+        // (interval s, start period s, API, start interval)
+        let table = [
+            (5, 60, (1, 41), None),
+            (5, 60, (1, 43), None),
+            (5, 60, (1, 44), Some(1_000_000_000)),
+            (5, 60, (1, 53), Some(1_000_000_000)),
+            (5, 0, (1, 44), None),
+            (1, 60, (1, 44), None),
+        ];
+        for (interval, period, api, want) in table {
+            assert_eq!(
+                start_interval(with(interval, period), api),
+                want,
+                "interval {interval} s, start period {period} s, API {api:?}"
+            );
+        }
+        let mut none = ServiceSpec::default();
+        fit_health_to_engine(&mut none, (1, 44));
+        assert_eq!(none, ServiceSpec::default(), "no health check, no change");
+    }
 
     fn template(env: &str) -> TaskSpec {
         TaskSpec {

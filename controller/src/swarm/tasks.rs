@@ -1,13 +1,15 @@
 //! Why Swarm does not run a service's tasks, sorted by cause and quoting
 //! the task's own error: a missing image, no node that fits, a failing
-//! health check, a crash loop, a rejection. Pure: read from Swarm's task
-//! list (and the health log of ended containers on the engine's node), so
-//! that every kind reports it the same way.
+//! health check, the memory limit, a crash loop, a rejection. Pure: read
+//! from Swarm's task list (and what the engine's node says of its own ended
+//! containers), so that every kind reports it the same way.
 //!
-//! Swarm stops an unhealthy container with SIGTERM: one that exits 0 on it
-//! (redis-server, postgres) leaves a task `complete` with no error, so the
-//! health check's verdict is read from the container itself, which only
-//! its own node's engine can inspect. Elsewhere such ends count as exits.
+//! Two causes only the container itself records, and only its own node's
+//! engine can inspect it; elsewhere such ends count as plain exits:
+//! - Swarm stops an unhealthy container with SIGTERM: one that exits 0 on
+//!   it (redis-server, postgres) leaves a task `complete` with no error.
+//! - The kernel's OOM killer leaves a task that says only "non-zero exit
+//!   (137)", like any SIGKILL; the container's `OOMKilled` says why.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +26,8 @@ pub enum TaskFault {
     NoSuitableNode,
     /// Swarm killed the container for a failing health check.
     HealthCheckFailing,
+    /// The container was killed for going over its memory limit.
+    OutOfMemory,
     /// The container keeps exiting soon after it starts ([`LOOP_FAILURES`]
     /// tasks that ran less than [`LOOP_RUN`], within [`LOOP_WINDOW`]).
     CrashLoop,
@@ -39,6 +43,7 @@ impl TaskFault {
             Self::ImageMissing => "ImageMissing",
             Self::NoSuitableNode => "NoSuitableNode",
             Self::HealthCheckFailing => "HealthCheckFailing",
+            Self::OutOfMemory => "OutOfMemory",
             Self::CrashLoop => "CrashLoop",
             Self::Rejected => "TaskRejected",
         }
@@ -62,6 +67,7 @@ impl std::fmt::Display for TaskTrouble {
             TaskFault::ImageMissing | TaskFault::Rejected => "task rejected",
             TaskFault::NoSuitableNode => "task pending",
             TaskFault::HealthCheckFailing => "health check failing",
+            TaskFault::OutOfMemory => "out of memory",
             TaskFault::CrashLoop => "crash loop",
         };
         write!(f, "{}: {what}: {}", self.service, self.error)
@@ -100,8 +106,18 @@ fn ended(t: &Task) -> bool {
     )
 }
 
+/// What an ended container on the engine's node says of its end, where its
+/// task's record does not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerEnd {
+    /// Stopped for its health check; the last check's output.
+    Unhealthy(String),
+    /// Killed for going over its memory limit.
+    OutOfMemory,
+}
+
 /// The containers of the tasks that ended within [`LOOP_RUN`]: those whose
-/// health log can say they were stopped as unhealthy.
+/// inspection can say they were stopped as unhealthy or ran out of memory.
 #[must_use]
 pub fn to_inspect(tasks: &[Task], now: DateTime<Utc>) -> Vec<String> {
     let recent = chrono::Duration::from_std(LOOP_RUN).unwrap_or(chrono::Duration::MAX);
@@ -131,13 +147,13 @@ fn since(t: &Task) -> Option<DateTime<Utc>> {
 
 /// What keeps each service's tasks from running, for the services named
 /// by id (`services`: id → name), in name order; `tasks` may list others'.
-/// `unhealthy` holds the ended containers found stopped for their health
-/// check, each with its last check's output.
+/// `ends` holds what the engine's node said of its ended containers (see
+/// [`ContainerEnd`]).
 #[must_use]
 pub fn troubles(
     services: &BTreeMap<String, String>,
     tasks: &[Task],
-    unhealthy: &BTreeMap<String, String>,
+    ends: &BTreeMap<String, ContainerEnd>,
     now: DateTime<Utc>,
 ) -> Vec<TaskTrouble> {
     let mut by_slot: BTreeMap<(&str, String), Vec<&Task>> = BTreeMap::new();
@@ -156,7 +172,7 @@ pub fn troubles(
         if out.iter().any(|t| t.service == name) {
             continue;
         }
-        if let Some((fault, error)) = fault(&tasks, unhealthy, now) {
+        if let Some((fault, error)) = fault(&tasks, ends, now) {
             out.push(TaskTrouble {
                 service: name.to_owned(),
                 fault,
@@ -170,7 +186,7 @@ pub fn troubles(
 /// The fault of one slot's tasks, with the error to quote.
 fn fault(
     tasks: &[&Task],
-    unhealthy: &BTreeMap<String, String>,
+    ends: &BTreeMap<String, ContainerEnd>,
     now: DateTime<Utc>,
 ) -> Option<(TaskFault, String)> {
     let created = |t: &Task| t.created_at.as_deref().and_then(super::parse_time);
@@ -196,23 +212,23 @@ fn fault(
     }
     let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     let (window, short) = (span(LOOP_WINDOW), span(LOOP_RUN));
-    let mut failed: Vec<(DateTime<Utc>, bool, String)> = tasks
+    let mut failed: Vec<(DateTime<Utc>, Option<TaskFault>, String)> = tasks
         .iter()
         .filter(|t| ended(t))
         .filter_map(|t| {
             let at = since(t).filter(|at| now - *at <= window)?;
             // How long it lived, its restart delay included.
             let lived = created(t).map_or(chrono::Duration::zero(), |c| at - c);
-            let (health, err) = why_ended(t, unhealthy);
-            (lived < short || health).then_some((at, health, err))
+            let (cause, err) = why_ended(t, ends);
+            (lived < short || cause.is_some()).then_some((at, cause, err))
         })
         .collect();
     failed.sort();
-    let (_, health, last) = failed.last()?;
-    if *health {
-        // Stopped for its health check: one such stop already says why the
-        // member does not serve.
-        Some((TaskFault::HealthCheckFailing, last.clone()))
+    let (_, cause, last) = failed.last()?;
+    if let Some(cause) = cause {
+        // Stopped for its health check, or out of memory: one such end
+        // already says why the member does not serve.
+        Some((*cause, last.clone()))
     } else if failed.len() >= LOOP_FAILURES {
         Some((TaskFault::CrashLoop, last.clone()))
     } else {
@@ -220,26 +236,38 @@ fn fault(
     }
 }
 
-/// Whether an ended task was stopped for its health check, and the words
-/// that say why it ended: Swarm's error, else the last health check's
-/// output, else its exit.
-fn why_ended(t: &Task, unhealthy: &BTreeMap<String, String>) -> (bool, String) {
+/// Whether an ended task was stopped for its health check or ran out of
+/// memory (a fault one end already proves), and the words that say why it
+/// ended: Swarm's error, else the last health check's output, else its exit.
+fn why_ended(t: &Task, ends: &BTreeMap<String, ContainerEnd>) -> (Option<TaskFault>, String) {
     let status = t.status.as_ref();
     let err = status.and_then(|s| s.err.clone()).unwrap_or_default();
     let container = status
         .and_then(|s| s.container_status.as_ref())
         .and_then(|c| c.container_id.as_ref());
+    let end = container.and_then(|c| ends.get(c));
+    if end == Some(&ContainerEnd::OutOfMemory) {
+        let exit = if err.is_empty() {
+            "ended"
+        } else {
+            err.as_str()
+        };
+        return (
+            Some(TaskFault::OutOfMemory),
+            format!("{exit}: the container went over its memory limit and was killed (OOMKilled)"),
+        );
+    }
     // Swarm's stop of an unhealthy container that then exits 0 leaves no
     // error. One that exits non-zero says so itself; without those words it
     // exited on its own, whatever its health (a crash while it starts is
     // unhealthy too).
     if err.contains("unhealthy container") {
-        return (true, err);
+        return (Some(TaskFault::HealthCheckFailing), err);
     }
     if err.is_empty() {
-        if let Some(output) = container.and_then(|c| unhealthy.get(c)) {
+        if let Some(ContainerEnd::Unhealthy(output)) = end {
             return (
-                true,
+                Some(TaskFault::HealthCheckFailing),
                 format!("stopped as unhealthy, the last check said: {output}"),
             );
         }
@@ -247,9 +275,9 @@ fn why_ended(t: &Task, unhealthy: &BTreeMap<String, String>) -> (bool, String) {
             .and_then(|s| s.container_status.as_ref())
             .and_then(|c| c.exit_code)
             .unwrap_or_default();
-        return (false, format!("exited with code {code}"));
+        return (None, format!("exited with code {code}"));
     }
-    (false, err)
+    (None, err)
 }
 
 #[cfg(test)]
@@ -297,10 +325,10 @@ mod tests {
 
     fn look_with(
         tasks: &[Task],
-        unhealthy: &BTreeMap<String, String>,
+        ends: &BTreeMap<String, ContainerEnd>,
     ) -> Option<(TaskFault, String)> {
         let services = BTreeMap::from([("s1".to_owned(), "c-redis-0".to_owned())]);
-        let found = troubles(&services, tasks, unhealthy, now());
+        let found = troubles(&services, tasks, ends, now());
         assert!(found.len() <= 1);
         found.first().map(|t| {
             assert_eq!(t.service, "c-redis-0");
@@ -468,7 +496,7 @@ mod tests {
         assert_eq!(to_inspect(&tasks, now()), ["c1"]);
         let said = BTreeMap::from([(
             "c1".to_owned(),
-            "Health check exceeded timeout (2s)".to_owned(),
+            ContainerEnd::Unhealthy("Health check exceeded timeout (2s)".to_owned()),
         )]);
         assert_eq!(
             look_with(&tasks, &said),
@@ -496,6 +524,51 @@ mod tests {
         assert_eq!(
             look(&looping),
             Some((TaskFault::CrashLoop, "exited with code 0".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_container_killed_for_its_memory_is_told_at_its_first_end() {
+        use TaskState::{FAILED, RUNNING, STARTING};
+        let killed = "task: non-zero exit (137)";
+        // It ran for five minutes, so it is no crash loop: one OOM kill says
+        // why the member is not serving.
+        let mut oom = in_container(lived(300, 5, FAILED, killed), "c1");
+        let ends = BTreeMap::from([("c1".to_owned(), ContainerEnd::OutOfMemory)]);
+        let cases: Vec<(&str, Vec<Task>, Option<TaskFault>)> = vec![
+            (
+                "OOM, restarting",
+                vec![oom.clone(), task(2, STARTING, "")],
+                Some(TaskFault::OutOfMemory),
+            ),
+            // Once its successor has run long enough, the member serves.
+            (
+                "OOM, since replaced",
+                vec![
+                    in_container(lived(600, 300, FAILED, killed), "c1"),
+                    task(200, RUNNING, ""),
+                ],
+                None,
+            ),
+        ];
+        for (case, tasks, want) in cases {
+            assert_eq!(look_with(&tasks, &ends).map(|(f, _)| f), want, "{case}");
+        }
+        let (_, said) = look_with(&[oom.clone(), task(2, STARTING, "")], &ends).expect("a fault");
+        assert!(
+            said.starts_with(killed) && said.contains("OOMKilled"),
+            "{said}"
+        );
+        // The same end on another node (not inspected): a lone SIGKILL.
+        assert_eq!(look(&[oom.clone(), task(2, STARTING, "")]), None);
+        // An OOM kill outweighs a health check that failed as memory ran out.
+        let both = BTreeMap::from([("c1".to_owned(), ContainerEnd::OutOfMemory)]);
+        if let Some(st) = oom.status.as_mut() {
+            st.err = None;
+        }
+        assert_eq!(
+            look_with(&[oom, task(2, STARTING, "")], &both).map(|(f, _)| f),
+            Some(TaskFault::OutOfMemory)
         );
     }
 
