@@ -262,10 +262,14 @@ pub fn tasks(
 /// (failovers), so it is polled; a rollout moves on as soon as its last step
 /// settles.
 pub fn requeue(common: &CommonStatus, holding: bool) -> Action {
-    let ready = common
-        .condition("Ready")
-        .is_some_and(|c| c.status == ConditionStatus::True);
-    Action::requeue(if holding {
+    let ready = common.condition("Ready");
+    let confirming = ready.is_some_and(|c| c.reason == CONFIRMING);
+    let ready = ready.is_some_and(|c| c.status == ConditionStatus::True);
+    Action::requeue(if confirming {
+        // The second look of `ready`: a second is enough for a member that
+        // crashed again, or a node found lost, to show.
+        Duration::from_secs(1)
+    } else if holding {
         Duration::from_secs(2)
     } else if ready {
         Duration::from_secs(10)
@@ -421,6 +425,22 @@ mod tests {
     fn ready_of(c: &CommonStatus) -> (ConditionStatus, String, String) {
         let r = c.condition("Ready").expect("Ready");
         (r.status, r.reason.clone(), r.message.clone())
+    }
+
+    #[test]
+    fn the_second_look_comes_sooner_than_any_other() {
+        let after = |c: &CommonStatus, holding| match requeue(c, holding) {
+            Action::Requeue(d) => d.as_secs(),
+            other => panic!("{other:?}"),
+        };
+        let mut c = CommonStatus::default();
+        assert_eq!(after(&c, false), 3, "not Ready: polled");
+        ready(&mut c, true, &Ok(()), None, "all good".into(), Some(1));
+        assert_eq!(after(&c, false), 1, "Confirming: the second look");
+        assert_eq!(after(&c, true), 1);
+        ready(&mut c, true, &Ok(()), None, "all good".into(), Some(1));
+        assert_eq!(after(&c, false), 10, "Ready");
+        assert_eq!(after(&c, true), 2, "a flow under way");
     }
 
     #[test]

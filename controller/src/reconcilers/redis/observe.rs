@@ -8,6 +8,15 @@
 /// can exec only into containers on its own node.
 pub const OWN_SENTINEL: &str = "127.0.0.1";
 
+/// How often a sentinel reads `INFO` from the master and replicas, in
+/// milliseconds. Sentinel learns replicas, and replicas' roles and links,
+/// only from these reads, and reads every 10 s by default: a replica that
+/// linked just after a read is unknown to the sentinels, and cannot be
+/// promoted, for up to 10 s more. That wait was the largest part of a new
+/// group's time to Ready and of every member's return during a roll. A
+/// read a second costs the instances one `INFO` per sentinel per second.
+pub const SENTINEL_INFO_PERIOD_MS: u64 = 1_000;
+
 /// The script that asks the sentinel at `host` (see [`OWN_SENTINEL`]) about
 /// the group: the master as Sentinel sees it, its replicas, the other
 /// sentinels, and the master's replication offset. Every call is bounded: a
@@ -15,10 +24,16 @@ pub const OWN_SENTINEL: &str = "127.0.0.1";
 /// and a missing answer only leaves its section empty. A sentinel that does
 /// not answer at all (its node lost, its container frozen) prints nothing
 /// after one bounded call.
+///
+/// It also sets the sentinel's INFO period to [`SENTINEL_INFO_PERIOD_MS`]
+/// (`SENTINEL DEBUG`, Redis 7.0 and newer; an older sentinel refuses it,
+/// and keeps its 10 s). The setting lives only in the sentinel process, so
+/// every look sets it again: a restarted sentinel gets it at the next pass.
 pub fn sentinel_query(group: &str, host: &str) -> String {
     format!(
         "export REDISCLI_AUTH=\"$(cat {pw})\"; c='timeout 3 redis-cli --no-auth-warning --raw'; \
          s=$($c -h {host} -p 26379 INFO sentinel) || exit 0; \
+         $c -h {host} -p 26379 SENTINEL DEBUG info-period {SENTINEL_INFO_PERIOD_MS} >/dev/null 2>&1; \
          echo '#sentinel'; echo \"$s\"; \
          echo '#master'; $c -h {host} -p 26379 SENTINEL master {group}; \
          echo '#replicas'; $c -h {host} -p 26379 SENTINEL replicas {group}; \
@@ -612,8 +627,10 @@ mod tests {
         assert!(q.contains("-h 127.0.0.1 -p 26379 SENTINEL master dify-master-group"));
         // Another node's sentinel is asked at its name, every call of it.
         let q = sentinel_query("g", "g-sentinel-2");
-        assert_eq!(q.matches("-h g-sentinel-2 -p 26379").count(), 5);
+        assert_eq!(q.matches("-h g-sentinel-2 -p 26379").count(), 6);
         assert!(!q.contains("127.0.0.1"));
+        assert!(q.contains("SENTINEL DEBUG info-period 1000 >/dev/null 2>&1;"));
+        assert_valid_shell(&q);
     }
 
     #[test]

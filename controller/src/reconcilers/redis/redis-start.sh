@@ -110,10 +110,19 @@ peer_master() {
 }
 
 master=""
-waited=0
+started=$(date +%s)
 down_waited=0
 while :; do
-  master=$(sentinel_master)
+  # The sentinels and the peers are asked at once: either may cost a
+  # bounded wait (a name whose task is still starting answers nothing),
+  # and a new group's instances wait on both.
+  d=$(mktemp -d)
+  sentinel_master >"$d/sentinels" &
+  peer_master >"$d/peers" &
+  wait
+  master=$(cat "$d/sentinels")
+  peer=$(cat "$d/peers")
+  rm -rf "$d"
   case "$master" in
     down:*)
       # Counted in seconds, not rounds: asking sentinels that do not
@@ -130,20 +139,19 @@ while :; do
       ;;
   esac
   [ -n "$master" ] && break
-  master=$(peer_master)
+  master=$peer
   [ -n "$master" ] && break
   if [ "$HASWARM_INDEX" = 0 ] && [ ! -e "$marker" ]; then
     master=$me
     echo "haswarm: new group: starting as its first master"
     break
   fi
-  if [ "$waited" -ge 60 ]; then
+  if [ $(($(date +%s) - started)) -ge 60 ]; then
     master="$HASWARM_PREFIX-redis-0"
     echo "haswarm: no sentinel or master answers; starting as a replica of $master"
     break
   fi
-  sleep 2
-  waited=$((waited + 2))
+  sleep 1
 done
 
 {

@@ -168,6 +168,11 @@ pub fn redis_conf(spec: &RedisSentinelGroupSpec) -> String {
         "replica-read-only yes".to_owned(),
         // A replica that lost its master keeps answering reads: apps decide.
         "replica-serve-stale-data yes".to_owned(),
+        // A full sync waits this long for more replicas to share its one
+        // transfer. Redis's 5 s default was a third of a new group's time
+        // to Ready, and every replica that restarts in a roll waits it
+        // alone; 1 s still lets replicas that start together share.
+        "repl-diskless-sync-delay 1".to_owned(),
     ];
     let p = &spec.persistence;
     let aof = matches!(p.mode, PersistenceMode::Aof | PersistenceMode::AofAndRdb);
@@ -272,9 +277,11 @@ fn name_of<'a>(names: &'a HashMap<String, String>, purpose: &str) -> &'a str {
     names.get(purpose).map_or("", String::as_str)
 }
 
-/// Seconds between health checks. Engines before API 1.44 have no faster
-/// start interval, so a restarted member counts as serving only at its first
-/// check and every rolling step waits for it; but three missed checks get
+/// Seconds between health checks. Engines from API 1.44 check every second
+/// during the start period (`swarm::services` adds it); older ones have no
+/// faster start interval, so a restarted member counts as serving (and its
+/// name resolves) only at its first passing check, and every rolling step
+/// waits for it; but three missed checks get
 /// the task replaced, and at 3 s (9 s of misses) a loaded node could lose
 /// a sentinel in the middle of a failover (one 3-node CI run saw a killed
 /// master stay subjectively down, never objectively): 5 s it stays.
