@@ -6,8 +6,10 @@ never on the command line or in the environment.
   redis_client.py SENTINELS GROUP check N        read the N keys and fail if any is missing
   redis_client.py SENTINELS GROUP stream SECONDS write every 50 ms; print "ok T" / "fail T" lines (T: unix time)
   redis_client.py SENTINELS GROUP probe SECONDS  write every 50 ms for SECONDS (0: until killed), one attempt per
-                                                write (redis-py's own retries off); print "ok START END" /
-                                                "fail START END ERROR" lines (unix times of the attempt)
+                                                write (redis-py's own retries off), each to a key of its own
+                                                (probe:N), then WAIT 1 (100 ms) on the same connection; print
+                                                "ok START END ACKED N" (ACKED: 1 when a replica acknowledged it)
+                                                / "fail START END ERROR" lines (unix times of the SET attempt)
 """
 import sys
 import time
@@ -63,11 +65,29 @@ def main():
         n = 0
         while time.time() < end:
             start = time.time()
+            # One connection for both commands: WAIT counts the replicas
+            # that acknowledged this connection's writes.
+            conn = None
             try:
-                target.set("probe", n)
-                print(f"ok {start:.3f} {time.time():.3f}", flush=True)
+                pool = target.connection_pool
+                conn = pool.get_connection()
+                conn.send_command("SET", f"probe:{n}", n)
+                conn.read_response()
+                done = time.time()
+                try:
+                    conn.send_command("WAIT", 1, 100)
+                    acked = 1 if int(conn.read_response()) >= 1 else 0
+                except Exception:  # noqa: BLE001 - an unanswered WAIT acknowledges nothing
+                    acked = 0
+                    conn.disconnect()
+                print(f"ok {start:.3f} {done:.3f} {acked} {n}", flush=True)
             except Exception as e:  # noqa: BLE001 - any failure is a failed write
+                if conn is not None:
+                    conn.disconnect()
                 print(f"fail {start:.3f} {time.time():.3f} {type(e).__name__}", flush=True)
+            finally:
+                if conn is not None:
+                    pool.release(conn)
             n += 1
             time.sleep(max(0.0, 0.05 - (time.time() - start)))
         return
