@@ -29,7 +29,11 @@ fn condition(
     name: &str,
     type_: &str,
 ) -> Option<(String, String, String)> {
-    let v = d.get_json(kind, name);
+    condition_in(&d.get_json(kind, name), type_)
+}
+
+/// The condition `type_` in a resource as `get -o json` prints it.
+fn condition_in(v: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
     let c = v["status"]["conditions"]
         .as_array()?
         .iter()
@@ -39,40 +43,53 @@ fn condition(
     Some((s("status"), s("reason"), s("message")))
 }
 
-/// Waits (up to `limit` seconds) until `TasksHealthy` is False with `reason`;
-/// returns the seconds since `from` and the condition's message. Checks
-/// that Ready's message leads with it and that a Warning event said it.
-fn reported(d: &Daemon, (name, reason): (&str, &str), from: Instant, limit: u64) -> (f64, String) {
-    reported_of(d, RSG, (name, reason), from, limit)
+/// Waits (up to `limit` seconds) until `TasksHealthy` is False with `reason`
+/// and its message names `member` (the troubles of several members show as
+/// Swarm rejects each one's task); returns the seconds since `from` and the
+/// condition's message. Checks, in the same look, that Ready's message
+/// leads with it, and that a Warning event said it.
+fn reported(
+    d: &Daemon,
+    (name, reason, member): (&str, &str, &str),
+    from: Instant,
+    limit: u64,
+) -> (f64, String) {
+    reported_of(d, RSG, (name, reason, member), from, limit)
 }
 
 /// [`reported`] for a resource of any kind.
 fn reported_of(
     d: &Daemon,
     kind: Kind,
-    (name, reason): (&str, &str),
+    (name, reason, member): (&str, &str, &str),
     from: Instant,
     limit: u64,
 ) -> (f64, String) {
     let mut seen = None;
     let found = eventually(Duration::from_secs(limit), || {
-        seen = condition(d, kind, name, "TasksHealthy");
-        seen.as_ref()
-            .is_some_and(|(s, r, _)| s == "False" && r == reason)
+        let v = d.get_json(kind.0, name);
+        let tasks = condition_in(&v, "TasksHealthy");
+        let ready = condition_in(&v, "Ready");
+        let ok = match (&tasks, &ready) {
+            (Some((s, r, m)), Some((rs, _, rm))) => {
+                s == "False"
+                    && r == reason
+                    && m.contains(&format!("{member}: "))
+                    && rs == "False"
+                    && rm.starts_with(m.as_str())
+            }
+            _ => false,
+        };
+        seen = Some((tasks, ready));
+        ok
     });
     let took = from.elapsed().as_secs_f64();
     assert!(
         found,
-        "TasksHealthy never said {reason}: {seen:?}; status {}",
+        "TasksHealthy never said {reason} for {member}, led by Ready's message: {seen:?}; status {}",
         d.get_json(kind.0, name)["status"]
     );
-    let (_, _, message) = seen.expect("seen");
-    let ready = condition(d, kind, name, "Ready").expect("Ready");
-    assert_eq!(ready.0, "False", "{ready:?}");
-    assert!(
-        ready.2.starts_with(&message),
-        "Ready's message does not lead with the task error {message:?}: {ready:?}"
-    );
+    let message = seen.and_then(|(t, _)| t).map(|(_, _, m)| m).expect("seen");
     let events = d.events(kind.1, name);
     assert!(
         events.iter().any(|(r, m)| r == reason && *m == message),
@@ -90,7 +107,12 @@ fn an_image_the_node_does_not_have_is_reported_at_once_and_cleared_by_a_fix() {
     let d = Daemon::start_with_controllers(&["--resync", "5s"]);
     let applied = Instant::now();
     d.apply("rsg.yaml", &group(&name, "haswarm/absent:1", 1, ""));
-    let (took, message) = reported(&d, (&name, "ImageMissing"), applied, 60);
+    let (took, message) = reported(
+        &d,
+        (&name, "ImageMissing", &format!("{name}-redis-0")),
+        applied,
+        60,
+    );
     assert!(
         message.contains(&format!(
             "{name}-redis-0: task rejected: No such image: haswarm/absent:1"
@@ -116,7 +138,12 @@ fn no_node_with_room_is_reported_naming_the_data_members() {
     let applied = Instant::now();
     let room = "  resources:\n    reservations:\n      memory: 1000Gi\n";
     d.apply("rsg.yaml", &group(&name, "haswarm/redis:bookworm", 1, room));
-    let (took, message) = reported(&d, (&name, "NoSuitableNode"), applied, 60);
+    let (took, message) = reported(
+        &d,
+        (&name, "NoSuitableNode", &format!("{name}-redis-0")),
+        applied,
+        60,
+    );
     assert!(
         message.starts_with(&format!("{name}-redis-0: task pending: no suitable node")),
         "{message}"
@@ -142,7 +169,12 @@ fn a_member_that_keeps_exiting_is_a_crash_loop() {
     // master), so the third failure comes after about two minutes.
     let bad = "  config:\n    no-such-directive: \"1\"\n";
     d.apply("rsg.yaml", &group(&name, "haswarm/redis:bookworm", 1, bad));
-    let (took, message) = reported(&d, (&name, "CrashLoop"), applied, 360);
+    let (took, message) = reported(
+        &d,
+        (&name, "CrashLoop", &format!("{name}-redis-0")),
+        applied,
+        360,
+    );
     assert!(
         message.starts_with(&format!("{name}-redis-0: crash loop: task: non-zero exit")),
         "{message}"
@@ -173,7 +205,7 @@ fn a_member_killed_for_its_health_check_is_reported() {
     let paused = redis_cli(&replica, 6379, "CLIENT PAUSE 120000 ALL\n");
     assert!(paused.contains("OK"), "CLIENT PAUSE: {paused}");
     let at = Instant::now();
-    let (took, message) = reported(&d, (&name, "HealthCheckFailing"), at, 120);
+    let (took, message) = reported(&d, (&name, "HealthCheckFailing", &replica), at, 120);
     // redis-server exits 0 on Swarm's SIGTERM: the task says only
     // "complete", the container's health log says why.
     assert!(
@@ -206,7 +238,7 @@ fn a_member_killed_for_its_memory_is_reported() {
     // holds the write, so every restart replays it and is killed again.
     let at = Instant::now();
     let _ = redis_cli(&member, 6379, "SETRANGE big 200000000 x\n");
-    let (took, message) = reported(&d, (&name, "OutOfMemory"), at, 120);
+    let (took, message) = reported(&d, (&name, "OutOfMemory", &member), at, 120);
     assert!(
         message.starts_with(&format!(
             "{member}: out of memory: task: non-zero exit (137)"
@@ -233,7 +265,13 @@ fn a_postgres_cluster_reports_its_task_errors_the_same_way() {
             "apiVersion: haswarm.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {name}\nspec:\n  instances: 1\n  postgres:\n    image: haswarm/absent:15\n  etcd:\n    members: 1\n    image: {image}\n  router:\n    image: {image}\n    replicas: 1\n  placement:\n    spread: None\n  storage:\n    reclaimPolicy: Delete\n"
         ),
     );
-    let (took, message) = reported_of(&d, PGC, (&name, "ImageMissing"), applied, 60);
+    let (took, message) = reported_of(
+        &d,
+        PGC,
+        (&name, "ImageMissing", &format!("{name}-pg-0")),
+        applied,
+        60,
+    );
     assert!(
         message.starts_with(&format!(
             "{name}-pg-0: task rejected: No such image: haswarm/absent:15"

@@ -183,9 +183,17 @@ impl Group for Haswarm {
                     .is_some_and(|at| at >= t0)
             })
             .filter(|l| {
-                ["fast failover", "fail over already", "did not answer"]
-                    .iter()
-                    .any(|w| l.contains(w))
+                // Its verdicts, and any trouble of the pass the container's
+                // end should have triggered (a failed pass delays the next).
+                [
+                    "fast failover",
+                    "fail over already",
+                    "did not answer",
+                    " WARN ",
+                    " ERROR ",
+                ]
+                .iter()
+                .any(|w| l.contains(w))
             })
             .map(|l| l.split_once(": ").map_or(l, |(_, rest)| rest).to_owned())
             .collect();
