@@ -17,17 +17,24 @@ use crate::runtime::{Context, ReconcileError};
 use crate::store::Record;
 use crate::swarm::{NodeInfo, SwarmError};
 
-/// The master to fail over fast, if any: the master of the last pass (status
-/// names one only while it answered), unless fast failover is off or was
-/// asked for this master already. Forgets an asked failover once the
-/// sentinels follow another master or twice the failover timeout has
-/// passed (Sentinel would not start another one sooner either). Pure.
+/// The master to fail over fast, if any: the master the last pass knew,
+/// answering (`status.master`) or not (`status.unreachable_master`, none
+/// took over from it), unless fast failover is off or was asked for this
+/// master already. A pass that reads the sentinels just after the kill
+/// finds the master's link dropped at once, long before `downAfter`: the
+/// pass the container's end triggers must still act on it. Forgets an
+/// asked failover once the sentinels follow another master or twice the
+/// failover timeout has passed (Sentinel would not start another one
+/// sooner either). Pure.
 pub(super) fn due(
     rsg: &RedisSentinelGroup,
     status: &mut RedisSentinelGroupStatus,
     now: DateTime<Utc>,
 ) -> Option<String> {
-    let master = status.master.clone();
+    let master = status
+        .master
+        .clone()
+        .or_else(|| status.unreachable_master.clone());
     let timeout = rsg.spec.sentinels.failover_timeout.to_std() * 2;
     if let Some(asked) = &status.fast_failover {
         let moved = master.as_ref().is_some_and(|m| *m != asked.master);

@@ -99,6 +99,52 @@ fn a_failover_is_due_once_per_master_while_status_names_it() {
     }
 }
 
+#[test]
+fn a_master_that_stopped_answering_is_still_due() {
+    // (status.unreachable_master, asked before) at 100 s, status naming no
+    // answering master → (the master due, what stays recorded)
+    type Row = (
+        &'static str,
+        Option<&'static str>,
+        Option<FastFailover>,
+        Option<&'static str>,
+        Option<FastFailover>,
+    );
+    let table: Vec<Row> = vec![
+        (
+            "the pass in flight at the kill saw its link drop",
+            Some("c-redis-0"),
+            None,
+            Some("c-redis-0"),
+            None,
+        ),
+        (
+            "asked for it already",
+            Some("c-redis-0"),
+            asked("c-redis-0", 95),
+            None,
+            asked("c-redis-0", 95),
+        ),
+        (
+            "the sentinels follow the promoted one, not answering yet",
+            Some("c-redis-1"),
+            asked("c-redis-0", 95),
+            Some("c-redis-1"),
+            None,
+        ),
+    ];
+    for (case, unreachable, before, want, kept) in table {
+        let mut status = RedisSentinelGroupStatus {
+            unreachable_master: unreachable.map(Into::into),
+            fast_failover: before,
+            ..Default::default()
+        };
+        let got = due(&rsg(true), &mut status, at(100));
+        assert_eq!(got.as_deref(), want, "{case}");
+        assert_eq!(status.fast_failover, kept, "{case}");
+    }
+}
+
 fn replica(host: &str, flags: &str, priority: u32) -> ReplicaView {
     ReplicaView {
         host: host.into(),
