@@ -65,6 +65,8 @@ pub struct Outcome {
     /// The members whose tasks Swarm rejects or fails; `None` when the
     /// pass did not look (paused).
     pub tasks: Option<Vec<TaskTrouble>>,
+    /// Whether Swarm is still bringing up a member's task.
+    pub starting: bool,
 }
 
 /// The steps a stateful kind fills into the outline. Each reads what the
@@ -237,6 +239,7 @@ async fn reconcile<K: Stateful>(
         holding: None,
         group: K::unrolled(),
         tasks: None,
+        starting: false,
     };
     if !hold_if_paused(&obj, status.common_mut()) {
         match act(kind, &ctx, &pass, &facts, (&mut status, &mut notices)).await {
@@ -261,7 +264,13 @@ async fn reconcile<K: Stateful>(
         &obj,
         (&old, &mut status),
         HasCommon::common_mut,
-        (&notices, outcome.holding.is_some()),
+        (
+            &notices,
+            status::UnderWay {
+                holding: outcome.holding.is_some(),
+                starting: outcome.starting,
+            },
+        ),
     )
     .await
 }
@@ -323,6 +332,7 @@ async fn act<K: Stateful>(
     let ServicesHealth {
         services: health,
         troubles,
+        starting,
     } = ctx.swarm.service_health(pass.owner).await?;
     let Planned {
         members,
@@ -365,6 +375,7 @@ async fn act<K: Stateful>(
         holding,
         group: rolled.group,
         tasks: Some(troubles),
+        starting,
     })
 }
 

@@ -118,14 +118,23 @@ pub async fn finish<S: serde::Serialize + PartialEq>(
     obj: &Record,
     (old, status): (&S, &mut S),
     common: impl Fn(&mut S) -> &mut CommonStatus,
-    (notices, holding): (&[Notice], bool),
+    (notices, under_way): (&[Notice], UnderWay),
 ) -> Result<Action, ReconcileError> {
     emit(ctx, obj, notices);
     common(status).observed_generation = obj.metadata.generation;
     if status != old {
         crate::runtime::controller::write_status(ctx, obj, status).await?;
     }
-    Ok(requeue(common(status), holding))
+    Ok(requeue(common(status), under_way))
+}
+
+/// What a pass left under way, for when to look again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnderWay {
+    /// A flow holds changes back.
+    pub holding: bool,
+    /// Swarm is still bringing up a task ([`crate::swarm::tasks::starting`]).
+    pub starting: bool,
 }
 
 /// `Progressing` while a flow holds changes back (its reason names the
@@ -261,15 +270,16 @@ pub fn tasks(
 /// When to look again: the data plane changes without Swarm events
 /// (failovers), so it is polled; a rollout moves on as soon as its last step
 /// settles.
-pub fn requeue(common: &CommonStatus, holding: bool) -> Action {
+pub fn requeue(common: &CommonStatus, under_way: UnderWay) -> Action {
     let ready = common.condition("Ready");
     let confirming = ready.is_some_and(|c| c.reason == CONFIRMING);
     let ready = ready.is_some_and(|c| c.status == ConditionStatus::True);
-    Action::requeue(if confirming {
+    Action::requeue(if confirming || under_way.starting {
         // The second look of `ready`: a second is enough for a member that
-        // crashed again, or a node found lost, to show.
+        // crashed again, or a node found lost, to show. A task on its way
+        // up runs or is refused within seconds, and only a look tells which.
         Duration::from_secs(1)
-    } else if holding {
+    } else if under_way.holding {
         Duration::from_secs(2)
     } else if ready {
         Duration::from_secs(10)
@@ -429,18 +439,24 @@ mod tests {
 
     #[test]
     fn the_second_look_comes_sooner_than_any_other() {
-        let after = |c: &CommonStatus, holding| match requeue(c, holding) {
+        let after = |c: &CommonStatus, holding, starting| match requeue(
+            c,
+            UnderWay { holding, starting },
+        ) {
             Action::Requeue(d) => d.as_secs(),
             other => panic!("{other:?}"),
         };
         let mut c = CommonStatus::default();
-        assert_eq!(after(&c, false), 3, "not Ready: polled");
+        assert_eq!(after(&c, false, false), 3, "not Ready: polled");
+        assert_eq!(after(&c, false, true), 1, "a task on its way up");
+        assert_eq!(after(&c, true, true), 1);
         ready(&mut c, true, &Ok(()), None, "all good".into(), Some(1));
-        assert_eq!(after(&c, false), 1, "Confirming: the second look");
-        assert_eq!(after(&c, true), 1);
+        assert_eq!(after(&c, false, false), 1, "Confirming: the second look");
+        assert_eq!(after(&c, true, false), 1);
         ready(&mut c, true, &Ok(()), None, "all good".into(), Some(1));
-        assert_eq!(after(&c, false), 10, "Ready");
-        assert_eq!(after(&c, true), 2, "a flow under way");
+        assert_eq!(after(&c, false, false), 10, "Ready");
+        assert_eq!(after(&c, true, false), 2, "a flow under way");
+        assert_eq!(after(&c, false, true), 1, "a rolled member starting");
     }
 
     #[test]

@@ -438,6 +438,9 @@ pub struct ServicesHealth {
     pub services: BTreeMap<String, ServiceHealth>,
     /// The services whose tasks Swarm rejects or fails, by name.
     pub troubles: Vec<super::TaskTrouble>,
+    /// Whether Swarm is still bringing up a task of one of them
+    /// ([`super::tasks::starting`]).
+    pub starting: bool,
 }
 
 impl Swarm {
@@ -503,6 +506,7 @@ impl Swarm {
         Ok(ServicesHealth {
             services: out,
             troubles: super::tasks::troubles(&ids, &tasks, &ends, now),
+            starting: super::tasks::starting(&ids, &tasks),
         })
     }
 

@@ -106,6 +106,43 @@ fn ended(t: &Task) -> bool {
     )
 }
 
+/// Whether Swarm is still bringing a task up (from `new` to `starting`,
+/// no error yet): it runs or is refused within seconds, and no Docker event
+/// says which.
+fn on_its_way(t: &Task) -> bool {
+    let Some(status) = t.status.as_ref() else {
+        return false;
+    };
+    status.err.as_deref().unwrap_or_default().is_empty()
+        && matches!(
+            status.state,
+            Some(
+                TaskState::NEW
+                    | TaskState::ALLOCATED
+                    | TaskState::PENDING
+                    | TaskState::ASSIGNED
+                    | TaskState::ACCEPTED
+                    | TaskState::READY
+                    | TaskState::PREPARING
+                    | TaskState::STARTING
+            )
+        )
+}
+
+/// Whether any of the services named by id (`services`) has a task meant
+/// to run that Swarm is still bringing up: the pass after it should come
+/// soon, to report a refusal (a missing image) within seconds.
+#[must_use]
+pub fn starting(services: &BTreeMap<String, String>, tasks: &[Task]) -> bool {
+    tasks.iter().any(|t| {
+        t.desired_state == Some(TaskState::RUNNING)
+            && t.service_id
+                .as_ref()
+                .is_some_and(|id| services.contains_key(id))
+            && on_its_way(t)
+    })
+}
+
 /// What an ended container on the engine's node says of its end, where its
 /// task's record does not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +227,15 @@ fn fault(
     now: DateTime<Utc>,
 ) -> Option<(TaskFault, String)> {
     let created = |t: &Task| t.created_at.as_deref().and_then(super::parse_time);
-    let newest = tasks.iter().copied().max_by_key(|t| created(t))?;
+    // A task still on its way up has no verdict yet: the one before it
+    // says why the slot does not run (a missing image stays missing while
+    // Swarm retries the task).
+    let newest = tasks
+        .iter()
+        .copied()
+        .filter(|t| !on_its_way(t))
+        .max_by_key(|t| created(t))
+        .or_else(|| tasks.iter().copied().max_by_key(|t| created(t)))?;
     let status = newest.status.as_ref()?;
     let err = status.err.clone().unwrap_or_default();
     match status.state {
@@ -341,7 +386,7 @@ mod tests {
 
     #[test]
     fn each_cause_is_told_from_swarm_s_own_words() {
-        use TaskState::{FAILED, PENDING, REJECTED, RUNNING, STARTING};
+        use TaskState::{FAILED, PENDING, PREPARING, REJECTED, RUNNING, STARTING};
         let exit = "task: non-zero exit (3)";
         let killed = "task: non-zero exit (137)";
         let unhealthy = "task: non-zero exit (137): dockerexec: unhealthy container";
@@ -379,6 +424,16 @@ mod tests {
                 Some((TaskFault::NoSuitableNode, no_node)),
             ),
             ("pending without an error", vec![task(1, PENDING, "")], None),
+            (
+                "no image, retried",
+                vec![task(6, REJECTED, no_image), task(1, PREPARING, "")],
+                Some((TaskFault::ImageMissing, no_image)),
+            ),
+            (
+                "no image, then pulled",
+                vec![task(6, REJECTED, no_image), task(1, RUNNING, "")],
+                None,
+            ),
             (
                 "killed once, restarted",
                 vec![task(5, FAILED, killed), task(3, RUNNING, "")],
@@ -584,6 +639,31 @@ mod tests {
             second_slot,
         ];
         assert!(look(&both).is_some(), "one trouble for the service");
+    }
+
+    #[test]
+    fn a_task_on_its_way_up_calls_for_a_look_soon() {
+        let services = BTreeMap::from([("s1".to_owned(), "c-redis-0".to_owned())]);
+        let meant = |mut t: Task| {
+            t.desired_state = Some(TaskState::RUNNING);
+            t
+        };
+        let table = [
+            ("preparing", meant(task(1, TaskState::PREPARING, "")), true),
+            ("starting", meant(task(1, TaskState::STARTING, "")), true),
+            ("running", meant(task(1, TaskState::RUNNING, "")), false),
+            (
+                "pending, no node fits",
+                meant(task(1, TaskState::PENDING, "no suitable node")),
+                false,
+            ),
+            ("being shut down", task(1, TaskState::STARTING, ""), false),
+        ];
+        for (case, t, soon) in table {
+            assert_eq!(starting(&services, &[t.clone()]), soon, "{case}");
+            let other = BTreeMap::from([("s2".to_owned(), "c-redis-1".to_owned())]);
+            assert!(!starting(&other, &[t]), "{case}: another owner's task");
+        }
     }
 
     #[test]

@@ -78,6 +78,7 @@ fn look(
                 holding: None,
                 group: Ok(()),
                 tasks: None,
+                starting: false,
             },
             generation: Some(1),
         },
@@ -289,6 +290,7 @@ fn a_restored_cluster_says_it_restores_until_a_leader_runs_once() {
         holding: None,
         group: Ok(()),
         tasks: None,
+        starting: false,
     };
     let pass = |v: Option<&ClusterView>, old: &PostgresClusterStatus| {
         let mut status = old.clone();

@@ -32,6 +32,7 @@ fn look(
                 holding: None,
                 group: Ok(()),
                 tasks: None,
+                starting: false,
             },
             generation: Some(1),
         },
