@@ -660,7 +660,11 @@ mod tests {
             ("being shut down", task(1, TaskState::STARTING, ""), false),
         ];
         for (case, t, soon) in table {
-            assert_eq!(starting(&services, &[t.clone()]), soon, "{case}");
+            assert_eq!(
+                starting(&services, std::slice::from_ref(&t)),
+                soon,
+                "{case}"
+            );
             let other = BTreeMap::from([("s2".to_owned(), "c-redis-1".to_owned())]);
             assert!(!starting(&other, &[t]), "{case}: another owner's task");
         }
