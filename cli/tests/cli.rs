@@ -217,3 +217,40 @@ fn render_prints_the_equivalent_stack_file() {
         "invalid manifests render nothing"
     );
 }
+
+fn snapshot(name: &str, value: &str) {
+    let mut s = insta::Settings::clone_current();
+    s.set_prepend_module_to_snapshot(false);
+    s.bind(|| insta::assert_snapshot!(name, value));
+}
+
+#[test]
+fn label_and_annotation_keys_are_checked_as_kubernetes_checks_them() {
+    let out = ctl(&[
+        "validate",
+        "-f",
+        "crds/tests/bad/69-label-key-with-spaces.yaml",
+        "-f",
+        "crds/tests/bad/70-annotation-key-uppercase-prefix.yaml",
+        "-f",
+        "crds/tests/bad/71-label-value-with-spaces.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    snapshot("validate_metadata_keys", &text(&out.stderr));
+}
+
+#[test]
+fn a_long_line_s_excerpt_is_cut_around_the_problem() {
+    let line = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let doc = format!(
+        "apiVersion: haswarm.io/v1alpha1\nkind: SharedVolume\nmetadata:\n  name: deep\nspec: {line}\n"
+    );
+    let out = ctl_stdin(&["validate", "-f", "-"], &doc);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.lines().all(|l| l.chars().count() < 400),
+        "every line of the report is short: {err}"
+    );
+    snapshot("validate_long_line", &err);
+}

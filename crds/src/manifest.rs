@@ -194,9 +194,14 @@ impl ParsedDocument {
     }
 
     fn error_for(&self, e: FieldError) -> ManifestError {
+        let at_key = crate::validate::KEY_RULES.contains(&e.rule);
+        let position = at_key
+            .then(|| self.locations.keys.get(e.path.as_str()).copied())
+            .flatten()
+            .unwrap_or_else(|| self.position_of(e.path.as_str()));
         ManifestError {
             source_name: self.source_name.clone(),
-            position: Some(self.position_of(e.path.as_str())),
+            position: Some(position),
             path: Some(e.path.to_string()),
             rule: Some(e.rule),
             kind: ErrorKind::Invalid,

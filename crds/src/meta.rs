@@ -18,10 +18,15 @@ pub struct ObjectMeta {
     /// haswarm creates for it (services, secrets, configs, networks, volumes).
     pub name: Name,
     /// Key/value pairs to select resources with (`haswarmctl get -l key=value`).
+    /// Checked as Kubernetes checks them: keys are `[PREFIX/]NAME`, NAME 1-63
+    /// letters, digits, `-`, `_` or `.` that start and end with a letter or
+    /// digit, PREFIX a lowercase DNS subdomain (`example.com`); values are
+    /// empty or written as a NAME is.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Free-form key/value notes. `haswarm.io/paused: "true"` stops every change
     /// to this resource's Swarm objects while status keeps being reported.
+    /// Keys are checked as label keys are; values are free.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Unique id given by the store when the resource is created. Read-only.

@@ -72,6 +72,7 @@ impl<S: Kind> Resource<S> {
     /// Every broken rule, with field paths from the document root.
     pub fn validate(&self, catalog: &dyn Catalog) -> Vec<FieldError> {
         let mut report = Report::default();
+        crate::validate::check_metadata(&mut report, &self.metadata);
         self.spec.validate(&self.metadata, &mut report, catalog);
         report.into_errors()
     }

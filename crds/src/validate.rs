@@ -46,6 +46,10 @@ impl From<&str> for FieldPath {
     }
 }
 
+/// The rules about a map's key rather than its value: their errors point
+/// at the key as written.
+pub const KEY_RULES: [&str; 2] = ["metadata-key", "label-key"];
+
 /// One broken rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message} [rule: {rule}]")]
@@ -150,6 +154,81 @@ pub(crate) fn check_label_key(report: &mut Report, path: FieldPath, key: &str) {
     );
 }
 
+/// Whether `s` is a Kubernetes "qualified name" part: 1-63 characters of
+/// letters, digits, `-`, `_` and `.`, starting and ending with a letter or
+/// digit.
+fn is_qualified_name(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    (1..=63).contains(&s.len())
+        && edge(s.chars().next())
+        && edge(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Whether `s` is a DNS subdomain (RFC 1123): at most 253 characters, dot
+/// separated labels of lowercase letters, digits and `-`, each starting and
+/// ending with a letter or digit.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            let edge =
+                |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            edge(l.chars().next())
+                && edge(l.chars().last())
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// Keys of `metadata.labels` and `metadata.annotations`, as Kubernetes
+/// checks them: an optional prefix that is a DNS subdomain and a `/`, then
+/// a name of 1-63 characters of `[A-Za-z0-9._-]` that starts and ends with
+/// a letter or digit (e.g. `app`, `haswarm.io/paused`). Selectors
+/// (`get -l key=value`) and tools that copy the labels rely on that form.
+pub(crate) fn check_metadata_key(report: &mut Report, path: FieldPath, key: &str) {
+    let ok = match key.split_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_qualified_name(name),
+        None => is_qualified_name(key),
+    };
+    report.check(
+        ok,
+        || path,
+        "metadata-key",
+        || {
+            format!(
+                "{key:?} is not a valid key: write [PREFIX/]NAME, where NAME is 1-63 letters, digits, '-', '_' or '.' starting and ending with a letter or digit, and PREFIX a DNS subdomain (lowercase, e.g. example.com), as Kubernetes checks keys"
+            )
+        },
+    );
+}
+
+/// Values of `metadata.labels`, as Kubernetes checks them: empty, or 1-63
+/// characters of `[A-Za-z0-9._-]` starting and ending with a letter or
+/// digit, so that a selector can name them.
+pub(crate) fn check_label_value(report: &mut Report, path: FieldPath, value: &str) {
+    report.check(
+        value.is_empty() || is_qualified_name(value),
+        || path,
+        "label-value",
+        || format!("{value:?} is not a valid label value: empty, or 1-63 letters, digits, '-', '_' or '.' starting and ending with a letter or digit"),
+    );
+}
+
+/// The user-set parts of the metadata that the name's own type does not
+/// check: label keys and values, annotation keys.
+pub(crate) fn check_metadata(report: &mut Report, meta: &crate::meta::ObjectMeta) {
+    let root = FieldPath::root().key("metadata");
+    for (k, v) in &meta.labels {
+        let path = root.key("labels").key(k);
+        check_metadata_key(report, path.clone(), k);
+        check_label_value(report, path, v);
+    }
+    for k in meta.annotations.keys() {
+        check_metadata_key(report, root.key("annotations").key(k), k);
+    }
+}
+
 /// A Swarm secret or config name: 1-64 characters, alphanumerics plus `-`, `_`, `.`.
 pub(crate) fn check_swarm_object_name(report: &mut Report, path: FieldPath, name: &str) {
     let ok = !name.is_empty()
@@ -191,6 +270,36 @@ mod tests {
             .key("name");
         assert_eq!(p.to_string(), "spec.users[2].name");
         assert_eq!(FieldPath::root().to_string(), ".");
+    }
+
+    #[test]
+    fn metadata_keys_and_label_values_follow_kubernetes() {
+        // (key, value, valid key, valid value)
+        let long = "a".repeat(64);
+        let table: &[(&str, &str, bool, bool)] = &[
+            ("app", "web", true, true),
+            ("haswarm.io/paused", "true", true, true),
+            ("example.com/app.kubernetes_io-x", "", true, true),
+            ("A_b.c-D", "v1.2_3-x", true, true),
+            ("bad key with spaces", "v", false, true),
+            ("", "v", false, true),
+            ("-app", "-v", false, false),
+            ("app-", "v-", false, false),
+            ("/app", "v", false, true),
+            ("example.com/", "v", false, true),
+            ("Example.com/app", "v", false, true),
+            ("a/b/c", "v", false, true),
+            ("ex_ample.com/app", "with space", false, false),
+            (&long, &long, false, false),
+        ];
+        for (key, value, key_ok, value_ok) in table {
+            let mut r = Report::default();
+            check_metadata_key(&mut r, "k".into(), key);
+            assert_eq!(r.into_errors().is_empty(), *key_ok, "key {key:?}");
+            let mut r = Report::default();
+            check_label_value(&mut r, "v".into(), value);
+            assert_eq!(r.into_errors().is_empty(), *value_ok, "value {value:?}");
+        }
     }
 
     #[test]
