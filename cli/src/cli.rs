@@ -239,14 +239,21 @@ pub struct DescribeArgs {
 /// `haswarmctl delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Kind (with NAME).
-    #[arg(required_unless_present = "files")]
-    pub kind: Option<String>,
-    /// Name.
-    #[arg(required_unless_present = "files")]
-    pub name: Option<String>,
+    /// What to delete: KIND NAME [NAME...] (e.g. `rsg cache other`), or
+    /// KIND/NAME [KIND/NAME...] as `get -o name` prints them (e.g.
+    /// `haswarmctl get sv -o name | xargs haswarmctl delete`).
+    #[arg(
+        required_unless_present = "files",
+        value_name = "KIND NAME... | KIND/NAME..."
+    )]
+    pub targets: Vec<String>,
     /// Delete what these manifests declare.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", conflicts_with_all = ["kind", "name"])]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        conflicts_with = "targets"
+    )]
     pub files: Vec<PathBuf>,
     /// Read folders recursively.
     #[arg(short = 'R', long)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use haswarm_controller::api::types::{Reason, StatusUpdate};
-use haswarm_testbed::{assert_code, filters, stderr, stdout, Daemon};
+use haswarm_testbed::{assert_code, filters, haswarmctl_bin, stderr, stdout, Daemon};
 use serde_json::{json, Value};
 
 fn snapshot_settings() -> insta::Settings {
@@ -543,4 +543,47 @@ fn get_all_exports_every_resource_as_applied_and_apply_takes_it_back() {
     let o = empty.ctl(&["get", "all"]);
     assert_code(&o, 0);
     assert_eq!(stderr(&o), "No resources found.\n");
+}
+
+#[test]
+fn delete_takes_kind_slash_name_several_names_and_get_o_name_through_xargs() {
+    let d = Daemon::start();
+    assert_code(&d.ctl(&["apply", "-f", "examples/"]), 0);
+    // kubectl's forms: several names of one kind, and KIND/NAME.
+    let o = d.ctl(&["delete", "rsg", "cache", "dify-redis"]);
+    assert_code(&o, 0);
+    let mut shown = stdout(&o);
+    let o = d.ctl(&["delete", "sharedvolume/demo-files", "pgc/pg"]);
+    assert_code(&o, 0);
+    shown.push_str(&stdout(&o));
+    // What `get -o name` prints, piped through xargs as with kubectl.
+    let bin = haswarmctl_bin();
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "set -e; {bin} get sv -o name | xargs {bin} delete",
+            bin = bin.display()
+        ))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("HASWARM_SERVER", d.server())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("sh runs");
+    assert_code(&o, 0);
+    shown.push_str(&stdout(&o));
+    // The two forms mixed, a kind without a name: refused, nothing deleted.
+    let o = d.ctl(&["delete", "pgc", "gs/platform"]);
+    assert_code(&o, 1);
+    shown.push_str(&stderr(&o));
+    let o = d.ctl(&["delete", "gs"]);
+    assert_code(&o, 1);
+    shown.push_str(&stderr(&o));
+    snapshot_settings().bind(|| insta::assert_snapshot!("delete_forms", shown));
+    let o = d.ctl(&["get", "all", "-o", "name"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "postgrescluster/dify-db\ngitsource/platform\n",
+        "only what was not named is left"
+    );
 }

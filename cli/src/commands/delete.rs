@@ -8,7 +8,9 @@ use haswarm_controller::client::Client;
 use haswarm_crds::validate::EmptyCatalog;
 use serde_json::Value;
 
-use super::{failed, kind, timeout, Conn};
+use haswarm_crds::KindInfo;
+
+use super::{failed, kind, target, timeout, Conn};
 use crate::cli::{DeleteArgs, FileArgs};
 use crate::exit::ExitCode;
 use crate::report;
@@ -37,18 +39,46 @@ async fn wait_gone(
     }
 }
 
+/// The objects named on the command line, as kubectl takes them: a kind
+/// and its names (`rsg a b`), or `KIND/NAME` each (`rsg/a sv/b`, what
+/// `get -o name` prints), not the two forms mixed.
+fn targets(args: &[String]) -> Result<Vec<(&'static KindInfo, String)>, ExitCode> {
+    let slashed = args.iter().filter(|a| a.contains('/')).count();
+    if slashed == args.len() && !args.is_empty() {
+        return args
+            .iter()
+            .map(|a| target(a).map(|(k, n)| (k, n.to_owned())))
+            .collect();
+    }
+    match args {
+        _ if slashed > 0 => {
+            report::error(&format!(
+                "{:?}: write either KIND NAME [NAME...] or KIND/NAME [KIND/NAME...], not both forms",
+                args.join(" ")
+            ));
+            Err(ExitCode::Invalid)
+        }
+        [k, names @ ..] if !names.is_empty() => {
+            let k = kind(k)?;
+            Ok(names.iter().map(|n| (k, n.clone())).collect())
+        }
+        _ => {
+            report::error(
+                "name what to delete: KIND NAME [NAME...], KIND/NAME [KIND/NAME...], or -f FILE",
+            );
+            Err(ExitCode::Invalid)
+        }
+    }
+}
+
 pub async fn run(conn: &Conn, args: &DeleteArgs) -> ExitCode {
     let limit = match timeout(&args.timeout) {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let targets: Vec<(&'static haswarm_crds::KindInfo, String)> = if args.files.is_empty() {
-        let (Some(k), Some(n)) = (&args.kind, &args.name) else {
-            report::error("name a KIND and NAME, or -f FILE");
-            return ExitCode::Invalid;
-        };
-        match kind(k) {
-            Ok(k) => vec![(k, n.clone())],
+    let targets: Vec<(&'static KindInfo, String)> = if args.files.is_empty() {
+        match targets(&args.targets) {
+            Ok(t) => t,
             Err(code) => return code,
         }
     } else {
@@ -113,4 +143,51 @@ pub async fn run(conn: &Conn, args: &DeleteArgs) -> ExitCode {
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Result<Vec<(&'static str, String)>, ExitCode> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        targets(&args).map(|t| t.into_iter().map(|(k, n)| (k.plural, n)).collect())
+    }
+
+    #[test]
+    fn targets_are_taken_in_either_of_kubectl_s_forms() {
+        let rsg = "redissentinelgroups";
+        let sv = "sharedvolumes";
+        // (case, arguments, the (plural, name) pairs, or None when refused)
+        type Row<'a> = (&'a str, &'a [&'a str], Option<&'a [(&'a str, &'a str)]>);
+        let table: &[Row<'_>] = &[
+            ("kind and name", &["rsg", "a"], Some(&[(rsg, "a")])),
+            (
+                "kind and names",
+                &["rsg", "a", "b"],
+                Some(&[(rsg, "a"), (rsg, "b")]),
+            ),
+            ("type/name", &["sharedvolume/demo"], Some(&[(sv, "demo")])),
+            (
+                "several type/name, as get -o name prints them",
+                &["sharedvolume/a", "rsg/b"],
+                Some(&[(sv, "a"), (rsg, "b")]),
+            ),
+            ("a kind alone", &["rsg"], None),
+            ("nothing", &[], None),
+            ("the forms mixed", &["rsg", "sv/a"], None),
+            ("an unknown kind", &["pods", "a"], None),
+            ("an unknown type/name", &["pods/a"], None),
+            ("no name after the slash", &["rsg/"], None),
+        ];
+        for (case, args, want) in table {
+            let got = parsed(args).ok();
+            let want = want.map(|w| {
+                w.iter()
+                    .map(|(k, n)| (*k, (*n).to_owned()))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(got, want, "{case}");
+        }
+    }
 }

@@ -90,7 +90,7 @@ fn online<F: std::future::Future<Output = ExitCode>>(f: impl FnOnce() -> F) -> E
 
 /// Splits a `KIND/NAME` argument and looks the kind up, or explains the form.
 fn target(text: &str) -> Result<(&'static KindInfo, &str), ExitCode> {
-    let Some((k, name)) = text.split_once('/') else {
+    let Some((k, name)) = text.split_once('/').filter(|(_, n)| !n.is_empty()) else {
         report::error(&format!("{text:?}: write KIND/NAME, e.g. rsg/dify-redis"));
         return Err(ExitCode::Invalid);
     };
