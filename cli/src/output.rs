@@ -425,6 +425,10 @@ fn app_env(kind: &KindInfo, obj: &Value) -> String {
         "# RedisSentinelGroup {}: join network {network} and mount secret {secret}\n",
         rsg.metadata.name
     );
+    out.push_str(&format!(
+        "# REDIS_HOST is left out: with REDIS_USE_SENTINEL=true the application asks the sentinels for the master (now: {})\n",
+        status.master.as_deref().unwrap_or("none answers")
+    ));
     for (k, v) in render::app_env(&rsg, &secret) {
         out.push_str(&format!("{k}={v}\n"));
     }

@@ -217,6 +217,13 @@ fn fails_over(fast: bool) {
             && env.contains("REDIS_PASSWORD_FILE=/run/secrets/"),
         "{env}"
     );
+    // No fixed REDIS_HOST (it named instance 0 whoever was master): the
+    // comment names the master of now.
+    assert!(!env.lines().any(|l| l.starts_with("REDIS_HOST=")), "{env}");
+    assert!(
+        env.contains(&format!("for the master (now: {second})")),
+        "{env}"
+    );
 
     let described = stdout(&d.ctl(&["describe", "rsg", &name]));
     assert!(described.contains("MasterChanged"), "{described}");

@@ -478,7 +478,9 @@ pub fn render(inputs: &Inputs<'_>) -> Vec<DesiredService> {
 
 /// The environment an application needs to use the group through Sentinel,
 /// with the variable names Dify and Celery read. Passwords are referenced by
-/// secret file, never included.
+/// secret file, never included. No `REDIS_HOST`: with `REDIS_USE_SENTINEL`
+/// the application asks the sentinels for the master, and a fixed host
+/// would name the wrong one after the first failover.
 pub fn app_env(rsg: &RedisSentinelGroup, password_secret: &str) -> Vec<(String, String)> {
     let name = rsg.metadata.name.as_str();
     let group = rsg.spec.master_group(&rsg.metadata);
@@ -487,7 +489,6 @@ pub fn app_env(rsg: &RedisSentinelGroup, password_secret: &str) -> Vec<(String, 
         .collect();
     let file = format!("/run/secrets/{password_secret}");
     vec![
-        ("REDIS_HOST".into(), instance_name(name, 0)),
         ("REDIS_PORT".into(), REDIS_PORT.to_string()),
         ("REDIS_USE_SENTINEL".into(), "true".into()),
         ("REDIS_SENTINELS".into(), sentinels.join(",")),

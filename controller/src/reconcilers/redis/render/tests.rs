@@ -460,6 +460,10 @@ fn app_env_names_what_dify_reads_without_the_password() {
         "/run/secrets/cache-password-0123abcd"
     );
     assert!(!env.contains_key("REDIS_PASSWORD"));
+    assert!(
+        !env.contains_key("REDIS_HOST"),
+        "the sentinels name the master"
+    );
 }
 
 #[test]
