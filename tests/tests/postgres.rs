@@ -478,6 +478,22 @@ fn a_cluster_bootstraps_serves_through_its_routers_and_is_removed_with_its_data(
     assert!(haswarm_testbed::docker::owned_services("PostgresCluster", &name).is_empty());
     let volumes = docker(&["volume", "ls", "-q", "--filter", &format!("name={name}-")]);
     assert_eq!(volumes.trim(), "", "volumes left after delete");
+    // Nor the exited containers of its one-shot jobs (the password jobs ran
+    // above), which Swarm keeps after their service is removed. Its
+    // services' containers go a moment after the services.
+    let mut left = String::new();
+    let gone = haswarm_testbed::docker::eventually(Duration::from_secs(30), || {
+        left = haswarm_testbed::docker::docker_ok(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("name={name}-"),
+        ]);
+        left.trim().is_empty()
+    });
+    assert!(gone, "containers left after delete: {left}");
 }
 
 #[test]

@@ -324,7 +324,7 @@ pub async fn remove_owned(
     report_services(ctx, obj, &report);
     // A job still running (a backup, say) holds the network.
     for job in ctx.swarm.owned_jobs(owner).await? {
-        ctx.swarm.remove_service(&job).await?;
+        ctx.swarm.remove_job(&job).await?;
     }
     ctx.swarm.remove_networks(owner).await?;
     for kind in [ContentKind::Config, ContentKind::Secret] {

@@ -90,7 +90,7 @@ impl Swarm {
         limit: Duration,
     ) -> Result<JobOutcome, SwarmError> {
         // A job left behind by an interrupted run would hold the name.
-        self.remove_service(&job.name).await?;
+        self.remove_job(&job.name).await?;
         self.docker()?
             .create_service(job_spec(owner, job), None)
             .await
@@ -111,8 +111,49 @@ impl Swarm {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        self.remove_service(&job.name).await?;
+        self.remove_job(&job.name).await?;
         Ok(outcome)
+    }
+
+    /// Removes a one-shot job's service and its ended containers on this
+    /// engine's node. Swarm leaves the exited container of a task that had
+    /// completed when its service was removed (one per job ever run, seen
+    /// on `docker ps -a`); a job on another node leaves its container there,
+    /// which only that node's engine could remove.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn remove_job(&self, name: &str) -> Result<(), SwarmError> {
+        let containers: Vec<String> = self
+            .tasks(name)
+            .await?
+            .iter()
+            .filter_map(|t| {
+                t.status
+                    .as_ref()?
+                    .container_status
+                    .as_ref()?
+                    .container_id
+                    .clone()
+            })
+            .filter(|c| !c.is_empty())
+            .collect();
+        self.remove_service(name).await?;
+        for id in containers {
+            let options = bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            match self.docker()?.remove_container(&id, Some(options)).await {
+                Ok(()) => {}
+                Err(e) => match SwarmError::from_bollard(e, || format!("container {id}")) {
+                    // Removed with its task already, or on another node.
+                    SwarmError::NotFound(_) => {}
+                    other => return Err(other),
+                },
+            }
+        }
+        Ok(())
     }
 }
 

@@ -134,7 +134,7 @@ pub async fn advance(
     });
     if state.is_some() && running.is_none() {
         // A job of ours without a readable label: from another version.
-        ctx.swarm.remove_service(&job).await?;
+        ctx.swarm.remove_job(&job).await?;
         return Ok(());
     }
     for key in plan::baselines(backup, &status.backup) {
@@ -173,7 +173,7 @@ pub async fn advance(
             } else {
                 collect(pgc, status, (&r.kind, &end, &output), notices);
             }
-            ctx.swarm.remove_service(&job).await?;
+            ctx.swarm.remove_job(&job).await?;
             Ok(())
         }
         Step::Start(JobKind::VerifyRestore) => {
