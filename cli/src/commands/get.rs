@@ -173,6 +173,8 @@ async fn all(conn: &Conn, args: &GetArgs) -> ExitCode {
             );
         }
         _ if tables.is_empty() => eprintln!("No resources found."),
+        // Names one per line, for `xargs`; tables apart by a blank line.
+        Format::Name => print!("{}", tables.concat()),
         _ => print!("{}", tables.join("\n")),
     }
     ExitCode::Success
