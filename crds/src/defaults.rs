@@ -62,8 +62,11 @@ pub(crate) fn pg_owner() -> String {
 pub(crate) fn redis_instances() -> u8 {
     3
 }
+/// haswarm's image, built by `tests/testbed/build-images.sh` from Debian's
+/// packages (Redis 7.0), like PostgreSQL's: it carries the fence's bash and
+/// nft, which the official images lack (they run unfenced).
 pub(crate) fn redis_image() -> String {
-    "redis:7.2".into()
+    "haswarm/redis:bookworm".into()
 }
 /// The sentinel master group is named after the resource.
 pub(crate) fn master_group_name(meta: &crate::meta::ObjectMeta) -> String {

@@ -22,7 +22,14 @@ pub struct RedisSentinelGroupSpec {
     #[serde(default = "defaults::redis_instances")]
     #[schemars(range(min = 1, max = 9))]
     pub instances: u8,
-    /// Image holding `redis-server` and `redis-sentinel`.
+    /// Image of the data instances and the sentinels. The default,
+    /// `haswarm/redis:bookworm`, is built from Debian's packages (Redis 7.0)
+    /// by `tests/testbed/prepare.sh`: load it on every node, or push it to
+    /// your registry and name it here. Another image needs `redis-server`,
+    /// `redis-sentinel` and `redis-cli` 7.0 or newer (older sentinels read
+    /// replicas every 10 s, not every second), and `sh` with coreutils,
+    /// `grep`, `sed`, `awk` and `hostname`; without `bash` and `nft` its
+    /// instances run unfenced (the official `redis` images).
     #[serde(default = "defaults::redis_image")]
     pub image: String,
     /// The name the sentinels monitor the master under, which applications ask
