@@ -399,7 +399,7 @@ pub fn render(kind: &KindInfo, objects: &[Value], format: &Format, single: bool)
 /// `-o env`: the variables an application sets to use the resource, then, as
 /// comments, the compose lines that attach it to the network and the secret.
 /// Passwords are referenced by file, never printed.
-fn app_env(kind: &KindInfo, obj: &Value) -> String {
+pub fn app_env(kind: &KindInfo, obj: &Value) -> String {
     use haswarm_controller::reconcilers::redis::render;
     if kind.kind == "PostgresCluster" {
         return postgres_env(obj);

@@ -6,16 +6,16 @@ use std::path::Path;
 use haswarm_crds::manifest::{self, Limits};
 use haswarm_crds::validate::EmptyCatalog;
 
-#[test]
-fn every_example_is_valid_and_has_a_schema_modeline() {
+/// The examples of one folder, parsed (each has a modeline to a schema that
+/// exists) and validated as one batch, as `apply -f FOLDER` takes them.
+fn folder(dir: &str) -> Vec<manifest::ParsedDocument> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files: Vec<_> = std::fs::read_dir(root.join("examples"))
-        .expect("examples/ exists")
+    let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 4, "{files:?}");
     let mut docs = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).expect("readable");
@@ -37,12 +37,49 @@ fn every_example_is_valid_and_has_a_schema_modeline() {
     }
     let errors = manifest::validate_batch(&docs, &EmptyCatalog);
     assert!(errors.is_empty(), "{errors:#?}");
+    docs
+}
+
+#[test]
+fn every_example_is_valid_and_has_a_schema_modeline() {
+    let docs = folder("examples");
+    assert!(docs.len() >= 4, "{} resources", docs.len());
     let kinds: std::collections::BTreeSet<_> = docs.iter().map(|d| d.resource.kind()).collect();
     assert_eq!(
         kinds.len(),
         haswarm_crds::KINDS.len(),
         "examples cover every kind"
     );
+}
+
+#[test]
+fn the_one_node_example_is_the_dify_data_layer_spread_to_fit_one_node() {
+    let docs = folder("examples/one-node");
+    let mut found: Vec<(&str, &str)> = docs
+        .iter()
+        .map(|d| (d.resource.kind(), d.resource.name()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("PostgresCluster", "dify-db"),
+            ("RedisSentinelGroup", "dify-redis"),
+            ("SharedVolume", "dify-plugins"),
+            ("SharedVolume", "dify-storage"),
+        ]
+    );
+    for d in &docs {
+        let spread = d.raw.pointer("/spec/placement/spread");
+        if matches!(d.resource.kind(), "PostgresCluster" | "RedisSentinelGroup") {
+            assert_eq!(
+                spread.and_then(|s| s.as_str()),
+                Some("Preferred"),
+                "{}",
+                d.resource.name()
+            );
+        }
+    }
 }
 
 #[test]
