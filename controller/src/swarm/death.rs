@@ -3,7 +3,7 @@
 
 use bollard::models::{Task, TaskState};
 
-use super::{NodeInfo, Swarm, SwarmError};
+use super::{container_of, NodeInfo, Swarm, SwarmError};
 
 /// Whether the tasks of a member's service prove its container is gone:
 /// none of them can have a live container (none starting or running, none
@@ -46,15 +46,6 @@ pub fn proven_dead(tasks: &[Task], node_ready: impl Fn(&str) -> bool, stopped: &
         }
     }
     ended
-}
-
-fn container_of(t: &Task) -> Option<&str> {
-    t.status
-        .as_ref()?
-        .container_status
-        .as_ref()?
-        .container_id
-        .as_deref()
 }
 
 impl Swarm {

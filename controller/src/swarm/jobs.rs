@@ -128,15 +128,7 @@ impl Swarm {
             .tasks(name)
             .await?
             .iter()
-            .filter_map(|t| {
-                t.status
-                    .as_ref()?
-                    .container_status
-                    .as_ref()?
-                    .container_id
-                    .clone()
-            })
-            .filter(|c| !c.is_empty())
+            .filter_map(|t| super::container_of(t).map(str::to_owned))
             .collect();
         self.remove_service(name).await?;
         for id in containers {

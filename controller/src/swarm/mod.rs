@@ -278,6 +278,17 @@ fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|d| d.with_timezone(&chrono::Utc))
 }
 
+/// The id of a task's container, once the node made one.
+fn container_of(t: &Task) -> Option<&str> {
+    t.status
+        .as_ref()?
+        .container_status
+        .as_ref()?
+        .container_id
+        .as_deref()
+        .filter(|c| !c.is_empty())
+}
+
 impl NodeInfo {
     /// Whether slots on this node should move elsewhere: drained by the
     /// operator (with Swarm or haswarm), or not ready for `grace` (a node
@@ -388,14 +399,7 @@ impl Swarm {
             let running = t.status.as_ref().and_then(|s| s.state)
                 == Some(bollard::models::TaskState::RUNNING);
             (running && t.node_id.as_deref() == Some(me.as_str()))
-                .then(|| {
-                    t.status
-                        .as_ref()?
-                        .container_status
-                        .as_ref()?
-                        .container_id
-                        .clone()
-                })
+                .then(|| container_of(t).map(str::to_owned))
                 .flatten()
         });
         let Some(container) = container else {

@@ -162,15 +162,7 @@ pub fn to_inspect(tasks: &[Task], now: DateTime<Utc>) -> Vec<String> {
         .iter()
         .filter(|t| ended(t))
         .filter(|t| since(t).is_some_and(|at| now - at <= recent))
-        .filter_map(|t| {
-            t.status
-                .as_ref()?
-                .container_status
-                .as_ref()?
-                .container_id
-                .clone()
-        })
-        .filter(|c| !c.is_empty())
+        .filter_map(|t| super::container_of(t).map(str::to_owned))
         .collect()
 }
 
@@ -287,10 +279,7 @@ fn fault(
 fn why_ended(t: &Task, ends: &BTreeMap<String, ContainerEnd>) -> (Option<TaskFault>, String) {
     let status = t.status.as_ref();
     let err = status.and_then(|s| s.err.clone()).unwrap_or_default();
-    let container = status
-        .and_then(|s| s.container_status.as_ref())
-        .and_then(|c| c.container_id.as_ref());
-    let end = container.and_then(|c| ends.get(c));
+    let end = super::container_of(t).and_then(|c| ends.get(c));
     if end == Some(&ContainerEnd::OutOfMemory) {
         let exit = if err.is_empty() {
             "ended"
