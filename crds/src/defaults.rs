@@ -18,12 +18,20 @@ pub(crate) fn pg_instances() -> u8 {
 pub(crate) fn pg_version() -> u8 {
     15
 }
+/// haswarm's PostgreSQL image (see [`pg_image`]).
+pub const PG_IMAGE: &str = "haswarm/postgres:15";
+/// haswarm's Redis image (see [`redis_image`]).
+pub const REDIS_IMAGE: &str = "haswarm/redis:bookworm";
+/// The default images haswarm builds itself (`tests/testbed/prepare.sh`)
+/// rather than pulls: no registry serves them.
+pub const OWN_IMAGES: [&str; 2] = [PG_IMAGE, REDIS_IMAGE];
+
 /// No official image carries Patroni; haswarm's image holds every part of a
 /// cluster (PostgreSQL 15, Patroni, etcd, HAProxy) from Debian's packages,
 /// built by `tests/testbed/build-images.sh`. Its etcd and HAProxy are the
 /// defaults of the other parts too, so one image runs a whole cluster.
 pub(crate) fn pg_image() -> String {
-    "haswarm/postgres:15".into()
+    PG_IMAGE.into()
 }
 pub(crate) fn patroni_ttl() -> u32 {
     30
@@ -66,7 +74,7 @@ pub(crate) fn redis_instances() -> u8 {
 /// packages (Redis 7.0), like PostgreSQL's: it carries the fence's bash and
 /// nft, which the official images lack (they run unfenced).
 pub(crate) fn redis_image() -> String {
-    "haswarm/redis:bookworm".into()
+    REDIS_IMAGE.into()
 }
 /// The sentinel master group is named after the resource.
 pub(crate) fn master_group_name(meta: &crate::meta::ObjectMeta) -> String {

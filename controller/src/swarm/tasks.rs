@@ -106,6 +106,23 @@ fn ended(t: &Task) -> bool {
     )
 }
 
+/// How to get haswarm's own images (the kinds' defaults), which no
+/// registry serves.
+const HASWARM_IMAGES: &str = "haswarm's images are built by tests/testbed/prepare.sh; load them on every node (docker save | docker load) or push them to a registry and name them in the spec";
+
+/// A missing image's error, with how to get it when it is one of
+/// haswarm's own ([`haswarm_crds::defaults::OWN_IMAGES`]).
+fn with_image_hint(err: String) -> String {
+    if haswarm_crds::defaults::OWN_IMAGES
+        .iter()
+        .any(|i| err.contains(i))
+    {
+        format!("{err} ({HASWARM_IMAGES})")
+    } else {
+        err
+    }
+}
+
 /// Whether Swarm is still bringing a task up (from `new` to `starting`,
 /// no error yet): it runs or is refused within seconds, and no Docker event
 /// says which.
@@ -235,7 +252,7 @@ fn fault(
             return Some((TaskFault::NoSuitableNode, err));
         }
         Some(TaskState::REJECTED) if NO_IMAGE.iter().any(|e| err.contains(e)) => {
-            return Some((TaskFault::ImageMissing, err));
+            return Some((TaskFault::ImageMissing, with_image_hint(err)));
         }
         Some(TaskState::REJECTED) => return Some((TaskFault::Rejected, err)),
         _ => {}
@@ -401,6 +418,19 @@ mod tests {
                     TaskFault::ImageMissing,
                     "pull access denied for x, repository does not exist",
                 )),
+            ),
+            (
+                "no image of haswarm's own: how to get it",
+                vec![task(1, REJECTED, "No such image: haswarm/redis:bookworm")],
+                Some((
+                    TaskFault::ImageMissing,
+                    "No such image: haswarm/redis:bookworm (haswarm's images are built by tests/testbed/prepare.sh; load them on every node (docker save | docker load) or push them to a registry and name them in the spec)",
+                )),
+            ),
+            (
+                "another missing image: no hint",
+                vec![task(1, REJECTED, "No such image: haswarm/absent:1")],
+                Some((TaskFault::ImageMissing, "No such image: haswarm/absent:1")),
             ),
             (
                 "another rejection",
